@@ -1,0 +1,71 @@
+"""Reverse mode as a graph transformation.
+
+`vjp` walks the forward graph once in reverse topological order and, for each
+node, applies its rule from OPS to build the cotangents of its arguments as new
+nodes of the same graph. The result is an ordinary graph: it shares the forward
+nodes it uses, is interned and constant-folded like any other, is evaluated by
+the same evaluator, and can be differentiated again.
+
+A cotangent that is structurally zero (no path to the output, a rule that says
+None, or a folded all-zero constant) is never materialised and never
+multiplied into a local derivative, so it cannot turn into 0 * inf = nan.
+"""
+
+from __future__ import annotations
+
+from .graph import Graph, Node, topological_order
+from .ops import OPS
+
+
+def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node]) -> list[Node]:
+    """Nodes for seed^T d(output)/d(w), one per w in wrt, each of w's shape."""
+    order = topological_order([output])
+    active = _depends_on(order, {w.id for w in wrt})
+    cotangents: dict[int, list[Node]] = {}
+    if output.id in active:
+        cotangents[output.id] = [seed]
+    results: dict[int, Node] = {}
+    for node in reversed(order):
+        parts = cotangents.pop(node.id, None)
+        if parts is None:
+            continue
+        g = _accumulate(graph, parts)
+        if node.op == "var":
+            results[node.id] = g
+            continue
+        rule = OPS[node.op].vjp
+        with graph.origin(node):
+            contributions = rule(g, node, *node.args)
+        for arg, ct in zip(node.args, contributions):
+            if ct is None or arg.id not in active or _is_zero(ct):
+                continue
+            ct = _fit(graph, ct, arg.shape)
+            cotangents.setdefault(arg.id, []).append(ct)
+    return [results.get(w.id) or graph.zeros(w.shape) for w in wrt]
+
+
+def _depends_on(order: list[Node], sources: set[int]) -> set[int]:
+    active = set()
+    for node in order:
+        if node.id in sources or any(a.id in active for a in node.args):
+            active.add(node.id)
+    return active
+
+
+def _accumulate(graph: Graph, parts: list[Node]) -> Node:
+    total = parts[0]
+    for part in parts[1:]:
+        total = graph.apply("add", (total, part))
+    return total
+
+
+def _is_zero(node: Node) -> bool:
+    return node.op == "const" and not node.value.any()
+
+
+def _fit(graph: Graph, ct: Node, shape: tuple) -> Node:
+    """Undo broadcasting: sum a cotangent down to its argument's shape."""
+    if ct.shape == shape:
+        return ct
+    lifted = (1,) * (len(ct.shape) - len(shape)) + shape
+    return graph.reshape(graph.apply("sum_to", (ct,), lifted), shape)

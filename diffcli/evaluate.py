@@ -1,0 +1,96 @@
+"""NumPy evaluation of a graph over leading batch axes.
+
+A Plan is compiled once per set of outputs: a flat list of steps, each a
+prebuilt kernel with the slots it reads and writes, and the slots whose last
+use it is (released right after, so big batches do not keep every
+intermediate alive). Running it is a loop over that list: no graph walk, no
+dictionary look-ups, no work per node that depends on the batch size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
+from .ops import OPS
+
+
+class Plan:
+    def __init__(self, outputs: list[Node], inputs: list[Node]):
+        self.outputs = outputs
+        self.inputs = inputs
+        order = topological_order(outputs)
+        self.order = order
+        slot = self._slot = {node.id: i for i, node in enumerate(order)}
+        self._size = len(order)
+        self._constants = [(slot[n.id], n.value) for n in order if n.op == "const"]
+        self._input_slots = [slot.get(n.id) for n in inputs]
+        self._output_slots = [slot[n.id] for n in outputs]
+        keep = set(self._output_slots)
+        last_use: dict[int, int] = {}
+        computed = [n for n in order if n.op not in ("const", "var")]
+        for step, node in enumerate(computed):
+            for a in node.args:
+                last_use[slot[a.id]] = step
+        releases: list[list[int]] = [[] for _ in computed]
+        for s, step in last_use.items():
+            if s not in keep and order[s].op != "const":
+                releases[step].append(s)
+        self._steps = [(OPS[n.op].kernel(n), tuple(slot[a.id] for a in n.args), slot[n.id],
+                        tuple(releases[i])) for i, n in enumerate(computed)]
+        self._nodes = computed
+
+    def run(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for the given input arrays (one per input node, batch axes first)."""
+        slots: list = [None] * self._size
+        for s, v in self._constants:
+            slots[s] = v
+        for s, v in zip(self._input_slots, values):
+            if s is not None:
+                slots[s] = v
+        with np.errstate(all="ignore"):
+            for kernel, args, out, release in self._steps:
+                slots[out] = kernel(*[slots[a] for a in args])
+                for r in release:
+                    slots[r] = None
+        return [slots[s] for s in self._output_slots]
+
+    def first_nonfinite(self, values: list[np.ndarray]):
+        """The first operation, in evaluation order, that produced a non-finite
+        value from finite inputs, as a Diagnostic; None if there is none."""
+        slots: list = [None] * self._size
+        for s, v in self._constants:
+            slots[s] = v
+        for s, v in zip(self._input_slots, values):
+            if s is not None:
+                slots[s] = v
+        with np.errstate(all="ignore"):
+            for (kernel, args, out, _), node in zip(self._steps, self._nodes):
+                inputs = [slots[a] for a in args]
+                result = slots[out] = kernel(*inputs)
+                if np.all(np.isfinite(result)):
+                    continue
+                finite_inputs = np.ones(np.shape(result), dtype=bool)
+                for x in inputs:
+                    finite_inputs &= _broadcast_finite(x, np.shape(result))
+                culprits = ~np.isfinite(result) & finite_inputs
+                if np.any(culprits):
+                    if node.origin is None:
+                        return nonfinite_diagnostic(node.op, result, inputs, node.span, culprits)
+                    forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
+                                      for a in node.origin.args]
+                    return derivative_diagnostic(node.origin, result, forward_inputs, culprits)
+        return None
+
+
+def _broadcast_finite(x, shape):
+    finite = np.isfinite(x)
+    if finite.ndim > len(shape):  # the operand of a reduction: all of its value must be finite
+        lead = finite.shape[:len(shape)]
+        if lead == tuple(shape):
+            return finite.reshape(lead + (-1,)).all(axis=-1)
+        return np.full(shape, bool(finite.all()))
+    try:
+        return np.broadcast_to(finite, shape)
+    except ValueError:
+        return np.full(shape, bool(finite.all()))

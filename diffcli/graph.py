@@ -1,0 +1,293 @@
+"""The DAG: immutable, interned nodes with static value shapes.
+
+A Graph is an arena. `Graph.apply` is the only way to make an operation node:
+it infers the shape (raising ShapeError at the operator's span before any
+numeric work), inserts the reshapes broadcasting needs, simplifies the cheap
+and safe cases (x*1, x+0, --x, ...), folds constants, and interns the result
+by (op, argument identities, attribute), so equal subexpressions are one node
+and `sin(x)*sin(x)` computes sin once. Nodes compare by identity; nothing here
+recurses on the depth of an expression.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .errors import Diagnostic, ShapeError, Span
+from .ops import OPS, ShapeMismatch, describe
+
+# A folded constant larger than this is refused before it is allocated.
+MAX_CONSTANT_BYTES = 1 << 30
+
+
+class Node:
+    __slots__ = ("args", "attr", "graph", "id", "op", "origin", "shape", "span", "value")
+
+    def __init__(self, graph, op, args, attr, shape, span, origin=None, value=None):
+        self.graph = graph
+        self.id = len(graph.nodes)
+        self.op = op
+        self.args = args
+        self.attr = attr
+        self.shape = shape
+        self.span = span
+        self.origin = origin  # the forward node whose derivative rule made this one, if any
+        self.value = value  # constants only
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def is_const(self, scalar=None) -> bool:
+        if self.op != "const":
+            return False
+        return scalar is None or bool(np.all(self.value == scalar))
+
+    def __repr__(self):
+        return f"<{self.op}#{self.id} {self.shape}>"
+
+    # Arithmetic builds nodes, so derivative rules read like formulas.
+    def __add__(self, other):
+        return self.graph.apply("add", (self, other))
+
+    def __radd__(self, other):
+        return self.graph.apply("add", (other, self))
+
+    def __sub__(self, other):
+        return self.graph.apply("sub", (self, other))
+
+    def __rsub__(self, other):
+        return self.graph.apply("sub", (other, self))
+
+    def __mul__(self, other):
+        return self.graph.apply("mul", (self, other))
+
+    def __rmul__(self, other):
+        return self.graph.apply("mul", (other, self))
+
+    def __truediv__(self, other):
+        return self.graph.apply("div", (self, other))
+
+    def __rtruediv__(self, other):
+        return self.graph.apply("div", (other, self))
+
+    def __pow__(self, other):
+        return self.graph.apply("pow", (self, other))
+
+    def __neg__(self):
+        return self.graph.apply("neg", (self,))
+
+
+class Graph:
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self._interned: dict[tuple, Node] = {}
+        self._origin: Node | None = None  # the forward node whose rule is running
+        self.diagnostics: list[Diagnostic] = []  # non-finite values met while folding
+
+    # ------------------------------------------------------------ leaves
+
+    def const(self, value) -> Node:
+        array = np.asarray(value, dtype=np.float64)
+        key = ("const", array.shape, array.tobytes())
+        node = self._interned.get(key)
+        if node is None:
+            array = array.copy()
+            array.flags.writeable = False
+            node = self._add(key, Node(self, "const", (), None, array.shape, None, value=array))
+        return node
+
+    def var(self, name: str, shape: tuple, span: Span | None = None) -> Node:
+        key = ("var", name)
+        node = self._interned.get(key)
+        if node is None:
+            node = self._add(key, Node(self, "var", (), name, tuple(shape), span))
+        elif node.shape != tuple(shape):
+            raise ValueError(f"variable {name} already has shape {node.shape}")
+        return node
+
+    def zeros(self, shape) -> Node:
+        return self.const(np.zeros(shape))
+
+    # ------------------------------------------------------------ operations
+
+    @contextlib.contextmanager
+    def origin(self, forward: Node):
+        """Nodes made inside this block belong to the derivative of `forward`:
+        they take its source span, so warnings about them point at it."""
+        saved = self._origin
+        self._origin = forward
+        try:
+            yield
+        finally:
+            self._origin = saved
+
+    def apply(self, name: str, args, attr=None, span: Span | None = None) -> Node:
+        op = OPS[name]
+        args = tuple(a if isinstance(a, Node) else self.const(a) for a in args)
+        if span is None and self._origin is not None:
+            span = self._origin.span
+        shape = self._infer_shape(op, args, attr, span)
+        if op.broadcasting:
+            args = tuple(self._lift_rank(a, len(shape)) for a in args)
+        simpler = _simplify(self, name, args, attr, shape)
+        if simpler is not None:
+            return simpler
+        if all(a.op == "const" for a in args):
+            return self._fold(op, args, attr, shape, span)
+        key = (name, tuple(a.id for a in args), attr)
+        node = self._interned.get(key)
+        if node is None:
+            node = self._add(key, Node(self, name, args, attr, shape, span, self._origin))
+        return node
+
+    def reshape(self, node: Node, shape: tuple) -> Node:
+        return self.apply("reshape", (node,), tuple(shape))
+
+    def _label(self, op_name):
+        return op_name if self._origin is None else f"the derivative of {self._origin.op}"
+
+    def _add(self, key, node):
+        self._interned[key] = node
+        self.nodes.append(node)
+        return node
+
+    def _lift_rank(self, node, rank):
+        missing = rank - len(node.shape)
+        return node if missing == 0 else self.reshape(node, (1,) * missing + node.shape)
+
+    def _infer_shape(self, op, args, attr, span):
+        shapes = [a.shape for a in args]
+        try:
+            if op.broadcasting:
+                return broadcast_shapes(shapes)
+            return tuple(op.shape(shapes, attr))
+        except ShapeMismatch as e:
+            raise ShapeError(str(e), span) from None
+
+    def _fold(self, op, args, attr, shape, span):
+        size = int(np.prod(shape, dtype=np.int64)) * 8
+        if size > MAX_CONSTANT_BYTES:
+            raise ShapeError(f"{op.name} would make a constant of {describe(shape)}"
+                             f" ({size / 2**30:.1f} GiB); refusing to allocate it", span)
+        probe = Node(self, op.name, args, attr, shape, span)
+        with np.errstate(all="ignore"):
+            value = np.asarray(op.kernel(probe)(*(a.value for a in args)), dtype=np.float64)
+        if not np.all(np.isfinite(value)) and all(np.all(np.isfinite(a.value)) for a in args):
+            self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value,
+                                                         [a.value for a in args], span))
+        return self.const(value)
+
+
+def broadcast_shapes(shapes) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        described = " and ".join(describe(s) for s in shapes)
+        raise ShapeMismatch(f"shapes do not match: {described}") from None
+
+
+def nonfinite_diagnostic(op_name, result, inputs, span, mask=None) -> Diagnostic:
+    """'log produced nan (input -1.0)': the first entry of result where mask
+    holds (default: the first non-finite entry), with the inputs there."""
+    result = np.asarray(result)
+    if mask is None:
+        mask = ~np.isfinite(result)
+    position = int(np.flatnonzero(mask.ravel())[0])
+    shown = [_entry_text(x, result.shape, position) for x in inputs]
+    value = repr(float(result.ravel()[position]))
+    noun = "input" if len(shown) == 1 else "inputs"
+    return Diagnostic(f"{op_name} produced {value} ({noun} {', '.join(shown)})", span)
+
+
+def derivative_diagnostic(forward: Node, result, inputs, mask) -> Diagnostic:
+    """'the derivative of sqrt is inf (input 0.0)': inputs are the forward
+    operation's, shown when they are small enough to read."""
+    value = repr(float(np.asarray(result).ravel()[int(np.flatnonzero(mask.ravel())[0])]))
+    message = f"the derivative of {forward.op} is {value}"
+    if inputs and all(x is not None and np.size(x) <= 6 for x in inputs):
+        shown = [_entry_text(x, (), 0) if np.size(x) == 1 else _entry_text(x, (-1,), 0) for x in inputs]
+        noun = "input" if len(shown) == 1 else "inputs"
+        message += f" ({noun} {', '.join(shown)})"
+    return Diagnostic(message, forward.span)
+
+
+def _entry_text(x, shape, position) -> str:
+    x = np.asarray(x)
+    try:
+        return repr(float(np.broadcast_to(x, shape).ravel()[position]))
+    except ValueError:  # an operand with more axes than the result (a reduction)
+        if x.size <= 6:
+            return np.array2string(x.ravel(), separator=", ")
+        return f"an array of shape {x.shape}"
+
+
+def _is_identity_const(node: Node, value: float, shape: tuple) -> bool:
+    # Only scalar-like constants: a larger one could change x's shape by broadcasting.
+    return node.op == "const" and node.size <= 1 and bool(np.all(node.value == value))
+
+
+def _simplify(graph, name, args, attr, shape):
+    """Cheap rewrites that are exact in IEEE arithmetic; None when none applies."""
+    if name in ("add", "sub", "mul", "div", "pow"):
+        a, b = args
+
+        def keeps(x):
+            return x.shape == shape
+        if name == "add":
+            if _is_identity_const(b, 0.0, shape) and keeps(a):
+                return a
+            if _is_identity_const(a, 0.0, shape) and keeps(b):
+                return b
+        elif name == "sub":
+            if _is_identity_const(b, 0.0, shape) and keeps(a):
+                return a
+            if _is_identity_const(a, 0.0, shape) and keeps(b):
+                return graph.apply("neg", (b,))
+        elif name == "mul":
+            if _is_identity_const(b, 1.0, shape) and keeps(a):
+                return a
+            if _is_identity_const(a, 1.0, shape) and keeps(b):
+                return b
+            if _is_identity_const(b, -1.0, shape) and keeps(a):
+                return graph.apply("neg", (a,))
+            if _is_identity_const(a, -1.0, shape) and keeps(b):
+                return graph.apply("neg", (b,))
+        elif name in ("div", "pow"):
+            if _is_identity_const(b, 1.0, shape) and keeps(a):
+                return a
+    elif name == "neg" and args[0].op == "neg":
+        return args[0].args[0]
+    elif name in ("reshape", "broadcast_to", "sum_to"):
+        x = args[0]
+        if x.shape == shape:
+            return x
+        if name == "reshape" and x.op == "reshape":
+            return graph.reshape(x.args[0], shape)
+    elif name in ("sum", "max", "min", "logsumexp", "cumsum", "cumprod", "transpose") \
+            and len(args[0].shape) == 0 or name == "transpose" and len(args[0].shape) == 1:
+        return args[0]
+    return None
+
+
+def topological_order(outputs) -> list[Node]:
+    """Every node the outputs depend on, each after its arguments (iterative DFS)."""
+    order: list[Node] = []
+    done: set[int] = set()
+    for root in outputs:
+        if root.id in done:
+            continue
+        stack = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i < len(node.args):
+                stack.append((node, i + 1))
+                child = node.args[i]
+                if child.id not in done:
+                    stack.append((child, 0))
+            elif node.id not in done:
+                done.add(node.id)
+                order.append(node)
+    return order

@@ -1,0 +1,444 @@
+"""OPS: the one table of primitive operations.
+
+Each entry gives
+  kernel(node) -> f(*arrays)   the NumPy forward, built once per node so that
+                               axis arithmetic happens at plan time, not per call;
+  shape(arg_shapes, attr)      the static value shape of the result;
+  vjp(g, ans, *args)           the vector-Jacobian product, written in graph
+                               operations, so derivatives are graphs that can be
+                               differentiated again. None in the result = zero.
+
+Arrays carry leading batch axes in front of the value axes; every kernel works
+on the trailing value axes only, so batches broadcast through untouched.
+Broadcasting ops receive operands of equal value rank (graph.py inserts the
+reshapes), so NumPy's right-aligned broadcasting lines up batch with batch.
+
+Subgradients at kinks follow PyTorch: abs'(0) = sign(0) = 0, relu'(0) = 0,
+maximum/minimum split g evenly on ties, max/min reductions share g evenly
+among tied elements, norm'(0) = 0, floor/ceil/sign/comparisons have derivative 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class ShapeMismatch(Exception):
+    """Raised by shape rules; graph.py adds the source span."""
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    kernel: Callable[[Any], Callable]
+    shape: Callable[[list, Any], tuple]
+    vjp: Callable | None
+    broadcasting: bool = False
+
+
+OPS: dict[str, Op] = {}
+
+
+def defop(name, kernel, vjp, shape=None, broadcasting=False):
+    OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting)
+
+
+def elementwise(f):
+    return lambda node: f
+
+
+def value_axes(shape) -> tuple[int, ...]:
+    return tuple(range(-len(shape), 0))
+
+
+def _same_shape(shapes, attr):
+    return shapes[0]
+
+
+def _scalar_shape(shapes, attr):
+    return ()
+
+
+def _attr_shape(shapes, attr):
+    return attr
+
+
+# Graph-building helpers used by the vjp rules. Nodes know their graph.
+def _builder(name):
+    def build(*args, **attr):
+        graph = next(a.graph for a in args if hasattr(a, "graph"))
+        return graph.apply(name, args, attr.get("attr"))
+    build.__name__ = name
+    return build
+
+
+class _GraphOps:
+    """vjp rules write G.cos(x), G.where(c, a, b), G.index(g, attr=...): each call
+    adds a node of that op to the graph of its arguments."""
+
+    def __getattr__(self, name):
+        return _builder(name)
+
+
+G = _GraphOps()
+
+
+def _reshape(x, shape):
+    return G.reshape(x, attr=tuple(shape))
+
+
+def _expand_as_reduced(g, x):
+    """A cotangent of a full reduction, shaped to broadcast against x."""
+    return _reshape(g, (1,) * len(x.shape))
+
+
+def _cumsum(x, reverse):
+    return G.cumsum(x, attr=reverse)
+
+
+# ---------------------------------------------------------------- numerics
+
+
+def _sigmoid(a):
+    # Two branches so that neither exp overflows: exact to rounding everywhere.
+    out = np.empty(np.shape(a))
+    positive = a >= 0
+    z = np.exp(-np.abs(a))
+    np.divide(1.0, 1.0 + z, out=out, where=positive)
+    np.divide(z, 1.0 + z, out=out, where=~positive)
+    return out
+
+
+def _to_float(f):
+    return lambda a, b: f(a, b).astype(np.float64)
+
+
+def _logsumexp_kernel(node):
+    axes = value_axes(node.args[0].shape)
+
+    def logsumexp(a):
+        m = np.max(a, axis=axes, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        s = np.sum(np.exp(a - m), axis=axes, keepdims=True)
+        return (np.log(s) + m).reshape(s.shape[:s.ndim - len(axes)])
+    return logsumexp
+
+
+def _softmax_kernel(node):
+    axes = value_axes(node.shape)
+
+    def softmax(a):
+        m = np.max(a, axis=axes, keepdims=True)
+        e = np.exp(a - np.where(np.isfinite(m), m, 0.0))
+        return e / np.sum(e, axis=axes, keepdims=True)
+    return softmax
+
+
+def _reduction(f):
+    def kernel(node):
+        axes = value_axes(node.args[0].shape)
+        return lambda a: f(a, axis=axes)
+    return kernel
+
+
+def _norm(a, axis):
+    return np.sqrt(np.sum(np.square(a), axis=axis))
+
+
+def _cumulative(f):
+    def kernel(node):
+        axis = -len(node.shape)
+        if node.attr:  # reversed: accumulate from the end of the leading value axis
+            return lambda a: np.flip(f(np.flip(a, axis), axis=axis), axis)
+        return lambda a: f(a, axis=axis)
+    return kernel
+
+
+def _matmul_kernel(node):
+    a, b = (len(arg.shape) for arg in node.args)
+    if a == 2 and b == 2:
+        return np.matmul
+    if a == 2 and b == 1:
+        return lambda x, y: np.matmul(x, y[..., None])[..., 0]
+    if a == 1 and b == 2:
+        return lambda x, y: np.matmul(x[..., None, :], y)[..., 0, :]
+    return lambda x, y: np.einsum("...i,...i->...", x, y)
+
+
+def _matmul_shape(shapes, attr):
+    a, b = shapes
+    if not a or not b:
+        raise ShapeMismatch("'@' needs vectors or matrices (use '*' for scalars)")
+    if len(a) > 2 or len(b) > 2:
+        raise ShapeMismatch("'@' works on vectors and matrices only")
+    if a[-1] != b[0]:
+        raise ShapeMismatch(f"'@' needs the inner sizes to match: {describe(a)} @ {describe(b)}")
+    return a[:-1] + b[1:]
+
+
+def _matmul_vjp(g, ans, a, b):
+    ra, rb = len(a.shape), len(b.shape)
+    if ra == 1 and rb == 1:
+        return g * b, g * a
+    if ra == 2 and rb == 1:
+        return _reshape(g, (-1, 1)) * _reshape(b, (1, -1)), G.matmul(G.transpose(a), g)
+    if ra == 1 and rb == 2:
+        return G.matmul(b, g), _reshape(a, (-1, 1)) * _reshape(g, (1, -1))
+    return G.matmul(g, G.transpose(b)), G.matmul(G.transpose(a), g)
+
+
+def _transpose_kernel(node):
+    k = len(node.shape)
+    return lambda a: np.moveaxis(a, range(-k, 0), range(-1, -k - 1, -1))
+
+
+def _trace_shape(shapes, attr):
+    if len(shapes[0]) != 2:
+        raise ShapeMismatch(f"trace needs a matrix, got {describe(shapes[0])}")
+    return ()
+
+
+def _trace_vjp(g, ans, a):
+    return (_reshape(g, (1, 1)) * a.graph.const(np.eye(*a.shape)),)
+
+
+def _stack_shape(shapes, attr):
+    first = shapes[0]
+    for i, s in enumerate(shapes[1:], start=2):
+        if s != first:
+            raise ShapeMismatch(f"ragged array literal: element {i} is {describe(s)}"
+                                f" but element 1 is {describe(first)}")
+    return (len(shapes),) + first
+
+
+def _stack_kernel(node):
+    axis = -len(node.shape)
+    return lambda *arrays: np.stack(np.broadcast_arrays(*arrays), axis=axis)
+
+
+def _stack_vjp(g, ans, *items):
+    return tuple(G.index(g, attr=(i,)) for i in range(len(items)))
+
+
+# Index items: an int (already in range and non-negative) or a (start, stop, step) slice.
+def _index_key(items, rank):
+    key = tuple(i if isinstance(i, int) else slice(*i) for i in items)
+    return (Ellipsis,) + key + (slice(None),) * (rank - len(items))
+
+
+def _index_shape(shapes, items):
+    shape = shapes[0]
+    out = []
+    for n, item in zip(shape, items):
+        if not isinstance(item, int):
+            out.append(len(range(n)[slice(*item)]))
+    return tuple(out) + shape[len(items):]
+
+
+def _index_kernel(node):
+    key = _index_key(node.attr, len(node.args[0].shape))
+    return lambda a: a[key]
+
+
+def _scatter_kernel(node):
+    items, shape = node.attr
+    key = _index_key(items, len(shape))
+    rank = len(node.args[0].shape)
+
+    def scatter(g):
+        out = np.zeros(g.shape[:g.ndim - rank] + shape)
+        out[key] = g
+        return out
+    return scatter
+
+
+def _reshape_kernel(node):
+    rank, shape = len(node.args[0].shape), node.shape
+    return lambda a: a.reshape(a.shape[:a.ndim - rank] + shape)
+
+
+def _reshape_shape(shapes, attr):
+    return tuple(int(s) for s in np.empty(shapes[0], dtype=np.bool_).reshape(attr).shape)
+
+
+def _broadcast_to_kernel(node):
+    rank, shape = len(node.shape), node.shape
+    return lambda a: np.broadcast_to(a, a.shape[:a.ndim - rank] + shape)
+
+
+def _sum_to_kernel(node):
+    source, target = node.args[0].shape, node.shape
+    axes = tuple(i - len(source) for i, (s, t) in enumerate(zip(source, target)) if t == 1 and s != 1)
+    return lambda a: np.sum(a, axis=axes, keepdims=True)
+
+
+def _cumprod_vjp(g, ans, x):
+    # rcumsum(g * ans) / x is exact only without zeros. Exact with zeros: entries
+    # before the first zero use that formula; the first zero gets the reversed
+    # cumulative sum of g times the products with that zero replaced by 1;
+    # entries after the first zero get 0 (every product through them holds it).
+    is_zero = G.eq(x, 0.0)
+    zeros_so_far = _cumsum(is_zero, False)
+    first_zero = is_zero * G.eq(zeros_so_far, 1.0)
+    before = G.eq(zeros_so_far, 0.0)
+    safe_x = G.where(is_zero, 1.0, x)
+    without_first_zero = G.cumprod(G.where(first_zero, 1.0, x))
+    return (G.where(before, _cumsum(g * ans, True) / safe_x,
+                  G.where(first_zero, _cumsum(g * without_first_zero, True), 0.0)),)
+
+
+def _pow_vjp(g, ans, a, b):
+    # d/db a**b = log(a) a**b, taken as 0 where a == 0 (the limit for b > 0).
+    return (g * b * a ** (b - 1.0),
+            g * G.where(G.eq(a, 0.0), 0.0, G.log(a) * ans))
+
+
+def _extreme_vjp(g, ans, x):
+    tied = G.eq(x, _expand_as_reduced(ans, x))
+    return (_expand_as_reduced(g, x) * tied / _expand_as_reduced(G.sum(tied), x),)
+
+
+def _pairwise_extreme_vjp(first, second):
+    def vjp(g, ans, a, b):
+        tie = G.eq(a, b) * 0.5
+        return g * (first(a, b) + tie), g * (second(a, b) + tie)
+    return vjp
+
+
+def _norm_vjp(g, ans, x):
+    nonzero = G.where(G.eq(ans, 0.0), 1.0, ans)
+    return (_expand_as_reduced(g / nonzero, x) * x,)
+
+
+def _softmax_vjp(g, ans, x):
+    return (ans * (g - _expand_as_reduced(G.sum(g * ans), x)),)
+
+
+def _sum_vjp(g, ans, x):
+    return (G.broadcast_to(_expand_as_reduced(g, x), attr=x.shape),)
+
+
+def _comparison(f):
+    return {"kernel": elementwise(_to_float(f)), "vjp": _no_derivative, "broadcasting": True}
+
+
+def _no_derivative(g, ans, *args):
+    return (None,) * len(args)
+
+
+LN2, LN10 = math.log(2.0), math.log(10.0)
+
+# ---------------------------------------------------------------- arithmetic
+
+defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True)
+defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True)
+defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True)
+defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True)
+defop("pow", elementwise(np.power), _pow_vjp, broadcasting=True)
+defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,))
+
+# ---------------------------------------------------------------- elementwise functions
+
+defop("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),))
+defop("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),))
+defop("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),))
+defop("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),))
+defop("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),))
+defop("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),))
+defop("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),))
+defop("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),))
+defop("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),))
+defop("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),))
+defop("acosh", elementwise(np.arccosh),
+      lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),))
+defop("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),))
+defop("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,))
+defop("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),))
+defop("log", elementwise(np.log), lambda g, ans, x: (g / x,))
+defop("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),))
+defop("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),))
+defop("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),))
+defop("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),))
+defop("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),))
+defop("abs", elementwise(np.abs), lambda g, ans, x: (g * G.sign(x),))
+defop("sign", elementwise(np.sign), _no_derivative)
+defop("floor", elementwise(np.floor), _no_derivative)
+defop("ceil", elementwise(np.ceil), _no_derivative)
+defop("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),))
+defop("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (g * G.gt(x, 0.0),))
+defop("softplus", elementwise(lambda a: np.logaddexp(0.0, a)),
+      lambda g, ans, x: (g * G.sigmoid(x),))
+
+# ---------------------------------------------------------------- binary functions
+
+defop("atan2", elementwise(np.arctan2),
+      lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), broadcasting=True)
+defop("hypot", elementwise(np.hypot),
+      lambda g, ans, a, b: (g * a / ans, g * b / ans), broadcasting=True)
+defop("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), broadcasting=True)
+defop("minimum", elementwise(np.minimum), _pairwise_extreme_vjp(G.lt, G.gt), broadcasting=True)
+defop("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
+      lambda g, ans, c, a, b: (None, G.where(c, g, 0.0), G.where(c, 0.0, g)),
+      broadcasting=True)
+
+# ---------------------------------------------------------------- comparisons (0.0 / 1.0)
+
+defop("lt", **_comparison(np.less))
+defop("le", **_comparison(np.less_equal))
+defop("gt", **_comparison(np.greater))
+defop("ge", **_comparison(np.greater_equal))
+defop("eq", **_comparison(np.equal))
+defop("ne", **_comparison(np.not_equal))
+
+# ---------------------------------------------------------------- reductions over the whole value
+
+defop("sum", _reduction(np.sum), _sum_vjp, shape=_scalar_shape)
+defop("max", _reduction(np.max), _extreme_vjp, shape=_scalar_shape)
+defop("min", _reduction(np.min), _extreme_vjp, shape=_scalar_shape)
+defop("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape)
+defop("logsumexp", _logsumexp_kernel, lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
+      shape=_scalar_shape)
+defop("softmax", _softmax_kernel, _softmax_vjp)
+
+# ---------------------------------------------------------------- along the leading value axis
+
+defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),))
+defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp)
+
+# ---------------------------------------------------------------- linear algebra
+
+defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape)
+defop("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
+      shape=lambda shapes, attr: shapes[0][::-1])
+defop("trace", lambda node: lambda a: np.trace(a, axis1=-2, axis2=-1), _trace_vjp, shape=_trace_shape)
+
+# ---------------------------------------------------------------- structure
+
+defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape)
+defop("index", _index_kernel,
+      lambda g, ans, x: (G.scatter(g, attr=(ans.attr, x.shape)),),
+      shape=_index_shape)
+defop("scatter", _scatter_kernel,
+      lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
+      shape=lambda shapes, attr: attr[1])
+defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape)
+defop("broadcast_to", _broadcast_to_kernel,
+      lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape)
+defop("sum_to", _sum_to_kernel,
+      lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape)
+
+
+def describe(shape: tuple) -> str:
+    """A shape in words, for error messages."""
+    if len(shape) == 0:
+        return "a scalar"
+    if len(shape) == 1:
+        return f"a {shape[0]}-vector"
+    if len(shape) == 2:
+        return f"a {shape[0]}x{shape[1]} matrix"
+    return f"an array of shape {shape}"

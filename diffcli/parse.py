@@ -1,0 +1,378 @@
+"""Text -> syntax -> graph.
+
+The lark LALR parser is built once from grammars/diffcli.lark; its callbacks
+run at each reduction and make small Syntax records (no parse tree, no
+recursive transformer). `Program.build` then walks the syntax with an explicit
+stack and makes graph nodes for a given set of variable shapes. Parse errors are
+rewritten into one sentence plus a caret under the offending column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from .errors import ExpressionError, ShapeError
+from .functions import CONSTANTS, FUNCTIONS, arity_text
+from .graph import Graph, Node
+from .ops import describe
+
+_HERE = Path(__file__).resolve().parent
+# Installed wheels carry the grammar inside the package; a source checkout has it
+# at the top level.
+GRAMMAR_CANDIDATES = (_HERE / "grammars" / "diffcli.lark", _HERE.parent / "grammars" / "diffcli.lark")
+
+BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow", "^": "pow"}
+COMPARISONS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+OPENERS, CLOSERS = "([", ")]"
+
+
+class Syntax:
+    """One construct of the source: kind, children (Syntax or None), data, span."""
+
+    __slots__ = ("children", "data", "kind", "span")
+
+    def __init__(self, kind, children, data, span):
+        self.kind = kind
+        self.children = children
+        self.data = data
+        self.span = span
+
+
+def _span(token: Token):
+    return (token.start_pos, token.end_pos)
+
+
+class _Callbacks(Transformer):
+    """Called by the LALR parser at each reduction; keeps no state between calls."""
+
+    def number(self, children):
+        (tok,) = children
+        return Syntax("number", (), float(tok), _span(tok))
+
+    def name(self, children):
+        (tok,) = children
+        return Syntax("name", (), str(tok), _span(tok))
+
+    def call(self, children):
+        name = children[0]
+        args = children[2] if len(children) == 4 else []
+        return Syntax("call", tuple(args), str(name), _span(name))
+
+    def group(self, children):
+        return children[1]
+
+    def array(self, children):
+        return Syntax("array", tuple(children[1]), None, _span(children[0]))
+
+    def arguments(self, children):
+        return [c for c in children if not isinstance(c, Token)]
+
+    items = arguments
+    subscripts = arguments
+
+    def index(self, children):
+        target, bracket, subscripts, _ = children
+        return Syntax("index", (target, *subscripts), None, _span(bracket))
+
+    def slice(self, children):
+        parts = [c for c in children if not (isinstance(c, Token) and c.type == "COLON")]
+        colon = next(c for c in children if isinstance(c, Token))
+        while len(parts) < 3:
+            parts.append(None)
+        return Syntax("slice", tuple(parts), None, _span(colon))
+
+    def binary(self, children):
+        a, op, b = children
+        return Syntax("apply", (a, b), BINARY_OPS[str(op)], _span(op))
+
+    def compare(self, children):
+        a, op, b = children
+        return Syntax("apply", (a, b), COMPARISONS[str(op)], _span(op))
+
+    def unary(self, children):
+        op, a = children
+        return a if op == "+" else Syntax("apply", (a,), "neg", _span(op))
+
+    def implicit_mul(self, children):
+        number, operand = children
+        return Syntax("apply", (self.number([number]), operand), "mul", _span(number))
+
+    def let(self, children):
+        name, _, value = children
+        return Syntax("let", (value,), str(name), _span(name))
+
+    def start(self, children):
+        statements = [c for c in children if isinstance(c, Syntax)]
+        return Syntax("program", tuple(statements), None, (0, 0))
+
+
+class _NewlinesInBrackets:
+    """Inside ( ) and [ ] a newline is only whitespace, as in Python."""
+
+    always_accept = ("_NEWLINE",)
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif token.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            elif token.type == "_NEWLINE" and depth:
+                continue
+            yield token
+
+
+def grammar_path() -> Path:
+    for path in GRAMMAR_CANDIDATES:
+        if path.is_file():
+            return path
+    raise FileNotFoundError("diffcli's grammar file is missing from the installation")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
+                transformer=_Callbacks(), postlex=_NewlinesInBrackets(), maybe_placeholders=True,
+                cache=True)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Program:
+    """A parsed expression: let-bindings and a result, not yet bound to shapes."""
+
+    def __init__(self, source: str, root: Syntax):
+        self.source = source
+        self.root = root
+        self.variables = _free_variables(root)
+
+    def build(self, graph: Graph, shapes: dict[str, tuple]) -> Node:
+        """Graph nodes for the result, with variables of the given shapes."""
+        env: dict[str, Node] = {}
+        try:
+            for statement in self.root.children:
+                node = _build(graph, statement.children[0] if statement.kind == "let" else statement,
+                              env, shapes)
+                if statement.kind == "let":
+                    env[statement.data] = node
+            return node
+        except (ExpressionError, ShapeError) as e:
+            raise e.with_source(self.source) from None
+
+
+def parse(text: str) -> Program:
+    """Parse an expression; raises ExpressionError with a caret-ready span."""
+    if "\x00" in text:
+        raise ExpressionError("the expression contains a NUL byte", _at(text.index("\x00")), text)
+    if not text.strip():
+        raise ExpressionError("empty expression: nothing to evaluate", None, text)
+    _check_brackets(text)
+    try:
+        root = _parser().parse(text)
+    except UnexpectedInput as e:
+        raise _explain(e, text) from None
+    return Program(text, root)
+
+
+def _at(pos):
+    return (pos, pos + 1)
+
+
+def _check_brackets(text: str) -> None:
+    stack: list[int] = []
+    in_comment = False
+    for pos, ch in enumerate(text):
+        if in_comment:
+            in_comment = ch != "\n"
+        elif ch == "#":
+            in_comment = True
+        elif ch in OPENERS:
+            stack.append(pos)
+        elif ch in CLOSERS:
+            if not stack:
+                raise ExpressionError(f"unmatched '{ch}'", _at(pos), text)
+            opener = stack.pop()
+            if OPENERS.index(text[opener]) != CLOSERS.index(ch):
+                raise ExpressionError(f"'{ch}' does not match the '{text[opener]}' opened at column "
+                                      f"{opener + 1}", _at(pos), text)
+    if stack:
+        pos = stack[-1]
+        raise ExpressionError(f"'{text[pos]}' is never closed", _at(pos), text)
+
+
+_LOOKALIKES = {"×": "*", "·": "*", "∗": "*", "÷": "/", "−": "-", "–": "-", "—": "-", "‐": "-",
+               "²": "**2", "³": "**3", "√": "sqrt", "π": "pi", "^": "^", "≤": "<=", "≥": ">=",
+               "≠": "!=", "“": "(", "”": ")"}
+_OPERATOR_ENDINGS = ("**", "+", "-", "*", "/", "@", "^", "<", ">", "=", ",", ":", "(", "[")
+
+
+def _explain(error: UnexpectedInput, text: str) -> ExpressionError:
+    if isinstance(error, UnexpectedCharacters):
+        pos = error.pos_in_stream
+        ch = text[pos]
+        return ExpressionError(_describe_bad_character(ch), _at(pos), text)
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    at_end = token.type == "$END"
+    pos = len(text.rstrip()) if at_end else token.start_pos
+    before = text[:pos].rstrip()
+    operator = next((op for op in _OPERATOR_ENDINGS if before.endswith(op)), None)
+    shown = "the end of the expression" if at_end else f"'{token}'"
+    if at_end and before.endswith("="):
+        span = _at(len(before) - 1)
+        return ExpressionError("expected a value after '='", span, text)
+    if operator in ("(", "[", ",", ":"):
+        return ExpressionError(f"expected an operand after '{operator}', found {shown}",
+                               _at(len(before) - 1) if at_end else _tok_span(token), text)
+    if operator is not None:
+        span = _at(len(before) - 1) if at_end else _tok_span(token)
+        return ExpressionError(f"expected an operand after '{operator}', found {shown}", span, text)
+    if at_end:
+        return ExpressionError("the expression ends too early", _at(max(0, len(before) - 1)), text)
+    if token.type in ("NAME", "NUMBER", "LPAR", "LSQB"):
+        return ExpressionError(
+            f"missing operator before '{token}' (only a number may be followed directly by what "
+            f"it multiplies, as in 2x)", _tok_span(token), text)
+    if token.type == "ASSIGN":
+        return ExpressionError("'=' binds a name (name = value; result); use '==' to compare",
+                               _tok_span(token), text)
+    if token.type == "COMPARE":
+        return ExpressionError("comparisons do not chain: write (a < b) * (b < c)", _tok_span(token),
+                               text)
+    return ExpressionError(f"unexpected '{token}'", _tok_span(token), text)
+
+
+def _tok_span(token: Token):
+    return (token.start_pos, max(token.end_pos, token.start_pos + 1))
+
+
+def _describe_bad_character(ch: str) -> str:
+    code = f"U+{ord(ch):04X}"
+    ascii_form = _LOOKALIKES.get(ch) or unicodedata.normalize("NFKC", ch)
+    if ascii_form != ch and ascii_form.isascii() and ascii_form.isprintable():
+        name = unicodedata.name(ch, code)
+        return f"'{ch}' ({name}) is not ASCII: write '{ascii_form}' instead"
+    if not ch.isprintable() or ch in "\t\r\f\v":
+        return f"control character {code} is not allowed in an expression"
+    return f"unexpected character '{ch}' ({code})"
+
+
+# ---------------------------------------------------------------- syntax -> graph
+
+
+def _walk(root: Syntax):
+    """Syntax nodes in post-order, without recursion."""
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            yield node
+            continue
+        stack.append((node, True))
+        for child in reversed(node.children):
+            if child is not None:
+                stack.append((child, False))
+
+
+def _free_variables(root: Syntax) -> tuple[str, ...]:
+    bound: set[str] = set()
+    found: dict[str, None] = {}
+    for statement in root.children:
+        expr = statement.children[0] if statement.kind == "let" else statement
+        for node in _walk(expr):
+            if node.kind == "name" and node.data not in bound and node.data not in CONSTANTS \
+                    and node.data not in FUNCTIONS:
+                found.setdefault(node.data)
+        if statement.kind == "let":
+            bound.add(statement.data)
+    return tuple(found)
+
+
+def _build(graph: Graph, root: Syntax, env: dict[str, Node], shapes: dict[str, tuple]) -> Node:
+    built: dict[int, Node | None] = {}
+    for syn in _walk(root):
+        args = [None if c is None else built.pop(id(c)) for c in syn.children]
+        built[id(syn)] = _build_one(graph, syn, args, env, shapes)
+    return built.pop(id(root))
+
+
+def _build_one(graph, syn, args, env, shapes):
+    kind = syn.kind
+    if kind == "number":
+        return graph.const(syn.data)
+    if kind == "name":
+        return _resolve_name(graph, syn, env, shapes)
+    if kind == "apply":
+        return graph.apply(syn.data, args, span=syn.span)
+    if kind == "call":
+        return _call(graph, syn, args)
+    if kind == "array":
+        return graph.apply("stack", args, span=syn.span)
+    if kind == "slice":
+        return tuple(args)
+    if kind == "index":
+        return _index(graph, syn, args[0], args[1:])
+    raise AssertionError(kind)
+
+
+def _resolve_name(graph, syn, env, shapes):
+    name = syn.data
+    if name in env:
+        return env[name]
+    if name in CONSTANTS:
+        return graph.const(CONSTANTS[name])
+    if name in FUNCTIONS:
+        raise ExpressionError(f"'{name}' is a function: call it as {name}(...)", syn.span)
+    if name not in shapes:  # the API checks for missing values first; this is a safety net
+        raise ExpressionError(f"no value for variable '{name}'", syn.span)
+    return graph.var(name, shapes[name], syn.span)
+
+
+def _call(graph, syn, args):
+    name = syn.data
+    spec = FUNCTIONS.get(name)
+    if spec is None:
+        close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
+        hint = f": did you mean '{close[0]}'?" if close else ""
+        raise ExpressionError(f"unknown function '{name}'{hint}", syn.span)
+    if not spec.min_args <= len(args) <= spec.max_args:
+        raise ExpressionError(f"{name} takes {arity_text(spec)} ({len(args)} given)", syn.span)
+    return spec.build(graph, args, syn.span)
+
+
+def _index(graph, syn, target: Node, subscripts) -> Node:
+    shape = target.shape
+    if len(subscripts) > len(shape):
+        raise ShapeError(f"too many indices: {len(subscripts)} for {describe(shape)}", syn.span)
+    items = []
+    for axis, sub in enumerate(subscripts):
+        n = shape[axis]
+        if isinstance(sub, tuple):
+            bounds = tuple(None if part is None else _constant_int(part, syn) for part in sub)
+            if bounds[2] == 0:
+                raise ShapeError("slice step cannot be zero", syn.span)
+            items.append(bounds)
+        else:
+            i = _constant_int(sub, syn)
+            if not -n <= i < n:
+                raise ShapeError(f"index {i} is out of range for axis {axis} of size {n}", syn.span)
+            items.append(i % n)
+    return graph.apply("index", (target,), tuple(items), span=syn.span)
+
+
+def _constant_int(node: Node, syn: Syntax) -> int:
+    if node.op != "const" or node.shape != ():
+        raise ExpressionError("an index must be a constant integer", syn.span)
+    value = float(node.value)
+    if not np.isfinite(value) or value != int(value):
+        raise ExpressionError(f"an index must be an integer, not {value:g}", syn.span)
+    return int(value)
