@@ -12,6 +12,7 @@ recurses on the depth of an expression.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 
@@ -23,7 +24,7 @@ MAX_CONSTANT_BYTES = 1 << 30
 
 
 class Node:
-    __slots__ = ("args", "attr", "graph", "id", "op", "origin", "shape", "span", "value")
+    __slots__ = ("args", "attr", "graph", "id", "op", "origin", "scalar", "shape", "size", "span", "value")
 
     def __init__(self, graph, op, args, attr, shape, span, origin=None, value=None):
         self.graph = graph
@@ -35,15 +36,9 @@ class Node:
         self.span = span
         self.origin = origin  # the forward node whose derivative rule made this one, if any
         self.value = value  # constants only
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    def is_const(self, scalar=None) -> bool:
-        if self.op != "const":
-            return False
-        return scalar is None or bool(np.all(self.value == scalar))
+        self.size = math.prod(shape)
+        # A constant with one element, as a float: the simplifier's quick test.
+        self.scalar = float(value.ravel()[0]) if value is not None and value.size == 1 else None
 
     def __repr__(self):
         return f"<{self.op}#{self.id} {self.shape}>"
@@ -182,6 +177,9 @@ class Graph:
 
 
 def broadcast_shapes(shapes) -> tuple:
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return first
     try:
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
@@ -226,7 +224,7 @@ def _entry_text(x, shape, position) -> str:
 
 def _is_identity_const(node: Node, value: float, shape: tuple) -> bool:
     # Only scalar-like constants: a larger one could change x's shape by broadcasting.
-    return node.op == "const" and node.size <= 1 and bool(np.all(node.value == value))
+    return node.scalar == value
 
 
 def _simplify(graph, name, args, attr, shape):
