@@ -17,7 +17,7 @@ from . import __version__
 from .api import compile as compile_expression
 from .api import constant
 from .errors import EXIT_INTERRUPTED, DiffcliError, UsageError, format_message
-from .render import has_nonfinite, json_document, print_tables, quiet_lines
+from .render import has_nonfinite, json_document, print_tables, quiet_lines, to_json_value
 
 EPILOG = """\b
 EXIT STATUS
@@ -172,20 +172,24 @@ def _run(kind: str, options: dict) -> None:
         raise e.with_source(source)
     for diagnostic in result.diagnostics:
         _stderr("warning: " + diagnostic.format(source))
-    _write(source, at, result, options)
+    extra = {"seed": to_json_value(seed)} if kind == "vjp" else None
+    _write(source, at, result, options, extra)
 
 
-def _write(source, at, result, options) -> None:
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _write(source, at, result, options, extra=None) -> None:
     fmt = "json" if options["as_json"] else options["output_format"]
     if options["quiet"]:
         click.echo("\n".join(quiet_lines(result)))
         return
     if fmt is None:
-        fmt = "table" if sys.stdout.isatty() else "json"
+        fmt = "table" if _stdout_is_terminal() else "json"
     if fmt == "json":
         if has_nonfinite(result):
             _stderr("warning: non-finite numbers are written as null in JSON")
-        extra = {"seed": options["seed"]} if result.kind == "vjp" else None
         click.echo(json_document(source, at, result, extra))
         return
     print_tables(_console(options["color"]), result, options["digits"])

@@ -212,7 +212,7 @@ def _check_brackets(text: str) -> None:
 _LOOKALIKES = {"×": "*", "·": "*", "∗": "*", "÷": "/", "−": "-", "–": "-", "—": "-", "‐": "-",
                "²": "**2", "³": "**3", "√": "sqrt", "π": "pi", "^": "^", "≤": "<=", "≥": ">=",
                "≠": "!=", "“": "(", "”": ")"}
-_OPERATOR_ENDINGS = ("**", "+", "-", "*", "/", "@", "^", "<", ">", "=", ",", ":", "(", "[")
+_OPERATOR_ENDINGS = ("**", "+", "-", "*", "/", "@", "^", "<", ">", "=", ",", ":", "(", "[", ";")
 
 
 def _explain(error: UnexpectedInput, text: str) -> ExpressionError:
@@ -230,12 +230,15 @@ def _explain(error: UnexpectedInput, text: str) -> ExpressionError:
     if at_end and before.endswith("="):
         span = _at(len(before) - 1)
         return ExpressionError("expected a value after '='", span, text)
-    if operator in ("(", "[", ",", ":"):
+    if operator in ("(", "[", ",", ":", ";"):
         return ExpressionError(f"expected an operand after '{operator}', found {shown}",
                                _at(len(before) - 1) if at_end else _tok_span(token), text)
     if operator is not None:
         span = _at(len(before) - 1) if at_end else _tok_span(token)
         return ExpressionError(f"expected an operand after '{operator}', found {shown}", span, text)
+    if at_end and "SEMI" in error.expected:
+        return ExpressionError("a let-binding needs a result after it, as in 'r = x^2; r + 1'",
+                               _at(max(0, len(before) - 1)), text)
     if at_end:
         return ExpressionError("the expression ends too early", _at(max(0, len(before) - 1)), text)
     if token.type in ("NAME", "NUMBER", "LPAR", "LSQB"):

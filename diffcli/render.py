@@ -73,40 +73,42 @@ def format_number(v: float, digits: int) -> str:
     return f"{v:.{digits}g}"
 
 
-def print_tables(console, result, digits: int, title: str = "value") -> None:
-    """One table for the value, one per variable for its derivative."""
+def print_tables(console, result, digits: int) -> None:
+    """The value, then one table per variable for its derivative."""
+    console.print(_vector_table(result.value, digits, "value"))
+    for name, d in result.derivatives.items():
+        console.print()
+        if result.kind == "jacobian" and np.ndim(result.value) > 0:
+            var_shape = d.shape[np.ndim(result.value):]
+            console.print(f"∂value/∂{name}", style="bold", highlight=False)
+            console.print(_matrix_table(name, result.value.shape, var_shape, d, digits))
+        else:
+            heading = f"vjp for {name}" if result.kind == "vjp" else f"∂value/∂{name}"
+            console.print(heading, style="bold", highlight=False)
+            console.print(_vector_table(d, digits, name))
+
+
+def _vector_table(array, digits, name):
+    """Rows of label and number: x, or x[0], x[1], ..."""
     from rich.table import Table
 
-    console.print(_vector_table(title, result.value, digits, Table))
-    for name, d in result.derivatives.items():
-        var_shape = d.shape[np.ndim(result.value):] if result.kind == "jacobian" else d.shape
-        if result.kind == "jacobian" and np.ndim(result.value) > 0:
-            console.print(_matrix_table(name, result.value.shape, var_shape, d, digits, Table))
-        else:
-            heading = {"gradient": f"∂{title}/∂{name}", "vjp": f"vjp, {name}",
-                       "jacobian": f"∂{title}/∂{name}"}[result.kind]
-            console.print(_vector_table(heading, d, digits, Table, name))
-
-
-def _vector_table(title, array, digits, Table, name=None):
     array = np.asarray(array)
-    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
     table.add_column(style="bold")
     table.add_column(justify="right")
-    labels = component_labels(name or title, array.shape)
-    if not array.shape and name is None:
-        labels = [title]
-    for label, v in zip(labels, array.ravel()):
+    for label, v in zip(component_labels(name, array.shape), array.ravel()):
         table.add_row(label, format_number(float(v), digits))
     return table
 
 
-def _matrix_table(name, out_shape, var_shape, jac, digits, Table):
+def _matrix_table(name, out_shape, var_shape, jac, digits):
+    """A Jacobian block: a row per output component, a column per variable component."""
     from rich import box
+    from rich.table import Table
 
     rows = component_labels("value", out_shape)
     columns = component_labels(name, var_shape)
-    table = Table(title=f"∂value/∂{name}", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2))
     table.add_column("")
     for c in columns:
         table.add_column(c, justify="right")
