@@ -1,0 +1,222 @@
+"""The command line, through click's CliRunner (fast) and through a real
+subprocess of the `diffcli` command (what a user runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diffcli.cli import cli
+
+
+def run(*args, input=None):
+    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    return result
+
+
+def run_json(*args):
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------- the seed notebook, cell by cell
+
+def test_seed_cos_plus_sin():
+    doc = run_json("grad", "cos(x)+sin(x)", "--at", "x=2")
+    assert doc["gradient"]["x"] == pytest.approx(-math.sin(2) + math.cos(2), rel=1e-15)
+    assert f"{doc['gradient']['x']:.7f}" == "-1.3254443"
+
+
+def test_seed_sin_and_square():
+    assert run_json("grad", "sin(x)", "--at", "x=3")["gradient"]["x"] == pytest.approx(math.cos(3), rel=1e-15)
+    assert run_json("eval", "x**2", "--at", "x=3")["value"] == 9.0
+
+
+def test_seed_vectors():
+    assert run_json("grad", "2*x", "--at", "x=2")["gradient"]["x"] == 2.0
+    doc = run_json("grad", "cumsum(2*x)[-1]", "--at", "x=[2,2,2]")
+    assert doc["value"] == 12.0 and doc["gradient"]["x"] == [2.0, 2.0, 2.0]
+    doc = run_json("grad", "2*x[0] + 3*x[1] - 3*x[2]", "--at", "x=[1,2,3]")
+    assert doc["value"] == -1.0 and doc["gradient"]["x"] == [2.0, 3.0, -3.0]
+
+
+def test_seed_jacobian_and_vjp():
+    doc = run_json("jac", "x**2", "--at", "x=[1,2,-2]")
+    np.testing.assert_array_equal(doc["jacobian"]["x"], np.diag([2.0, 4.0, -4.0]))
+    doc = run_json("vjp", "x**2", "--at", "x=[1,2,-2]", "--seed", "[1,0.8,0.6]")
+    np.testing.assert_allclose(doc["vjp"]["x"], [2.0, 3.2, -2.4], rtol=1e-15)
+
+
+def test_seed_two_variables_and_mean():
+    for expression in ("x*y", "mean(x*y)"):
+        doc = run_json("grad", expression, "--at", "x=3", "--at", "y=4")
+        assert doc["gradient"] == {"x": 4.0, "y": 3.0}
+
+
+def test_seed_vjp_of_two_vectors():
+    doc = run_json("vjp", "x1*x2 + sin(x2) + log(x1)", "--at", "x1=[1.2,2.4,3.3]",
+                   "--at", "x2=[4.4,5.2,5.5]", "--seed", "[1,1,1]")
+    x1, x2 = np.array([1.2, 2.4, 3.3]), np.array([4.4, 5.2, 5.5])
+    np.testing.assert_allclose(doc["vjp"]["x1"], x2 + 1 / x1, rtol=1e-15)
+    np.testing.assert_allclose(doc["vjp"]["x2"], x1 + np.cos(x2), rtol=1e-15)
+    np.testing.assert_allclose(doc["vjp"]["x1"], [5.2333, 5.6167, 5.8030], atol=5e-5)
+    np.testing.assert_allclose(doc["vjp"]["x2"], [0.8927, 2.8685, 4.0087], atol=5e-5)
+
+
+def test_no_hidden_accumulation_state():
+    """The notebook's backward-twice cells printed -2.6509, -3.9763, ...: PyTorch's
+    .grad accumulating. The same diffcli command gives the same answer every time."""
+    answers = {run("grad", "cos(x)+sin(x)", "--at", "x=2", "-q").stdout for _ in range(3)}
+    assert answers == {repr(-math.sin(2) + math.cos(2)) + "\n"}
+
+
+# ---------------------------------------------------------------- output formats
+
+def test_json_is_the_default_off_a_terminal_with_full_precision():
+    result = run("grad", "cos(x) + sin(x)", "--at", "x=2")
+    doc = json.loads(result.stdout)
+    assert doc == {"expression": "cos(x) + sin(x)", "at": {"x": 2.0},
+                   "value": math.cos(2) + math.sin(2), "gradient": {"x": -math.sin(2) + math.cos(2)}}
+
+
+def test_quiet_prints_bare_derivative_components():
+    result = run("grad", "sum(x^2) * y", "--at", "x=[1,2]", "--at", "y=3", "-q")
+    assert result.stdout == "6.0\n12.0\n5.0\n"
+    assert run("eval", "[1, 2] * x", "--at", "x=2", "-q").stdout == "2.0\n4.0\n"
+
+
+def test_table_output_on_request():
+    result = run("jac", "[x*y, sin(y)]", "--at", "x=1,y=2", "--format", "table", "--digits", "4")
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert lines[:2] == ["  value[0]        2", "  value[1]   0.9093"]
+    assert "∂value/∂y" in lines
+    assert any(line.split() == ["value[1]", "-0.4161"] for line in lines)
+
+
+def test_nonfinite_numbers_are_null_in_json_with_a_warning():
+    result = run("grad", "sqrt(x)", "--at", "x=0", "--json")
+    assert json.loads(result.stdout)["gradient"]["x"] is None
+    assert "the derivative of sqrt is inf (input 0.0)" in result.stderr
+    assert "written as null" in result.stderr
+    assert run("grad", "sqrt(x)", "--at", "x=0", "-q").stdout == "inf\n"
+
+
+def test_domain_warning_names_the_operation_and_points_at_it():
+    result = run("eval", "x + log(x - 2)", "--at", "x=1", "--json")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[:3] == ["warning: log produced nan (input -1.0)",
+                                              "  x + log(x - 2)", "      ^^^"]
+
+
+def test_division_by_zero_warning():
+    result = run("eval", "1 / x", "--at", "x=0", "-q")
+    assert result.stdout == "inf\n"
+    assert "div produced inf (inputs 1.0, 0.0)" in result.stderr
+
+
+def test_expression_from_a_file_and_stdin(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("r = x * 2\nr ^ 2\n")
+    assert run("grad", "-f", str(path), "--at", "x=1", "-q").stdout == "8.0\n"
+    assert run("grad", "-f", "-", "--at", "x=1", "-q", input="x^3").stdout == "3.0\n"
+
+
+def test_at_accepts_arithmetic_constants_and_commas():
+    doc = run_json("eval", "x + y[1]", "--at", "x=pi/2,y=[1, 2*3]")
+    assert doc["value"] == math.pi / 2 + 6
+    assert doc["at"] == {"x": math.pi / 2, "y": [1.0, 6.0]}
+
+
+def test_wrt_selects_variables():
+    assert run_json("grad", "x*y", "--at", "x=3,y=4", "--wrt", "y")["gradient"] == {"y": 3.0}
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("diffcli, version ")
+    help_text = run("grad", "--help").stdout
+    assert "EXIT STATUS" in help_text and "diffcli grad 'cos(x) + sin(x)' --at x=2" in help_text
+
+
+# ---------------------------------------------------------------- errors: stderr, status, no traceback
+
+@pytest.mark.parametrize("args,status,message", [
+    (["grad", "x +", "--at", "x=1"], 2, "error: expected an operand after '+'"),
+    (["grad", "x", "--at", "y=1"], 2, "error: no value for variable x: give --at x=..."),
+    (["grad", "x + y", "--at", "x=1"], 2, "no value for variable y"),
+    (["grad", "x", "--at", "x=1", "--at", "x=2"], 2, "'x' is given twice"),
+    (["grad", "x", "--at", "x="], 2, "--at x= has no value"),
+    (["grad", "x", "--at", "x=[1,"], 2, "--at x: '[' is never closed"),
+    (["grad", "x", "--at", "x=y"], 2, "a value must be constant"),
+    (["grad", "x", "--at", "x"], 2, "--at expects NAME=VALUE"),
+    (["grad", "pi * x", "--at", "x=1", "--at", "pi=3"], 2, "'pi' is a built-in constant"),
+    (["grad", "x^2", "--at", "x=[1,2]"], 2, "grad needs a scalar expression, but this one is a 2-vector"),
+    (["grad", "x", "--at", "x=1", "--wrt", "z"], 2, "not a variable of the expression"),
+    (["vjp", "x^2", "--at", "x=[1,2]", "--seed", "[1,2,3]"], 2, "the seed is a 3-vector"),
+    (["grad", "[1,2] + [1,2,3]"], 2, "shapes do not match"),
+    (["grad"], 2, "no expression"),
+    (["grad", "x", "-f", "-"], 2, "not both"),
+    (["grad", "x", "--bogus"], 2, "No such option"),
+])
+def test_errors_are_one_clear_message_with_status(args, status, message):
+    result = run(*args)
+    assert result.exit_code == status
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_unused_variable_is_a_warning():
+    result = run("grad", "x^2", "--at", "x=2", "--at", "y=3", "-q")
+    assert result.exit_code == 0 and result.stdout == "4.0\n"
+    assert "warning: 'y' is given but not used" in result.stderr
+
+
+# ---------------------------------------------------------------- the real command, in a subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _diffcli_command():
+    """The installed command (as CI has it, after `pip install .`); in a bare
+    checkout, the same entry point as a module of the source tree."""
+    exe = shutil.which("diffcli")
+    return [exe] if exe else [sys.executable, "-m", "diffcli"]
+
+
+def _env():
+    env = dict(os.environ)
+    if not shutil.which("diffcli"):
+        env["PYTHONPATH"] = REPO
+    return env
+
+
+def test_real_process_json_and_status(tmp_path):
+    proc = subprocess.run(_diffcli_command() + ["grad", "cos(x) + sin(x)", "--at", "x=2"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["gradient"]["x"] == -math.sin(2) + math.cos(2)
+
+
+def test_real_process_parse_error_has_no_traceback(tmp_path):
+    proc = subprocess.run(_diffcli_command() + ["grad", "sin(x", "--at", "x=2"],
+                          capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == "error: '(' is never closed\n  sin(x\n     ^\n"
+
+
+def test_real_process_quiet_for_shell_substitution(tmp_path):
+    env = _env()
+    proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command())
+                           + " grad 'x^2' --at x=3 -q"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=60)
+    assert proc.stdout == "6.0\n"
