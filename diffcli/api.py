@@ -120,6 +120,7 @@ class Function:
         inputs = [arrays[name] for name in self.variables]
         if kind == "jacobian":
             m = max(1, int(np.prod(out_shape, dtype=np.int64)))
+            _check_jacobian_size(m, batch, [shapes[n] for n in wrt])
             seed = np.eye(m).reshape((m,) + (1,) * len(batch) + out_shape)
         if kind in ("jacobian", "vjp"):
             inputs.append(seed)
@@ -219,6 +220,17 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
         return tuple(np.broadcast_shapes(*(a.shape[:batch_ndim] for a in arrays.values())))
     except ValueError:
         raise UsageError("the batch axes of the variables do not match") from None
+
+
+MAX_RESULT_BYTES = 4 << 30
+
+
+def _check_jacobian_size(m: int, batch: tuple, var_shapes: list[tuple]) -> None:
+    """Refuse, before allocating, a Jacobian that would not fit in memory."""
+    entries = m * int(np.prod(batch, dtype=np.int64)) * sum(int(np.prod(s, dtype=np.int64)) for s in var_shapes)
+    if entries * 8 > MAX_RESULT_BYTES:
+        raise UsageError(f"the Jacobian would have {entries:,} entries ({entries * 8 / 2**30:.1f} GiB); "
+                         f"use vjp with a seed, or grad of a scalar, instead")
 
 
 def _materialise(array, shape) -> np.ndarray:

@@ -160,10 +160,11 @@ class Program:
         env: dict[str, Node] = {}
         try:
             for statement in self.root.children:
-                node = _build(graph, statement.children[0] if statement.kind == "let" else statement,
-                              env, shapes)
                 if statement.kind == "let":
-                    env[statement.data] = node
+                    _check_bindable(statement)
+                    env[statement.data] = _build(graph, statement.children[0], env, shapes)
+                else:
+                    node = _build(graph, statement, env, shapes)
             return node
         except (ExpressionError, ShapeError) as e:
             raise e.with_source(self.source) from None
@@ -298,6 +299,13 @@ def _free_variables(root: Syntax) -> tuple[str, ...]:
         if statement.kind == "let":
             bound.add(statement.data)
     return tuple(found)
+
+
+def _check_bindable(let: Syntax) -> None:
+    if let.data in FUNCTIONS:
+        raise ExpressionError(f"'{let.data}' is a function and cannot be bound to a value", let.span)
+    if let.data in CONSTANTS:
+        raise ExpressionError(f"'{let.data}' is a built-in constant and cannot be rebound", let.span)
 
 
 def _build(graph: Graph, root: Syntax, env: dict[str, Node], shapes: dict[str, tuple]) -> Node:

@@ -128,6 +128,8 @@ def test_free_variables_in_order_of_appearance():
     ("", "empty expression", None),
     ("   \n ", "empty expression", None),
     ("x < y < z", "comparisons do not chain", 6),
+    ("sum = 2; sum", "'sum' is a function and cannot be bound", 0),
+    ("pi = 3; pi", "'pi' is a built-in constant", 0),
 ])
 def test_parse_errors_explain_and_point(expression, message, column):
     with pytest.raises(ExpressionError) as info:
