@@ -135,7 +135,7 @@ class Function:
             derivatives[name] = _materialise(d, batch + (out_shape if kind == "jacobian" else ()) + var_shape)
         diagnostics = list(diagnostics)
         if not diagnostics and not all(np.all(np.isfinite(o)) for o in outputs):
-            found = plan.first_nonfinite(inputs)
+            found = plan.first_nonfinite(inputs, batch)
             if found is not None:
                 diagnostics.append(found)
         diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]

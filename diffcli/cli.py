@@ -6,18 +6,33 @@ errors into messages and exit statuses (see EXIT STATUS in `diffcli --help`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import sys
+import time
 
 import click
 
 from . import __version__
+from . import points as points_module
+from .api import Result, constant
 from .api import compile as compile_expression
-from .api import constant
-from .errors import EXIT_INTERRUPTED, DiffcliError, UsageError, format_message
-from .render import has_nonfinite, json_document, print_tables, quiet_lines, to_json_value
+from .errors import EXIT_BAD_DATA, EXIT_INTERRUPTED, DiffcliError, UsageError, format_message
+from .pipeline import run_points
+from .render import (
+    DelimitedWriter,
+    JsonArrayWriter,
+    NdjsonWriter,
+    QuietWriter,
+    TableWriter,
+    has_nonfinite,
+    json_document,
+    print_tables,
+    quiet_lines,
+    to_json_value,
+)
 
 EPILOG = """\b
 EXIT STATUS
@@ -45,23 +60,44 @@ def cli():
     """
 
 
+FORMATS = ["table", "json", "ndjson", "csv", "tsv"]
+
+
 def common_options(command):
-    """The expression, the point and the output options every command shares."""
+    """The expression, the point(s) and the output options every command shares."""
     options = [
         click.argument("expression", required=False),
         click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
                      help="Read the expression from FILE ('-' for stdin) instead of the argument."),
         click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
                      help="A variable's value: a number or a literal like [1, 2] (arithmetic and "
-                          "pi, e allowed). Repeat it, or write --at x=1,y=2."),
-        click.option("--format", "output_format", type=click.Choice(["table", "json"]),
-                     help="table (default on a terminal) or json (default otherwise)."),
+                          "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
+                          "constant shared by every point; a point's own value wins."),
+        click.option("--points", "points", metavar="FILE",
+                     help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON or a JSON "
+                          "array, gzip allowed. '-' reads stdin (only then)."),
+        click.option("--in", "input_format", type=click.Choice(points_module.FORMATS),
+                     help="Format of --points (default: from the file name, else sniffed)."),
+        click.option("--chunk", type=click.IntRange(1, None), default=65536, show_default=True,
+                     help="Points evaluated per vectorised pass."),
+        click.option("--keep", multiple=True, metavar="COL",
+                     help="Copy input column COL to the output (repeatable), to join results back."),
+        click.option("--keep-all", is_flag=True, help="Copy every input column that is not a variable."),
+        click.option("--skip-bad", is_flag=True,
+                     help="Go on past bad records (an error record in JSON/NDJSON, skipped and "
+                          "counted in CSV/TSV); the exit status is still 3."),
+        click.option("--format", "output_format", type=click.Choice(FORMATS),
+                     help="Default: table on a terminal; otherwise json for one point, ndjson "
+                          "for --points."),
         click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
+        click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson."),
+        click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv."),
+        click.option("--tsv", "as_tsv", is_flag=True, help="Same as --format tsv."),
         click.option("-q", "--quiet", is_flag=True,
-                     help="Bare numbers, one per line: the derivative's components (the value's "
-                          "for eval)."),
+                     help="Bare numbers: the derivative's components (the value's for eval), one "
+                          "per line, or one point per line, tab-separated, with --points."),
         click.option("--digits", type=click.IntRange(1, 17), default=8, show_default=True,
-                     help="Significant digits in tables (JSON always has full precision)."),
+                     help="Significant digits in tables (machine formats keep full precision)."),
         click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
                      show_default=True, help="Colour in tables; NO_COLOR is honoured."),
     ]
@@ -155,44 +191,103 @@ def vjp_command(**options):
 
 def _run(kind: str, options: dict) -> None:
     source = _read_expression(options["expression"], options["expression_file"])
+    if options["points"] == "-" and options["expression_file"] is not None \
+            and options["expression_file"].name == "<stdin>":
+        raise UsageError("-f - and --points - cannot both read stdin")
     at = parse_at(options["at"])
+    seed = _value("--seed", options["seed"]) if kind == "vjp" else None
+    wrt = list(options.get("wrt") or ()) or None
+    fmt = _output_format(options)
     try:
         function = compile_expression(source)
-        wrt = list(options.get("wrt") or ()) or None
-        if kind == "value":
-            result = function.eval(at)
-        elif kind == "gradient":
-            result = function.grad(at, wrt=wrt)
-        elif kind == "jacobian":
-            result = function.jacobian(at, wrt=wrt)
-        else:
-            seed = _value("--seed", options["seed"])
-            result = function.vjp(seed, at, wrt=wrt)
+        if options["points"] is not None:
+            status = _run_points(function, kind, at, seed, wrt, fmt, options)
+            sys.exit(status)
+        result = _evaluate(function, kind, at, seed, wrt)
     except DiffcliError as e:
         raise e.with_source(source)
     for diagnostic in result.diagnostics:
         _stderr("warning: " + diagnostic.format(source))
     extra = {"seed": to_json_value(seed)} if kind == "vjp" else None
-    _write(source, at, result, options, extra)
+    _write_single(source, at, result, fmt, options, extra)
+
+
+def _evaluate(function, kind, at, seed, wrt):
+    if kind == "value":
+        return function.eval(at)
+    if kind == "gradient":
+        return function.grad(at, wrt=wrt)
+    if kind == "jacobian":
+        return function.jacobian(at, wrt=wrt)
+    return function.vjp(seed, at, wrt=wrt)
 
 
 def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def _write(source, at, result, options, extra=None) -> None:
-    fmt = "json" if options["as_json"] else options["output_format"]
+def _output_format(options) -> str:
+    chosen = {f for f in (options["output_format"], options["as_json"] and "json",
+                          options["as_ndjson"] and "ndjson", options["as_csv"] and "csv",
+                          options["as_tsv"] and "tsv") if f}
+    if len(chosen) > 1:
+        raise UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
     if options["quiet"]:
+        return "quiet"
+    if chosen:
+        return chosen.pop()
+    if _stdout_is_terminal():
+        return "table"
+    return "ndjson" if options["points"] is not None else "json"
+
+
+def _write_single(source, at, result, fmt, options, extra=None) -> None:
+    if fmt == "quiet":
         click.echo("\n".join(quiet_lines(result)))
-        return
-    if fmt is None:
-        fmt = "table" if _stdout_is_terminal() else "json"
-    if fmt == "json":
+    elif fmt == "json":
         if has_nonfinite(result):
             _stderr("warning: non-finite numbers are written as null in JSON")
         click.echo(json_document(source, at, result, extra))
-        return
-    print_tables(_console(options["color"]), result, options["digits"])
+    elif fmt == "table":
+        print_tables(_console(options["color"]), result, options["digits"])
+    else:  # one point through the streaming writers: header and one row
+        batched = Result(result.value[None], result.kind,
+                         {k: v[None] for k, v in result.derivatives.items()}, [])
+        writer = _writer(fmt, options)
+        writer.write(batched, {})
+        writer.close()
+        _warn_nonfinite(writer)
+
+
+def _run_points(function, kind, at, seed, wrt, fmt, options) -> int:
+    path = options["points"]
+    if path == "-" and sys.stdin.isatty():
+        _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
+    stream = points_module.open_text(path)
+    input_format = options["input_format"] or (None if path == "-" else points_module.format_from_name(path))
+    source = points_module.PointSource(stream, input_format, function.variables, at,
+                                       chunk_size=options["chunk"], keep=tuple(options["keep"]),
+                                       keep_all=options["keep_all"])
+    if source.sniffed:
+        _stderr(f"diffcli: reading --points as {source.format} (sniffed; --in chooses)")
+    for name in at:
+        if name not in function.variables:
+            _stderr(f"warning: '{name}' is given but not used by the expression")
+    writer = _writer(fmt, options)
+    with _progress(fmt) as on_progress:
+        outcome = run_points(function, kind, source.chunks(), writer, wrt=wrt, seed=seed,
+                             skip_bad=options["skip_bad"],
+                             on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
+                             on_progress=on_progress)
+    for diagnostic in outcome.diagnostics:
+        _stderr("warning: " + diagnostic.format(function.source))
+    _warn_nonfinite(writer)
+    if outcome.stopped_at is not None:
+        _stderr(f"diffcli: stopped at the bad record on line {outcome.stopped_at.line} after "
+                f"{outcome.points:,} good points (--skip-bad goes on past bad records)")
+    elif outcome.skipped:
+        _stderr(f"diffcli: skipped {outcome.skipped:,} bad records; wrote {outcome.points:,} points")
+    return EXIT_BAD_DATA if outcome.had_bad_records else 0
 
 
 def _console(color: str):
@@ -203,6 +298,55 @@ def _console(color: str):
     if color == "never" or os.environ.get("NO_COLOR"):
         return Console(no_color=True, color_system=None, highlight=False)
     return Console(highlight=False)
+
+
+def _writer(fmt: str, options):
+    out = sys.stdout
+    if fmt == "ndjson":
+        return NdjsonWriter(out)
+    if fmt == "json":
+        return JsonArrayWriter(out)
+    if fmt in ("csv", "tsv"):
+        return DelimitedWriter(out, "," if fmt == "csv" else "\t")
+    if fmt == "quiet":
+        return QuietWriter(out)
+    return TableWriter(_console(options["color"]), options["digits"])
+
+
+def _warn_nonfinite(writer) -> None:
+    if writer.nonfinite:
+        _stderr("warning: non-finite numbers are written as null in JSON")
+
+
+@contextlib.contextmanager
+def _progress(fmt: str):
+    """A transient progress display on stderr, only when stderr is a terminal,
+    not with -q, and only once the run has taken more than a second."""
+    if fmt == "quiet" or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    started = time.monotonic()
+    progress = Progress(SpinnerColumn(), TextColumn("{task.completed:,} points"), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    task = None
+
+    def update(n):
+        nonlocal task
+        if task is None:
+            if time.monotonic() - started < 1.0:
+                return
+            progress.start()
+            task = progress.add_task("points", total=None)
+        progress.update(task, completed=n)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            progress.stop()
 
 
 def _read_expression(argument: str | None, file) -> str:

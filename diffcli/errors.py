@@ -60,6 +60,7 @@ class Diagnostic:
 
     message: str
     span: Span | None = None
+    point: int | None = None  # in a batch: the (flat) index of the first point concerned
 
     def format(self, source: str | None) -> str:
         return format_message(self.message, self.span, source)

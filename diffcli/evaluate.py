@@ -9,6 +9,8 @@ dictionary look-ups, no work per node that depends on the batch size.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .graph import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
@@ -55,9 +57,10 @@ class Plan:
                     slots[r] = None
         return [slots[s] for s in self._output_slots]
 
-    def first_nonfinite(self, values: list[np.ndarray]):
+    def first_nonfinite(self, values: list[np.ndarray], batch: tuple = ()):
         """The first operation, in evaluation order, that produced a non-finite
-        value from finite inputs, as a Diagnostic; None if there is none."""
+        value from finite inputs, as a Diagnostic (naming the point, in a batch);
+        None if there is none."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -76,11 +79,21 @@ class Plan:
                 culprits = ~np.isfinite(result) & finite_inputs
                 if np.any(culprits):
                     if node.origin is None:
-                        return nonfinite_diagnostic(node.op, result, inputs, node.span, culprits)
-                    forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
-                                      for a in node.origin.args]
-                    return derivative_diagnostic(node.origin, result, forward_inputs, culprits)
+                        found = nonfinite_diagnostic(node.op, result, inputs, node.span, culprits)
+                    else:
+                        forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
+                                          for a in node.origin.args]
+                        found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
+                    return replace(found, point=_point_of(culprits, batch))
         return None
+
+
+def _point_of(mask: np.ndarray, batch: tuple) -> int | None:
+    """The batch index of the first entry of mask, when its leading axes are the batch."""
+    if not batch or mask.shape[:len(batch)] != batch:
+        return None
+    position = np.unravel_index(int(np.flatnonzero(mask.ravel())[0]), mask.shape)
+    return int(np.ravel_multi_index(position[:len(batch)], batch))
 
 
 def _broadcast_finite(x, shape):

@@ -116,3 +116,220 @@ def _matrix_table(name, out_shape, var_shape, jac, digits):
     for label, row in zip(rows, flat):
         table.add_row(label, *(format_number(float(v), digits) for v in row))
     return table
+
+
+# ---------------------------------------------------------------- many points: streaming writers
+#
+# Column naming in CSV/TSV and tables (documented in the README):
+#   value, value[i]        the value (components in the language's index syntax)
+#   d/dx, d/dx[i]          gradient
+#   dvalue[i]/dx[j]        Jacobian entry
+#   vjp/dx[j]              sum over i of seed[i] * dvalue[i]/dx[j]
+
+
+def derivative_labels(kind: str, value_shape: tuple, name: str, var_shape: tuple) -> list[str]:
+    var_labels = component_labels(name, var_shape)
+    if kind == "gradient":
+        return [f"d/d{v}" for v in var_labels]
+    if kind == "vjp":
+        return [f"vjp/d{v}" for v in var_labels]
+    return [f"d{o}/d{v}" for o in component_labels("value", value_shape) for v in var_labels]
+
+
+def result_columns(result, batch_ndim: int = 1) -> tuple[list[str], np.ndarray]:
+    """Column labels and an (n, columns) matrix of a batched result."""
+    value = np.asarray(result.value)
+    n = value.shape[0] if batch_ndim else 1
+    value_shape = value.shape[batch_ndim:]
+    labels = component_labels("value", value_shape)
+    blocks = [value.reshape(n, -1)]
+    for name, d in result.derivatives.items():
+        d = np.asarray(d)
+        var_shape = d.shape[batch_ndim + (len(value_shape) if result.kind == "jacobian" else 0):]
+        labels += derivative_labels(result.kind, value_shape, name, var_shape)
+        blocks.append(d.reshape(n, -1))
+    return labels, np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+
+
+def _json_text(value) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "null"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def _cell(value) -> str:
+    """A kept column's value in a CSV cell: strings as they were, JSON otherwise."""
+    return value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+
+
+class Writer:
+    """Streams one batched result after another to a text stream."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.nonfinite = False  # set when a non-finite number was written as null
+
+    def write(self, result, kept: dict[str, list]) -> None:
+        raise NotImplementedError
+
+    def error(self, line: int, message: str) -> bool:
+        """Record a skipped bad input record; True if it was written to the output."""
+        return False
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class NdjsonWriter(Writer):
+    """One JSON object per point: kept columns, then value and the derivative."""
+
+    def write(self, result, kept):
+        fields = _record_fields(result)
+        kept_json = {k: [json.dumps(v) for v in values] for k, values in kept.items()}
+        n = np.asarray(result.value).shape[0]
+        lines = []
+        for i in range(n):
+            parts = [f"{json.dumps(k)}: {v[i]}" for k, v in kept_json.items()]
+            parts += [f'"{key}": {texts[i]}' for key, texts in fields]
+            lines.append("{" + ", ".join(parts) + "}")
+        self.nonfinite |= not _all_finite(result)
+        self._emit(lines)
+
+    def _emit(self, lines):
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+    def error(self, line, message):
+        self._emit([json.dumps({"line": line, "error": message})])
+        return True
+
+
+class JsonArrayWriter(NdjsonWriter):
+    """The NDJSON records as one JSON array (written as they come)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.first = True
+
+    def _emit(self, lines):
+        prefix = "[\n" if self.first else ",\n"
+        self.first = False
+        self.stream.write(prefix + ",\n".join(lines))
+        self.stream.flush()
+
+    def close(self):
+        self.stream.write("[]\n" if self.first else "\n]\n")
+        super().close()
+
+
+def _record_fields(result) -> list[tuple[str, list[str]]]:
+    """Per-point JSON texts for the value and each derivative, keyed like the
+    single-point document."""
+    fields = [("value", _per_point_json(result.value))]
+    if result.kind in DERIVATIVE_KEYS:
+        names = list(result.derivatives)
+        per_name = [_per_point_json(result.derivatives[k]) for k in names]
+        texts = ["{" + ", ".join(f"{json.dumps(k)}: {t[i]}" for k, t in zip(names, per_name)) + "}"
+                 for i in range(len(per_name[0]) if per_name else np.asarray(result.value).shape[0])]
+        fields.append((DERIVATIVE_KEYS[result.kind], texts))
+    return fields
+
+
+def _per_point_json(array) -> list[str]:
+    array = np.asarray(array, dtype=np.float64)
+    rows = array.tolist()
+    if array.ndim == 1:
+        return [repr(v) if math.isfinite(v) else "null" for v in rows]
+    if np.all(np.isfinite(array)):
+        return [json.dumps(r) for r in rows]
+    return [_json_text(r) for r in rows]
+
+
+def _all_finite(result) -> bool:
+    return not has_nonfinite(result)
+
+
+class DelimitedWriter(Writer):
+    """CSV or TSV with one header row; non-finite numbers as nan, inf, -inf."""
+
+    def __init__(self, stream, delimiter: str):
+        super().__init__(stream)
+        self.delimiter = delimiter
+        self.header_written = False
+        self.skipped = 0
+
+    def write(self, result, kept):
+        labels, matrix = result_columns(result)
+        if not self.header_written:
+            self.stream.write(self._row(list(kept) + labels))
+            self.header_written = True
+        kept_cells = [[_cell(v) for v in values] for values in kept.values()]
+        rows = matrix.tolist()
+        out = []
+        d = self.delimiter
+        for i, row in enumerate(rows):
+            cells = [self._quote(c[i]) for c in kept_cells] + [_plain(v) for v in row]
+            out.append(d.join(cells))
+        self.stream.write("\n".join(out) + "\n" if out else "")
+        self.stream.flush()
+
+    def _row(self, cells):
+        return self.delimiter.join(self._quote(c) for c in cells) + "\n"
+
+    def _quote(self, text: str) -> str:
+        if self.delimiter in text or '"' in text or "\n" in text:
+            return '"' + text.replace('"', '""') + '"'
+        return text
+
+
+class QuietWriter(Writer):
+    """Bare numbers: one point per line, components tab-separated."""
+
+    def write(self, result, kept):
+        _, matrix = result_columns(result)
+        start = 0 if result.kind == "value" else np.asarray(result.value).reshape(len(matrix), -1).shape[1]
+        lines = ["\t".join(_plain(v) for v in row[start:]) for row in matrix.tolist()]
+        self.stream.write("\n".join(lines) + "\n" if lines else "")
+        self.stream.flush()
+
+
+class TableWriter(Writer):
+    """A rich table of the first points, with a count of the rest."""
+
+    def __init__(self, console, digits: int, limit: int = 20):
+        super().__init__(None)
+        self.console = console
+        self.digits = digits
+        self.limit = limit
+        self.labels: list[str] | None = None
+        self.rows: list[list[str]] = []
+        self.more = 0
+
+    def write(self, result, kept):
+        labels, matrix = result_columns(result)
+        if self.labels is None:
+            self.labels = list(kept) + labels
+        kept_cells = [[_cell(v) for v in values] for values in kept.values()]
+        for i, row in enumerate(matrix.tolist()):
+            if len(self.rows) < self.limit:
+                self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
+            else:
+                self.more += 1
+
+    def close(self):
+        from rich import box
+        from rich.table import Table
+
+        if self.labels is None:
+            return
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1))
+        for label in self.labels:
+            table.add_column(label, justify="right")
+        for row in self.rows:
+            table.add_row(*row)
+        self.console.print(table)
+        if self.more:
+            self.console.print(f"… and {self.more:,} more points (use --format csv or ndjson for all)",
+                               highlight=False)
