@@ -1,0 +1,304 @@
+"""Many points: every input format x every output format, chunking invariance,
+bad records, gzip, stdin, real pipes, `head` closing the pipe, a million points."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import diffcli
+from diffcli import cli as cli_module
+from diffcli.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+EXPR = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
+
+
+def _points(n=25, seed=1):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+
+
+def _expected(points, expression=EXPR):
+    return diffcli.compile(expression).grad(points, batch_ndim=1)
+
+
+def write_points(path: Path, points: dict, fmt: str, extra: dict | None = None):
+    names = list(points) + list(extra or {})
+    n = len(next(iter(points.values())))
+    columns = {**points, **(extra or {})}
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="") as f:
+        if fmt in ("csv", "tsv"):
+            w = csv.writer(f, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+            w.writerow(names)
+            for i in range(n):
+                w.writerow([repr(float(columns[k][i])) if k in points else columns[k][i] for k in names])
+        else:
+            records = [{k: (float(columns[k][i]) if k in points else columns[k][i]) for k in names}
+                       for i in range(n)]
+            if fmt == "ndjson":
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+            else:
+                json.dump(records, f, indent=1)
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def parse_output(text: str, fmt: str):
+    """(values, gradients) arrays from any output format."""
+    if fmt in ("ndjson", "json"):
+        records = [json.loads(line) for line in text.splitlines()] if fmt == "ndjson" else json.loads(text)
+        return (np.array([r["value"] for r in records]),
+                {k: np.array([r["gradient"][k] for r in records]) for k in "xyz"})
+    if fmt == "quiet":
+        rows = np.array([[float(v) for v in line.split("\t")] for line in text.splitlines()])
+        return None, {k: rows[:, i] for i, k in enumerate("xyz")}
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
+    return (np.array([float(r["value"]) for r in rows]),
+            {k: np.array([float(r[f"d/d{k}"]) for r in rows]) for k in "xyz"})
+
+
+@pytest.mark.parametrize("in_fmt", ["csv", "tsv", "ndjson", "json"])
+@pytest.mark.parametrize("out_fmt", ["ndjson", "json", "csv", "tsv", "quiet"])
+def test_every_input_format_to_every_output_format(tmp_path, in_fmt, out_fmt):
+    points = _points()
+    path = tmp_path / f"points.{in_fmt}"
+    write_points(path, points, in_fmt)
+    args = ["grad", EXPR, "--points", str(path)] + (["-q"] if out_fmt == "quiet" else ["--format", out_fmt])
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    values, grads = parse_output(result.stdout, out_fmt)
+    expected = _expected(points)
+    if values is not None:
+        np.testing.assert_array_equal(values, expected.value)  # shortest repr round-trips exactly
+    for k in "xyz":
+        np.testing.assert_array_equal(grads[k], expected[k])
+
+
+def test_table_on_a_terminal_shows_first_rows_and_counts_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
+    path = tmp_path / "p.csv"
+    write_points(path, _points(n=30), "csv")
+    out = run("grad", EXPR, "--points", str(path), "--digits", "4").stdout
+    assert out.splitlines()[1].split() == ["value", "d/dx", "d/dy", "d/dz"]
+    assert "… and 10 more points" in out
+
+
+def test_results_are_identical_whatever_the_chunk_size(tmp_path):
+    points = _points(n=50)
+    path = tmp_path / "p.ndjson"
+    write_points(path, points, "ndjson")
+    outputs = {run("grad", EXPR, "--points", str(path), "--csv", "--chunk", str(c)).stdout
+               for c in (1, 3, 7, 50, 65536)}
+    assert len(outputs) == 1
+
+
+def test_gzip_input_is_read_transparently(tmp_path):
+    points = _points()
+    path = tmp_path / "p.csv.gz"
+    write_points(path, points, "csv")
+    result = run("grad", EXPR, "--points", str(path), "--nl")
+    values, _ = parse_output(result.stdout, "ndjson")
+    np.testing.assert_array_equal(values, _expected(points).value)
+
+
+def test_format_is_sniffed_and_said(tmp_path):
+    path = tmp_path / "points.data"
+    write_points(path, _points(n=3), "tsv")
+    result = run("eval", "x + y + z", "--points", str(path), "--csv")
+    assert "reading --points as tsv (sniffed; --in chooses)" in result.stderr
+    assert result.stdout.count("\n") == 4
+
+
+def test_vector_variables_by_index_columns_and_by_literal(tmp_path):
+    indexed = tmp_path / "a.csv"
+    indexed.write_text("v[0],v[1],v[2],w\n1,2,3,2\n4,5,6,-1\n")
+    literal = tmp_path / "b.csv"
+    literal.write_text('v,w\n"[1, 2, 3]",2\n"[4,5,6]",-1\n')
+    for path in (indexed, literal):
+        doc = [json.loads(line) for line in run("grad", "w * sum(v^2)", "--points", str(path)).stdout.splitlines()]
+        assert [d["value"] for d in doc] == [28.0, -77.0]
+        assert [d["gradient"]["v"] for d in doc] == [[4.0, 8.0, 12.0], [-8.0, -10.0, -12.0]]
+
+
+def test_csv_column_names_for_jacobians_and_vjps(tmp_path):
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": [1, 2], "y": 3}\n')
+    header = run("jac", "x * y", "--points", str(path), "--csv").stdout.splitlines()[0]
+    assert header == ("value[0],value[1],dvalue[0]/dx[0],dvalue[0]/dx[1],dvalue[1]/dx[0],"
+                      "dvalue[1]/dx[1],dvalue[0]/dy,dvalue[1]/dy")
+    out = run("vjp", "x * y", "--points", str(path), "--seed", "[1, 1]", "--csv").stdout.splitlines()
+    assert out == ["value[0],value[1],vjp/dx[0],vjp/dx[1],vjp/dy", "3.0,6.0,3.0,3.0,3.0"]
+
+
+def test_at_values_are_shared_and_a_points_own_value_wins(tmp_path):
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1}\n{"x": 2, "y": 5}\n')
+    out = run("eval", "x * y", "--points", str(path), "--at", "y=10", "-q").stdout
+    assert out == "10.0\n10.0\n"
+
+
+def test_keep_copies_columns_to_join_results_back(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("id,x,note\nA,1,first\nB,2,\"a, b\"\n")
+    assert run("eval", "x^2", "--points", str(path), "--csv", "--keep", "id").stdout == \
+        "id,value\nA,1.0\nB,4.0\n"
+    assert run("eval", "x^2", "--points", str(path), "--csv", "--keep-all").stdout == \
+        'id,note,value\nA,first,1.0\nB,"a, b",4.0\n'
+    assert run("eval", "x^2", "--points", str(path), "--nl", "--keep", "id").stdout == \
+        '{"id": "A", "value": 1.0}\n{"id": "B", "value": 4.0}\n'
+
+
+def test_bad_record_stops_after_writing_every_good_one(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("x,y\n1,2\n3,4\n5,oops\n7,8\n")
+    result = run("eval", "x + y", "--points", str(path), "-q")
+    assert result.exit_code == 3
+    assert result.stdout == "3.0\n7.0\n"
+    assert "line 4: y: 'oops' is not a number" in result.stderr
+    assert "stopped at the bad record on line 4 after 2 good points" in result.stderr
+
+
+def test_skip_bad_writes_error_records_or_counts_them(tmp_path):
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1}\n{"x": "a"}\n{"y": 1}\nnot json\n{"x": [1, 2]}\n{"x": 4}\n')
+    result = run("eval", "x * 2", "--points", str(path), "--skip-bad", "--nl")
+    assert result.exit_code == 3
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0] == {"value": 2.0} and lines[-1] == {"value": 8.0}
+    assert [d["line"] for d in lines[1:-1]] == [2, 3, 4, 5]
+    assert "no value for 'x'" in lines[2]["error"]
+    csv_result = run("eval", "x * 2", "--points", str(path), "--skip-bad", "--csv")
+    assert csv_result.exit_code == 3
+    assert csv_result.stdout == "value\n2.0\n8.0\n"
+    assert "skipped 4 bad records; wrote 2 points" in csv_result.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    ("x,z\n1,2\n", "line 1: the points have no column for 'y' and --at does not give it"),
+    ("v[0],v[2],y\n1,2,3\n", "the columns for 'v' are incomplete: no column v[1]"),
+    ("", "the points input is empty"),
+])
+def test_unusable_points_files(tmp_path, content, message):
+    path = tmp_path / "p.csv"
+    path.write_text(content)
+    result = run("eval", "x + y" if "v" not in content else "sum(v) + y", "--points", str(path))
+    assert result.exit_code == 3
+    assert message in result.stderr
+
+
+def test_missing_points_file_is_a_clear_error():
+    result = run("eval", "x", "--points", "/nonexistent/p.csv")
+    assert result.exit_code == 3 and "cannot read points from /nonexistent/p.csv" in result.stderr
+
+
+def test_nonfinite_conventions_per_format(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("x\n1\n0\n-1\n")
+    nd = run("grad", "log(x)", "--points", str(path), "--nl")
+    assert [json.loads(line)["value"] for line in nd.stdout.splitlines()] == [0.0, None, None]
+    assert "written as null" in nd.stderr
+    assert "warning: line 3: log produced -inf (input 0.0)" in nd.stderr
+    assert run("grad", "log(x)", "--points", str(path), "--csv").stdout == \
+        "value,d/dx\n0.0,1.0\n-inf,inf\nnan,-1.0\n"
+
+
+def test_one_point_in_machine_formats():
+    assert run("grad", "x*y", "--at", "x=2,y=3", "--csv").stdout == "value,d/dx,d/dy\n6.0,3.0,2.0\n"
+    assert run("grad", "x*y", "--at", "x=2,y=3", "--nl").stdout == \
+        '{"value": 6.0, "gradient": {"x": 3.0, "y": 2.0}}\n'
+
+
+def test_two_output_formats_are_refused():
+    result = run("eval", "1", "--csv", "--json")
+    assert result.exit_code == 2 and "choose one output format" in result.stderr
+
+
+# ---------------------------------------------------------------- real processes and pipes
+
+def _command():
+    exe = shutil.which("diffcli")
+    return exe if exe else f"{sys.executable} -m diffcli"
+
+
+def _env():
+    env = dict(os.environ)
+    if not shutil.which("diffcli"):
+        env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _bash(script, tmp_path, timeout=120):
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(), timeout=timeout)
+
+
+def test_round_trip_through_a_real_pipe(tmp_path):
+    write_points(tmp_path / "p.csv", _points(n=20), "csv")
+    d = _command()
+    proc = _bash(f"set -o pipefail; {d} eval '[x, y^2]' --points p.csv --csv | "
+                 f"{d} grad 'value[0] * value[1]' --points - --in csv --csv --keep-all", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    points = _points(n=20)
+    np.testing.assert_array_equal([float(r["value"]) for r in rows], points["x"] * points["y"] ** 2)
+    np.testing.assert_array_equal([float(r["d/dvalue[0]"]) for r in rows], points["y"] ** 2)
+
+
+def test_head_closing_the_pipe_is_quiet(tmp_path):
+    """Under pipefail the pipeline's status is diffcli's: 0, documented in the README."""
+    write_points(tmp_path / "p.csv", _points(n=200_000), "csv")
+    proc = _bash(f"set -o pipefail; {_command()} grad '{EXPR}' --points p.csv --csv --chunk 1000 "
+                 f"| head -1", tmp_path)
+    assert proc.stdout == "value,d/dx,d/dy,d/dz\n"
+    assert proc.stderr == ""
+    assert proc.returncode == 0
+
+
+def test_stdin_is_not_read_unless_asked(tmp_path):
+    """An open, silent stdin (as under cron or a CI runner) must not hang a one-point command."""
+    proc = subprocess.Popen([*_command().split(), "grad", "x^2", "--at", "x=3", "-q"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path, env=_env(), text=True)
+    try:
+        proc.wait(timeout=60)  # stdin stays open the whole time: reading it would hang here
+    finally:
+        proc.stdin.close()
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert out == "6.0\n" and proc.returncode == 0
+
+
+def test_a_million_points_in_a_subprocess(tmp_path):
+    n = 1_000_000
+    rng = np.random.default_rng(7)
+    x, y, z = rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    np.savetxt(tmp_path / "p.csv", np.column_stack([x, y, z]), delimiter=",", header="x,y,z",
+               comments="", fmt="%.17g")
+    proc = _bash(f"{_command()} grad '{EXPR}' --points p.csv --csv > out.csv", tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = np.loadtxt(tmp_path / "out.csv", delimiter=",", skiprows=1)
+    assert out.shape == (n, 4)
+    r = np.sqrt(x**2 + y**2 + z**2)
+    sample = rng.choice(n, 1000, replace=False)
+    value = x * y + np.sin(y) * z + np.log(x) * np.exp(-z) + r
+    dx = y + np.exp(-z) / x + x / r
+    dy = x + np.cos(y) * z + y / r
+    dz = np.sin(y) - np.log(x) * np.exp(-z) + z / r
+    for column, expected in zip(out.T, (value, dx, dy, dz)):
+        np.testing.assert_allclose(column[sample], expected[sample], rtol=1e-13, atol=1e-14)
