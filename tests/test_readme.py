@@ -44,6 +44,7 @@ def test_readme_has_examples():
 def test_readme_example(command, expected, monkeypatch):
     # README examples show what a person sees on an 80-column terminal.
     monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
+    monkeypatch.chdir(README.parent)  # examples/ files are named relative to the repository
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.delenv("NO_COLOR", raising=False)
     args = shlex.split(command)
