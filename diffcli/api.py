@@ -8,7 +8,10 @@
 
 Values may carry leading batch axes (`batch_ndim`), evaluated in one
 vectorised pass. Graphs and plans are built once per set of variable shapes
-and reused.
+and reused. Every derivative is a graph built by reverse mode (autodiff.py);
+higher orders, Hessians, JVPs and HVPs differentiate those graphs again.
+Batched identity seeds on leading axes give all rows of a Jacobian (or of an
+Nth-derivative tensor) in one pass.
 """
 
 from __future__ import annotations
@@ -26,20 +29,25 @@ from .graph import Graph, Node
 from .ops import describe
 from .parse import Program, parse
 
-SEED = "$seed"  # not a valid identifier, so it cannot clash with a user's variable
+MAX_RESULT_BYTES = 4 << 30
 
 
 @dataclass
-class Result(Mapping):
-    """The value of the expression and, per variable, a derivative (for `kind`
-    'gradient', 'jacobian' or 'vjp'). Index it by variable name."""
+class Result:
+    """The value of the expression and its derivatives.
+
+    kind is 'value', 'gradient', 'jacobian', 'vjp', 'hessian' (derivatives[a][b]),
+    'derivative' (derivatives[x] is the order-N tensor), 'jvp' (derivatives is
+    empty; see `jvp`) or 'hvp'. Index a Result by variable name."""
 
     value: np.ndarray
     kind: str = "value"
-    derivatives: dict[str, np.ndarray] = field(default_factory=dict)
+    derivatives: dict = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    order: int = 1
+    jvp: np.ndarray | None = None
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str):
         return self.derivatives[name]
 
     def __iter__(self):
@@ -47,6 +55,9 @@ class Result(Mapping):
 
     def __len__(self):
         return len(self.derivatives)
+
+    def keys(self):
+        return self.derivatives.keys()
 
 
 def compile(source: str) -> Function:  # noqa: A001 - the natural name, like re.compile
@@ -60,8 +71,7 @@ def constant(text: str) -> np.ndarray:
     if program.variables:
         raise UsageError(f"a value must be constant, but '{text}' uses "
                          f"{', '.join(program.variables)}")
-    graph = Graph()
-    node = program.build(graph, {})
+    node = program.build(Graph(), {})
     if node.op != "const":
         raise UsageError(f"'{text}' is not a constant")
     return np.array(node.value)
@@ -83,63 +93,83 @@ class Function:
 
     def eval(self, at: Mapping | None = None, /, *, batch_ndim: int = 0, **values) -> Result:
         """The value of the expression."""
-        return self._run("value", _merge(at, values), None, None, batch_ndim)
+        return self._run(_Value(), _merge(at, values), batch_ndim)
 
     def grad(self, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
              batch_ndim: int = 0, **values) -> Result:
         """The value and the gradient of a scalar expression, per variable."""
-        return self._run("gradient", _merge(at, values), wrt, None, batch_ndim)
+        return self._run(_Gradient(self._check_wrt(wrt)), _merge(at, values), batch_ndim)
 
     def jacobian(self, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
                  batch_ndim: int = 0, **values) -> Result:
         """The full Jacobian per variable: shape = output shape + variable shape."""
-        return self._run("jacobian", _merge(at, values), wrt, None, batch_ndim)
+        return self._run(_Jacobian(self._check_wrt(wrt)), _merge(at, values), batch_ndim)
 
     def vjp(self, seed, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
             batch_ndim: int = 0, **values) -> Result:
         """seed^T J per variable (PyTorch's backward(gradient=seed))."""
-        return self._run("vjp", _merge(at, values), wrt, np.asarray(seed, dtype=np.float64), batch_ndim)
+        return self._run(_Vjp(self._check_wrt(wrt), np.asarray(seed, dtype=np.float64)),
+                         _merge(at, values), batch_ndim)
+
+    def hessian(self, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
+                batch_ndim: int = 0, **values) -> Result:
+        """The Hessian of a scalar expression as blocks: result[a][b] has shape
+        shape(a) + shape(b)."""
+        return self._run(_Hessian(self._check_wrt(wrt)), _merge(at, values), batch_ndim)
+
+    def derivative(self, order: int, at: Mapping | None = None, /, *, wrt: str | None = None,
+                   batch_ndim: int = 0, **values) -> Result:
+        """The order-N derivative tensor with respect to one variable x:
+        shape = output shape + N x shape(x)."""
+        if order < 1:
+            raise UsageError(f"the order must be at least 1, not {order}")
+        if wrt is None:
+            if len(self.variables) != 1:
+                raise UsageError(f"--order needs one --wrt variable: this expression has "
+                                 f"{len(self.variables)} ({', '.join(self.variables) or 'none'})")
+            wrt = self.variables[0]
+        (name,) = self._check_wrt([wrt])
+        return self._run(_Derivative(name, order), _merge(at, values), batch_ndim)
+
+    def jvp(self, tangents: Mapping, at: Mapping | None = None, /, *, batch_ndim: int = 0,
+            **values) -> Result:
+        """The directional derivative J v (forward mode's answer), of the output's
+        shape; a variable without a tangent has tangent 0."""
+        return self._run(_Jvp(self._tangents(tangents)), _merge(at, values), batch_ndim)
+
+    def hvp(self, tangents: Mapping, at: Mapping | None = None, /, *, batch_ndim: int = 0,
+            **values) -> Result:
+        """The Hessian-vector product H v per variable, without forming H."""
+        return self._run(_Hvp(list(self.variables), self._tangents(tangents)), _merge(at, values),
+                         batch_ndim)
+
+    def graph(self, shapes: Mapping[str, tuple]) -> tuple[Graph, Node]:
+        """The DAG of the expression for the given variable shapes (for display)."""
+        binding = self._binding({k: tuple(v) for k, v in shapes.items()})
+        return binding.graph, binding.output
 
     # ------------------------------------------------------------ internals
 
-    def _run(self, kind, at, wrt, seed, batch_ndim) -> Result:
+    def _run(self, request: _Request, at: Mapping, batch_ndim: int) -> Result:
         arrays, unused = self._check_values(at)
         shapes = {name: a.shape[batch_ndim:] for name, a in arrays.items()}
         batch = _batch_shape(arrays, batch_ndim)
         binding = self._binding(shapes)
-        wrt = self._check_wrt(wrt)
-        out_shape = binding.output.shape
-        if kind == "gradient" and out_shape != ():
-            raise UsageError(f"grad needs a scalar expression, but this one is {describe(out_shape)}: "
-                             f"use jac for the full Jacobian, or vjp --seed for a weighted sum of "
-                             f"its gradients")
-        if kind == "vjp" and seed.shape not in (out_shape, batch + out_shape):
-            raise UsageError(f"the seed is {describe(seed.shape)} but the expression's value is "
-                             f"{describe(out_shape)}: they must have the same shape")
-        plan, diagnostics = binding.plan(kind, wrt)
-        inputs = [arrays[name] for name in self.variables]
-        if kind == "jacobian":
-            m = max(1, int(np.prod(out_shape, dtype=np.int64)))
-            _check_jacobian_size(m, batch, [shapes[n] for n in wrt])
-            seed = np.eye(m).reshape((m,) + (1,) * len(batch) + out_shape)
-        if kind in ("jacobian", "vjp"):
-            inputs.append(seed)
+        request.check(binding.output.shape, shapes, batch)
+        plan, diagnostics = binding.plan(request)
+        inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
         outputs = plan.run(inputs)
-        value = _materialise(outputs[0], batch + out_shape)
-        derivatives = {}
-        for name, d in zip(wrt, outputs[1:]):
-            var_shape = shapes[name]
-            if kind == "jacobian":
-                full = np.broadcast_to(d, (m,) + batch + var_shape)
-                d = np.moveaxis(full, 0, len(batch)).reshape(batch + out_shape + var_shape)
-            derivatives[name] = _materialise(d, batch + (out_shape if kind == "jacobian" else ()) + var_shape)
+        value = _materialise(outputs[0], batch + binding.output.shape)
+        result = Result(value, request.kind)
+        request.collect(result, outputs[1:], binding.output.shape, shapes, batch)
         diagnostics = list(diagnostics)
         if not diagnostics and not all(np.all(np.isfinite(o)) for o in outputs):
             found = plan.first_nonfinite(inputs, batch)
             if found is not None:
                 diagnostics.append(found)
         diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
-        return Result(value, kind, derivatives, diagnostics)
+        result.diagnostics = diagnostics
+        return result
 
     def _check_values(self, at: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
         for name in at:
@@ -166,6 +196,10 @@ class Function:
                                  f"variable of the expression (variables: {known})")
         return wrt
 
+    def _tangents(self, tangents: Mapping) -> dict[str, np.ndarray]:
+        self._check_wrt(list(tangents))
+        return {k: np.asarray(v, dtype=np.float64) for k, v in tangents.items()}
+
     def _binding(self, shapes: dict[str, tuple]) -> _Binding:
         key = tuple(sorted(shapes.items()))
         binding = self._bindings.get(key)
@@ -182,29 +216,307 @@ class _Binding:
         self.output = program.build(self.graph, shapes)
         self.forward_diagnostics = list(self.graph.diagnostics)
         self.inputs = [self.graph.var(n, shapes[n]) for n in program.variables]
-        self._by_name = dict(zip(program.variables, self.inputs))
+        self.by_name = dict(zip(program.variables, self.inputs))
         self._plans: dict[tuple, tuple[Plan, list[Diagnostic]]] = {}
+        self._gradients: dict[tuple, list[Node]] = {}
 
-    def plan(self, kind: str, wrt: list[str]) -> tuple[Plan, list[Diagnostic]]:
-        key = (kind, tuple(wrt))
+    def plan(self, request: _Request) -> tuple[Plan, list[Diagnostic]]:
+        key = request.key()
         if key not in self._plans:
             before = len(self.graph.diagnostics)
-            outputs = [self.output] + self.derivative_nodes(kind, wrt)
-            inputs = list(self.inputs)
-            if kind in ("jacobian", "vjp"):
-                inputs.append(self.seed())
+            outputs, extra_inputs = request.build(self)
             diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
-            self._plans[key] = (Plan(outputs, inputs), diagnostics[:1])
+            self._plans[key] = (Plan([self.output] + outputs, self.inputs + extra_inputs), diagnostics[:1])
         return self._plans[key]
 
-    def seed(self) -> Node:
-        return self.graph.var(SEED, self.output.shape)
+    def seed(self, name: str, shape: tuple) -> Node:
+        # '$' cannot start an identifier, so these never clash with a user's variable.
+        return self.graph.var("$" + name, shape)
 
-    def derivative_nodes(self, kind: str, wrt: list[str]) -> list[Node]:
-        if kind == "value":
-            return []
-        seed = self.graph.const(1.0) if kind == "gradient" else self.seed()
-        return autodiff.vjp(self.graph, self.output, seed, [self._by_name[n] for n in wrt])
+    def gradient(self, wrt: list[str]) -> list[Node]:
+        """d output / d w for a scalar output, built once and shared between requests."""
+        key = tuple(wrt)
+        if key not in self._gradients:
+            self._gradients[key] = autodiff.vjp(self.graph, self.output, self.graph.const(1.0),
+                                                [self.by_name[n] for n in wrt])
+        return self._gradients[key]
+
+
+# ---------------------------------------------------------------- what is asked for
+#
+# A request builds its derivative nodes into the binding's graph (once per
+# plan), supplies the arrays for its seed variables, and turns the plan's
+# outputs into Result fields.
+
+class _Request:
+    kind = "value"
+
+    def key(self) -> tuple:
+        return (self.kind,)
+
+    def check(self, out_shape, shapes, batch) -> None:
+        pass
+
+    def build(self, binding: _Binding) -> tuple[list[Node], list[Node]]:
+        return [], []
+
+    def inputs(self, binding, shapes, batch) -> list[np.ndarray]:
+        return []
+
+    def collect(self, result, outputs, out_shape, shapes, batch) -> None:
+        pass
+
+
+class _Value(_Request):
+    pass
+
+
+class _Gradient(_Request):
+    kind = "gradient"
+
+    def __init__(self, wrt):
+        self.wrt = wrt
+
+    def key(self):
+        return (self.kind, tuple(self.wrt))
+
+    def check(self, out_shape, shapes, batch):
+        _require_scalar(out_shape, "grad")
+
+    def build(self, binding):
+        return binding.gradient(self.wrt), []
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.derivatives = {n: _materialise(d, batch + shapes[n]) for n, d in zip(self.wrt, outputs)}
+
+
+class _Vjp(_Gradient):
+    kind = "vjp"
+
+    def __init__(self, wrt, seed):
+        super().__init__(wrt)
+        self.seed = seed
+
+    def check(self, out_shape, shapes, batch):
+        if self.seed.shape not in (out_shape, batch + out_shape):
+            raise UsageError(f"the seed is {describe(self.seed.shape)} but the expression's value is "
+                             f"{describe(out_shape)}: they must have the same shape")
+
+    def build(self, binding):
+        seed = binding.seed("seed", binding.output.shape)
+        return autodiff.vjp(binding.graph, binding.output, seed, [binding.by_name[n] for n in self.wrt]), [seed]
+
+    def inputs(self, binding, shapes, batch):
+        return [self.seed]
+
+
+class _Jacobian(_Vjp):
+    """All rows at once: identity seeds stacked on a new leading axis."""
+
+    kind = "jacobian"
+
+    def __init__(self, wrt):
+        super().__init__(wrt, None)
+
+    def check(self, out_shape, shapes, batch):
+        rows = _size(out_shape)
+        _check_size(rows * _size(batch) * sum(_size(shapes[n]) for n in self.wrt), "the Jacobian",
+                    "use vjp with a seed, or grad of a scalar, instead")
+
+    def inputs(self, binding, shapes, batch):
+        out_shape = binding.output.shape
+        m = _size(out_shape)
+        return [np.eye(m).reshape((m,) + (1,) * len(batch) + out_shape)]
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.derivatives = {n: _unstack_rows(d, [out_shape], batch, shapes[n])
+                              for n, d in zip(self.wrt, outputs)}
+
+
+class _Hessian(_Request):
+    """Rows of each block d(grad_a)/d(b), with identity seeds of a's shape."""
+
+    kind = "hessian"
+
+    def __init__(self, wrt):
+        self.wrt = wrt
+
+    def key(self):
+        return (self.kind, tuple(self.wrt))
+
+    def check(self, out_shape, shapes, batch):
+        _require_scalar(out_shape, "hess")
+        total = sum(_size(shapes[n]) for n in self.wrt)
+        _check_size(total * total * _size(batch), "the Hessian", "use hvp with a tangent instead")
+
+    def build(self, binding):
+        outputs, seeds = [], []
+        gradient = binding.gradient(self.wrt)
+        variables = [binding.by_name[n] for n in self.wrt]
+        for name, g in zip(self.wrt, gradient):
+            seed = binding.seed(f"seed:{name}", g.shape)
+            seeds.append(seed)
+            outputs += autodiff.vjp(binding.graph, g, seed, variables)
+        return outputs, seeds
+
+    def inputs(self, binding, shapes, batch):
+        return [_identity_seed(shapes[n], batch) for n in self.wrt]
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        k = len(self.wrt)
+        result.derivatives = {
+            a: {b: _unstack_rows(outputs[i * k + j], [shapes[a]], batch, shapes[b])
+                for j, b in enumerate(self.wrt)}
+            for i, a in enumerate(self.wrt)}
+
+
+class _Derivative(_Request):
+    """The order-N tensor: differentiate N times, each time with identity seeds
+    on one more leading axis (so no Python loop over entries)."""
+
+    kind = "derivative"
+
+    def __init__(self, name: str, order: int):
+        self.name = name
+        self.order = order
+
+    def key(self):
+        return (self.kind, self.name, self.order)
+
+    def check(self, out_shape, shapes, batch):
+        entries = _size(out_shape) * _size(shapes[self.name]) ** self.order * _size(batch)
+        _check_size(entries, f"the order-{self.order} derivative", "lower the order")
+
+    def build(self, binding):
+        x = binding.by_name[self.name]
+        node, seeds = binding.output, []
+        for k in range(self.order):
+            seed = binding.seed(f"seed{k}", node.shape if k == 0 else x.shape)
+            seeds.append(seed)
+            (node,) = autodiff.vjp(binding.graph, node, seed, [x])
+        return [node], seeds
+
+    def inputs(self, binding, shapes, batch):
+        # Seed k sits on leading axis order-1-k, so later seeds vary slowest.
+        shapes_per_level = [binding.output.shape] + [shapes[self.name]] * (self.order - 1)
+        arrays = []
+        for k, shape in enumerate(shapes_per_level):
+            m = _size(shape)
+            lead = (1,) * (self.order - 1 - k) + (m,) + (1,) * k
+            arrays.append(np.eye(m).reshape(lead + (1,) * len(batch) + shape))
+        return arrays
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        levels = [out_shape] + [shapes[self.name]] * (self.order - 1)
+        (d,) = outputs
+        result.order = self.order
+        result.derivatives = {self.name: _unstack_rows(d, levels, batch, shapes[self.name])}
+
+
+class _Jvp(_Request):
+    """J v by the double-VJP trick: g(u) = u^T J is linear in u, and the VJP of
+    g with respect to u, seeded with v, is J v. u's value is irrelevant (0)."""
+
+    kind = "jvp"
+
+    def __init__(self, tangents):
+        self.tangents = tangents
+
+    def key(self):
+        return (self.kind, tuple(self.tangents))
+
+    def check(self, out_shape, shapes, batch):
+        _check_tangents(self.tangents, shapes, batch)
+
+    def build(self, binding):
+        graph = binding.graph
+        u = binding.seed("u", binding.output.shape)
+        names = list(self.tangents)
+        pullbacks = autodiff.vjp(graph, binding.output, u, [binding.by_name[n] for n in names])
+        tangent_vars = [binding.seed(f"tangent:{n}", binding.by_name[n].shape) for n in names]
+        (jv,) = autodiff.vjp_many(graph, list(zip(pullbacks, tangent_vars)), [u])
+        return [jv], [u] + tangent_vars
+
+    def inputs(self, binding, shapes, batch):
+        return [np.zeros(binding.output.shape)] + list(self.tangents.values())
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.jvp = _materialise(outputs[0], batch + out_shape)
+
+
+class _Hvp(_Request):
+    """H v = d/dx (grad f . v): reverse over reverse, never forming H."""
+
+    kind = "hvp"
+
+    def __init__(self, wrt, tangents):
+        self.wrt = wrt
+        self.tangents = tangents
+
+    def key(self):
+        return (self.kind, tuple(self.tangents))
+
+    def check(self, out_shape, shapes, batch):
+        _require_scalar(out_shape, "hvp")
+        _check_tangents(self.tangents, shapes, batch)
+
+    def build(self, binding):
+        names = list(self.tangents)
+        gradient = dict(zip(self.wrt, binding.gradient(self.wrt)))
+        tangent_vars = [binding.seed(f"tangent:{n}", binding.by_name[n].shape) for n in names]
+        pairs = [(gradient[n], t) for n, t in zip(names, tangent_vars)]
+        return autodiff.vjp_many(binding.graph, pairs, [binding.by_name[n] for n in self.wrt]), tangent_vars
+
+    def inputs(self, binding, shapes, batch):
+        return list(self.tangents.values())
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.derivatives = {n: _materialise(d, batch + shapes[n]) for n, d in zip(self.wrt, outputs)}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _require_scalar(out_shape, command):
+    if out_shape != ():
+        raise UsageError(f"{command} needs a scalar expression, but this one is {describe(out_shape)}: "
+                         f"use jac for the full Jacobian, or vjp --seed for a weighted sum of "
+                         f"its gradients")
+
+
+def _check_tangents(tangents, shapes, batch):
+    for name, t in tangents.items():
+        if t.shape not in (shapes[name], batch + shapes[name]):
+            raise UsageError(f"the tangent for {name} is {describe(t.shape)} but {name} is "
+                             f"{describe(shapes[name])}: they must have the same shape")
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _check_size(entries: int, what: str, advice: str) -> None:
+    """Refuse, before allocating, a result that would not fit in memory."""
+    if entries * 8 > MAX_RESULT_BYTES:
+        raise UsageError(f"{what} would have {entries:,} entries ({entries * 8 / 2**30:.1f} GiB); "
+                         f"{advice}")
+
+
+def _identity_seed(shape, batch):
+    m = _size(shape)
+    return np.eye(m).reshape((m,) + (1,) * len(batch) + shape)
+
+
+def _unstack_rows(d, levels: list[tuple], batch: tuple, var_shape: tuple) -> np.ndarray:
+    """Seed axes (innermost level last in front) to batch + level shapes + var shape."""
+    sizes = [_size(s) for s in levels]
+    full = np.broadcast_to(d, tuple(reversed(sizes)) + batch + var_shape)
+    k = len(levels)
+    # axes: (m_k-1, ..., m_0, batch..., var) -> (batch..., m_0, ..., m_k-1, var)
+    order = list(range(k, k + len(batch))) + list(range(k - 1, -1, -1)) + \
+        list(range(k + len(batch), full.ndim))
+    moved = np.transpose(full, order)
+    return np.array(moved.reshape(batch + sum((tuple(s) for s in levels), ()) + var_shape))
 
 
 def _merge(at: Mapping | None, values: dict) -> dict:
@@ -220,17 +532,6 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
         return tuple(np.broadcast_shapes(*(a.shape[:batch_ndim] for a in arrays.values())))
     except ValueError:
         raise UsageError("the batch axes of the variables do not match") from None
-
-
-MAX_RESULT_BYTES = 4 << 30
-
-
-def _check_jacobian_size(m: int, batch: tuple, var_shapes: list[tuple]) -> None:
-    """Refuse, before allocating, a Jacobian that would not fit in memory."""
-    entries = m * int(np.prod(batch, dtype=np.int64)) * sum(int(np.prod(s, dtype=np.int64)) for s in var_shapes)
-    if entries * 8 > MAX_RESULT_BYTES:
-        raise UsageError(f"the Jacobian would have {entries:,} entries ({entries * 8 / 2**30:.1f} GiB); "
-                         f"use vjp with a seed, or grad of a scalar, instead")
 
 
 def _materialise(array, shape) -> np.ndarray:

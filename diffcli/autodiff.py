@@ -19,19 +19,31 @@ from .ops import OPS
 
 def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node]) -> list[Node]:
     """Nodes for seed^T d(output)/d(w), one per w in wrt, each of w's shape."""
-    order = topological_order([output])
+    return vjp_many(graph, [(output, seed)], wrt)
+
+
+def vjp_many(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
+    """Sum over (output, seed) pairs of seed^T d(output)/d(w), per w in wrt."""
+    adjoints = adjoint_nodes(graph, pairs, wrt)
+    return [adjoints.get(w.id) or graph.zeros(w.shape) for w in wrt]
+
+
+def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node]) -> dict[int, Node]:
+    """The adjoint (d output / d node, contracted with the seeds) of every node on a
+    path from wrt to the outputs, keyed by node id: the backward pass, as nodes."""
+    order = topological_order([output for output, _ in pairs])
     active = _depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
-    if output.id in active:
-        cotangents[output.id] = [seed]
-    results: dict[int, Node] = {}
+    for output, seed in pairs:
+        if output.id in active:
+            cotangents.setdefault(output.id, []).append(_fit(graph, seed, output.shape))
+    adjoints: dict[int, Node] = {}
     for node in reversed(order):
         parts = cotangents.pop(node.id, None)
         if parts is None:
             continue
-        g = _accumulate(graph, parts)
+        g = adjoints[node.id] = _accumulate(graph, parts)
         if node.op == "var":
-            results[node.id] = g
             continue
         rule = OPS[node.op].vjp
         with graph.origin(node):
@@ -41,7 +53,7 @@ def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node]) -> list[Node]:
                 continue
             ct = _fit(graph, ct, arg.shape)
             cotangents.setdefault(arg.id, []).append(ct)
-    return [results.get(w.id) or graph.zeros(w.shape) for w in wrt]
+    return adjoints
 
 
 def _depends_on(order: list[Node], sources: set[int]) -> set[int]:
