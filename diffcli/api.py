@@ -24,6 +24,7 @@ import numpy as np
 from . import autodiff
 from .errors import Diagnostic, UsageError
 from .evaluate import Plan
+from .formula import formula
 from .functions import CONSTANTS
 from .graph import Graph, Node
 from .ops import describe
@@ -142,6 +143,34 @@ class Function:
         """The Hessian-vector product H v per variable, without forming H."""
         return self._run(_Hvp(list(self.variables), self._tangents(tangents)), _merge(at, values),
                          batch_ndim)
+
+    def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
+                 wrt: Iterable[str] | None = None, order: int = 1) -> dict:
+        """Derivatives as formulas in diffcli's language, feedable to eval.
+        kind: 'gradient', 'jacobian', 'hessian' or 'derivative' (with order).
+        Variables are scalars unless shapes says otherwise."""
+        shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
+        binding = self._binding(shapes)
+        graph, out = binding.graph, binding.output
+        names = self._check_wrt(wrt)
+        if kind in ("gradient", "hessian"):
+            _require_scalar(out.shape, "grad" if kind == "gradient" else "hess")
+        if kind == "derivative":
+            if len(names) != 1:
+                raise UsageError("--order needs one --wrt variable")
+            node, x = out, binding.by_name[names[0]]
+            for _ in range(order):
+                node = autodiff.jacobian_node(graph, node, x)
+            nodes = {names[0]: node}
+        elif kind == "hessian":
+            gradient = dict(zip(names, binding.gradient(names)))
+            nodes = {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
+                     for a in names}
+        else:
+            nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+        reserved = self.variables
+        return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
+                    else formula(v, reserved)) for k, v in nodes.items()}
 
     def graph(self, shapes: Mapping[str, tuple]) -> tuple[Graph, Node]:
         """The DAG of the expression for the given variable shapes (for display)."""

@@ -13,6 +13,8 @@ multiplied into a local derivative, so it cannot turn into 0 * inf = nan.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .graph import Graph, Node, topological_order
 from .ops import OPS
 
@@ -81,3 +83,18 @@ def _fit(graph: Graph, ct: Node, shape: tuple) -> Node:
         return ct
     lifted = (1,) * (len(ct.shape) - len(shape)) + shape
     return graph.reshape(graph.apply("sum_to", (ct,), lifted), shape)
+
+
+def jacobian_node(graph: Graph, output: Node, x: Node) -> Node:
+    """One node holding the whole Jacobian, of shape output.shape + x.shape: a row
+    per output component, stacked. For formulas and repeated differentiation,
+    where a node is needed rather than a batched evaluation."""
+    if output.shape == ():
+        return vjp(graph, output, graph.const(1.0), [x])[0]
+    rows = []
+    for index in np.ndindex(*output.shape):
+        component = graph.apply("index", (output,), tuple(int(i) for i in index))
+        rows.append(vjp(graph, component, graph.const(1.0), [x])[0])
+    for n in reversed(output.shape):
+        rows = [graph.apply("stack", tuple(rows[i:i + n])) for i in range(0, len(rows), n)]
+    return rows[0]

@@ -235,6 +235,8 @@ def _simplify(graph, name, args, attr, shape):
         def keeps(x):
             return x.shape == shape
         if name == "add":
+            if a is b:  # x + x is exactly 2 * x, and reads better in formulas
+                return graph.apply("mul", (2.0, a))
             if _is_identity_const(b, 0.0, shape) and keeps(a):
                 return a
             if _is_identity_const(a, 0.0, shape) and keeps(b):

@@ -1,0 +1,222 @@
+"""Graph -> text in diffcli's own language, so a derivative can be printed as a
+formula and fed back to `diffcli eval`.
+
+Walks the graph in topological order (never recursively). A node used more
+than once is printed once, as a let-binding (`t1 = ...; ... t1 ...`), and so is
+any very long subexpression, which keeps the text linear in the graph's size.
+Internal structural operations (rank lifts, broadcasts, scatters from the
+derivative of indexing) are written with the language's literals and
+indexing, which give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import UsageError
+from .graph import Node, topological_order
+
+# Precedence, loosest first, as in grammars/diffcli.lark.
+COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
+INFIX = {"add": ("+", ADD), "sub": ("-", ADD), "mul": ("*", MUL), "div": ("/", MUL),
+         "matmul": ("@", MUL), "lt": ("<", COMPARE), "le": ("<=", COMPARE), "gt": (">", COMPARE),
+         "ge": (">=", COMPARE), "eq": ("==", COMPARE), "ne": ("!=", COMPARE)}
+CALLS = set("sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh exp expm1 log log1p log2 "
+            "log10 sqrt cbrt abs sign floor ceil sigmoid relu softplus logsumexp softmax atan2 hypot "
+            "minimum maximum where sum max min norm cumprod transpose trace".split())
+MAX_LITERAL = 4096  # entries a structural operation may expand into
+LONG = 400  # characters after which a subexpression gets a name of its own
+
+
+def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
+    """The text of root's value, as 'let; let; result'."""
+    order = topological_order([root])
+    uses: dict[int, int] = {}
+    for node in order:
+        for a in node.args:
+            uses[a.id] = uses.get(a.id, 0) + 1
+    names = _fresh_names(reserved)
+    texts: dict[int, tuple[str, int]] = {}
+    lets: list[str] = []
+    for node in order:
+        text, level = _render(node, [texts[a.id] for a in node.args])
+        shared = uses.get(node.id, 0) > 1
+        if node is not root and (shared or len(text) > LONG) and not _is_leaf(node):
+            name = next(names)
+            lets.append(f"{name} = {text}")
+            text, level = name, ATOM
+        texts[node.id] = (text, level)
+    return "; ".join(lets + [texts[root.id][0]])
+
+
+def _fresh_names(reserved):
+    taken = set(reserved)
+    i = 0
+    while True:
+        i += 1
+        if f"t{i}" not in taken:
+            yield f"t{i}"
+
+
+def _is_leaf(node: Node) -> bool:
+    return node.op == "var" or (node.op == "const" and node.size == 1)
+
+
+def _wrap(part: tuple[str, int], minimum: int) -> str:
+    text, level = part
+    return text if level >= minimum else f"({text})"
+
+
+def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
+    op = node.op
+    if op == "var":
+        return node.attr, ATOM
+    if op == "const":
+        return _constant(node.value)
+    if op in INFIX:
+        symbol, level = INFIX[op]
+        a, b = (_scalar_if_uniform(node, arg, part) for arg, part in zip(node.args, args))
+        if op == "add" and node.args[1].op == "neg" and b[1] == UNARY:  # x + (-y) is exactly x - y
+            return f"{_wrap(a, ADD)} - {b[0][1:]}", ADD
+        # Operands are parenthesised so the text parses back to exactly this tree
+        # (a + (b + c) stays so: floating-point addition is not associative).
+        return f"{_wrap(a, level + (level == COMPARE))} {symbol} {_wrap(b, level + 1)}", level
+    if op == "pow":
+        a, b = args
+        return f"{_wrap(a, POSTFIX)} ^ {_wrap(b, UNARY)}", POWER
+    if op == "neg":
+        return f"-{_wrap(args[0], UNARY)}", UNARY
+    if op in CALLS:
+        return f"{op}({', '.join(text for text, _ in args)})", ATOM
+    if op == "cumsum":
+        if node.attr:  # accumulated from the end
+            return f"cumsum({_wrap(args[0], POSTFIX)}[::-1])[::-1]", POSTFIX
+        return f"cumsum({args[0][0]})", ATOM
+    if op == "index":
+        return f"{_wrap(args[0], POSTFIX)}[{', '.join(_subscript(i) for i in node.attr)}]", POSTFIX
+    if op == "stack":
+        return f"[{', '.join(text for text, _ in args)}]", ATOM
+    if op == "reshape":
+        return _reshape(node, args[0])
+    if op == "broadcast_to":
+        ones = _constant(np.ones(node.shape))
+        return f"{_wrap(args[0], MUL)} * {ones[0]}", MUL
+    if op == "sum_to":
+        return _sum_to(node, args[0])
+    if op == "scatter":
+        return _scatter(node, args[0])
+    raise UsageError(f"no notation for the internal operation '{op}' in a formula")
+
+
+def _scalar_if_uniform(node: Node, arg: Node, part: tuple[str, int]) -> tuple[str, int]:
+    """[2, 2, 2] * x is written 2 * x when broadcasting the scalar gives the same numbers."""
+    if arg.op != "const" or arg.size <= 1 or node.op == "matmul":
+        return part
+    others = [o.shape for o in node.args if o is not arg]
+    first = float(arg.value.ravel()[0])
+    if tuple(np.broadcast_shapes(*others)) != node.shape or np.isnan(first) \
+            or not np.all(arg.value == first):
+        return part
+    return _number(first)
+
+
+def _number(v: float) -> tuple[str, int]:
+    if math.isnan(v):
+        return "nan", ATOM
+    if math.isinf(v):
+        return ("inf", ATOM) if v > 0 else ("-inf", UNARY)
+    if v == math.pi:
+        return "pi", ATOM
+    if v == math.e:
+        return "e", ATOM
+    text = str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if text == "0" and math.copysign(1.0, v) < 0:
+        text = "-0.0"
+    return text, (UNARY if text.startswith("-") else ATOM)
+
+
+def _constant(value: np.ndarray) -> tuple[str, int]:
+    if value.ndim == 0:
+        return _number(float(value))
+    return _literal_of(value.shape, lambda idx: _number(float(value[idx]))[0]), ATOM
+
+
+def _subscript(item) -> str:
+    if isinstance(item, int):
+        return str(item)
+    start, stop, step = item
+    text = f"{'' if start is None else start}:{'' if stop is None else stop}"
+    return text + (f":{step}" if step is not None else "")
+
+
+def _reshape(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+    source, target = node.args[0].shape, node.shape
+    lifted = len(target) - len(source)
+    if lifted >= 0 and target[lifted:] == source and all(s == 1 for s in target[:lifted]):
+        return arg  # the language lifts ranks the same way when it broadcasts
+    dropped = len(source) - len(target)
+    if dropped > 0 and source[dropped:] == target and all(s == 1 for s in source[:dropped]):
+        return f"{_wrap(arg, POSTFIX)}[{', '.join(['0'] * dropped)}]", POSTFIX
+    if len(source) == 1 and target == (1, source[0]):
+        return f"[{arg[0]}]", ATOM
+    if len(source) == 1 and target == (source[0], 1):
+        return f"transpose([{arg[0]}])", ATOM
+    return _elementwise_literal(node, arg, lambda idx: np.unravel_index(
+        np.ravel_multi_index(idx, target), source))
+
+
+def _sum_to(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+    source, target = node.args[0].shape, node.shape
+    base = _wrap(arg, POSTFIX)
+
+    def entry(idx):
+        parts = [":" if t == 1 and s != 1 else str(i) for i, s, t in zip(idx, source, target)]
+        if all(p == ":" for p in parts):
+            return f"sum({arg[0]})"
+        return f"sum({base}[{', '.join(parts)}])"
+    return _literal_of(target, entry), ATOM
+
+
+def _scatter(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+    items, shape = node.attr
+    g_shape = node.args[0].shape
+    _check_literal_size(shape)
+    where = np.full(shape, -1, dtype=np.int64)
+    key = tuple(i if isinstance(i, int) else slice(*i) for i in items)
+    where[key] = np.arange(int(np.prod(g_shape, dtype=np.int64))).reshape(g_shape)
+    base = _wrap(arg, POSTFIX)
+
+    def entry(idx):
+        k = int(where[idx])
+        if k < 0:
+            return "0"
+        if not g_shape:
+            return arg[0]
+        return f"{base}[{', '.join(map(str, np.unravel_index(k, g_shape)))}]"
+    return _literal_of(shape, entry), ATOM
+
+
+def _elementwise_literal(node, arg, source_index) -> tuple[str, int]:
+    base = _wrap(arg, POSTFIX)
+    return _literal_of(node.shape, lambda idx: f"{base}[{', '.join(map(str, source_index(idx)))}]"
+                       if node.args[0].shape else arg[0]), ATOM
+
+
+def _literal_of(shape: tuple, entry) -> str:
+    """A nested literal built level by level (no recursion on the rank)."""
+    if not shape:
+        return entry(())
+    _check_literal_size(shape)
+    flat = [entry(idx) for idx in np.ndindex(*shape)]
+    for n in reversed(shape):
+        flat = ["[" + ", ".join(flat[i:i + n]) + "]" for i in range(0, len(flat), n)]
+    return flat[0]
+
+
+def _check_literal_size(shape):
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > MAX_LITERAL:
+        raise UsageError(f"the formula would spell out {size:,} entries; --symbolic writes at most "
+                         f"{MAX_LITERAL:,}")
