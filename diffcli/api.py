@@ -26,7 +26,7 @@ from .errors import Diagnostic, UsageError
 from .evaluate import Plan
 from .formula import formula
 from .functions import CONSTANTS
-from .graph import Graph, Node
+from .graph import Graph, Node, topological_order
 from .ops import describe
 from .parse import Program, parse
 
@@ -47,6 +47,7 @@ class Result:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     order: int = 1
     jvp: np.ndarray | None = None
+    shapes: dict[str, tuple] = field(default_factory=dict)  # each variable's value shape
 
     def __getitem__(self, name: str):
         return self.derivatives[name]
@@ -144,6 +145,24 @@ class Function:
         return self._run(_Hvp(list(self.variables), self._tangents(tangents)), _merge(at, values),
                          batch_ndim)
 
+    def compute(self, kind: str, at: Mapping, *, wrt=None, seed=None, tangents=None, order: int = 1,
+                batch_ndim: int = 0) -> Result:
+        """Any of the derivatives by name: 'value', 'gradient', 'jacobian', 'vjp'
+        (seed), 'hessian', 'derivative' (order, one wrt), 'jvp' or 'hvp' (tangents)."""
+        if kind == "value":
+            return self.eval(at, batch_ndim=batch_ndim)
+        if kind in ("gradient", "jacobian", "hessian"):
+            method = {"gradient": self.grad, "jacobian": self.jacobian, "hessian": self.hessian}[kind]
+            return method(at, wrt=wrt, batch_ndim=batch_ndim)
+        if kind == "vjp":
+            return self.vjp(seed, at, wrt=wrt, batch_ndim=batch_ndim)
+        if kind == "derivative":
+            if wrt is not None and len(wrt) != 1:
+                raise UsageError(f"--order needs exactly one --wrt variable, not {len(wrt)}")
+            return self.derivative(order, at, wrt=wrt[0] if wrt else None, batch_ndim=batch_ndim)
+        method = {"jvp": self.jvp, "hvp": self.hvp}[kind]
+        return method(tangents, at, batch_ndim=batch_ndim)
+
     def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
                  wrt: Iterable[str] | None = None, order: int = 1) -> dict:
         """Derivatives as formulas in diffcli's language, feedable to eval.
@@ -172,6 +191,23 @@ class Function:
         return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
                     else formula(v, reserved)) for k, v in nodes.items()}
 
+    def backward_pass(self, at: Mapping) -> list[tuple[Node, np.ndarray, np.ndarray | None]]:
+        """The reverse pass of a scalar expression, node by node in the order it
+        runs: (node, its value, its adjoint d(output)/d(node) or None where no
+        derivative flows)."""
+        arrays, _ = self._check_values(at)
+        binding = self._binding({n: a.shape for n, a in arrays.items()})
+        _require_scalar(binding.output.shape, "the backward-pass table")
+        graph = binding.graph
+        order = topological_order([binding.output])
+        adjoints = autodiff.adjoint_nodes(graph, [(binding.output, graph.const(1.0))], binding.inputs)
+        with_adjoint = [n for n in order if n.id in adjoints]
+        plan = Plan(order + [adjoints[n.id] for n in with_adjoint], binding.inputs)
+        outputs = plan.run([arrays[n] for n in self.variables])
+        values = dict(zip((n.id for n in order), outputs[:len(order)]))
+        adjoint_values = dict(zip((n.id for n in with_adjoint), outputs[len(order):]))
+        return [(n, values[n.id], adjoint_values.get(n.id)) for n in reversed(order)]
+
     def graph(self, shapes: Mapping[str, tuple]) -> tuple[Graph, Node]:
         """The DAG of the expression for the given variable shapes (for display)."""
         binding = self._binding({k: tuple(v) for k, v in shapes.items()})
@@ -189,7 +225,7 @@ class Function:
         inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
         outputs = plan.run(inputs)
         value = _materialise(outputs[0], batch + binding.output.shape)
-        result = Result(value, request.kind)
+        result = Result(value, request.kind, shapes=shapes)
         request.collect(result, outputs[1:], binding.output.shape, shapes, batch)
         diagnostics = list(diagnostics)
         if not diagnostics and not all(np.all(np.isfinite(o)) for o in outputs):

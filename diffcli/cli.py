@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import sys
 import time
 
 import click
+import numpy as np
 
 from . import __version__
 from . import points as points_module
@@ -23,6 +25,10 @@ from .errors import EXIT_BAD_DATA, EXIT_INTERRUPTED, DiffcliError, UsageError, f
 from .pipeline import run_points
 from .render import (
     DelimitedWriter,
+    dot_text,
+    print_backward_table,
+    print_graph_tree,
+    rich_escape,
     JsonArrayWriter,
     NdjsonWriter,
     QuietWriter,
@@ -106,6 +112,19 @@ def common_options(command):
     return command
 
 
+def _symbolic_option(command):
+    return click.option("--symbolic", is_flag=True,
+                        help="Print the derivative as a formula in diffcli's language (feed it "
+                             "back to `diffcli eval`). Needs no --at: variables are scalars "
+                             "unless --at gives them a shape.")(command)
+
+
+def _tangent_option(command):
+    return click.option("--tangent", "tangent", multiple=True, required=True, metavar="NAME=VALUE",
+                        help="The direction v for variable NAME (repeatable, or NAME=..,OTHER=..); "
+                             "of the variable's shape.")(command)
+
+
 def _wrt_option(command):
     return click.option("--wrt", multiple=True, metavar="NAME",
                         help="Differentiate with respect to NAME only (repeatable).")(command)
@@ -143,22 +162,28 @@ def eval_command(**options):
 @cli.command("grad", epilog=EPILOG)
 @common_options
 @_wrt_option
+@click.option("--order", type=click.IntRange(1, None), default=1, show_default=True,
+              help="The Nth derivative tensor (shape = output shape + N x the variable's shape); "
+                   "needs one --wrt variable when there are several.")
+@_symbolic_option
 @_handle_errors
 def grad_command(**options):
     """The gradient of a scalar EXPRESSION with respect to each variable
-    (each of the variable's own shape).
+    (each of the variable's own shape), or with --order N the Nth derivative.
 
     \b
     diffcli grad 'cos(x) + sin(x)' --at x=2
     diffcli grad 'x*y' --at x=3 --at y=4 --wrt x
-    diffcli grad 'cumsum(2*x)[-1]' --at 'x=[2, 2, 2]'
+    diffcli grad 'cos(x) + sin(x)' --at x=2 --order 2
+    diffcli grad 'sin(x) + cos(x)' --symbolic
     """
-    _run("gradient", options)
+    _run("derivative" if options["order"] > 1 else "gradient", options)
 
 
 @cli.command("jac", epilog=EPILOG)
 @common_options
 @_wrt_option
+@_symbolic_option
 @_handle_errors
 def jac_command(**options):
     """The full Jacobian of EXPRESSION per variable: shape = output shape +
@@ -186,6 +211,91 @@ def vjp_command(**options):
     _run("vjp", options)
 
 
+@cli.command("hess", epilog=EPILOG)
+@common_options
+@_wrt_option
+@_symbolic_option
+@_handle_errors
+def hess_command(**options):
+    """The Hessian of a scalar EXPRESSION, as blocks: for variables a and b the
+    block of second derivatives d2/da db has shape shape(a) + shape(b).
+
+    \b
+    diffcli hess 'x * sin(y)' --at x=1,y=2
+    diffcli hess 'sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)' --at 'x=[1, 1.2, 0.8]'
+    """
+    _run("hessian", options)
+
+
+@cli.command("jvp", epilog=EPILOG)
+@common_options
+@_tangent_option
+@_handle_errors
+def jvp_command(**options):
+    """The Jacobian-vector product J v of EXPRESSION: the directional derivative
+    along the tangent v, of the output's shape. Variables without --tangent have
+    tangent 0.
+
+    \b
+    diffcli jvp '[x*y, sin(y)]' --at x=1,y=2 --tangent x=1
+    """
+    _run("jvp", options)
+
+
+@cli.command("hvp", epilog=EPILOG)
+@common_options
+@_tangent_option
+@_handle_errors
+def hvp_command(**options):
+    """The Hessian-vector product H v of a scalar EXPRESSION, per variable,
+    without forming the Hessian. Variables without --tangent have tangent 0.
+
+    \b
+    diffcli hvp 'x^2 * y' --at x=1,y=2 --tangent x=1
+    """
+    _run("hvp", options)
+
+
+@cli.command("graph", epilog=EPILOG)
+@click.argument("expression", required=False)
+@click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
+              help="Read the expression from FILE ('-' for stdin).")
+@click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
+              help="A point: adds the backward pass, node by node, as a table.")
+@click.option("--dot", is_flag=True, help="Print Graphviz DOT text instead of a tree.")
+@click.option("--digits", type=click.IntRange(1, 17), default=6, show_default=True,
+              help="Significant digits in the backward-pass table.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Colour; NO_COLOR is honoured.")
+@_handle_errors
+def graph_command(expression, expression_file, at, dot, digits, color):
+    """The DAG of EXPRESSION: one node per distinct subexpression (shared nodes
+    are shown once and referred to by id). With --at, also the backward pass in
+    the order it runs: each node's value and its adjoint d(output)/d(node).
+
+    \b
+    diffcli graph 'sin(x) * sin(x) + x'
+    diffcli graph 'cos(x) + sin(x)' --at x=2
+    diffcli graph 'x * y + y' --dot | dot -Tsvg > graph.svg
+    """
+    source = _read_expression(expression, expression_file)
+    values = parse_at(at)
+    try:
+        function = compile_expression(source)
+        shapes = {n: np.shape(values[n]) if n in values else () for n in function.variables}
+        graph, root = function.graph(shapes)
+        if dot:
+            click.echo(dot_text(root), nl=False)
+            return
+        console = _console(color)
+        print_graph_tree(console, root)
+        if values:
+            console.print()
+            print_backward_table(console, function.backward_pass(values), digits)
+    except DiffcliError as e:
+        raise e.with_source(source)
+
+
 # ---------------------------------------------------------------- shared machinery
 
 
@@ -195,31 +305,64 @@ def _run(kind: str, options: dict) -> None:
             and options["expression_file"].name == "<stdin>":
         raise UsageError("-f - and --points - cannot both read stdin")
     at = parse_at(options["at"])
-    seed = _value("--seed", options["seed"]) if kind == "vjp" else None
-    wrt = list(options.get("wrt") or ()) or None
+    request = {"wrt": list(options.get("wrt") or ()) or None, "order": options.get("order", 1)}
+    if kind == "vjp":
+        request["seed"] = _value("--seed", options["seed"])
+    if kind in ("jvp", "hvp"):
+        request["tangents"] = parse_at(options["tangent"], "--tangent")
     fmt = _output_format(options)
     try:
         function = compile_expression(source)
+        if options.get("symbolic"):
+            _run_symbolic(function, kind, at, request, fmt, options)
+            return
         if options["points"] is not None:
-            status = _run_points(function, kind, at, seed, wrt, fmt, options)
-            sys.exit(status)
-        result = _evaluate(function, kind, at, seed, wrt)
+            sys.exit(_run_points(function, kind, at, request, fmt, options))
+        result = function.compute(kind, at, **request)
     except DiffcliError as e:
         raise e.with_source(source)
     for diagnostic in result.diagnostics:
         _stderr("warning: " + diagnostic.format(source))
-    extra = {"seed": to_json_value(seed)} if kind == "vjp" else None
+    extra = {}
+    if kind == "vjp":
+        extra["seed"] = to_json_value(request["seed"])
+    if kind in ("jvp", "hvp"):
+        extra["tangent"] = {k: to_json_value(v) for k, v in request["tangents"].items()}
     _write_single(source, at, result, fmt, options, extra)
 
 
-def _evaluate(function, kind, at, seed, wrt):
-    if kind == "value":
-        return function.eval(at)
-    if kind == "gradient":
-        return function.grad(at, wrt=wrt)
-    if kind == "jacobian":
-        return function.jacobian(at, wrt=wrt)
-    return function.vjp(seed, at, wrt=wrt)
+SYMBOLIC_KEYS = {"gradient": "gradient", "jacobian": "jacobian", "hessian": "hessian",
+                 "derivative": "derivative"}
+
+
+def _run_symbolic(function, kind, at, request, fmt, options) -> None:
+    if options["points"] is not None:
+        raise UsageError("--symbolic prints a formula; it does not take --points")
+    if fmt not in ("table", "json", "quiet"):
+        raise UsageError(f"--symbolic writes a table, JSON or -q, not {fmt}")
+    shapes = {k: np.shape(v) for k, v in at.items() if k in function.variables}
+    wrt, order = request["wrt"], request["order"]
+    if kind == "derivative" and wrt is None and len(function.variables) == 1:
+        wrt = list(function.variables)
+    formulas = function.formulas(kind, shapes, wrt=wrt, order=order)
+    if kind == "derivative":
+        ((name, text),) = formulas.items()
+        entries = [(f"d{order}/d{name}{order}", text)]
+        payload = {"order": order, "wrt": name, "value": text}
+    elif kind == "hessian":
+        entries = [(f"d2/d{a}d{b}", text) for a, row in formulas.items() for b, text in row.items()]
+        payload = formulas
+    else:
+        entries = [(f"d/d{name}", text) for name, text in formulas.items()]
+        payload = formulas
+    if fmt == "quiet":
+        click.echo("\n".join(text for _, text in entries))
+    elif fmt == "json":
+        click.echo(json.dumps({"expression": function.source, SYMBOLIC_KEYS[kind]: payload}))
+    else:
+        console = _console(options["color"])
+        for label, text in entries:
+            console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _stdout_is_terminal() -> bool:
@@ -259,7 +402,7 @@ def _write_single(source, at, result, fmt, options, extra=None) -> None:
         _warn_nonfinite(writer)
 
 
-def _run_points(function, kind, at, seed, wrt, fmt, options) -> int:
+def _run_points(function, kind, at, request, fmt, options) -> int:
     path = options["points"]
     if path == "-" and sys.stdin.isatty():
         _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
@@ -275,7 +418,7 @@ def _run_points(function, kind, at, seed, wrt, fmt, options) -> int:
             _stderr(f"warning: '{name}' is given but not used by the expression")
     writer = _writer(fmt, options)
     with _progress(fmt) as on_progress:
-        outcome = run_points(function, kind, source.chunks(), writer, wrt=wrt, seed=seed,
+        outcome = run_points(function, kind, source.chunks(), writer, request=request,
                              skip_bad=options["skip_bad"],
                              on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
                              on_progress=on_progress)
@@ -359,7 +502,7 @@ def _read_expression(argument: str | None, file) -> str:
     return argument
 
 
-def parse_at(items: tuple[str, ...]) -> dict:
+def parse_at(items: tuple[str, ...], option: str = "--at") -> dict:
     """--at x=1 --at 'y=[1, 2]' --at a=1,b=pi/2 -> {name: array}."""
     values: dict = {}
     for item in items:
@@ -367,12 +510,12 @@ def parse_at(items: tuple[str, ...]) -> dict:
             name, sep, text = piece.partition("=")
             name = name.strip()
             if not sep or not _NAME.match(name):
-                raise UsageError(f"--at expects NAME=VALUE, got '{piece}'")
+                raise UsageError(f"{option} expects NAME=VALUE, got '{piece}'")
             if name in values:
-                raise UsageError(f"'{name}' is given twice in --at")
+                raise UsageError(f"'{name}' is given twice in {option}")
             if not text.strip():
-                raise UsageError(f"--at {name}= has no value")
-            values[name] = _value(f"--at {name}", text)
+                raise UsageError(f"{option} {name}= has no value")
+            values[name] = _value(f"{option} {name}", text)
     return values
 
 

@@ -36,7 +36,8 @@ def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     uses: dict[int, int] = {}
     for node in order:
         for a in node.args:
-            uses[a.id] = uses.get(a.id, 0) + 1
+            # A scan's operands are spelled out once per entry: name them instead.
+            uses[a.id] = uses.get(a.id, 0) + (2 if node.op == "linscan" else 1)
     names = _fresh_names(reserved)
     texts: dict[int, tuple[str, int]] = {}
     lets: list[str] = []
@@ -107,6 +108,8 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
         return _sum_to(node, args[0])
     if op == "scatter":
         return _scatter(node, args[0])
+    if op == "linscan":
+        return _linscan(node, args)
     raise UsageError(f"no notation for the internal operation '{op}' in a formula")
 
 
@@ -196,6 +199,27 @@ def _scatter(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
             return arg[0]
         return f"{base}[{', '.join(map(str, np.unravel_index(k, g_shape)))}]"
     return _literal_of(shape, entry), ATOM
+
+
+def _linscan(node: Node, args) -> tuple[str, int]:
+    """Each entry of the scan in Horner form, the same operations in the same order
+    as the kernel: h[i] + a[i] * (h[i+1] + a[i+1] * (...)) from the end, or the
+    mirror image from the start."""
+    n = node.shape[0]
+    _check_literal_size((n * n,))
+    h, a = (_wrap(arg, POSTFIX) for arg in args)
+    step = 1 if node.attr else -1
+    entries = []
+    for i in range(n):
+        j, chain = i, [i]
+        while 0 <= j + step < n:
+            j += step
+            chain.append(j)
+        text = f"{h}[{chain[-1]}]"
+        for k in reversed(chain[:-1]):
+            text = f"{h}[{k}] + {a}[{k}] * ({text})"
+        entries.append(text)
+    return "[" + ", ".join(entries) + "]", ATOM
 
 
 def _elementwise_literal(node, arg, source_index) -> tuple[str, int]:

@@ -278,18 +278,53 @@ def _sum_to_kernel(node):
 
 
 def _cumprod_vjp(g, ans, x):
-    # rcumsum(g * ans) / x is exact only without zeros. Exact with zeros: entries
-    # before the first zero use that formula; the first zero gets the reversed
-    # cumulative sum of g times the products with that zero replaced by 1;
-    # entries after the first zero get 0 (every product through them holds it).
-    is_zero = G.eq(x, 0.0)
-    zeros_so_far = _cumsum(is_zero, False)
-    first_zero = is_zero * G.eq(zeros_so_far, 1.0)
-    before = G.eq(zeros_so_far, 0.0)
-    safe_x = G.where(is_zero, 1.0, x)
-    without_first_zero = G.cumprod(G.where(first_zero, 1.0, x))
-    return (G.where(before, _cumsum(g * ans, True) / safe_x,
-                  G.where(first_zero, _cumsum(g * without_first_zero, True), 0.0)),)
+    # grad_i = (prod_{k<i} x_k) * S_i with S_i = g_i + x_{i+1} S_{i+1}: no division,
+    # so exact when entries are zero, and a polynomial, so its own derivatives are
+    # right too (the rcumsum(g * ans) / x shortcut is neither).
+    first = np.zeros(x.shape)
+    first[0] = 1.0
+    before = _shift(ans, 1) + first
+    return (before * G.linscan(g, _shift(x, -1), attr=True),)
+
+
+def _shift(v, by):
+    """v moved along its leading axis by +1 (towards the end) or -1, zero-filled."""
+    n = v.shape[0]
+    if n == 1:
+        return v * 0.0
+    source, target = ((0, n - 1, None), (1, n, None)) if by > 0 else ((1, n, None), (0, n - 1, None))
+    return G.scatter(G.index(v, attr=(source,)), attr=((target,), v.shape))
+
+
+def _linscan_kernel(node):
+    """S_i = h_i + a_i S_{i+1} from the end (attr True), or T_i = h_i + a_i T_{i-1}
+    from the start, along the leading value axis: a loop over that axis, each step
+    vectorised over the batch."""
+    axis = -len(node.shape)
+    backwards = node.attr
+
+    def linscan(h, a):
+        h, a = np.broadcast_arrays(h, a)
+        h, a = np.moveaxis(h, axis, 0), np.moveaxis(a, axis, 0)
+        out = np.empty(h.shape)
+        steps = range(len(h) - 1, -1, -1) if backwards else range(len(h))
+        previous = None
+        for i in steps:
+            out[i] = h[i] if previous is None else h[i] + a[i] * out[previous]
+            previous = i
+        return np.moveaxis(out, 0, axis)
+    return linscan
+
+
+def _linscan_vjp(c, ans, h, a):
+    # The scan solves a bidiagonal system; its transpose is the scan the other way
+    # with the coefficients shifted by one.
+    backwards = ans.attr
+    if backwards:  # S_i = h_i + a_i S_{i+1}
+        u = G.linscan(c, _shift(a, 1), attr=False)
+        return u, u * _shift(ans, -1)
+    v = G.linscan(c, _shift(a, -1), attr=True)  # T_i = h_i + a_i T_{i-1}
+    return v, v * _shift(ans, 1)
 
 
 def _pow_vjp(g, ans, a, b):
@@ -409,6 +444,7 @@ defop("softmax", _softmax_kernel, _softmax_vjp)
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),))
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp)
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True)
 
 # ---------------------------------------------------------------- linear algebra
 

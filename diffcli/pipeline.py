@@ -25,15 +25,16 @@ class Outcome:
 
 
 def run_points(function: Function, kind: str, chunks: Iterable[Chunk], writer, *,
-               wrt=None, seed=None, skip_bad: bool = False,
+               request: dict | None = None, skip_bad: bool = False,
                on_bad: Callable[[BadRecord], None] = lambda bad: None,
                on_progress: Callable[[int], None] = lambda n: None) -> Outcome:
     """Evaluate every good record and write it; stop at the first bad record
-    (after writing every good one before it) unless skip_bad."""
+    (after writing every good one before it) unless skip_bad. request holds
+    Function.compute's keyword arguments (wrt, seed, tangents, order)."""
     outcome = Outcome()
     for chunk in chunks:
         if len(chunk):
-            result = _evaluate(function, kind, chunk, wrt, seed)
+            result = function.compute(kind, chunk.values, batch_ndim=1, **(request or {}))
             if not outcome.diagnostics:
                 outcome.diagnostics = [_with_line(d, chunk) for d in result.diagnostics]
             writer.write(result, chunk.kept)
@@ -54,13 +55,3 @@ def _with_line(diagnostic: Diagnostic, chunk: Chunk) -> Diagnostic:
     if diagnostic.point is None:
         return diagnostic
     return replace(diagnostic, message=f"line {chunk.lines[diagnostic.point]}: {diagnostic.message}")
-
-
-def _evaluate(function, kind, chunk, wrt, seed):
-    if kind == "value":
-        return function.eval(chunk.values, batch_ndim=1)
-    if kind == "gradient":
-        return function.grad(chunk.values, wrt=wrt, batch_ndim=1)
-    if kind == "jacobian":
-        return function.jacobian(chunk.values, wrt=wrt, batch_ndim=1)
-    return function.vjp(seed, chunk.values, wrt=wrt, batch_ndim=1)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
-
-DERIVATIVE_KEYS = {"gradient": "gradient", "jacobian": "jacobian", "vjp": "vjp"}
-
 
 def component_labels(name: str, shape: tuple) -> list[str]:
     """x, or x[0], x[1], ..., or A[0,0], A[0,1], ... in the language's own index syntax."""
@@ -25,7 +23,76 @@ def component_labels(name: str, shape: tuple) -> list[str]:
     return [f"{name}[{','.join(map(str, index))}]" for index in product(*(range(n) for n in shape))]
 
 
-def to_json_value(array: np.ndarray):
+# ---------------------------------------------------------------- a result as leaves
+#
+# Every output format walks the same leaves: one array per JSON key path
+# (value; gradient.x; hessian.x.y; derivative.value; jvp ...), with the labels
+# its components get as CSV/TSV columns (documented in the README):
+#   value, value[i]                  the value
+#   d/dx, d/dx[i]                    gradient         vjp/dx[i], hvp/dx[i]   VJP, HVP
+#   dvalue[i]/dx[j]                  Jacobian         jvp, jvp[i]            JVP
+#   d2/dx[i]dy[j]                    Hessian block    dN/dx[i]dx[j]...       order-N tensor
+# (with value[i] after dN/d2 for a non-scalar output of an order-N derivative).
+
+
+@dataclass
+class Leaf:
+    path: tuple[str, ...]
+    array: np.ndarray  # batch axes first
+    heading: str
+    row_name: str
+    row_shape: tuple
+    col_name: str | None = None
+    col_shape: tuple = ()
+    labels: list[str] = field(default_factory=list)
+
+
+def leaves(result, batch_ndim: int = 0) -> list[Leaf]:
+    value = np.asarray(result.value)
+    vshape = value.shape[batch_ndim:]
+    found = [Leaf(("value",), value, "value", "value", vshape,
+                  labels=component_labels("value", vshape))]
+    kind = result.kind
+    if kind in ("gradient", "vjp", "hvp"):
+        prefix = {"gradient": "d/d", "vjp": "vjp/d", "hvp": "hvp/d"}[kind]
+        heading = {"gradient": "∂value/∂{}", "vjp": "vjp for {}", "hvp": "hvp for {}"}[kind]
+        for name, d in result.derivatives.items():
+            shape = np.shape(d)[batch_ndim:]
+            found.append(Leaf((kind, name), d, heading.format(name), name, shape,
+                              labels=[prefix + c for c in component_labels(name, shape)]))
+    elif kind == "jacobian":
+        for name, d in result.derivatives.items():
+            shape = np.shape(d)[batch_ndim + len(vshape):]
+            labels = [f"d{o}/d{c}" for o in component_labels("value", vshape)
+                      for c in component_labels(name, shape)]
+            found.append(Leaf((kind, name), d, f"∂value/∂{name}", "value", vshape, name, shape, labels))
+    elif kind == "hessian":
+        for a, row in result.derivatives.items():
+            for b, d in row.items():
+                sa, sb = result.shapes[a], result.shapes[b]
+                labels = [f"d2/d{i}d{j}" for i in component_labels(a, sa) for j in component_labels(b, sb)]
+                found.append(Leaf((kind, a, b), d, f"∂²value/∂{a}∂{b}", a, sa, b, sb, labels))
+    elif kind == "derivative":
+        ((name, d),) = result.derivatives.items()
+        n, xshape = result.order, result.shapes[name]
+        shape = vshape + xshape * n
+        labels = []
+        for index in np.ndindex(*shape):
+            out = f"value[{','.join(map(str, index[:len(vshape)]))}]" if vshape else ""
+            rest = index[len(vshape):]
+            k = len(xshape)
+            labels.append(f"d{n}{out}/" + "".join(
+                f"d{name}" + (f"[{','.join(map(str, rest[i * k:(i + 1) * k]))}]" if k else "")
+                for i in range(n)))
+        found.append(Leaf(("derivative", "value"), d, f"order-{n} derivative with respect to {name}",
+                          "", shape[:len(shape) - len(xshape)], "" if xshape else None, xshape, labels))
+    elif kind == "jvp":
+        found.append(Leaf(("jvp",), np.asarray(result.jvp), "jvp (J·v)", "jvp", vshape,
+                          labels=component_labels("jvp", vshape)))
+    return found
+
+
+def to_json_value(array):
     """Nested lists of floats, with None for non-finite entries."""
     array = np.asarray(array, dtype=np.float64)
     if array.ndim == 0:
@@ -37,24 +104,37 @@ def to_json_value(array: np.ndarray):
 
 
 def has_nonfinite(result) -> bool:
-    return not np.all(np.isfinite(result.value)) or any(
-        not np.all(np.isfinite(d)) for d in result.derivatives.values())
+    return any(not np.all(np.isfinite(leaf.array)) for leaf in leaves(result))
+
+
+def _nest(pairs, result) -> dict:
+    """{path: value} -> nested dict, in the single-point document's key order."""
+    doc: dict = {}
+    for path, value in pairs:
+        target = doc
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+    if result.kind == "derivative":
+        (name,) = result.derivatives
+        doc["derivative"] = {"order": result.order, "wrt": name, "value": doc["derivative"]["value"]}
+    return doc
 
 
 def json_document(source: str, at: dict, result, extra: dict | None = None) -> str:
     doc = {"expression": source, "at": {k: to_json_value(v) for k, v in at.items()}}
     doc.update(extra or {})
-    doc["value"] = to_json_value(result.value)
-    if result.kind in DERIVATIVE_KEYS:
-        doc[DERIVATIVE_KEYS[result.kind]] = {k: to_json_value(v) for k, v in result.derivatives.items()}
+    doc.update(_nest([(leaf.path, to_json_value(leaf.array)) for leaf in leaves(result)], result))
     return json.dumps(doc, allow_nan=False)
 
 
 def quiet_lines(result) -> list[str]:
-    """Bare numbers, one per line: the derivative components (variables in
-    order) for derivative commands, the value's components for eval."""
-    arrays = list(result.derivatives.values()) if result.kind != "value" else [result.value]
-    return [_plain(float(v)) for a in arrays for v in np.asarray(a).ravel()]
+    """Bare numbers, one per line: the derivative's components (in the order of
+    the CSV columns) for derivative commands, the value's for eval."""
+    chosen = leaves(result)
+    if result.kind != "value":
+        chosen = chosen[1:]
+    return [_plain(float(v)) for leaf in chosen for v in np.asarray(leaf.array).ravel()]
 
 
 def _plain(v: float) -> str:
@@ -74,81 +154,54 @@ def format_number(v: float, digits: int) -> str:
 
 
 def print_tables(console, result, digits: int) -> None:
-    """The value, then one table per variable for its derivative."""
-    console.print(_vector_table(result.value, digits, "value"))
-    for name, d in result.derivatives.items():
-        console.print()
-        if result.kind == "jacobian" and np.ndim(result.value) > 0:
-            var_shape = d.shape[np.ndim(result.value):]
-            console.print(f"∂value/∂{name}", style="bold", highlight=False)
-            console.print(_matrix_table(name, result.value.shape, var_shape, d, digits))
-        else:
-            heading = f"vjp for {name}" if result.kind == "vjp" else f"∂value/∂{name}"
-            console.print(heading, style="bold", highlight=False)
-            console.print(_vector_table(d, digits, name))
+    """The value, then a table per derivative block: a column of components, or a
+    matrix with labelled rows and columns."""
+    for i, leaf in enumerate(leaves(result)):
+        if i:
+            console.print()
+            console.print(leaf.heading, style="bold", highlight=False)
+        console.print(_leaf_table(leaf, digits))
 
 
-def _vector_table(array, digits, name):
-    """Rows of label and number: x, or x[0], x[1], ..."""
-    from rich.table import Table
-
-    array = np.asarray(array)
-    table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for label, v in zip(component_labels(name, array.shape), array.ravel()):
-        table.add_row(label, format_number(float(v), digits))
-    return table
-
-
-def _matrix_table(name, out_shape, var_shape, jac, digits):
-    """A Jacobian block: a row per output component, a column per variable component."""
+def _leaf_table(leaf: Leaf, digits: int):
     from rich import box
     from rich.table import Table
 
-    rows = component_labels("value", out_shape)
-    columns = component_labels(name, var_shape)
+    rows = component_labels(leaf.row_name, leaf.row_shape)
+    array = np.asarray(leaf.array, dtype=np.float64)
+    if leaf.col_name is None or not leaf.col_shape or not leaf.row_shape:
+        if leaf.col_name is None:
+            labels = rows if leaf.row_shape or leaf.path == ("value",) else leaf.labels
+        elif not leaf.row_shape and not leaf.col_shape:
+            labels = leaf.labels  # one number: name it d2/dxdy, dvalue/dx, ...
+        else:
+            labels = component_labels(leaf.col_name, leaf.col_shape) if leaf.col_shape else rows
+        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for label, v in zip(labels, array.ravel()):
+            table.add_row(label, format_number(float(v), digits))
+        return table
+    columns = component_labels(leaf.col_name, leaf.col_shape)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2))
     table.add_column("")
     for c in columns:
         table.add_column(c, justify="right")
-    flat = np.asarray(jac).reshape(len(rows), len(columns))
-    for label, row in zip(rows, flat):
+    for label, row in zip(rows, array.reshape(len(rows), len(columns))):
         table.add_row(label, *(format_number(float(v), digits) for v in row))
     return table
 
 
 # ---------------------------------------------------------------- many points: streaming writers
-#
-# Column naming in CSV/TSV and tables (documented in the README):
-#   value, value[i]        the value (components in the language's index syntax)
-#   d/dx, d/dx[i]          gradient
-#   dvalue[i]/dx[j]        Jacobian entry
-#   vjp/dx[j]              sum over i of seed[i] * dvalue[i]/dx[j]
-
-
-def derivative_labels(kind: str, value_shape: tuple, name: str, var_shape: tuple) -> list[str]:
-    var_labels = component_labels(name, var_shape)
-    if kind == "gradient":
-        return [f"d/d{v}" for v in var_labels]
-    if kind == "vjp":
-        return [f"vjp/d{v}" for v in var_labels]
-    return [f"d{o}/d{v}" for o in component_labels("value", value_shape) for v in var_labels]
 
 
 def result_columns(result, batch_ndim: int = 1) -> tuple[list[str], np.ndarray]:
     """Column labels and an (n, columns) matrix of a batched result."""
-    value = np.asarray(result.value)
-    n = value.shape[0] if batch_ndim else 1
-    value_shape = value.shape[batch_ndim:]
-    labels = component_labels("value", value_shape)
-    blocks = [value.reshape(n, -1)]
-    for name, d in result.derivatives.items():
-        d = np.asarray(d)
-        var_shape = d.shape[batch_ndim + (len(value_shape) if result.kind == "jacobian" else 0):]
-        labels += derivative_labels(result.kind, value_shape, name, var_shape)
-        blocks.append(d.reshape(n, -1))
-    return labels, np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
+    found = leaves(result, batch_ndim)
+    n = np.asarray(result.value).shape[0]
+    labels = [label for leaf in found for label in leaf.labels]
+    matrix = np.concatenate([np.asarray(leaf.array, dtype=np.float64).reshape(n, -1) for leaf in found], axis=1)
+    return labels, matrix
 
 
 def _json_text(value) -> str:
@@ -186,16 +239,13 @@ class NdjsonWriter(Writer):
     """One JSON object per point: kept columns, then value and the derivative."""
 
     def write(self, result, kept):
-        fields = _record_fields(result)
-        kept_json = {k: [json.dumps(v) for v in values] for k, values in kept.items()}
-        n = np.asarray(result.value).shape[0]
-        lines = []
-        for i in range(n):
-            parts = [f"{json.dumps(k)}: {v[i]}" for k, v in kept_json.items()]
-            parts += [f'"{key}": {texts[i]}' for key, texts in fields]
-            lines.append("{" + ", ".join(parts) + "}")
-        self.nonfinite |= not _all_finite(result)
-        self._emit(lines)
+        records = _record_texts(result)
+        if kept:
+            kept_json = [[f"{json.dumps(k)}: {json.dumps(v)}" for v in values] for k, values in kept.items()]
+            records = ["{" + ", ".join(parts) + ", " + record[1:]
+                       for record, parts in zip(records, zip(*kept_json))]
+        self.nonfinite |= has_nonfinite(result)
+        self._emit(records)
 
     def _emit(self, lines):
         self.stream.write("\n".join(lines) + "\n")
@@ -224,17 +274,13 @@ class JsonArrayWriter(NdjsonWriter):
         super().close()
 
 
-def _record_fields(result) -> list[tuple[str, list[str]]]:
-    """Per-point JSON texts for the value and each derivative, keyed like the
-    single-point document."""
-    fields = [("value", _per_point_json(result.value))]
-    if result.kind in DERIVATIVE_KEYS:
-        names = list(result.derivatives)
-        per_name = [_per_point_json(result.derivatives[k]) for k in names]
-        texts = ["{" + ", ".join(f"{json.dumps(k)}: {t[i]}" for k, t in zip(names, per_name)) + "}"
-                 for i in range(len(per_name[0]) if per_name else np.asarray(result.value).shape[0])]
-        fields.append((DERIVATIVE_KEYS[result.kind], texts))
-    return fields
+def _record_texts(result) -> list[str]:
+    """Per point, the JSON text of the single-point document's derivative keys."""
+    found = leaves(result, 1)
+    texts = [_per_point_json(leaf.array) for leaf in found]
+    template = json.dumps(_nest([(leaf.path, "\0") for leaf in found], result))
+    template = template.replace("%", "%%").replace('"\\u0000"', "%s")
+    return [template % parts for parts in zip(*texts)]
 
 
 def _per_point_json(array) -> list[str]:
@@ -245,10 +291,6 @@ def _per_point_json(array) -> list[str]:
     if np.all(np.isfinite(array)):
         return [json.dumps(r) for r in rows]
     return [_json_text(r) for r in rows]
-
-
-def _all_finite(result) -> bool:
-    return not has_nonfinite(result)
 
 
 class DelimitedWriter(Writer):
@@ -289,7 +331,7 @@ class QuietWriter(Writer):
 
     def write(self, result, kept):
         _, matrix = result_columns(result)
-        start = 0 if result.kind == "value" else np.asarray(result.value).reshape(len(matrix), -1).shape[1]
+        start = 0 if result.kind == "value" else len(leaves(result, 1)[0].labels)
         lines = ["\t".join(_plain(v) for v in row[start:]) for row in matrix.tolist()]
         self.stream.write("\n".join(lines) + "\n" if lines else "")
         self.stream.flush()
@@ -333,3 +375,91 @@ class TableWriter(Writer):
         if self.more:
             self.console.print(f"… and {self.more:,} more points (use --format csv or ndjson for all)",
                                highlight=False)
+
+
+# ---------------------------------------------------------------- the DAG and the backward pass
+
+TREE_LIMIT = 400  # nodes drawn in a tree; --dot has no limit
+
+
+def rich_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def node_label(node) -> str:
+    """#id, the operation and what distinguishes it: a name, a value, an index, a shape."""
+    if node.op == "var":
+        detail = node.attr
+    elif node.op == "const":
+        detail = format_number(float(node.value), 6) if node.size == 1 else "array"
+    elif node.op == "index":
+        detail = "[" + ", ".join(str(i) if isinstance(i, int) else
+                                 ":".join("" if p is None else str(p) for p in i) for i in node.attr) + "]"
+    else:
+        detail = ""
+    shape = "" if node.shape == () else " " + "x".join(map(str, node.shape))
+    return f"#{node.id} {node.op}" + (f" {detail}" if detail else "") + shape
+
+
+def print_graph_tree(console, root) -> None:
+    """The DAG from the output down, depth first; a node met again is named, not
+    repeated. Built with an explicit stack, so deep graphs do not recurse."""
+    from rich.tree import Tree
+
+    tree = Tree(rich_escape(node_label(root)))
+    seen = {root.id}
+    stack = [(tree, arg) for arg in reversed(root.args)]
+    shown = 1
+    while stack and shown < TREE_LIMIT:
+        parent, node = stack.pop()
+        if node.id in seen:
+            parent.add(f"[dim]#{node.id} (above)[/dim]")
+            continue
+        seen.add(node.id)
+        shown += 1
+        branch = parent.add(rich_escape(node_label(node)))
+        stack.extend((branch, arg) for arg in reversed(node.args))
+    console.print(tree)
+    if stack:
+        console.print(f"… the graph has more nodes than the {TREE_LIMIT} drawn; --dot prints all of them",
+                      highlight=False)
+
+
+def dot_text(root) -> str:
+    """Graphviz DOT for the DAG: an edge from each argument to its consumer."""
+    from .graph import topological_order
+
+    lines = ["digraph diffcli {", "  rankdir=BT;", '  node [shape=box, fontname="monospace"];']
+    for node in topological_order([root]):
+        label = node_label(node).replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'  n{node.id} [label="{label}"];')
+        for arg in node.args:
+            lines.append(f"  n{arg.id} -> n{node.id};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def print_backward_table(console, rows, digits: int) -> None:
+    """The reverse pass in the order it runs: each node's value and adjoint."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="backward pass (in the order it runs)", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1))
+    table.add_column("node")
+    table.add_column("value", justify="right")
+    table.add_column("adjoint d(output)/d(node)", justify="right")
+    for node, value, adjoint in rows:
+        table.add_row(rich_escape(node_label(node)), _compact(value, digits),
+                      "-" if adjoint is None else _compact(adjoint, digits))
+    console.print(table)
+
+
+def _compact(array, digits: int) -> str:
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 0:
+        return format_number(float(array), digits)
+    shown = ", ".join(format_number(float(v), digits) for v in array.ravel()[:6])
+    return f"[{shown}{', …' if array.size > 6 else ''}]"
