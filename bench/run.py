@@ -86,6 +86,25 @@ def task_t2():
     print_table("T2 value + gradient of " + T2 + ", N=10^6", rows, floor)
 
 
+# ---------------------------------------------------------------- the cheap gradient principle
+
+def task_cheap():
+    """value + gradient should cost a small constant multiple of the value alone."""
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    points = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    rosen = {"x": rng.uniform(-1, 1, (10_000, 100))}
+    for title, expression, at in [("T2", T2, points),
+                                  ("Rosenbrock n=100, B=10^4", "sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)",
+                                   rosen)]:
+        f = diffcli.compile(expression)
+        value = median_time(lambda: f.eval(at, batch_ndim=1))
+        both = median_time(lambda: f.grad(at, batch_ndim=1))
+        print_table(f"Cheap gradient, {title}: value + gradient against value alone",
+                    [("diffcli eval (value only)", value, None), ("diffcli grad (value + gradient)", both, None)],
+                    value)
+
+
 # ---------------------------------------------------------------- pipeline: CSV in, CSV out
 
 NUMPY_SCRIPT = """
@@ -153,7 +172,7 @@ def task_rss():
           f"peak RSS of the largest child process {peak_kib / 1024:.0f} MB (status {consumer.returncode})")
 
 
-TASKS = {"t2": task_t2, "pipeline": task_pipeline}
+TASKS = {"t2": task_t2, "cheap": task_cheap, "pipeline": task_pipeline}
 
 
 def main():
