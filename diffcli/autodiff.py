@@ -9,6 +9,13 @@ the same evaluator, and can be differentiated again.
 A cotangent that is structurally zero (no path to the output, a rule that says
 None, or a folded all-zero constant) is never materialised and never
 multiplied into a local derivative, so it cannot turn into 0 * inf = nan.
+
+Cotangents that pass through a selecting operation (where, maximum, relu, abs,
+max, ...) hold zeros that mean "this branch was not taken". From there on the
+rules receive them wrapped as Masked, whose products and quotients are
+zero-dominant (ops cmul, cdiv), so an untaken branch contributes exactly 0 to
+every derivative, at any order, even where its own value or derivative is nan
+or inf: the "double where trick" of JAX users, done for them.
 """
 
 from __future__ import annotations
@@ -16,7 +23,61 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Graph, Node, topological_order
-from .ops import OPS
+from .ops import KINKS, OPS
+
+# Operations whose cotangents to their arguments can hold zeros for "not selected".
+SELECTING = {"where", "maximum", "minimum", "relu", "abs", "max", "min", "cmul", "cdiv"}
+
+
+class Masked:
+    """A cotangent that may hold zeros meaning "no contribution": arithmetic with
+    it builds zero-dominant products and quotients, and stays Masked."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    @property
+    def graph(self):
+        return self.node.graph
+
+    @property
+    def shape(self):
+        return self.node.shape
+
+    def _apply(self, op, *args):
+        return Masked(self.graph.apply(op, args))
+
+    def __mul__(self, other):
+        return self._apply("cmul", self.node, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return self._apply("cdiv", self.node, other)
+
+    def __rtruediv__(self, other):
+        return self._apply("div", other, self.node)
+
+    def __add__(self, other):
+        return self._apply("add", self.node, other)
+
+    def __radd__(self, other):
+        return self._apply("add", other, self.node)
+
+    def __sub__(self, other):
+        return self._apply("sub", self.node, other)
+
+    def __rsub__(self, other):
+        return self._apply("sub", other, self.node)
+
+    def __neg__(self):
+        return self._apply("neg", self.node)
+
+
+def _unwrap(x):
+    return x.node if isinstance(x, Masked) else x
 
 
 def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node]) -> list[Node]:
@@ -40,6 +101,7 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node])
         if output.id in active:
             cotangents.setdefault(output.id, []).append(_fit(graph, seed, output.shape))
     adjoints: dict[int, Node] = {}
+    masked: set[int] = set()
     for node in reversed(order):
         parts = cotangents.pop(node.id, None)
         if parts is None:
@@ -47,15 +109,35 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node])
         g = adjoints[node.id] = _accumulate(graph, parts)
         if node.op == "var":
             continue
-        rule = OPS[node.op].vjp
+        is_masked = node.id in masked
         with graph.origin(node):
-            contributions = rule(g, node, *node.args)
+            contributions = OPS[node.op].vjp(Masked(g) if is_masked else g, node, *node.args)
+            if graph.kink_nan and node.op in KINKS:
+                contributions = _nan_at_kink(graph, node, g, contributions, active)
+        selecting = is_masked or node.op in SELECTING or (graph.kink_nan and node.op in KINKS)
         for arg, ct in zip(node.args, contributions):
+            ct = _unwrap(ct)
             if ct is None or arg.id not in active or _is_zero(ct):
                 continue
+            if selecting:
+                masked.add(arg.id)
             ct = _fit(graph, ct, arg.shape)
             cotangents.setdefault(arg.id, []).append(ct)
     return adjoints
+
+
+def _nan_at_kink(graph: Graph, node: Node, g: Node, contributions, active) -> list:
+    """--kink nan: each contribution gets nan added where the operation is not
+    differentiable (and its cotangent is not a structural zero there)."""
+    where_kink = graph.apply("where", (KINKS[node.op].condition(node), float("nan"), 0.0))
+    poison = graph.apply("cmul", (g, where_kink))
+    result = []
+    for arg, ct in zip(node.args, contributions):
+        if arg.id not in active:
+            result.append(ct)
+        else:
+            result.append(poison if ct is None else graph.apply("add", (_unwrap(ct), poison)))
+    return result
 
 
 def _depends_on(order: list[Node], sources: set[int]) -> set[int]:

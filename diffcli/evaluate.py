@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .errors import Diagnostic
 from .graph import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
 from .ops import OPS
 
@@ -58,9 +59,11 @@ class Plan:
         return [slots[s] for s in self._output_slots]
 
     def first_nonfinite(self, values: list[np.ndarray], batch: tuple = ()):
-        """The first operation, in evaluation order, that produced a non-finite
-        value from finite inputs, as a Diagnostic (naming the point, in a batch);
-        None if there is none."""
+        """Where a non-finite output came from: walking back from the first
+        non-finite output through non-finite arguments to the operation that
+        made a non-finite value out of finite inputs (so a nan in a branch of
+        where that was not taken is never blamed). A Diagnostic naming that
+        operation (and the point, in a batch), or None."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -68,24 +71,31 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with np.errstate(all="ignore"):
-            for (kernel, args, out, _), node in zip(self._steps, self._nodes):
-                inputs = [slots[a] for a in args]
-                result = slots[out] = kernel(*inputs)
-                if np.all(np.isfinite(result)):
-                    continue
-                finite_inputs = np.ones(np.shape(result), dtype=bool)
-                for x in inputs:
-                    finite_inputs &= _broadcast_finite(x, np.shape(result))
-                culprits = ~np.isfinite(result) & finite_inputs
-                if np.any(culprits):
-                    if node.origin is None:
-                        found = nonfinite_diagnostic(node.op, result, inputs, node.span, culprits)
-                    else:
-                        forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
-                                          for a in node.origin.args]
-                        found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
-                    return replace(found, point=_point_of(culprits, batch))
+            for kernel, args, out, _ in self._steps:
+                slots[out] = kernel(*[slots[a] for a in args])
+        finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
+        node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)
+        while node is not None:
+            bad_args = [a for a in node.args if finite[self._slot[a.id]] is False]
+            if not bad_args:
+                return self._diagnose(node, slots, batch)
+            node = bad_args[0]
         return None
+
+    def _diagnose(self, node, slots, batch):
+        result = slots[self._slot[node.id]]
+        inputs = [slots[self._slot[a.id]] for a in node.args]
+        culprits = ~np.isfinite(result)
+        if node.op in ("var", "const"):
+            found = Diagnostic(f"the {'value given for ' + node.attr if node.op == 'var' else 'constant'}"
+                               f" is not finite", node.span)
+        elif node.origin is None:
+            found = nonfinite_diagnostic(node.op, result, inputs, node.span, culprits)
+        else:
+            forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
+                              for a in node.origin.args]
+            found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
+        return replace(found, point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
 
 
 def _point_of(mask: np.ndarray, batch: tuple) -> int | None:
@@ -94,16 +104,3 @@ def _point_of(mask: np.ndarray, batch: tuple) -> int | None:
         return None
     position = np.unravel_index(int(np.flatnonzero(mask.ravel())[0]), mask.shape)
     return int(np.ravel_multi_index(position[:len(batch)], batch))
-
-
-def _broadcast_finite(x, shape):
-    finite = np.isfinite(x)
-    if finite.ndim > len(shape):  # the operand of a reduction: all of its value must be finite
-        lead = finite.shape[:len(shape)]
-        if lead == tuple(shape):
-            return finite.reshape(lead + (-1,)).all(axis=-1)
-        return np.full(shape, bool(finite.all()))
-    try:
-        return np.broadcast_to(finite, shape)
-    except ValueError:
-        return np.full(shape, bool(finite.all()))

@@ -20,7 +20,10 @@ from .graph import Node, topological_order
 
 # Precedence, loosest first, as in grammars/diffcli.lark.
 COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
+# cmul and cdiv (zero-dominant products in derivatives of where, maximum, ...) are
+# written as * and /: the same numbers wherever every value involved is finite.
 INFIX = {"add": ("+", ADD), "sub": ("-", ADD), "mul": ("*", MUL), "div": ("/", MUL),
+         "cmul": ("*", MUL), "cdiv": ("/", MUL),
          "matmul": ("@", MUL), "lt": ("<", COMPARE), "le": ("<=", COMPARE), "gt": (">", COMPARE),
          "ge": (">=", COMPARE), "eq": ("==", COMPARE), "ne": ("!=", COMPARE)}
 CALLS = set("sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh exp expm1 log log1p log2 "

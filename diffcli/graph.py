@@ -81,6 +81,7 @@ class Graph:
         self._interned: dict[tuple, Node] = {}
         self._origin: Node | None = None  # the forward node whose rule is running
         self.diagnostics: list[Diagnostic] = []  # non-finite values met while folding
+        self.kink_nan = False  # derivative rules put nan at kinks instead of a subgradient
 
     # ------------------------------------------------------------ leaves
 
@@ -121,7 +122,7 @@ class Graph:
 
     def apply(self, name: str, args, attr=None, span: Span | None = None) -> Node:
         op = OPS[name]
-        args = tuple(a if isinstance(a, Node) else self.const(a) for a in args)
+        args = tuple(a if isinstance(a, Node) else getattr(a, "node", None) or self.const(a) for a in args)
         if span is None and self._origin is not None:
             span = self._origin.span
         shape = self._infer_shape(op, args, attr, span)

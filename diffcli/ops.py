@@ -114,6 +114,19 @@ def _sigmoid(a):
     return out
 
 
+def _zero_dominant(f, either=False):
+    """f, except that a zero first operand (or, for products, either) gives 0
+    where f would give nan or inf."""
+    def kernel(a, b):
+        out = f(a, b)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            zero = (a == 0) | (b == 0) if either else (a == 0)
+            out = np.where(bad & zero, 0.0, out)
+        return out
+    return kernel
+
+
 def _to_float(f):
     return lambda a, b: f(a, b).astype(np.float64)
 
@@ -335,13 +348,17 @@ def _pow_vjp(g, ans, a, b):
 
 def _extreme_vjp(g, ans, x):
     tied = G.eq(x, _expand_as_reduced(ans, x))
-    return (_expand_as_reduced(g, x) * tied / _expand_as_reduced(G.sum(tied), x),)
+    share = _expand_as_reduced(g / G.sum(tied), x)
+    return (G.where(tied, share, 0.0),)
 
 
 def _pairwise_extreme_vjp(first, second):
+    # where(), not g * mask: the side not selected gets exactly 0 even if g is nan.
     def vjp(g, ans, a, b):
-        tie = G.eq(a, b) * 0.5
-        return g * (first(a, b) + tie), g * (second(a, b) + tie)
+        tie = G.eq(a, b)
+        half = g * 0.5
+        return (G.where(first(a, b), g, G.where(tie, half, 0.0)),
+                G.where(second(a, b), g, G.where(tie, half, 0.0)))
     return vjp
 
 
@@ -377,6 +394,14 @@ defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b
 defop("pow", elementwise(np.power), _pow_vjp, broadcasting=True)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,))
 
+# Zero-dominant products and quotients for cotangents that may hold zeros meaning
+# "no contribution" (a branch of where not taken, a kink's subgradient): there
+# 0 * inf and 0 / 0 are 0, so an untaken branch's nan or inf cannot leak out.
+defop("cmul", elementwise(_zero_dominant(np.multiply, either=True)),
+      lambda c, ans, g, local: (G.cmul(c, local), G.cmul(c, g)), broadcasting=True)
+defop("cdiv", elementwise(_zero_dominant(np.divide)),
+      lambda c, ans, g, local: (G.cdiv(c, local), -G.cdiv(G.cmul(c, ans), local)), broadcasting=True)
+
 # ---------------------------------------------------------------- elementwise functions
 
 defop("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),))
@@ -400,12 +425,12 @@ defop("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),))
 defop("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),))
 defop("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),))
 defop("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),))
-defop("abs", elementwise(np.abs), lambda g, ans, x: (g * G.sign(x),))
+defop("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),))
 defop("sign", elementwise(np.sign), _no_derivative)
 defop("floor", elementwise(np.floor), _no_derivative)
 defop("ceil", elementwise(np.ceil), _no_derivative)
 defop("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),))
-defop("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (g * G.gt(x, 0.0),))
+defop("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),))
 defop("softplus", elementwise(lambda a: np.logaddexp(0.0, a)),
       lambda g, ans, x: (g * G.sigmoid(x),))
 
@@ -467,6 +492,51 @@ defop("broadcast_to", _broadcast_to_kernel,
       lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape)
 defop("sum_to", _sum_to_kernel,
       lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape)
+
+
+# ---------------------------------------------------------------- kinks
+#
+# Where an operation is not differentiable: condition(node) is a node that is 1.0
+# there (per element, or per point for reductions). diffcli answers with the
+# subgradient the rules above use, and says so; --kink nan puts nan there instead.
+
+@dataclass(frozen=True)
+class Kink:
+    condition: Callable
+    message: str
+
+
+def _tied(node):
+    x = node.args[0]
+    return G.gt(G.sum(G.eq(x, _expand_as_reduced(node, x))), 1.0)
+
+
+def _on_boundary(node):
+    return G.eq(node.args[0], node.args[1])
+
+
+KINKS: dict[str, Kink] = {
+    "abs": Kink(lambda n: G.eq(n.args[0], 0.0),
+                "abs is not differentiable at 0 (one-sided derivatives -1 and 1); using 0, as PyTorch does"),
+    "relu": Kink(lambda n: G.eq(n.args[0], 0.0),
+                 "relu is not differentiable at 0 (one-sided derivatives 0 and 1); using 0, as PyTorch does"),
+    "sign": Kink(lambda n: G.eq(n.args[0], 0.0), "sign jumps at 0; using the derivative 0"),
+    "floor": Kink(lambda n: G.eq(n.args[0], n), "floor jumps at integers; using the derivative 0"),
+    "ceil": Kink(lambda n: G.eq(n.args[0], n), "ceil jumps at integers; using the derivative 0"),
+    "sqrt": Kink(lambda n: G.eq(n.args[0], 0.0),
+                 "sqrt is not differentiable at 0 (the derivative from the right is +inf)"),
+    "norm": Kink(lambda n: G.eq(n, 0.0),
+                 "norm is not differentiable at 0; using the subgradient 0, as PyTorch does"),
+    "maximum": Kink(_on_boundary, "maximum of two equal values (one-sided derivatives 0 and 1 for each); "
+                                  "giving half to each, as PyTorch does"),
+    "minimum": Kink(_on_boundary, "minimum of two equal values (one-sided derivatives 0 and 1 for each); "
+                                  "giving half to each, as PyTorch does"),
+    "max": Kink(_tied, "max of tied elements; sharing the derivative evenly among them, as PyTorch does"),
+    "min": Kink(_tied, "min of tied elements; sharing the derivative evenly among them, as PyTorch does"),
+}
+for _name, _symbol in (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("ne", "!=")):
+    KINKS[_name] = Kink(_on_boundary, f"'{_symbol}' is exactly on its boundary (both sides equal), where "
+                                      f"its value jumps; derivatives through it use the side it chose")
 
 
 def describe(shape: tuple) -> str:
