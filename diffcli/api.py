@@ -27,7 +27,7 @@ from .evaluate import Plan
 from .formula import formula
 from .functions import CONSTANTS
 from .graph import Graph, Node, topological_order
-from .ops import describe
+from .ops import COMPARISONS, KINKS, describe
 from .parse import Program, parse
 
 MAX_RESULT_BYTES = 4 << 30
@@ -48,6 +48,7 @@ class Result:
     order: int = 1
     jvp: np.ndarray | None = None
     shapes: dict[str, tuple] = field(default_factory=dict)  # each variable's value shape
+    kinks: list[Diagnostic] = field(default_factory=list)  # non-differentiable points met
 
     def __getitem__(self, name: str):
         return self.derivatives[name]
@@ -62,9 +63,12 @@ class Result:
         return self.derivatives.keys()
 
 
-def compile(source: str) -> Function:  # noqa: A001 - the natural name, like re.compile
-    """Parse an expression once; evaluate and differentiate it many times."""
-    return Function(source)
+def compile(source: str, *, kink: str = "subgradient") -> Function:  # noqa: A001 - like re.compile
+    """Parse an expression once; evaluate and differentiate it many times.
+    kink: at a point where an operation is not differentiable, answer with the
+    documented subgradient ('subgradient') or with nan ('nan'); either way the
+    Result lists the kinks it met."""
+    return Function(source, kink=kink)
 
 
 def constant(text: str) -> np.ndarray:
@@ -83,8 +87,11 @@ class Function:
     """A compiled expression. Methods take the point as keyword arguments (or a
     mapping as the first argument, for names like 'wrt')."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, *, kink: str = "subgradient"):
+        if kink not in ("subgradient", "nan"):
+            raise UsageError(f"kink must be 'subgradient' or 'nan', not {kink!r}")
         self.source = source
+        self.kink = kink
         self.program: Program = parse(source)
         self._bindings: dict[tuple, _Binding] = {}
 
@@ -221,12 +228,16 @@ class Function:
         batch = _batch_shape(arrays, batch_ndim)
         binding = self._binding(shapes)
         request.check(binding.output.shape, shapes, batch)
-        plan, diagnostics = binding.plan(request)
+        compiled = binding.plan(request, self.kink == "nan")
+        plan, diagnostics = compiled.plan, compiled.diagnostics
         inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
         outputs = plan.run(inputs)
         value = _materialise(outputs[0], batch + binding.output.shape)
         result = Result(value, request.kind, shapes=shapes)
-        request.collect(result, outputs[1:], binding.output.shape, shapes, batch)
+        derivatives = outputs[1:1 + compiled.derivative_count]
+        request.collect(result, derivatives, binding.output.shape, shapes, batch)
+        result.kinks = _kink_reports(compiled.watched, outputs[1 + compiled.derivative_count:], batch)
+        outputs = outputs[:1 + compiled.derivative_count]
         diagnostics = list(diagnostics)
         if not diagnostics and not all(np.all(np.isfinite(o)) for o in outputs):
             found = plan.first_nonfinite(inputs, batch)
@@ -285,14 +296,42 @@ class _Binding:
         self._plans: dict[tuple, tuple[Plan, list[Diagnostic]]] = {}
         self._gradients: dict[tuple, list[Node]] = {}
 
-    def plan(self, request: _Request) -> tuple[Plan, list[Diagnostic]]:
-        key = request.key()
+    def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
+        key = request.key() + (kink_nan,)
         if key not in self._plans:
             before = len(self.graph.diagnostics)
-            outputs, extra_inputs = request.build(self)
+            self.graph.kink_nan = kink_nan
+            try:
+                outputs, extra_inputs = request.build(self)
+            finally:
+                self.graph.kink_nan = False
+            watched = self._kink_watch() if request.kind != "value" else []
             diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
-            self._plans[key] = (Plan([self.output] + outputs, self.inputs + extra_inputs), diagnostics[:1])
+            plan = Plan([self.output] + outputs + [indicator for _, indicator in watched],
+                        self.inputs + extra_inputs)
+            self._plans[key] = _Compiled(plan, diagnostics[:1], len(outputs), watched)
         return self._plans[key]
+
+    def _kink_watch(self) -> list[tuple[Node, Node]]:
+        """(operation, indicator) for each operation on a derivative path that has
+        kinks; the indicator is 1.0 at the points where the operation is at one."""
+        graph = self.graph
+        order = topological_order([self.output])
+        active = autodiff.depends_on(order, {v.id for v in self.inputs})
+        # A comparison that only decides a where is reported (and poisoned) as that where.
+        uses: dict[int, set[str]] = {}
+        for node in order:
+            for i, arg in enumerate(node.args):
+                uses.setdefault(arg.id, set()).add("condition" if node.op == "where" and i == 0 else "value")
+        watched = []
+        for node in order:
+            if node.op in COMPARISONS and uses.get(node.id) == {"condition"}:
+                continue
+            if node.op in KINKS and node.id in active:
+                condition = KINKS[node.op].condition(node)
+                indicator = graph.apply("max", (condition,)) if condition.shape else condition
+                watched.append((node, indicator))
+        return watched
 
     def seed(self, name: str, shape: tuple) -> Node:
         # '$' cannot start an identifier, so these never clash with a user's variable.
@@ -300,11 +339,31 @@ class _Binding:
 
     def gradient(self, wrt: list[str]) -> list[Node]:
         """d output / d w for a scalar output, built once and shared between requests."""
-        key = tuple(wrt)
+        key = (tuple(wrt), self.graph.kink_nan)
         if key not in self._gradients:
             self._gradients[key] = autodiff.vjp(self.graph, self.output, self.graph.const(1.0),
                                                 [self.by_name[n] for n in wrt])
         return self._gradients[key]
+
+
+@dataclass
+class _Compiled:
+    plan: Plan
+    diagnostics: list[Diagnostic]
+    derivative_count: int
+    watched: list[tuple[Node, Node]]
+
+
+def _kink_reports(watched, indicators, batch) -> list[Diagnostic]:
+    reports = []
+    for (node, _), flags in zip(watched, indicators):
+        flags = np.broadcast_to(np.asarray(flags) != 0, batch)
+        count = int(np.count_nonzero(flags))
+        if count:
+            first = int(np.flatnonzero(flags.ravel())[0]) if batch else None
+            where = f" (at {count:,} of the points)" if batch else ""
+            reports.append(Diagnostic(KINKS[node.op].message + where, node.span, first))
+    return reports
 
 
 # ---------------------------------------------------------------- what is asked for

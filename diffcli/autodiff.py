@@ -95,7 +95,7 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node])
     """The adjoint (d output / d node, contracted with the seeds) of every node on a
     path from wrt to the outputs, keyed by node id: the backward pass, as nodes."""
     order = topological_order([output for output, _ in pairs])
-    active = _depends_on(order, {w.id for w in wrt})
+    active = depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
     for output, seed in pairs:
         if output.id in active:
@@ -140,7 +140,8 @@ def _nan_at_kink(graph: Graph, node: Node, g: Node, contributions, active) -> li
     return result
 
 
-def _depends_on(order: list[Node], sources: set[int]) -> set[int]:
+def depends_on(order: list[Node], sources: set[int]) -> set[int]:
+    """Ids of the nodes of order (topological) that depend on any of sources."""
     active = set()
     for node in order:
         if node.id in sources or any(a.id in active for a in node.args):

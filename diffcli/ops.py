@@ -534,9 +534,21 @@ KINKS: dict[str, Kink] = {
     "max": Kink(_tied, "max of tied elements; sharing the derivative evenly among them, as PyTorch does"),
     "min": Kink(_tied, "min of tied elements; sharing the derivative evenly among them, as PyTorch does"),
 }
-for _name, _symbol in (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("ne", "!=")):
+COMPARISONS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+for _name, _symbol in COMPARISONS.items():
     KINKS[_name] = Kink(_on_boundary, f"'{_symbol}' is exactly on its boundary (both sides equal), where "
                                       f"its value jumps; derivatives through it use the side it chose")
+
+
+def _where_on_boundary(node):
+    condition = node.args[0]
+    if condition.op in COMPARISONS:
+        return _on_boundary(condition)
+    return G.mul(condition, 0.0)  # a condition that is not a comparison has no boundary to sit on
+
+
+KINKS["where"] = Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
+                                          "of the comparison equal); the branch it chose is differentiated")
 
 
 def describe(shape: tuple) -> str:
