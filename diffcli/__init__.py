@@ -7,7 +7,7 @@
 This module imports neither click nor rich.
 """
 
-from .api import Function, Result, compile, constant
+from .api import Check, Function, Result, check, compile, constant
 from .errors import (
     DiffcliError,
     ExpressionError,
@@ -18,5 +18,5 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-__all__ = ["Function", "Result", "compile", "constant", "DiffcliError", "ExpressionError",
+__all__ = ["Check", "Function", "Result", "check", "compile", "constant", "DiffcliError", "ExpressionError",
            "NumericError", "ShapeError", "UsageError", "__version__"]

@@ -19,12 +19,23 @@ import numpy as np
 
 from . import __version__
 from . import points as points_module
-from .api import Result, constant
+from .api import CHECK_METHOD, Result, check, constant
 from .api import compile as compile_expression
-from .errors import EXIT_BAD_DATA, EXIT_INTERRUPTED, DiffcliError, UsageError, format_message
+from .errors import (
+    EXIT_BAD_DATA,
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    DiffcliError,
+    NumericError,
+    UsageError,
+    format_message,
+)
 from .pipeline import run_points
 from .render import (
     DelimitedWriter,
+    check_document,
+    check_summary,
+    print_check,
     dot_text,
     print_backward_table,
     print_graph_tree,
@@ -106,6 +117,11 @@ def common_options(command):
                      help="Significant digits in tables (machine formats keep full precision)."),
         click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
                      show_default=True, help="Colour in tables; NO_COLOR is honoured."),
+        click.option("--kink", type=click.Choice(["subgradient", "error", "nan"]), default="subgradient",
+                     show_default=True,
+                     help="Where an operation is not differentiable (abs at 0, a tie in max, ...): "
+                          "warn and use the documented subgradient, fail with status 1, or give nan."),
+        click.option("--strict", is_flag=True, help="Exit with status 1 if any result is nan or infinite."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -123,6 +139,16 @@ def _tangent_option(command):
     return click.option("--tangent", "tangent", multiple=True, required=True, metavar="NAME=VALUE",
                         help="The direction v for variable NAME (repeatable, or NAME=..,OTHER=..); "
                              "of the variable's shape.")(command)
+
+
+def _check_options(command):
+    command = click.option("--tol", type=click.FloatRange(0, None, min_open=True), default=1e-6,
+                           show_default=True,
+                           help="Largest error --check accepts: |autodiff - fd| / max(1, |fd|).")(command)
+    return click.option("--check", is_flag=True,
+                        help="Also compute the derivatives by central differences with Richardson "
+                             "extrapolation, show the error of each entry, and exit with status 1 if "
+                             "any exceeds --tol.")(command)
 
 
 def _wrt_option(command):
@@ -166,6 +192,7 @@ def eval_command(**options):
               help="The Nth derivative tensor (shape = output shape + N x the variable's shape); "
                    "needs one --wrt variable when there are several.")
 @_symbolic_option
+@_check_options
 @_handle_errors
 def grad_command(**options):
     """The gradient of a scalar EXPRESSION with respect to each variable
@@ -184,6 +211,7 @@ def grad_command(**options):
 @common_options
 @_wrt_option
 @_symbolic_option
+@_check_options
 @_handle_errors
 def jac_command(**options):
     """The full Jacobian of EXPRESSION per variable: shape = output shape +
@@ -201,6 +229,7 @@ def jac_command(**options):
 @_wrt_option
 @click.option("--seed", required=True, metavar="VALUE",
               help="The vector v of v^T J, of the output's shape (PyTorch's backward(gradient=v)).")
+@_check_options
 @_handle_errors
 def vjp_command(**options):
     """The vector-Jacobian product v^T J of EXPRESSION, per variable.
@@ -215,6 +244,7 @@ def vjp_command(**options):
 @common_options
 @_wrt_option
 @_symbolic_option
+@_check_options
 @_handle_errors
 def hess_command(**options):
     """The Hessian of a scalar EXPRESSION, as blocks: for variables a and b the
@@ -312,23 +342,43 @@ def _run(kind: str, options: dict) -> None:
         request["tangents"] = parse_at(options["tangent"], "--tangent")
     fmt = _output_format(options)
     try:
-        function = compile_expression(source)
+        function = compile_expression(source, kink="nan" if options["kink"] == "nan" else "subgradient")
         if options.get("symbolic"):
             _run_symbolic(function, kind, at, request, fmt, options)
             return
         if options["points"] is not None:
+            if options.get("check"):
+                raise UsageError("--check works at one point (--at), not with --points")
             sys.exit(_run_points(function, kind, at, request, fmt, options))
         result = function.compute(kind, at, **request)
+        report = check(function, result, at, seed=request.get("seed"), tolerance=options["tol"]) \
+            if options.get("check") else None
+        _report_problems(result, source, options)
     except DiffcliError as e:
         raise e.with_source(source)
-    for diagnostic in result.diagnostics:
-        _stderr("warning: " + diagnostic.format(source))
     extra = {}
     if kind == "vjp":
         extra["seed"] = to_json_value(request["seed"])
     if kind in ("jvp", "hvp"):
         extra["tangent"] = {k: to_json_value(v) for k, v in request["tangents"].items()}
-    _write_single(source, at, result, fmt, options, extra)
+    _write_single(source, at, result, fmt, options, extra, report)
+    if report is not None:
+        if fmt != "table":
+            _stderr(check_summary(report))
+        if not report.passed:
+            sys.exit(EXIT_CHECK_FAILED)
+
+
+def _report_problems(result, source: str, options) -> None:
+    """Warnings on stderr; --kink error and --strict turn theirs into status 1."""
+    for diagnostic in result.diagnostics:
+        _stderr("warning: " + diagnostic.format(source))
+    for kink in result.kinks:
+        if options["kink"] == "error":
+            raise NumericError(kink.message + " (--kink error)", kink.span)
+        _stderr("warning: " + kink.format(source))
+    if options["strict"] and has_nonfinite(result):
+        raise NumericError("the result is not finite (--strict)")
 
 
 SYMBOLIC_KEYS = {"gradient": "gradient", "jacobian": "jacobian", "hessian": "hessian",
@@ -384,15 +434,19 @@ def _output_format(options) -> str:
     return "ndjson" if options["points"] is not None else "json"
 
 
-def _write_single(source, at, result, fmt, options, extra=None) -> None:
+def _write_single(source, at, result, fmt, options, extra=None, report=None) -> None:
     if fmt == "quiet":
         click.echo("\n".join(quiet_lines(result)))
     elif fmt == "json":
         if has_nonfinite(result):
             _stderr("warning: non-finite numbers are written as null in JSON")
-        click.echo(json_document(source, at, result, extra))
+        trailer = {"check": check_document(report, CHECK_METHOD)} if report is not None else None
+        click.echo(json_document(source, at, result, extra, trailer))
     elif fmt == "table":
-        print_tables(_console(options["color"]), result, options["digits"])
+        console = _console(options["color"])
+        print_tables(console, result, options["digits"])
+        if report is not None:
+            print_check(console, result, report, options["digits"])
     else:  # one point through the streaming writers: header and one row
         batched = Result(result.value[None], result.kind,
                          {k: v[None] for k, v in result.derivatives.items()}, [])
@@ -419,12 +473,16 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
     writer = _writer(fmt, options)
     with _progress(fmt) as on_progress:
         outcome = run_points(function, kind, source.chunks(), writer, request=request,
-                             skip_bad=options["skip_bad"],
+                             skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
+                             stop_on_nonfinite=options["strict"],
                              on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
                              on_progress=on_progress)
-    for diagnostic in outcome.diagnostics:
+    for diagnostic in outcome.diagnostics + list(outcome.kinks.values()):
         _stderr("warning: " + diagnostic.format(function.source))
     _warn_nonfinite(writer)
+    if outcome.failure is not None:
+        _stderr("error: " + outcome.failure.format(function.source))
+        return EXIT_CHECK_FAILED
     if outcome.stopped_at is not None:
         _stderr(f"diffcli: stopped at the bad record on line {outcome.stopped_at.line} after "
                 f"{outcome.points:,} good points (--skip-bad goes on past bad records)")

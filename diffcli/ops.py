@@ -503,7 +503,8 @@ defop("sum_to", _sum_to_kernel,
 @dataclass(frozen=True)
 class Kink:
     condition: Callable
-    message: str
+    what: str  # why the point is special
+    choice: str  # what diffcli answers there (with kink='subgradient')
 
 
 def _tied(node):
@@ -515,29 +516,30 @@ def _on_boundary(node):
     return G.eq(node.args[0], node.args[1])
 
 
+_PYTORCH = ", as PyTorch does"
 KINKS: dict[str, Kink] = {
     "abs": Kink(lambda n: G.eq(n.args[0], 0.0),
-                "abs is not differentiable at 0 (one-sided derivatives -1 and 1); using 0, as PyTorch does"),
+                "abs is not differentiable at 0 (one-sided derivatives -1 and 1)", "using 0" + _PYTORCH),
     "relu": Kink(lambda n: G.eq(n.args[0], 0.0),
-                 "relu is not differentiable at 0 (one-sided derivatives 0 and 1); using 0, as PyTorch does"),
-    "sign": Kink(lambda n: G.eq(n.args[0], 0.0), "sign jumps at 0; using the derivative 0"),
-    "floor": Kink(lambda n: G.eq(n.args[0], n), "floor jumps at integers; using the derivative 0"),
-    "ceil": Kink(lambda n: G.eq(n.args[0], n), "ceil jumps at integers; using the derivative 0"),
-    "sqrt": Kink(lambda n: G.eq(n.args[0], 0.0),
-                 "sqrt is not differentiable at 0 (the derivative from the right is +inf)"),
-    "norm": Kink(lambda n: G.eq(n, 0.0),
-                 "norm is not differentiable at 0; using the subgradient 0, as PyTorch does"),
-    "maximum": Kink(_on_boundary, "maximum of two equal values (one-sided derivatives 0 and 1 for each); "
-                                  "giving half to each, as PyTorch does"),
-    "minimum": Kink(_on_boundary, "minimum of two equal values (one-sided derivatives 0 and 1 for each); "
-                                  "giving half to each, as PyTorch does"),
-    "max": Kink(_tied, "max of tied elements; sharing the derivative evenly among them, as PyTorch does"),
-    "min": Kink(_tied, "min of tied elements; sharing the derivative evenly among them, as PyTorch does"),
+                 "relu is not differentiable at 0 (one-sided derivatives 0 and 1)", "using 0" + _PYTORCH),
+    "sign": Kink(lambda n: G.eq(n.args[0], 0.0), "sign jumps at 0", "using the derivative 0"),
+    "floor": Kink(lambda n: G.eq(n.args[0], n), "floor jumps at integers", "using the derivative 0"),
+    "ceil": Kink(lambda n: G.eq(n.args[0], n), "ceil jumps at integers", "using the derivative 0"),
+    "sqrt": Kink(lambda n: G.eq(n.args[0], 0.0), "sqrt is not differentiable at 0",
+                 "using the derivative from the right, +inf"),
+    "norm": Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0",
+                 "using the subgradient 0" + _PYTORCH),
+    "maximum": Kink(_on_boundary, "maximum of two equal values (one-sided derivatives 0 and 1 for each)",
+                    "giving half to each" + _PYTORCH),
+    "minimum": Kink(_on_boundary, "minimum of two equal values (one-sided derivatives 0 and 1 for each)",
+                    "giving half to each" + _PYTORCH),
+    "max": Kink(_tied, "max of tied elements", "sharing the derivative evenly among them" + _PYTORCH),
+    "min": Kink(_tied, "min of tied elements", "sharing the derivative evenly among them" + _PYTORCH),
 }
 COMPARISONS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 for _name, _symbol in COMPARISONS.items():
     KINKS[_name] = Kink(_on_boundary, f"'{_symbol}' is exactly on its boundary (both sides equal), where "
-                                      f"its value jumps; derivatives through it use the side it chose")
+                                      f"its value jumps", "derivatives through it use the side it chose")
 
 
 def _where_on_boundary(node):
@@ -548,7 +550,7 @@ def _where_on_boundary(node):
 
 
 KINKS["where"] = Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
-                                          "of the comparison equal); the branch it chose is differentiated")
+                                          "of the comparison equal)", "differentiating the branch it chose")
 
 
 def describe(shape: tuple) -> str:

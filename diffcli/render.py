@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
@@ -121,10 +121,14 @@ def _nest(pairs, result) -> dict:
     return doc
 
 
-def json_document(source: str, at: dict, result, extra: dict | None = None) -> str:
+def json_document(source: str, at: dict, result, extra: dict | None = None,
+                  trailer: dict | None = None) -> str:
+    """The one-point document: expression, at, extra inputs (seed, tangent), the
+    value and derivatives, then trailer (check)."""
     doc = {"expression": source, "at": {k: to_json_value(v) for k, v in at.items()}}
     doc.update(extra or {})
     doc.update(_nest([(leaf.path, to_json_value(leaf.array)) for leaf in leaves(result)], result))
+    doc.update(trailer or {})
     return json.dumps(doc, allow_nan=False)
 
 
@@ -463,3 +467,37 @@ def _compact(array, digits: int) -> str:
         return format_number(float(array), digits)
     shown = ", ".join(format_number(float(v), digits) for v in array.ravel()[:6])
     return f"[{shown}{', …' if array.size > 6 else ''}]"
+
+
+def check_document(check, method: str) -> dict:
+    def tree(values):
+        return {k: tree(v) if isinstance(v, dict) else to_json_value(v) for k, v in values.items()}
+    return {"method": method, "tolerance": check.tolerance, "max_error": check.max_error,
+            "worst": check.worst, "passed": check.passed, "finite_differences": tree(check.estimates),
+            "error": tree(check.errors)}
+
+
+def check_summary(check) -> str:
+    verdict = "passed" if check.passed else f"FAILED at {check.worst}"
+    return f"check: max error {check.max_error:.1e} (tolerance {check.tolerance:.0e}): {verdict}"
+
+
+def print_check(console, result, check, digits: int) -> None:
+    """Each derivative entry beside its finite-difference estimate and the error."""
+    from rich import box
+    from rich.table import Table
+
+    ours = leaves(result)[1:]
+    theirs = leaves(replace(result, derivatives=check.estimates))[1:]
+    errors = leaves(replace(result, derivatives=check.errors))[1:]
+    table = Table(title="check against finite differences", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("entry", "autodiff", "finite differences", "error"):
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    for a, b, e in zip(ours, theirs, errors):
+        for label, x, y, err in zip(a.labels, np.ravel(a.array), np.ravel(b.array), np.ravel(e.array)):
+            style = None if err <= check.tolerance else "bold red"
+            table.add_row(label, format_number(float(x), digits), format_number(float(y), digits),
+                          f"{err:.1e}", style=style)
+    console.print()
+    console.print(table)
+    console.print(check_summary(check), highlight=False)
