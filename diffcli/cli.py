@@ -477,7 +477,8 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
                              stop_on_nonfinite=options["strict"],
                              on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
                              on_progress=on_progress)
-    for diagnostic in outcome.diagnostics + list(outcome.kinks.values()):
+    kinks = [] if outcome.failure is not None else list(outcome.kinks.values())
+    for diagnostic in outcome.diagnostics + kinks:
         _stderr("warning: " + diagnostic.format(function.source))
     _warn_nonfinite(writer)
     if outcome.failure is not None:

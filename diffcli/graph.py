@@ -19,8 +19,8 @@ import numpy as np
 from .errors import Diagnostic, ShapeError, Span
 from .ops import OPS, ShapeMismatch, describe
 
-# A folded constant larger than this is refused before it is allocated.
-MAX_CONSTANT_BYTES = 1 << 30
+# A value (for one point) larger than this is refused before it is allocated.
+MAX_VALUE_BYTES = 1 << 30
 
 
 class Node:
@@ -126,6 +126,7 @@ class Graph:
         if span is None and self._origin is not None:
             span = self._origin.span
         shape = self._infer_shape(op, args, attr, span)
+        _check_size(name, shape, span)
         if op.broadcasting:
             args = tuple(self._lift_rank(a, len(shape)) for a in args)
         simpler = _simplify(self, name, args, attr, shape)
@@ -164,10 +165,6 @@ class Graph:
             raise ShapeError(str(e), span) from None
 
     def _fold(self, op, args, attr, shape, span):
-        size = int(np.prod(shape, dtype=np.int64)) * 8
-        if size > MAX_CONSTANT_BYTES:
-            raise ShapeError(f"{op.name} would make a constant of {describe(shape)}"
-                             f" ({size / 2**30:.1f} GiB); refusing to allocate it", span)
         probe = Node(self, op.name, args, attr, shape, span)
         with np.errstate(all="ignore"):
             value = np.asarray(op.kernel(probe)(*(a.value for a in args)), dtype=np.float64)
@@ -175,6 +172,14 @@ class Graph:
             self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value,
                                                          [a.value for a in args], span))
         return self.const(value)
+
+
+def _check_size(name, shape, span) -> None:
+    """Refuse, before anything is allocated, a value too large for memory."""
+    nbytes = math.prod(shape) * 8
+    if nbytes > MAX_VALUE_BYTES:
+        raise ShapeError(f"{name} would make {describe(shape)}: {nbytes / 2**30:,.1f} GiB for one point; "
+                         f"refusing to allocate it", span)
 
 
 def broadcast_shapes(shapes) -> tuple:

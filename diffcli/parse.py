@@ -33,16 +33,23 @@ COMPARISONS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "
 OPENERS, CLOSERS = "([", ")]"
 
 
-class Syntax:
-    """One construct of the source: kind, children (Syntax or None), data, span."""
+# Limits that keep adversarial input within seconds and bounded memory.
+MAX_EXPRESSION_CHARS = 2_000_000
+MAX_DEPTH = 200_000
 
-    __slots__ = ("children", "data", "kind", "span")
+
+class Syntax:
+    """One construct of the source: kind, children (Syntax or None), data, span,
+    and its nesting depth (computed as the parser reduces, without recursion)."""
+
+    __slots__ = ("children", "data", "depth", "kind", "span")
 
     def __init__(self, kind, children, data, span):
         self.kind = kind
         self.children = children
         self.data = data
         self.span = span
+        self.depth = 1 + max((c.depth for c in children if c is not None), default=0)
 
 
 def _span(token: Token):
@@ -176,11 +183,18 @@ def parse(text: str) -> Program:
         raise ExpressionError("the expression contains a NUL byte", _at(text.index("\x00")), text)
     if not text.strip():
         raise ExpressionError("empty expression: nothing to evaluate", None, text)
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(f"the expression is {len(text):,} characters long; diffcli reads at most "
+                              f"{MAX_EXPRESSION_CHARS:,}", None, text)
     _check_brackets(text)
     try:
         root = _parser().parse(text)
     except UnexpectedInput as e:
         raise _explain(e, text) from None
+    deepest = max(s.depth for s in root.children)
+    if deepest > MAX_DEPTH:
+        raise ExpressionError(f"the expression nests {deepest:,} levels deep; diffcli handles at most "
+                              f"{MAX_DEPTH:,}", None, text)
     return Program(text, root)
 
 
@@ -198,6 +212,9 @@ def _check_brackets(text: str) -> None:
             in_comment = True
         elif ch in OPENERS:
             stack.append(pos)
+            if len(stack) > MAX_DEPTH:
+                raise ExpressionError(f"brackets nest more than {MAX_DEPTH:,} levels deep; diffcli "
+                                      f"handles at most {MAX_DEPTH:,}", _at(pos), text)
         elif ch in CLOSERS:
             if not stack:
                 raise ExpressionError(f"unmatched '{ch}'", _at(pos), text)
