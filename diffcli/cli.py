@@ -371,8 +371,10 @@ def _run(kind: str, options: dict) -> None:
 
 def _report_problems(result, source: str, options) -> None:
     """Warnings on stderr; --kink error and --strict turn theirs into status 1."""
+    kink_spans = {kink.span for kink in result.kinks}
     for diagnostic in result.diagnostics:
-        _stderr("warning: " + diagnostic.format(source))
+        if diagnostic.span not in kink_spans:  # a kink's own warning says it better
+            _stderr("warning: " + diagnostic.format(source))
     for kink in result.kinks:
         if options["kink"] == "error":
             raise NumericError(kink.message + " (--kink error)", kink.span)
