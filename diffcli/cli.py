@@ -488,9 +488,10 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
         return EXIT_CHECK_FAILED
     if outcome.stopped_at is not None:
         _stderr(f"diffcli: stopped at the bad record on line {outcome.stopped_at.line} after "
-                f"{outcome.points:,} good points (--skip-bad goes on past bad records)")
+                f"{_count(outcome.points, 'good point')} (--skip-bad goes on past bad records)")
     elif outcome.skipped:
-        _stderr(f"diffcli: skipped {outcome.skipped:,} bad records; wrote {outcome.points:,} points")
+        _stderr(f"diffcli: skipped {_count(outcome.skipped, 'bad record')}; wrote "
+                f"{_count(outcome.points, 'point')}")
     return EXIT_BAD_DATA if outcome.had_bad_records else 0
 
 
@@ -502,6 +503,10 @@ def _console(color: str):
     if color == "never" or os.environ.get("NO_COLOR"):
         return Console(no_color=True, color_system=None, highlight=False)
     return Console(highlight=False)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _writer(fmt: str, options):
