@@ -39,7 +39,8 @@ class Result:
 
     kind is 'value', 'gradient', 'jacobian', 'vjp', 'hessian' (derivatives[a][b]),
     'derivative' (derivatives[x] is the order-N tensor), 'jvp' (derivatives is
-    empty; see `jvp`) or 'hvp'. Index a Result by variable name."""
+    empty; see `jvp`), 'hvp' or 'along' (derivatives[k] is the order-k
+    directional derivative). Index a Result by variable name (by order for 'along')."""
 
     value: np.ndarray
     kind: str = "value"
@@ -152,6 +153,16 @@ class Function:
         return self._run(_Hvp(list(self.variables), self._tangents(tangents)), _merge(at, values),
                          batch_ndim)
 
+    def derivatives_along(self, order: int, tangents: Mapping, at: Mapping | None = None, /, *,
+                          batch_ndim: int = 0, **values) -> Result:
+        """d^k/dt^k f(x + t v) at t = 0 for k = 1..order, all from one evaluation:
+        result[k], of the output's shape. With a scalar variable and tangent 1
+        these are f', f'', ...; with tangent e_i for a vector variable, the
+        derivatives along its component i (what `diffcli plot` draws)."""
+        if order < 1:
+            raise UsageError(f"the order must be at least 1, not {order}")
+        return self._run(_Along(self._tangents(tangents), order), _merge(at, values), batch_ndim)
+
     def compute(self, kind: str, at: Mapping, *, wrt=None, seed=None, tangents=None, order: int = 1,
                 batch_ndim: int = 0) -> Result:
         """Any of the derivatives by name: 'value', 'gradient', 'jacobian', 'vjp'
@@ -231,7 +242,7 @@ class Function:
         compiled = binding.plan(request, self.kink == "nan")
         plan, diagnostics = compiled.plan, compiled.diagnostics
         inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
-        outputs = plan.run(inputs)
+        outputs = plan.run_batched(inputs, batch)
         value = _materialise(outputs[0], batch + binding.output.shape)
         result = Result(value, request.kind, shapes=shapes)
         derivatives = outputs[1:1 + compiled.derivative_count]
@@ -571,6 +582,46 @@ class _Jvp(_Request):
         result.jvp = _materialise(outputs[0], batch + out_shape)
 
 
+class _Along(_Request):
+    """Directional derivatives of every order up to N, each the JVP (by the
+    double-VJP trick, as in _Jvp) of the one before: output-shaped at every
+    order, so no N x shape(x) tensor is ever formed."""
+
+    kind = "along"
+
+    def __init__(self, tangents, order: int):
+        self.tangents = tangents
+        self.order = order
+
+    def key(self):
+        return (self.kind, tuple(self.tangents), self.order)
+
+    def check(self, out_shape, shapes, batch):
+        _check_tangents(self.tangents, shapes, batch)
+
+    def build(self, binding):
+        graph = binding.graph
+        names = list(self.tangents)
+        variables = [binding.by_name[n] for n in names]
+        tangent_vars = [binding.seed(f"along:tangent:{n}", v.shape) for n, v in zip(names, variables)]
+        node, outputs, cotangents = binding.output, [], []
+        for k in range(self.order):
+            u = binding.seed(f"along:u{k}", binding.output.shape)
+            cotangents.append(u)
+            pullbacks = autodiff.vjp(graph, node, u, variables)
+            (node,) = autodiff.vjp_many(graph, list(zip(pullbacks, tangent_vars)), [u])
+            outputs.append(node)
+        return outputs, tangent_vars + cotangents
+
+    def inputs(self, binding, shapes, batch):
+        # The results are linear in each u, so u's value is irrelevant (0).
+        return list(self.tangents.values()) + [np.zeros(binding.output.shape)] * self.order
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.order = self.order
+        result.derivatives = {k + 1: _materialise(d, batch + out_shape) for k, d in enumerate(outputs)}
+
+
 class _Hvp(_Request):
     """H v = d/dx (grad f . v): reverse over reverse, never forming H."""
 
@@ -662,7 +713,12 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
 
 
 def _materialise(array, shape) -> np.ndarray:
-    """A fresh, writable array of the full shape (results may be broadcast views)."""
+    """A writable float64 array of the full shape that no one else holds (results
+    may be broadcast views, or constants shared by the graph)."""
+    array = np.asarray(array)
+    if array.shape == shape and array.dtype == np.float64 and array.flags.writeable \
+            and array.flags.owndata:
+        return array
     return np.array(np.broadcast_to(array, shape), dtype=np.float64)
 
 
