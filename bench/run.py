@@ -1,18 +1,24 @@
 """diffcli benchmarks: medians and ratios against baselines run in the same process.
 
-    python bench/run.py                 # every task
-    python bench/run.py pipeline t2     # some tasks
+    python bench/run.py                 # every task (several minutes)
+    python bench/run.py t1 t3a t6       # some tasks
     python bench/run.py --rss           # also peak RSS for 10^7 streamed points (about a minute)
 
 Each task prints a table: tool, median time, ratio to the hand-written NumPy
-floor measured in the same run, and the maximum relative error against it.
+floor measured in the same run, and the largest error against that floor,
+relative to the floor's largest magnitude. Peers (torch, jax, HIPS autograd,
+sympy, numexpr) run when installed (`pip install '.[bench]'`); a missing one is
+reported, and the diffcli and floor rows run regardless. Thread count:
+DIFFCLI_THREADS (default: every core).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -25,84 +31,459 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffcli  # noqa: E402
+import peers  # noqa: E402
 
+T1 = "sin(x) * exp(-x^2 / 2) + log(1 + x^2) + tanh(x)^2"
 T2 = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
+ROSENBROCK = "sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)"
 
 
-def median_time(fn, repeat=5, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
+# ---------------------------------------------------------------- harness
+
+def median_time(fn, repeat=7, min_seconds=0.02):
+    """Median seconds per call; fast calls are looped so each sample lasts min_seconds."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    loops = max(1, int(min_seconds / max(once, 1e-9)))
+    samples = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def print_table(title, rows, floor):
-    print(f"\n{title}")
-    print(f"  {'tool':<44} {'median':>10} {'ratio':>8} {'max rel err':>12}")
-    for tool, seconds, error in rows:
-        err = "-" if error is None else f"{error:.1e}"
-        print(f"  {tool:<44} {_fmt(seconds):>10} {seconds / floor:>7.2f}x {err:>12}")
-
-
-def _fmt(seconds):
-    return f"{seconds * 1e3:.1f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - start) / loops)
+    return statistics.median(samples)
 
 
 def max_rel_err(got, want):
-    """Largest error relative to the size of the reference (entries that are
-    differences of larger terms are not held to a relative standard they cannot meet)."""
-    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-300))
+    got = [np.asarray(g, dtype=float) for g in (got if isinstance(got, (list, tuple)) else [got])]
+    want = [np.asarray(w, dtype=float) for w in (want if isinstance(want, (list, tuple)) else [want])]
+    scale = max(float(np.max(np.abs(w))) for w in want) or 1.0
+    return max(float(np.max(np.abs(g.reshape(w.shape) - w))) for g, w in zip(got, want)) / scale
 
 
-# ---------------------------------------------------------------- T2: value + gradient, 10^6 points
+class Table:
+    def __init__(self, title):
+        self.title = title
+        self.rows = []
+        self.floor = None
+        self.reference = None
+
+    def floor_row(self, name, fn):
+        self.floor = median_time(fn)
+        self.reference = fn()
+        self.rows.append((name, self.floor, 0.0, ""))
+
+    def row(self, name, fn, check=None):
+        """check(result) -> comparable with the floor's result; None skips the error column."""
+        try:
+            seconds = median_time(fn)
+            result = fn()
+            error = max_rel_err(check(result), self.reference) if check else None
+            self.rows.append((name, seconds, error, ""))
+        except Exception as e:  # noqa: BLE001 - a peer failing is a row, not a crash
+            self.rows.append((name, None, None, f"failed: {type(e).__name__}: {str(e)[:60]}"))
+
+    def missing(self, name, why):
+        self.rows.append((name, None, None, why))
+
+    def print(self):
+        print(f"\n{self.title}")
+        print(f"  {'tool':<46} {'median':>10} {'ratio':>8} {'max rel err':>12}")
+        for name, seconds, error, note in self.rows:
+            if seconds is None:
+                print(f"  {name:<46} {note}")
+                continue
+            err = "-" if error is None else f"{error:.1e}"
+            print(f"  {name:<46} {_fmt(seconds):>10} {seconds / self.floor:>7.2f}x {err:>12}")
+
+
+def _fmt(seconds):
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+# ---------------------------------------------------------------- T1, T2: value + gradient over 10^6 points
+
+def t1_numpy(x):
+    s, e, t = np.sin(x), np.exp(-x * x / 2), np.tanh(x)
+    value = s * e + np.log(1 + x * x) + t * t
+    return value, np.cos(x) * e - x * s * e + 2 * x / (1 + x * x) + 2 * t * (1 - t * t)
+
 
 def t2_numpy(x, y, z):
     r = np.sqrt(x * x + y * y + z * z)
-    ez = np.exp(-z)
-    lx = np.log(x)
-    sy = np.sin(y)
+    ez, lx, sy = np.exp(-z), np.log(x), np.sin(y)
     value = x * y + sy * z + lx * ez + r
     return value, y + ez / x + x / r, x + np.cos(y) * z + y / r, sy - lx * ez + z / r
+
+
+def task_t1():
+    x = np.random.default_rng(0).uniform(-3, 3, 1_000_000)
+    table = Table(f"T1  value + derivative of {T1}, N=10^6")
+    table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: t1_numpy(x))
+    f = diffcli.compile(T1)
+    table.row("diffcli API grad (batch)", lambda: f.grad(x=x, batch_ndim=1),
+              lambda r: [r.value, r["x"]])
+    _peer_elementwise(table, peers.t1, (x,), 1)
+    ne = peers.load("numexpr")
+    if ne is None:
+        table.missing("numexpr", "not installed")
+    else:
+        table.row("numexpr (hand-written derivative)", lambda: (
+            ne.evaluate("sin(x)*exp(-x*x/2) + log(1+x*x) + tanh(x)**2", local_dict={"x": x}),
+            ne.evaluate("cos(x)*exp(-x*x/2) - x*sin(x)*exp(-x*x/2) + 2*x/(1+x*x) + 2*tanh(x)*(1-tanh(x)**2)",
+                        local_dict={"x": x})),
+            lambda r: list(r))
+    table.print()
 
 
 def task_t2():
     rng = np.random.default_rng(0)
     n = 1_000_000
     x, y, z = rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    table = Table(f"T2  value + gradient of {T2}, N=10^6")
+    table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: t2_numpy(x, y, z))
     f = diffcli.compile(T2)
-    floor = median_time(lambda: t2_numpy(x, y, z))
-    ref = t2_numpy(x, y, z)
-    ours = f.grad({"x": x, "y": y, "z": z}, batch_ndim=1)
-    rows = [("hand-written NumPy (floor)", floor, 0.0),
-            ("diffcli API grad, batch of 10^6", median_time(lambda: f.grad({"x": x, "y": y, "z": z}, batch_ndim=1)),
-             max(max_rel_err(ours.value, ref[0]), *(max_rel_err(ours[k], r) for k, r in zip("xyz", ref[1:]))))]
-    print_table("T2 value + gradient of " + T2 + ", N=10^6", rows, floor)
+    table.row("diffcli API grad (batch)", lambda: f.grad({"x": x, "y": y, "z": z}, batch_ndim=1),
+              lambda r: [r.value, r["x"], r["y"], r["z"]])
+    _peer_elementwise(table, peers.t2, (x, y, z), 3)
+    table.print()
 
 
-# ---------------------------------------------------------------- the cheap gradient principle
+def _peer_elementwise(table, make, args, nargs):
+    """JAX jit(vmap), torch eager, HIPS autograd, sympy lambdify(cse): value and
+    the derivative with respect to every argument, elementwise."""
+    jax = peers.jax()
+    if jax is None:
+        table.missing("JAX", "not installed")
+    else:
+        jnp = jax.numpy
+        f = make(jnp)
+        vg = jax.jit(jax.vmap(jax.value_and_grad(f, argnums=tuple(range(nargs)))))
+        jargs = [jnp.asarray(a) for a in args]
+        table.row("JAX jit(vmap(value_and_grad))", lambda: jax.block_until_ready(vg(*jargs)),
+                  lambda r: [r[0], *r[1]])
+    torch = peers.torch()
+    if torch is None:
+        table.missing("torch", "not installed")
+    else:
+        f = make(torch)
+        targs = [torch.from_numpy(a) for a in args]
 
-def task_cheap():
-    """value + gradient should cost a small constant multiple of the value alone."""
-    rng = np.random.default_rng(0)
-    n = 1_000_000
-    points = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
-    rosen = {"x": rng.uniform(-1, 1, (10_000, 100))}
-    for title, expression, at in [("T2", T2, points),
-                                  ("Rosenbrock n=100, B=10^4", "sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)",
-                                   rosen)]:
-        f = diffcli.compile(expression)
-        value = median_time(lambda: f.eval(at, batch_ndim=1))
-        both = median_time(lambda: f.grad(at, batch_ndim=1))
-        print_table(f"Cheap gradient, {title}: value + gradient against value alone",
-                    [("diffcli eval (value only)", value, None), ("diffcli grad (value + gradient)", both, None)],
-                    value)
+        def run_torch():
+            leaves = [a.clone().requires_grad_(True) for a in targs]
+            value = f(*leaves)
+            grads = torch.autograd.grad(value.sum(), leaves)
+            return [value.detach(), *grads]
+        table.row(f"torch eager ({torch.get_num_threads()} threads)", run_torch,
+                  lambda r: [t.numpy() for t in r])
+    autograd = peers.load("autograd")
+    if autograd is None:
+        table.missing("HIPS autograd", "not installed")
+    else:
+        anp = importlib_numpy(autograd)
+        f = make(anp)
+        grads = [autograd.elementwise_grad(f, i) for i in range(nargs)]
+        table.row("HIPS autograd (elementwise_grad)", lambda: [f(*args)] + [g(*args) for g in grads])
+        table.rows[-1] = table.rows[-1][:2] + (max_rel_err(
+            [f(*args)] + [g(*args) for g in grads], table.reference), "")
+    sympy = peers.load("sympy")
+    if sympy is None:
+        table.missing("sympy", "not installed")
+    else:
+        symbols = sympy.symbols("x y z")[:nargs]
+        expr = make(sympy)(*symbols) if nargs > 1 else _sympy_t1(sympy, symbols[0])
+        exprs = [expr] + [sympy.diff(expr, s) for s in symbols]
+        fn = sympy.lambdify(symbols, exprs, modules="numpy", cse=True)
+        table.row("sympy lambdify(cse)", lambda: fn(*args), lambda r: list(r))
+
+
+def _sympy_t1(sympy, x):
+    return sympy.sin(x) * sympy.exp(-x * x / 2) + sympy.log(1 + x * x) + sympy.tanh(x) ** 2
+
+
+def importlib_numpy(autograd):
+    import autograd.numpy as anp
+    return anp
+
+
+# ---------------------------------------------------------------- T3: Rosenbrock gradient
+
+def rosenbrock_grad_numpy(x):
+    d = x[..., 1:] - x[..., :-1] ** 2
+    g = np.zeros_like(x)
+    g[..., :-1] = -400 * x[..., :-1] * d - 2 * (1 - x[..., :-1])
+    g[..., 1:] += 200 * d
+    return g
+
+
+def task_t3a():
+    x = np.random.default_rng(1).uniform(-1, 1, 1000)
+    table = Table("T3a Rosenbrock gradient, n=1000, one point")
+    table.floor_row("hand-written NumPy (floor)", lambda: rosenbrock_grad_numpy(x))
+    f = diffcli.compile(ROSENBROCK)
+    table.row("diffcli API grad", lambda: f.grad(x=x), lambda r: r["x"])
+    _peer_gradients(table, x, batched=False)
+    table.print()
+
+
+def task_t3b():
+    x = np.random.default_rng(2).uniform(-1, 1, (10_000, 100))
+    table = Table("T3b Rosenbrock gradient, n=100, B=10,000 points")
+    table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: rosenbrock_grad_numpy(x))
+    f = diffcli.compile(ROSENBROCK)
+    table.row("diffcli API grad (batch)", lambda: f.grad(x=x, batch_ndim=1), lambda r: r["x"])
+    _peer_gradients(table, x, batched=True)
+    table.print()
+
+
+def _peer_gradients(table, x, batched):
+    jax = peers.jax()
+    if jax is None:
+        table.missing("JAX", "not installed")
+    else:
+        g = jax.grad(peers.rosenbrock(jax.numpy))
+        g = jax.jit(jax.vmap(g) if batched else g)
+        jx = jax.numpy.asarray(x)
+        table.row("JAX jit" + ("(vmap(grad))" if batched else "(grad)"), lambda: jax.block_until_ready(g(jx)),
+                  lambda r: np.asarray(r))
+    torch = peers.torch()
+    if torch is None:
+        table.missing("torch", "not installed")
+    else:
+        f = peers.rosenbrock(torch)
+        tx = torch.from_numpy(x)
+
+        def run_torch():
+            leaf = tx.clone().requires_grad_(True)
+            return torch.autograd.grad(f(leaf).sum(), leaf)[0]
+        table.row("torch eager", run_torch, lambda r: r.numpy())
+    autograd = peers.load("autograd")
+    if autograd is None:
+        table.missing("HIPS autograd", "not installed")
+    else:
+        anp = importlib_numpy(autograd)
+        f = peers.rosenbrock(anp)
+        g = autograd.grad(lambda v: anp.sum(f(v)))
+        table.row("HIPS autograd", lambda: g(x), lambda r: r)
+
+
+# ---------------------------------------------------------------- T4: a full Jacobian
+
+def task_t4():
+    n = 500
+    x = np.random.default_rng(3).uniform(-2, 2, n)
+    table = Table("T4  full Jacobian of cumsum(sin(x)) * x, n=500")
+
+    def floor():
+        return np.tril(np.outer(x, np.cos(x))) + np.diag(np.cumsum(np.sin(x)))
+    table.floor_row("hand-written NumPy (floor)", floor)
+    f = diffcli.compile("cumsum(sin(x)) * x")
+    table.row("diffcli API jacobian", lambda: f.jacobian(x=x), lambda r: r["x"])
+    jax = peers.jax()
+    if jax is None:
+        table.missing("JAX", "not installed")
+    else:
+        jf = jax.jit(jax.jacfwd(lambda v: jax.numpy.cumsum(jax.numpy.sin(v)) * v))
+        jx = jax.numpy.asarray(x)
+        table.row("JAX jit(jacfwd)", lambda: jax.block_until_ready(jf(jx)), lambda r: np.asarray(r))
+    torch = peers.torch()
+    if torch is None:
+        table.missing("torch", "not installed")
+    else:
+        tx = torch.from_numpy(x)
+
+        def tf(v):
+            return torch.cumsum(torch.sin(v), 0) * v
+        table.row("torch.func.jacfwd", lambda: torch.func.jacfwd(tf)(tx), lambda r: r.numpy())
+        table.row("torch.func.jacrev", lambda: torch.func.jacrev(tf)(tx), lambda r: r.numpy())
+        table.row("torch.autograd.functional.jacobian", lambda: torch.autograd.functional.jacobian(tf, tx),
+                  lambda r: r.numpy())
+    autograd = peers.load("autograd")
+    if autograd is None:
+        table.missing("HIPS autograd", "not installed")
+    else:
+        anp = importlib_numpy(autograd)
+        jf = autograd.jacobian(lambda v: anp.cumsum(anp.sin(v)) * v)
+        table.row("HIPS autograd jacobian", lambda: jf(x), lambda r: r)
+    table.print()
+
+
+# ---------------------------------------------------------------- T5: a Hessian
+
+def rosenbrock_hessian_numpy(x):
+    n = len(x)
+    h = np.zeros((n, n))
+    i = np.arange(n - 1)
+    h[i, i] = 1200 * x[:-1] ** 2 - 400 * x[1:] + 2
+    h[i + 1, i + 1] += 200
+    h[i, i + 1] = h[i + 1, i] = -400 * x[:-1]
+    return h
+
+
+def task_t5():
+    x = np.random.default_rng(4).uniform(-1, 1, 100)
+    table = Table("T5  Hessian of Rosenbrock, n=100")
+    table.floor_row("hand-written NumPy (floor)", lambda: rosenbrock_hessian_numpy(x))
+    f = diffcli.compile(ROSENBROCK)
+    table.row("diffcli API hessian", lambda: f.hessian(x=x), lambda r: r["x"]["x"])
+    jax = peers.jax()
+    if jax is None:
+        table.missing("JAX", "not installed")
+    else:
+        hf = jax.jit(jax.hessian(peers.rosenbrock(jax.numpy)))
+        jx = jax.numpy.asarray(x)
+        table.row("JAX jit(hessian)", lambda: jax.block_until_ready(hf(jx)), lambda r: np.asarray(r))
+    torch = peers.torch()
+    if torch is None:
+        table.missing("torch", "not installed")
+    else:
+        tf = peers.rosenbrock(torch)
+        tx = torch.from_numpy(x)
+        table.row("torch.autograd.functional.hessian(vectorize)",
+                  lambda: torch.autograd.functional.hessian(tf, tx, vectorize=True), lambda r: r.numpy())
+        table.row("torch.func.hessian", lambda: torch.func.hessian(tf)(tx), lambda r: r.numpy())
+    autograd = peers.load("autograd")
+    if autograd is None:
+        table.missing("HIPS autograd", "not installed")
+    else:
+        anp = importlib_numpy(autograd)
+        hf = autograd.hessian(peers.rosenbrock(anp))
+        table.row("HIPS autograd hessian", lambda: hf(x), lambda r: r)
+    table.print()
+
+
+# ---------------------------------------------------------------- T6: start-up, whole processes
+
+PEER_SCRIPTS = {
+    "HIPS autograd": "import autograd.numpy as np\nfrom autograd import grad\n"
+                     "print(grad(lambda x: np.cos(x) + np.sin(x))(2.0))",
+    "sympy": "import sympy as s\nx = s.Symbol('x')\nprint(s.diff(s.cos(x) + s.sin(x), x).subs(x, 2).evalf())",
+    "JAX": "import jax, jax.numpy as jnp\nprint(jax.grad(lambda x: jnp.cos(x) + jnp.sin(x))(2.0))",
+    "torch": "import torch\nx = torch.tensor(2.0, requires_grad=True)\ny = torch.cos(x) + torch.sin(x)\n"
+             "y.backward()\nprint(x.grad.item())",
+}
+
+
+def task_t6():
+    def process(args):
+        def run():
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+        return run
+
+    table = Table("T6  whole process: d/dx (cos x + sin x) at 2, printed (median of 9)")
+    py = sys.executable
+    table.floor = statistics.median(_samples(process([py, "-c", "import numpy"]), 9))
+    table.rows.append(("python -c 'import numpy' (floor)", table.floor, None, ""))
+    table.rows.append(("python -c pass", statistics.median(_samples(process([py, "-c", "pass"]), 9)), None, ""))
+    diffcli_cmd = [py, "-m", "diffcli", "grad", "cos(x) + sin(x)", "--at", "x=2", "--json"]
+    table.rows.append(("diffcli grad ... --json", statistics.median(_samples(process(diffcli_cmd), 9)), None, ""))
+    table.rows.append(("diffcli grad ... -q", statistics.median(_samples(process(diffcli_cmd[:-1] + ["-q"]), 9)),
+                       None, ""))
+    for name, script in PEER_SCRIPTS.items():
+        module = {"HIPS autograd": "autograd", "JAX": "jax"}.get(name, name)
+        if peers.load(module) is None:
+            table.missing(name, "not installed")
+            continue
+        table.rows.append((name, statistics.median(_samples(process([py, "-c", script]), 5)), None, ""))
+    table.print()
+
+
+def _samples(fn, n):
+    fn()
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+# ---------------------------------------------------------------- T7, T8 and size scaling: parse + derivative
+
+def nested(depth):
+    """((((x+1)*2)+1)*2)... with a fixed point at x = -2, so the value stays finite."""
+    return "(" * depth + "x" + "".join("+1)" if i % 2 == 0 else "*2)" for i in range(depth))
+
+
+def task_t7():
+    table = Table("T7  expression nested 5,000 levels: parse + value + derivative, in process")
+    text = nested(5000)
+    table.floor = median_time(lambda: diffcli.compile(text).grad(x=-2.0), repeat=5)
+    table.rows.append(("diffcli compile + grad", table.floor, None, ""))
+    table.rows.append(("  (target: 0.2 s)", 0.2, None, ""))
+    torch = peers.torch()
+    if torch is None:
+        table.missing("torch eager, built in code", "not installed")
+    else:
+        def build_torch():
+            x = torch.tensor(-2.0, requires_grad=True)
+            v = x
+            for i in range(5000):
+                v = v + 1 if i % 2 == 0 else v * 2
+            return torch.autograd.grad(v, x)[0]
+        table.row("torch eager, built in code", build_torch)
+    table.missing("sympy", "cannot parse it (Python's parser stops near 100 levels)")
+    table.print()
+    print("  depth scaling (diffcli compile + grad):")
+    for depth in (1000, 10_000, 100_000):
+        seconds = median_time(lambda d=depth: diffcli.compile(nested(d)).grad(x=-2.0), repeat=3)
+        print(f"    depth {depth:>7,}: {_fmt(seconds):>10}  ({seconds / depth * 1e6:.1f} us per level)")
+
+
+def t8_text(terms, seed=0):
+    rng = random.Random(seed)
+    return " + ".join(f"{rng.uniform(-2, 2)!r}*sin({rng.uniform(-2, 2)!r}*x + {rng.uniform(-2, 2)!r})"
+                      for _ in range(terms))
+
+
+def task_t8():
+    text = t8_text(10_000)
+    table = Table(f"T8  sum of 10,000 terms c*sin(a*x+b) ({len(text) / 1e3:.0f} kB): parse + gradient")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        table.floor = median_time(lambda: ast.parse(text), repeat=3)
+    finally:
+        sys.setrecursionlimit(limit)
+    table.rows.append(("ast.parse alone (floor, recursion limit raised)", table.floor, None, ""))
+    table.rows.append(("diffcli compile + grad, one point", median_time(
+        lambda: diffcli.compile(text).grad(x=0.3), repeat=3), None, ""))
+    table.rows.append(("  (target: 2 s)", 2.0, None, ""))
+    table.missing("sympy", "not run: about 95 s before the first value on this machine class")
+    table.print()
+
+    # At 10,000 points: against NumPy looping over the terms.
+    rng = random.Random(0)
+    coefficients = np.array([[rng.uniform(-2, 2) for _ in range(3)] for _ in range(10_000)])
+    xs = np.random.default_rng(5).uniform(-1, 1, 10_000)
+
+    def numpy_floor():
+        value, slope = np.zeros_like(xs), np.zeros_like(xs)
+        for c, a, b in coefficients:
+            u = a * xs + b
+            value += c * np.sin(u)
+            slope += c * a * np.cos(u)
+        return value, slope
+    points = Table("T8b the same, value + gradient at 10,000 points")
+    points.floor_row("NumPy looping over the terms (floor)", numpy_floor)
+    f = diffcli.compile(text)
+    points.row("diffcli API grad (batch)", lambda: f.grad(x=xs, batch_ndim=1), lambda r: [r.value, r["x"]])
+    points.print()
+
+
+def task_scaling():
+    print("\nParse + gradient time against expression size (flat sums of c*sin(a*x+b))")
+    for terms in (15, 150, 1500, 15_000):
+        text = t8_text(terms, seed=terms)
+        seconds = median_time(lambda t=text: diffcli.compile(t).grad(x=0.3), repeat=3)
+        print(f"  {len(text):>10,} characters: {_fmt(seconds):>10}  ({seconds / len(text) * 1e6:.2f} us per character)")
 
 
 # ---------------------------------------------------------------- pipeline: CSV in, CSV out
@@ -142,23 +523,39 @@ def task_pipeline():
                 subprocess.run([sys.executable, "-m", "diffcli", "grad", T2, "--points", "-", "--in", "csv",
                                 "--format", "csv"], stdin=stdin, stdout=stdout, check=True, env=env)
 
-        floor = median_time(numpy_run, repeat=3)
-        mine = median_time(diffcli_run, repeat=3)
-        a = np.loadtxt(ours, delimiter=",", skiprows=1)
-        b = np.loadtxt(theirs, delimiter=",", skiprows=1)
-        rows = [("NumPy script: loadtxt + hand-written + savetxt", floor, 0.0),
-                ("diffcli grad --points - --in csv --format csv", mine, max_rel_err(a, b))]
-        print_table(f"Pipeline: {n:,} points, CSV in -> CSV out (whole processes)", rows, floor)
-        print(f"  throughput: diffcli {n / mine:,.0f} points/s, NumPy script {n / floor:,.0f} points/s")
+        table = Table(f"Pipeline: {n:,} points, CSV in -> CSV out (whole processes, median of 3)")
+        table.floor = statistics.median(_samples(numpy_run, 3))
+        table.rows.append(("NumPy script: loadtxt + hand-written + savetxt", table.floor, 0.0, ""))
+        mine = statistics.median(_samples(diffcli_run, 3))
+        error = max_rel_err(np.loadtxt(ours, delimiter=",", skiprows=1), np.loadtxt(theirs, delimiter=",", skiprows=1))
+        table.rows.append(("diffcli grad --points - --in csv --format csv", mine, error, ""))
+        table.print()
+        print(f"  throughput: diffcli {n / mine:,.0f} points/s, NumPy script {n / table.floor:,.0f} points/s")
+
+
+def task_cheap():
+    """value + gradient should cost a small constant multiple of the value alone."""
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    points = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    rosen = {"x": rng.uniform(-1, 1, (10_000, 100))}
+    for title, expression, at in [("T2", T2, points), ("Rosenbrock n=100, B=10^4", ROSENBROCK, rosen)]:
+        f = diffcli.compile(expression)
+        table = Table(f"Cheap gradient, {title}: value + gradient against value alone")
+        table.floor = median_time(lambda f=f, at=at: f.eval(at, batch_ndim=1))
+        table.rows.append(("diffcli eval (value only)", table.floor, None, ""))
+        table.rows.append(("diffcli grad (value + gradient)", median_time(lambda f=f, at=at: f.grad(at, batch_ndim=1)),
+                           None, ""))
+        table.print()
 
 
 def task_rss():
     n = 10_000_000
-    gen = (f"import numpy as np, sys\nrng = np.random.default_rng(0)\nsys.stdout.write('x,y,z\\n')\n"
+    gen = ("import numpy as np, sys\nrng = np.random.default_rng(0)\nsys.stdout.write('x,y,z\\n')\n"
            f"for s in range(0, {n}, 100000):\n"
-           f"    a = np.column_stack([rng.uniform(0.5, 2, 100000), rng.uniform(-1, 1, 100000), "
-           f"rng.uniform(-1, 1, 100000)])\n"
-           f"    sys.stdout.write('\\n'.join(','.join(map(repr, r)) for r in a.tolist()) + '\\n')\n")
+           "    a = np.column_stack([rng.uniform(0.5, 2, 100000), rng.uniform(-1, 1, 100000), "
+           "rng.uniform(-1, 1, 100000)])\n"
+           "    sys.stdout.write('\\n'.join(','.join(map(repr, r)) for r in a.tolist()) + '\\n')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     producer = subprocess.Popen([sys.executable, "-c", gen], stdout=subprocess.PIPE)
     start = time.perf_counter()
@@ -168,11 +565,13 @@ def task_rss():
     producer.wait()
     elapsed = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(f"\nStreaming {n:,} points through grad (CSV in and out): {elapsed:.1f} s, "
-          f"peak RSS of the largest child process {peak_kib / 1024:.0f} MB (status {consumer.returncode})")
+    print(f"\nStreaming {n:,} points through grad (CSV in and out): {elapsed:.1f} s, peak RSS of the "
+          f"largest child process {peak_kib / 1024:.0f} MB (status {consumer.returncode}; target 250 MB)")
 
 
-TASKS = {"t2": task_t2, "cheap": task_cheap, "pipeline": task_pipeline}
+TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
+         "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
+         "pipeline": task_pipeline}
 
 
 def main():

@@ -16,6 +16,7 @@ Nth-derivative tensor) in one pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -251,7 +252,7 @@ class Function:
                                      self.kink == "nan")
         outputs = outputs[:1 + compiled.derivative_count]
         diagnostics = list(diagnostics)
-        if not diagnostics and not all(np.all(np.isfinite(o)) for o in outputs):
+        if not diagnostics and not _all_finite(outputs):
             found = plan.first_nonfinite(inputs, batch)
             if found is not None:
                 diagnostics.append(found)
@@ -710,6 +711,12 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
         return tuple(np.broadcast_shapes(*(a.shape[:batch_ndim] for a in arrays.values())))
     except ValueError:
         raise UsageError("the batch axes of the variables do not match") from None
+
+
+def _all_finite(arrays) -> bool:
+    """Cheap test first: a finite sum means every entry is finite (an overflowing
+    sum only costs the careful search that follows a False)."""
+    return all(math.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
 
 
 def _materialise(array, shape) -> np.ndarray:

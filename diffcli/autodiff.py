@@ -110,10 +110,13 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node])
         if node.op == "var":
             continue
         is_masked = node.id in masked
-        with graph.origin(node):
+        saved, graph._origin = graph._origin, node  # new nodes belong to node's derivative
+        try:
             contributions = OPS[node.op].vjp(Masked(g) if is_masked else g, node, *node.args)
             if graph.kink_nan and node.op in KINKS:
                 contributions = _nan_at_kink(graph, node, g, contributions, active)
+        finally:
+            graph._origin = saved
         selecting = is_masked or node.op in SELECTING or (graph.kink_nan and node.op in KINKS)
         for arg, ct in zip(node.args, contributions):
             ct = _unwrap(ct)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from operator import itemgetter
 
 import numpy as np
 
@@ -84,8 +85,8 @@ class Plan:
         for s, step in last_use.items():
             if s not in keep and order[s].op != "const":
                 releases[step].append(s)
-        self._steps = [(OPS[n.op].kernel(n), tuple(slot[a.id] for a in n.args), slot[n.id],
-                        tuple(releases[i])) for i, n in enumerate(computed)]
+        self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
+                        slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
         self._nodes = computed
         self._point_size = max((n.size for n in order), default=1)
 
@@ -135,8 +136,8 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with np.errstate(all="ignore"):
-            for kernel, args, out, release in self._steps:
-                slots[out] = kernel(*[slots[a] for a in args])
+            for kernel, unary, arguments, out, release in self._steps:
+                slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 for r in release:
                     slots[r] = None
         # An output that is an input (d(x*y)/dx is y) must not alias the caller's array.
@@ -155,8 +156,8 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with np.errstate(all="ignore"):
-            for kernel, args, out, _ in self._steps:
-                slots[out] = kernel(*[slots[a] for a in args])
+            for kernel, unary, arguments, out, _ in self._steps:
+                slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
         finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
         node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)
         while node is not None:

@@ -86,6 +86,15 @@ class Graph:
     # ------------------------------------------------------------ leaves
 
     def const(self, value) -> Node:
+        if type(value) is float:  # the common case, kept cheap: rules write 1.0, 0.5, ...
+            alias = ("float", value if value == value else "nan", math.copysign(1.0, value))
+            node = self._interned.get(alias)
+            if node is None:
+                node = self._interned[alias] = self._const_array(value)
+            return node
+        return self._const_array(value)
+
+    def _const_array(self, value) -> Node:
         array = np.asarray(value, dtype=np.float64)
         key = ("const", array.shape, array.tobytes())
         node = self._interned.get(key)
@@ -122,23 +131,40 @@ class Graph:
 
     def apply(self, name: str, args, attr=None, span: Span | None = None) -> Node:
         op = OPS[name]
-        args = tuple(a if isinstance(a, Node) else getattr(a, "node", None) or self.const(a) for a in args)
+        args = tuple(a if type(a) is Node else self._as_node(a) for a in args)
         if span is None and self._origin is not None:
             span = self._origin.span
         shape = self._infer_shape(op, args, attr, span)
-        _check_size(name, shape, span)
+        if len(shape) > 1 or shape and shape[0] > 1 << 20:
+            _check_size(name, shape, span)
         if op.broadcasting:
-            args = tuple(self._lift_rank(a, len(shape)) for a in args)
-        simpler = _simplify(self, name, args, attr, shape)
-        if simpler is not None:
-            return simpler
-        if all(a.op == "const" for a in args):
+            rank = len(shape)
+            if any(len(a.shape) != rank for a in args):
+                args = tuple(self._lift_rank(a, rank) for a in args)
+        simplify = _SIMPLIFY.get(name)
+        if simplify is not None:
+            simpler = simplify(self, args, shape)
+            if simpler is not None:
+                return simpler
+        constant = True
+        for a in args:
+            if a.op != "const":
+                constant = False
+                break
+        if constant:
             return self._fold(op, args, attr, shape, span)
-        key = (name, tuple(a.id for a in args), attr)
+        key = (name, tuple([a.id for a in args]), attr)
         node = self._interned.get(key)
         if node is None:
             node = self._add(key, Node(self, name, args, attr, shape, span, self._origin))
         return node
+
+    def _as_node(self, value) -> Node:
+        """A Node for a Node, a Masked cotangent (its node) or a number (a constant)."""
+        if isinstance(value, Node):
+            return value
+        node = getattr(value, "node", None)
+        return node if node is not None else self.const(value)
 
     def reshape(self, node: Node, shape: tuple) -> Node:
         return self.apply("reshape", (node,), tuple(shape))
@@ -159,7 +185,11 @@ class Graph:
         shapes = [a.shape for a in args]
         try:
             if op.broadcasting:
-                return broadcast_shapes(shapes)
+                first = shapes[0]
+                for s in shapes:
+                    if s != first:
+                        return broadcast_shapes(shapes)
+                return first
             return tuple(op.shape(shapes, attr))
         except ShapeMismatch as e:
             raise ShapeError(str(e), span) from None
@@ -168,10 +198,16 @@ class Graph:
         probe = Node(self, op.name, args, attr, shape, span)
         with np.errstate(all="ignore"):
             value = np.asarray(op.kernel(probe)(*(a.value for a in args)), dtype=np.float64)
-        if not np.all(np.isfinite(value)) and all(np.all(np.isfinite(a.value)) for a in args):
+        if not _finite(value) and all(_finite(a.value) for a in args):
             self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value,
                                                          [a.value for a in args], span))
         return self.const(value)
+
+
+def _finite(array: np.ndarray) -> bool:
+    if array.size == 1:
+        return math.isfinite(array.item())
+    return bool(np.isfinite(array).all())
 
 
 def _check_size(name, shape, span) -> None:
@@ -228,54 +264,76 @@ def _entry_text(x, shape, position) -> str:
         return f"an array of shape {x.shape}"
 
 
-def _is_identity_const(node: Node, value: float, shape: tuple) -> bool:
-    # Only scalar-like constants: a larger one could change x's shape by broadcasting.
-    return node.scalar == value
+# Cheap rewrites that are exact in IEEE arithmetic, by operation; each returns a
+# simpler node or None. A constant only stands for its value when it cannot
+# change the other operand's shape by broadcasting (hence the shape checks).
 
-
-def _simplify(graph, name, args, attr, shape):
-    """Cheap rewrites that are exact in IEEE arithmetic; None when none applies."""
-    if name in ("add", "sub", "mul", "div", "pow"):
-        a, b = args
-
-        def keeps(x):
-            return x.shape == shape
-        if name == "add":
-            if a is b:  # x + x is exactly 2 * x, and reads better in formulas
-                return graph.apply("mul", (2.0, a))
-            if _is_identity_const(b, 0.0, shape) and keeps(a):
-                return a
-            if _is_identity_const(a, 0.0, shape) and keeps(b):
-                return b
-        elif name == "sub":
-            if _is_identity_const(b, 0.0, shape) and keeps(a):
-                return a
-            if _is_identity_const(a, 0.0, shape) and keeps(b):
-                return graph.apply("neg", (b,))
-        elif name == "mul":
-            if _is_identity_const(b, 1.0, shape) and keeps(a):
-                return a
-            if _is_identity_const(a, 1.0, shape) and keeps(b):
-                return b
-            if _is_identity_const(b, -1.0, shape) and keeps(a):
-                return graph.apply("neg", (a,))
-            if _is_identity_const(a, -1.0, shape) and keeps(b):
-                return graph.apply("neg", (b,))
-        elif name in ("div", "pow"):
-            if _is_identity_const(b, 1.0, shape) and keeps(a):
-                return a
-    elif name == "neg" and args[0].op == "neg":
-        return args[0].args[0]
-    elif name in ("reshape", "broadcast_to", "sum_to"):
-        x = args[0]
-        if x.shape == shape:
-            return x
-        if name == "reshape" and x.op == "reshape":
-            return graph.reshape(x.args[0], shape)
-    elif name in ("sum", "max", "min", "logsumexp", "cumsum", "cumprod", "transpose") \
-            and len(args[0].shape) == 0 or name == "transpose" and len(args[0].shape) == 1:
-        return args[0]
+def _simplify_add(graph, args, shape):
+    a, b = args
+    if a is b:  # x + x is exactly 2 * x, and reads better in formulas
+        return graph.apply("mul", (2.0, a))
+    if b.scalar == 0.0 and a.shape == shape:
+        return a
+    if a.scalar == 0.0 and b.shape == shape:
+        return b
     return None
+
+
+def _simplify_sub(graph, args, shape):
+    a, b = args
+    if b.scalar == 0.0 and a.shape == shape:
+        return a
+    if a.scalar == 0.0 and b.shape == shape:
+        return graph.apply("neg", (b,))
+    return None
+
+
+def _simplify_mul(graph, args, shape):
+    a, b = args
+    for one, other in ((b, a), (a, b)):
+        if other.shape == shape:
+            if one.scalar == 1.0:
+                return other
+            if one.scalar == -1.0:
+                return graph.apply("neg", (other,))
+    return None
+
+
+def _simplify_by_one(graph, args, shape):  # x / 1, x ** 1
+    a, b = args
+    return a if b.scalar == 1.0 and a.shape == shape else None
+
+
+def _simplify_neg(graph, args, shape):
+    return args[0].args[0] if args[0].op == "neg" else None
+
+
+def _same_shape(graph, args, shape):
+    return args[0] if args[0].shape == shape else None
+
+
+def _simplify_reshape(graph, args, shape):
+    x = args[0]
+    if x.shape == shape:
+        return x
+    if x.op == "reshape":
+        return graph.reshape(x.args[0], shape)
+    return None
+
+
+def _identity_on_scalars(graph, args, shape):
+    return args[0] if not args[0].shape else None
+
+
+def _simplify_transpose(graph, args, shape):
+    return args[0] if len(args[0].shape) < 2 else None
+
+
+_SIMPLIFY = {"add": _simplify_add, "sub": _simplify_sub, "mul": _simplify_mul, "div": _simplify_by_one,
+             "pow": _simplify_by_one, "neg": _simplify_neg, "reshape": _simplify_reshape,
+             "broadcast_to": _same_shape, "sum_to": _same_shape, "transpose": _simplify_transpose}
+for _name in ("sum", "max", "min", "logsumexp", "cumsum", "cumprod"):
+    _SIMPLIFY[_name] = _identity_on_scalars
 
 
 def topological_order(outputs) -> list[Node]:

@@ -340,6 +340,20 @@ def _linscan_vjp(c, ans, h, a):
     return v, v * _shift(ans, 1)
 
 
+def _pow_kernel(node):
+    # Constant small exponents are common (x^2, x^-1) and np.power does not
+    # take its fast paths for a 0-d exponent array: pick the ufunc up front. These
+    # are the correctly rounded (or exactly equal) results np.power gives.
+    exponent = node.args[1].scalar if node.args[1].op == "const" else None
+    if exponent == 2.0:
+        return lambda a, b: np.square(a)
+    if exponent == 1.0:
+        return lambda a, b: a
+    if exponent == -1.0:
+        return lambda a, b: np.reciprocal(a)
+    return np.power
+
+
 def _pow_vjp(g, ans, a, b):
     # d/db a**b = log(a) a**b, taken as 0 where a == 0 (the limit for b > 0).
     return (g * b * a ** (b - 1.0),
@@ -391,7 +405,7 @@ defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True)
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True)
-defop("pow", elementwise(np.power), _pow_vjp, broadcasting=True)
+defop("pow", _pow_kernel, _pow_vjp, broadcasting=True)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,))
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
@@ -457,9 +471,11 @@ defop("ne", **_comparison(np.not_equal))
 
 # ---------------------------------------------------------------- reductions over the whole value
 
-defop("sum", _reduction(np.sum), _sum_vjp, shape=_scalar_shape)
-defop("max", _reduction(np.max), _extreme_vjp, shape=_scalar_shape)
-defop("min", _reduction(np.min), _extreme_vjp, shape=_scalar_shape)
+# The ufuncs' reduce methods directly: np.sum and friends add microseconds of
+# Python per call, which is most of the cost for one point.
+defop("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape)
+defop("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape)
+defop("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape)
 defop("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape)
 defop("logsumexp", _logsumexp_kernel, lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
       shape=_scalar_shape)
