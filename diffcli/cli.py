@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import sys
 import time
 
@@ -324,6 +325,106 @@ def graph_command(expression, expression_file, at, dot, digits, color):
             print_backward_table(console, function.backward_pass(values), digits)
     except DiffcliError as e:
         raise e.with_source(source)
+
+
+@cli.command("plot", epilog=EPILOG)
+@click.argument("expression", required=False)
+@click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
+              help="Read the expression from FILE ('-' for stdin).")
+@click.option("--over", required=True, metavar="NAME=FROM:TO",
+              help="The variable to vary and its range, like x=-3:3 or x=-pi:pi; one component "
+                   "of a vector variable as 'x[0]=-1:1' (the rest fixed by --at).")
+@click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
+              help="The other variables' values (repeatable, or --at y=1,z=2).")
+@click.option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Draw the derivatives f', f'', ... up to this order.")
+@click.option("--points", "points", type=click.IntRange(2, None), metavar="N",
+              help="Samples over the range (default: 4 per terminal column; 1001 for --output; "
+                   "101 for --format).")
+@click.option("--tangent-at", "tangent_at", metavar="NAME=VALUE",
+              help="Draw the tangent line at this point and print its equation.")
+@click.option("--width", type=click.IntRange(20, None), help="Columns (default: the terminal's).")
+@click.option("--height", type=click.IntRange(8, None), help="Lines (default: the terminal's).")
+@click.option("-o", "--output", metavar="FILE",
+              help='Write a figure to FILE.svg, .png or .pdf (needs: pip install "diffcli[plot]").')
+@click.option("--format", "output_format", type=click.Choice(["json", "csv"]),
+              help="Write the sampled data (x, value, d/dx, ...) instead of a picture.")
+@click.option("--digits", type=click.IntRange(1, 17), default=8, show_default=True,
+              help="Significant digits in the tangent's equation.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+              show_default=True, help="Colour; NO_COLOR is honoured (without colour, each curve "
+                                      "has its own mark).")
+@_handle_errors
+def plot_command(expression, expression_file, over, at, order, points, tangent_at, width, height,
+                 output, output_format, digits, color):
+    """Plot EXPRESSION and its derivatives over a range: in the terminal, to
+    an SVG/PNG/PDF figure, or as data. All curves come from one vectorised
+    evaluation over the samples.
+
+    \b
+    diffcli plot 'sin(x)' --over x=-3:3
+    diffcli plot 'sin(x)' --over x=-pi:pi --order 2 --tangent-at x=1
+    diffcli plot 'x * y^2' --over y=-1:1 --at x=2
+    diffcli plot 'sum(x^2)' --over 'x[0]=-1:1' --at 'x=[0, 1, 2]'
+    diffcli plot 'tan(x)' --over x=-3:3 --output tan.svg
+    diffcli plot 'sin(x)' --over x=0:1 --points 5 --format csv
+    """
+    from . import plot as plotting
+
+    source = _read_expression(expression, expression_file)
+    axis = plotting.parse_over(over)
+    values = parse_at(at)
+    tangent = _tangent_point(plotting, tangent_at, axis)
+    if output is not None and output_format is not None:
+        raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
+    if output is not None:
+        plotting.figure_format(output)  # a bad file name fails before any work
+    columns, lines = shutil.get_terminal_size()
+    width = width or columns
+    height = height or max(8, lines - 1 - (tangent is not None))  # room for the prompt and the equation
+    if points is None:
+        points = 101 if output_format else 1001 if output else 4 * width
+    try:
+        function = compile_expression(source)
+        samples = plotting.sample(function, axis, values, order, points, tangent)
+        for diagnostic in samples.diagnostics[:1] + samples.kinks:
+            _stderr("warning: " + diagnostic.format(source))
+        if output_format is not None:
+            if output_format == "json" and plotting.has_nonfinite(samples):
+                _stderr("warning: non-finite numbers are written as null in JSON")
+            text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
+            click.echo(text, nl=False)
+        else:
+            plotting.with_formulas(samples, function, 48)
+            if output is not None:
+                plotting.write_figure(samples, output)
+                _stderr(f"diffcli: wrote {output}")
+            else:
+                use_color = _wants_color(color)
+                click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
+    except DiffcliError as e:
+        raise e.with_source(source)
+    if samples.tangent is not None:
+        equations = samples.tangent.equations(axis.label, samples.components, digits)
+        for equation in equations:  # stdout holds only data with --format
+            _stderr(equation) if output_format else click.echo(equation)
+
+
+def _tangent_point(plotting, text: str | None, axis) -> float | None:
+    if text is None:
+        return None
+    name, index, value = plotting.parse_point(text)
+    if (name, index) != (axis.name, axis.index):
+        given = name if index is None else f"{name}[{','.join(map(str, index))}]"
+        raise UsageError(f"--tangent-at {given}: the tangent is along the plotted variable, "
+                         f"--tangent-at {axis.label}=...")
+    return value
+
+
+def _wants_color(color: str) -> bool:
+    if color == "always":
+        return True
+    return color == "auto" and _console(color).color_system is not None
 
 
 # ---------------------------------------------------------------- shared machinery
