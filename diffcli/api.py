@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -463,9 +464,7 @@ class _Jacobian(_Vjp):
                     "use vjp with a seed, or grad of a scalar, instead")
 
     def inputs(self, binding, shapes, batch):
-        out_shape = binding.output.shape
-        m = _size(out_shape)
-        return [np.eye(m).reshape((m,) + (1,) * len(batch) + out_shape)]
+        return [_identity_seed(binding.output.shape, len(batch))]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
         result.derivatives = {n: _unstack_rows(d, [out_shape], batch, shapes[n])
@@ -499,7 +498,7 @@ class _Hessian(_Request):
         return outputs, seeds
 
     def inputs(self, binding, shapes, batch):
-        return [_identity_seed(shapes[n], batch) for n in self.wrt]
+        return [_identity_seed(shapes[n], len(batch)) for n in self.wrt]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
         k = len(self.wrt)
@@ -671,7 +670,7 @@ def _check_tangents(tangents, shapes, batch):
 
 
 def _size(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)
 
 
 def _check_size(entries: int, what: str, advice: str) -> None:
@@ -681,9 +680,13 @@ def _check_size(entries: int, what: str, advice: str) -> None:
                          f"{advice}")
 
 
-def _identity_seed(shape, batch):
+@lru_cache(maxsize=64)
+def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
+    """Rows of the identity on a new leading axis (read-only, shared between calls)."""
     m = _size(shape)
-    return np.eye(m).reshape((m,) + (1,) * len(batch) + shape)
+    seed = np.eye(m).reshape((m,) + (1,) * batch_ndim + shape)
+    seed.flags.writeable = False
+    return seed
 
 
 def _unstack_rows(d, levels: list[tuple], batch: tuple, var_shape: tuple) -> np.ndarray:

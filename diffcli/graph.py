@@ -291,11 +291,13 @@ def _simplify_sub(graph, args, shape):
 def _simplify_mul(graph, args, shape):
     a, b = args
     for one, other in ((b, a), (a, b)):
-        if other.shape == shape:
+        if other.shape == shape and one.scalar is not None:
             if one.scalar == 1.0:
                 return other
             if one.scalar == -1.0:
                 return graph.apply("neg", (other,))
+            if other.op == "neg":  # (-x) * c is exactly x * (-c)
+                return graph.apply("mul", (other.args[0], -one.scalar))
     return None
 
 
@@ -305,7 +307,16 @@ def _simplify_by_one(graph, args, shape):  # x / 1, x ** 1
 
 
 def _simplify_neg(graph, args, shape):
-    return args[0].args[0] if args[0].op == "neg" else None
+    x = args[0]
+    if x.op == "neg":
+        return x.args[0]
+    if x.op == "mul":  # -(a * c) is exactly a * (-c): one pass over the data instead of two
+        a, b = x.args
+        if b.scalar is not None and a.shape == shape:
+            return graph.apply("mul", (a, -b.scalar))
+        if a.scalar is not None and b.shape == shape:
+            return graph.apply("mul", (-a.scalar, b))
+    return None
 
 
 def _same_shape(graph, args, shape):
