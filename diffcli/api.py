@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import namedtuple
 from functools import lru_cache
 
 import numpy as np
@@ -26,7 +26,6 @@ import numpy as np
 from . import autodiff
 from .errors import Diagnostic, UsageError
 from .evaluate import Plan
-from .formula import formula
 from .functions import CONSTANTS
 from .graph import Graph, Node, topological_order
 from .ops import COMPARISONS, KINKS, describe
@@ -35,23 +34,33 @@ from .parse import Program, parse
 MAX_RESULT_BYTES = 4 << 30
 
 
-@dataclass
 class Result:
     """The value of the expression and its derivatives.
 
     kind is 'value', 'gradient', 'jacobian', 'vjp', 'hessian' (derivatives[a][b]),
     'derivative' (derivatives[x] is the order-N tensor), 'jvp' (derivatives is
     empty; see `jvp`), 'hvp' or 'along' (derivatives[k] is the order-k
-    directional derivative). Index a Result by variable name (by order for 'along')."""
+    directional derivative). Index a Result by variable name (by order for 'along').
+    shapes: each variable's value shape; diagnostics: non-finite values met;
+    kinks: points where an operation is not differentiable."""
 
-    value: np.ndarray
-    kind: str = "value"
-    derivatives: dict = field(default_factory=dict)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    order: int = 1
-    jvp: np.ndarray | None = None
-    shapes: dict[str, tuple] = field(default_factory=dict)  # each variable's value shape
-    kinks: list[Diagnostic] = field(default_factory=list)  # non-differentiable points met
+    __slots__ = ("value", "kind", "derivatives", "diagnostics", "order", "jvp", "shapes", "kinks")
+
+    def __init__(self, value, kind="value", derivatives=None, diagnostics=None, order=1, jvp=None,
+                 shapes=None, kinks=None):
+        self.value = value
+        self.kind = kind
+        self.derivatives = {} if derivatives is None else derivatives
+        self.diagnostics = [] if diagnostics is None else diagnostics
+        self.order = order
+        self.jvp = jvp
+        self.shapes = {} if shapes is None else shapes
+        self.kinks = [] if kinks is None else kinks
+
+    def replace(self, **changes) -> Result:
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Result(**fields)
 
     def __getitem__(self, name: str):
         return self.derivatives[name]
@@ -64,6 +73,9 @@ class Result:
 
     def keys(self):
         return self.derivatives.keys()
+
+    def __repr__(self):
+        return f"Result(kind={self.kind!r}, value={self.value!r}, derivatives={self.derivatives!r})"
 
 
 def compile(source: str, *, kink: str = "subgradient") -> Function:  # noqa: A001 - like re.compile
@@ -207,6 +219,8 @@ class Function:
                      for a in names}
         else:
             nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+        from .formula import formula  # only --symbolic needs it
+
         reserved = self.variables
         return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
                     else formula(v, reserved)) for k, v in nodes.items()}
@@ -309,6 +323,7 @@ class _Binding:
         self.by_name = dict(zip(program.variables, self.inputs))
         self._plans: dict[tuple, tuple[Plan, list[Diagnostic]]] = {}
         self._gradients: dict[tuple, list[Node]] = {}
+        self._forward_order: list[Node] | None = None
 
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
         key = request.key() + (kink_nan,)
@@ -330,22 +345,27 @@ class _Binding:
         """(operation, indicator) for each operation on a derivative path that has
         kinks; the indicator is 1.0 at the points where the operation is at one."""
         graph = self.graph
-        order = topological_order([self.output])
+        order = self.forward_order()
         active = autodiff.depends_on(order, {v.id for v in self.inputs})
-        # A comparison that only decides a where is reported (and poisoned) as that where.
-        uses: dict[int, set[str]] = {}
-        for node in order:
-            for i, arg in enumerate(node.args):
-                uses.setdefault(arg.id, set()).add("condition" if node.op == "where" and i == 0 else "value")
+        candidates = [n for n in order if n.op in KINKS and n.id in active]
+        if any(n.op in COMPARISONS for n in candidates):
+            # A comparison that only decides a where is reported (and poisoned) as that where.
+            uses: dict[int, set[str]] = {}
+            for node in order:
+                for i, arg in enumerate(node.args):
+                    uses.setdefault(arg.id, set()).add("condition" if node.op == "where" and i == 0 else "value")
+            candidates = [n for n in candidates if not (n.op in COMPARISONS and uses.get(n.id) == {"condition"})]
         watched = []
-        for node in order:
-            if node.op in COMPARISONS and uses.get(node.id) == {"condition"}:
-                continue
-            if node.op in KINKS and node.id in active:
-                condition = KINKS[node.op].condition(node)
-                indicator = graph.apply("max", (condition,)) if condition.shape else condition
-                watched.append((node, indicator))
+        for node in candidates:
+            condition = KINKS[node.op].condition(node)
+            indicator = graph.apply("max", (condition,)) if condition.shape else condition
+            watched.append((node, indicator))
         return watched
+
+    def forward_order(self) -> list[Node]:
+        if self._forward_order is None:
+            self._forward_order = topological_order([self.output])
+        return self._forward_order
 
     def seed(self, name: str, shape: tuple) -> Node:
         # '$' cannot start an identifier, so these never clash with a user's variable.
@@ -356,16 +376,13 @@ class _Binding:
         key = (tuple(wrt), self.graph.kink_nan)
         if key not in self._gradients:
             self._gradients[key] = autodiff.vjp(self.graph, self.output, self.graph.const(1.0),
-                                                [self.by_name[n] for n in wrt])
+                                                [self.by_name[n] for n in wrt], self.forward_order())
         return self._gradients[key]
 
 
-@dataclass
-class _Compiled:
-    plan: Plan
-    diagnostics: list[Diagnostic]
-    derivative_count: int
-    watched: list[tuple[Node, Node]]
+# The plan for one request, the warnings its graph gave while folding, how many of
+# its outputs are derivatives, and the (operation, indicator) kinks it watches.
+_Compiled = namedtuple("_Compiled", "plan diagnostics derivative_count watched")
 
 
 def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
@@ -735,16 +752,17 @@ def _materialise(array, shape) -> np.ndarray:
 # ---------------------------------------------------------------- an independent check
 
 
-@dataclass
 class Check:
     """Finite-difference estimates of a result's derivatives, laid out like them,
-    with an error per entry: |autodiff - fd| / max(1, |fd|)."""
+    with an error per entry: |autodiff - fd| / max(1, |fd|). worst: the entry with
+    the largest error, as a path like "x[2]" or "x/y[0,1]"."""
 
-    estimates: dict
-    errors: dict
-    tolerance: float
-    max_error: float
-    worst: str  # the entry with the largest error, as a path like "x[2]" or "x/y[0,1]"
+    def __init__(self, estimates: dict, errors: dict, tolerance: float, max_error: float, worst: str):
+        self.estimates = estimates
+        self.errors = errors
+        self.tolerance = tolerance
+        self.max_error = max_error
+        self.worst = worst
 
     @property
     def passed(self) -> bool:

@@ -80,21 +80,25 @@ def _unwrap(x):
     return x.node if isinstance(x, Masked) else x
 
 
-def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node]) -> list[Node]:
+def vjp(graph: Graph, output: Node, seed: Node, wrt: list[Node], order: list[Node] | None = None) -> list[Node]:
     """Nodes for seed^T d(output)/d(w), one per w in wrt, each of w's shape."""
-    return vjp_many(graph, [(output, seed)], wrt)
+    return vjp_many(graph, [(output, seed)], wrt, order)
 
 
-def vjp_many(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
+def vjp_many(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node],
+             order: list[Node] | None = None) -> list[Node]:
     """Sum over (output, seed) pairs of seed^T d(output)/d(w), per w in wrt."""
-    adjoints = adjoint_nodes(graph, pairs, wrt)
+    adjoints = adjoint_nodes(graph, pairs, wrt, order)
     return [adjoints.get(w.id) or graph.zeros(w.shape) for w in wrt]
 
 
-def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node]) -> dict[int, Node]:
+def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node],
+                  order: list[Node] | None = None) -> dict[int, Node]:
     """The adjoint (d output / d node, contracted with the seeds) of every node on a
-    path from wrt to the outputs, keyed by node id: the backward pass, as nodes."""
-    order = topological_order([output for output, _ in pairs])
+    path from wrt to the outputs, keyed by node id: the backward pass, as nodes.
+    order: the outputs' topological order, when the caller already has it."""
+    if order is None:
+        order = topological_order([output for output, _ in pairs])
     active = depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
     for output, seed in pairs:

@@ -19,7 +19,6 @@ import click
 import numpy as np
 
 from . import __version__
-from . import points as points_module
 from .api import CHECK_METHOD, Result, check, constant
 from .api import compile as compile_expression
 from .errors import (
@@ -31,7 +30,6 @@ from .errors import (
     UsageError,
     format_message,
 )
-from .pipeline import run_points
 from .render import (
     DelimitedWriter,
     check_document,
@@ -79,6 +77,7 @@ def cli():
 
 
 FORMATS = ["table", "json", "ndjson", "csv", "tsv"]
+INPUT_FORMATS = ["csv", "tsv", "ndjson", "json"]  # points.FORMATS, without importing it at start-up
 
 
 def common_options(command):
@@ -94,7 +93,7 @@ def common_options(command):
         click.option("--points", "points", metavar="FILE",
                      help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON or a JSON "
                           "array, gzip allowed. '-' reads stdin (only then)."),
-        click.option("--in", "input_format", type=click.Choice(points_module.FORMATS),
+        click.option("--in", "input_format", type=click.Choice(INPUT_FORMATS),
                      help="Format of --points (default: from the file name, else sniffed)."),
         click.option("--chunk", type=click.IntRange(1, None), default=65536, show_default=True,
                      help="Points evaluated per vectorised pass."),
@@ -560,6 +559,9 @@ def _write_single(source, at, result, fmt, options, extra=None, report=None) -> 
 
 
 def _run_points(function, kind, at, request, fmt, options) -> int:
+    from . import points as points_module  # only --points pays for reading points
+    from .pipeline import run_points
+
     path = options["points"]
     if path == "-" and sys.stdin.isatty():
         _stderr("diffcli: reading points from the terminal; end with Ctrl-D")

@@ -4,7 +4,7 @@ messages and exit statuses; the library just raises them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 # Exit statuses, documented in the README and in `diffcli --help`.
 EXIT_OK = 0
@@ -54,13 +54,12 @@ class NumericError(DiffcliError):
     exit_status = EXIT_CHECK_FAILED
 
 
-@dataclass(frozen=True)
-class Diagnostic:
-    """A warning about one operation of the expression (e.g. log of a negative)."""
+class Diagnostic(namedtuple("Diagnostic", "message span point", defaults=(None, None))):
+    """A warning about one operation of the expression (e.g. log of a negative).
+    span: where in the source; point: in a batch, the (flat) index of the first
+    point concerned."""
 
-    message: str
-    span: Span | None = None
-    point: int | None = None  # in a batch: the (flat) index of the first point concerned
+    __slots__ = ()
 
     def format(self, source: str | None) -> str:
         return format_message(self.message, self.span, source)

@@ -10,8 +10,6 @@ dictionary look-ups, no work per node that depends on the batch size.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from operator import itemgetter
 
 import numpy as np
@@ -26,7 +24,7 @@ from .ops import OPS
 # Blocks run on a thread pool, since ufuncs release the GIL (DIFFCLI_THREADS
 # sets its size).
 BLOCK_ELEMENTS = 1 << 16
-_pool: ThreadPoolExecutor | None = None
+_pool = None
 _allocator_tuned = False
 
 
@@ -56,9 +54,11 @@ def _threads() -> int:
     return max(1, int(os.environ.get("DIFFCLI_THREADS", os.cpu_count() or 1)))
 
 
-def _executor() -> ThreadPoolExecutor:
+def _executor():
     global _pool
     if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # only big batches need threads
+
         _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="diffcli")
     return _pool
 
@@ -181,7 +181,7 @@ class Plan:
             forward_inputs = [slots[self._slot[a.id]] if a.id in self._slot else None
                               for a in node.origin.args]
             found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
-        return replace(found, point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
+        return found._replace(point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
 
 
 def _batch_axis(first: np.ndarray, node: Node, batch_ndim: int, block: int) -> int | None:

@@ -4,19 +4,15 @@ composition of primitives (whose derivatives then follow from the rule table).""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import ShapeError
 
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
 
 
-@dataclass(frozen=True)
-class FunctionSpec:
-    min_args: int
-    max_args: int
-    build: Callable  # (graph, args, span) -> Node
+# build(graph, args, span) -> Node
+FunctionSpec = namedtuple("FunctionSpec", "min_args max_args build")
 
 
 def arity_text(spec: FunctionSpec) -> str:

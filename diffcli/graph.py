@@ -86,16 +86,22 @@ class Graph:
     # ------------------------------------------------------------ leaves
 
     def const(self, value) -> Node:
-        if type(value) is float:  # the common case, kept cheap: rules write 1.0, 0.5, ...
-            alias = ("float", value if value == value else "nan", math.copysign(1.0, value))
-            node = self._interned.get(alias)
-            if node is None:
-                node = self._interned[alias] = self._const_array(value)
-            return node
-        return self._const_array(value)
+        if type(value) is not float:
+            array = np.asarray(value, dtype=np.float64)
+            if array.shape:
+                return self._const_array(array)
+            value = float(array)
+        # Scalars, the common case (every literal, every 1.0 and 0.5 in a rule), are
+        # keyed by value without building an array first.
+        key = ("const", value if value == value else "nan", math.copysign(1.0, value))
+        node = self._interned.get(key)
+        if node is None:
+            array = np.array(value)
+            array.flags.writeable = False
+            node = self._add(key, Node(self, "const", (), None, (), None, value=array))
+        return node
 
-    def _const_array(self, value) -> Node:
-        array = np.asarray(value, dtype=np.float64)
+    def _const_array(self, array: np.ndarray) -> Node:
         key = ("const", array.shape, array.tobytes())
         node = self._interned.get(key)
         if node is None:
@@ -131,7 +137,12 @@ class Graph:
 
     def apply(self, name: str, args, attr=None, span: Span | None = None) -> Node:
         op = OPS[name]
-        args = tuple(a if type(a) is Node else self._as_node(a) for a in args)
+        for a in args:
+            if type(a) is not Node:
+                args = tuple([self._as_node(a) for a in args])
+                break
+        else:
+            args = tuple(args)
         if span is None and self._origin is not None:
             span = self._origin.span
         shape = self._infer_shape(op, args, attr, span)
@@ -139,8 +150,10 @@ class Graph:
             _check_size(name, shape, span)
         if op.broadcasting:
             rank = len(shape)
-            if any(len(a.shape) != rank for a in args):
-                args = tuple(self._lift_rank(a, rank) for a in args)
+            for a in args:
+                if len(a.shape) != rank:
+                    args = tuple([self._lift_rank(a, rank) for a in args])
+                    break
         simplify = _SIMPLIFY.get(name)
         if simplify is not None:
             simpler = simplify(self, args, shape)

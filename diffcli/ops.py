@@ -21,9 +21,7 @@ among tied elements, norm'(0) = 0, floor/ceil/sign/comparisons have derivative 0
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections import namedtuple
 
 import numpy as np
 
@@ -32,13 +30,8 @@ class ShapeMismatch(Exception):
     """Raised by shape rules; graph.py adds the source span."""
 
 
-@dataclass(frozen=True)
-class Op:
-    name: str
-    kernel: Callable[[Any], Callable]
-    shape: Callable[[list, Any], tuple]
-    vjp: Callable | None
-    broadcasting: bool = False
+# (namedtuples, not dataclasses: the dataclasses module alone costs ~10 ms of start-up)
+Op = namedtuple("Op", "name kernel shape vjp broadcasting")
 
 
 OPS: dict[str, Op] = {}
@@ -516,11 +509,9 @@ defop("sum_to", _sum_to_kernel,
 # there (per element, or per point for reductions). diffcli answers with the
 # subgradient the rules above use, and says so; --kink nan puts nan there instead.
 
-@dataclass(frozen=True)
-class Kink:
-    condition: Callable
-    what: str  # why the point is special
-    choice: str  # what diffcli answers there (with kink='subgradient')
+# condition(node): a node that is 1.0 where the operation is at a kink; what: why the
+# point is special; choice: what diffcli answers there with kink='subgradient'.
+Kink = namedtuple("Kink", "condition what choice")
 
 
 def _tied(node):

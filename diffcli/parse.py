@@ -9,8 +9,6 @@ rewritten into one sentence plus a caret under the offending column.
 
 from __future__ import annotations
 
-import difflib
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -277,6 +275,8 @@ def _tok_span(token: Token):
 
 
 def _describe_bad_character(ch: str) -> str:
+    import unicodedata  # only an error needs it
+
     code = f"U+{ord(ch):04X}"
     ascii_form = _LOOKALIKES.get(ch) or unicodedata.normalize("NFKC", ch)
     if ascii_form != ch and ascii_form.isascii() and ascii_form.isprintable():
@@ -369,6 +369,8 @@ def _call(graph, syn, args):
     name = syn.data
     spec = FUNCTIONS.get(name)
     if spec is None:
+        import difflib  # only an error needs it
+
         close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
         hint = f": did you mean '{close[0]}'?" if close else ""
         raise ExpressionError(f"unknown function '{name}'{hint}", syn.span)

@@ -5,7 +5,7 @@ a writer from render.py. No click, no terminal: cli.py wires it up."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .api import Function
 from .errors import Diagnostic
@@ -68,4 +68,4 @@ def run_points(function: Function, kind: str, chunks: Iterable[Chunk], writer, *
 def _with_line(diagnostic: Diagnostic, chunk: Chunk) -> Diagnostic:
     if diagnostic.point is None:
         return diagnostic
-    return replace(diagnostic, message=f"line {chunk.lines[diagnostic.point]}: {diagnostic.message}")
+    return diagnostic._replace(message=f"line {chunk.lines[diagnostic.point]}: {diagnostic.message}")

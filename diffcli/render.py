@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
 from itertools import product
 
 import numpy as np
@@ -35,16 +34,21 @@ def component_labels(name: str, shape: tuple) -> list[str]:
 # (with value[i] after dN/d2 for a non-scalar output of an order-N derivative).
 
 
-@dataclass
 class Leaf:
-    path: tuple[str, ...]
-    array: np.ndarray  # batch axes first
-    heading: str
-    row_name: str
-    row_shape: tuple
-    col_name: str | None = None
-    col_shape: tuple = ()
-    labels: list[str] = field(default_factory=list)
+    """One array of a result (batch axes first), where it goes in JSON (path), how a
+    table shows it (heading, rows and columns), and its CSV column labels."""
+
+    __slots__ = ("path", "array", "heading", "row_name", "row_shape", "col_name", "col_shape", "labels")
+
+    def __init__(self, path, array, heading, row_name, row_shape, col_name=None, col_shape=(), labels=None):
+        self.path = path
+        self.array = array
+        self.heading = heading
+        self.row_name = row_name
+        self.row_shape = row_shape
+        self.col_name = col_name
+        self.col_shape = col_shape
+        self.labels = [] if labels is None else labels
 
 
 def leaves(result, batch_ndim: int = 0) -> list[Leaf]:
@@ -488,8 +492,8 @@ def print_check(console, result, check, digits: int) -> None:
     from rich.table import Table
 
     ours = leaves(result)[1:]
-    theirs = leaves(replace(result, derivatives=check.estimates))[1:]
-    errors = leaves(replace(result, derivatives=check.errors))[1:]
+    theirs = leaves(result.replace(derivatives=check.estimates))[1:]
+    errors = leaves(result.replace(derivatives=check.errors))[1:]
     table = Table(title="check against finite differences", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("entry", "autodiff", "finite differences", "error"):
         table.add_column(column, justify="left" if column == "entry" else "right")

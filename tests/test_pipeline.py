@@ -302,3 +302,9 @@ def test_a_million_points_in_a_subprocess(tmp_path):
     dz = np.sin(y) - np.log(x) * np.exp(-z) + z / r
     for column, expected in zip(out.T, (value, dx, dy, dz)):
         np.testing.assert_allclose(column[sample], expected[sample], rtol=1e-13, atol=1e-14)
+
+
+def test_the_cli_offers_every_input_format_points_reads():
+    from diffcli.points import FORMATS
+
+    assert tuple(cli_module.INPUT_FORMATS) == FORMATS
