@@ -16,9 +16,11 @@ Nth-derivative tensor) in one pass.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable, Mapping
 from collections import namedtuple
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -107,7 +109,8 @@ class Function:
             raise UsageError(f"kink must be 'subgradient' or 'nan', not {kink!r}")
         self.source = source
         self.kink = kink
-        self.program: Program = parse(source)
+        with _collector_paused():
+            self.program: Program = parse(source)
         self._bindings: dict[tuple, _Binding] = {}
 
     @property
@@ -308,7 +311,8 @@ class Function:
         key = tuple(sorted(shapes.items()))
         binding = self._bindings.get(key)
         if binding is None:
-            binding = self._bindings[key] = _Binding(self.program, shapes)
+            with _collector_paused():
+                binding = self._bindings[key] = _Binding(self.program, shapes)
         return binding
 
 
@@ -328,18 +332,22 @@ class _Binding:
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
         key = request.key() + (kink_nan,)
         if key not in self._plans:
-            before = len(self.graph.diagnostics)
-            self.graph.kink_nan = kink_nan
-            try:
-                outputs, extra_inputs = request.build(self)
-            finally:
-                self.graph.kink_nan = False
-            watched = self._kink_watch() if request.kind != "value" else []
-            diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
-            plan = Plan([self.output] + outputs + [indicator for _, indicator in watched],
-                        self.inputs + extra_inputs)
-            self._plans[key] = _Compiled(plan, diagnostics[:1], len(outputs), watched)
+            with _collector_paused():
+                self._plans[key] = self._compile(request, kink_nan)
         return self._plans[key]
+
+    def _compile(self, request: _Request, kink_nan: bool) -> _Compiled:
+        before = len(self.graph.diagnostics)
+        self.graph.kink_nan = kink_nan
+        try:
+            outputs, extra_inputs = request.build(self)
+        finally:
+            self.graph.kink_nan = False
+        watched = self._kink_watch() if request.kind != "value" else []
+        diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
+        plan = Plan([self.output] + outputs + [indicator for _, indicator in watched],
+                    self.inputs + extra_inputs)
+        return _Compiled(plan, diagnostics[:1], len(outputs), watched)
 
     def _kink_watch(self) -> list[tuple[Node, Node]]:
         """(operation, indicator) for each operation on a derivative path that has
@@ -670,6 +678,21 @@ class _Hvp(_Request):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _collector_paused():
+    """Building a graph makes hundreds of thousands of small objects and no garbage
+    worth collecting; Python's cycle collector would rescan them over and over
+    (T8's 10,000-term sum: 3.4 s with it, 2.1 s without). Paused while building,
+    restored after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _require_scalar(out_shape, command):

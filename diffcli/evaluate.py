@@ -129,6 +129,13 @@ class Plan:
 
     def run(self, values: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for the given input arrays (one per input node, batch axes first)."""
+        slots = self._execute(values, release=True)
+        # An output that is an input (d(x*y)/dx is y) must not alias the caller's array.
+        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._output_is_input)]
+
+    def _execute(self, values: list[np.ndarray], release: bool) -> list:
+        """Every step in order; with release, each intermediate is dropped after its
+        last use (without, all are kept, for diagnosis)."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -136,12 +143,12 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with np.errstate(all="ignore"):
-            for kernel, unary, arguments, out, release in self._steps:
+            for kernel, unary, arguments, out, releases in self._steps:
                 slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
-                for r in release:
-                    slots[r] = None
-        # An output that is an input (d(x*y)/dx is y) must not alias the caller's array.
-        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._output_is_input)]
+                if release:
+                    for r in releases:
+                        slots[r] = None
+        return slots
 
     def first_nonfinite(self, values: list[np.ndarray], batch: tuple = ()):
         """Where a non-finite output came from: walking back from the first
@@ -149,15 +156,7 @@ class Plan:
         made a non-finite value out of finite inputs (so a nan in a branch of
         where that was not taken is never blamed). A Diagnostic naming that
         operation (and the point, in a batch), or None."""
-        slots: list = [None] * self._size
-        for s, v in self._constants:
-            slots[s] = v
-        for s, v in zip(self._input_slots, values):
-            if s is not None:
-                slots[s] = v
-        with np.errstate(all="ignore"):
-            for kernel, unary, arguments, out, _ in self._steps:
-                slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
+        slots = self._execute(values, release=False)
         finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
         node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)
         while node is not None:

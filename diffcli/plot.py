@@ -21,7 +21,7 @@ import numpy as np
 from .api import Function, constant
 from .errors import DiffcliError, Diagnostic, UsageError
 from .ops import describe
-from .render import component_labels, format_number, to_json_value
+from .render import component_labels, format_number, plain_number, to_json_value
 
 MAX_POINTS = 1_000_000
 MAX_TERMINAL_CURVES = 6  # uniplot has six colours and six ASCII marks; more would repeat
@@ -418,7 +418,7 @@ def csv_text(samples: Samples) -> str:
     `grad --order N --csv`); non-finite numbers as nan, inf, -inf."""
     labels, matrix = data_columns(samples)
     rows = [",".join(_quote(label) for label in labels)]
-    rows += [",".join(_number(v) for v in row) for row in matrix.tolist()]
+    rows += [",".join(plain_number(v) for v in row) for row in matrix.tolist()]
     return "\n".join(rows) + "\n"
 
 
@@ -445,14 +445,6 @@ def json_text(samples: Samples) -> str:
 
 def has_nonfinite(samples: Samples) -> bool:
     return not all(np.all(np.isfinite(c.y)) for c in samples.curves)
-
-
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return repr(v)
 
 
 def _quote(text: str) -> str:

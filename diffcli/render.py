@@ -142,10 +142,11 @@ def quiet_lines(result) -> list[str]:
     chosen = leaves(result)
     if result.kind != "value":
         chosen = chosen[1:]
-    return [_plain(float(v)) for leaf in chosen for v in np.asarray(leaf.array).ravel()]
+    return [plain_number(float(v)) for leaf in chosen for v in np.asarray(leaf.array).ravel()]
 
 
-def _plain(v: float) -> str:
+def plain_number(v: float) -> str:
+    """repr, or nan / inf / -inf: the machine-format spelling of a float."""
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
@@ -155,7 +156,7 @@ def _plain(v: float) -> str:
 
 def format_number(v: float, digits: int) -> str:
     if not math.isfinite(v):
-        return _plain(v)
+        return plain_number(v)
     if v == 0:
         return "0"  # also -0.0, which is correct but only noise in a table
     return f"{v:.{digits}g}"
@@ -320,7 +321,7 @@ class DelimitedWriter(Writer):
         out = []
         d = self.delimiter
         for i, row in enumerate(rows):
-            cells = [self._quote(c[i]) for c in kept_cells] + [_plain(v) for v in row]
+            cells = [self._quote(c[i]) for c in kept_cells] + [plain_number(v) for v in row]
             out.append(d.join(cells))
         self.stream.write("\n".join(out) + "\n" if out else "")
         self.stream.flush()
@@ -340,7 +341,7 @@ class QuietWriter(Writer):
     def write(self, result, kept):
         _, matrix = result_columns(result)
         start = 0 if result.kind == "value" else len(leaves(result, 1)[0].labels)
-        lines = ["\t".join(_plain(v) for v in row[start:]) for row in matrix.tolist()]
+        lines = ["\t".join(plain_number(v) for v in row[start:]) for row in matrix.tolist()]
         self.stream.write("\n".join(lines) + "\n" if lines else "")
         self.stream.flush()
 
