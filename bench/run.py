@@ -19,7 +19,6 @@ import ast
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
