@@ -59,6 +59,13 @@ class Result:
         self.shapes = {} if shapes is None else shapes
         self.kinks = [] if kinks is None else kinks
 
+    def with_batch_axis(self) -> Result:
+        """The same result as a batch of one point (for the streaming writers)."""
+        def add_axis(tree):
+            return {k: add_axis(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)[None]
+        return self.replace(value=np.asarray(self.value)[None], derivatives=add_axis(self.derivatives),
+                            jvp=None if self.jvp is None else np.asarray(self.jvp)[None], diagnostics=[])
+
     def replace(self, **changes) -> Result:
         fields = {name: getattr(self, name) for name in self.__slots__}
         fields.update(changes)
@@ -271,7 +278,7 @@ class Function:
         outputs = outputs[:1 + compiled.derivative_count]
         diagnostics = list(diagnostics)
         if not diagnostics and not _all_finite(outputs):
-            found = plan.first_nonfinite(inputs, batch)
+            found = plan.first_nonfinite(inputs, batch, outputs)
             if found is not None:
                 diagnostics.append(found)
         diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
@@ -576,41 +583,11 @@ class _Derivative(_Request):
         result.derivatives = {self.name: _unstack_rows(d, levels, batch, shapes[self.name])}
 
 
-class _Jvp(_Request):
-    """J v by the double-VJP trick: g(u) = u^T J is linear in u, and the VJP of
-    g with respect to u, seeded with v, is J v. u's value is irrelevant (0)."""
-
-    kind = "jvp"
-
-    def __init__(self, tangents):
-        self.tangents = tangents
-
-    def key(self):
-        return (self.kind, tuple(self.tangents))
-
-    def check(self, out_shape, shapes, batch):
-        _check_tangents(self.tangents, shapes, batch)
-
-    def build(self, binding):
-        graph = binding.graph
-        u = binding.seed("u", binding.output.shape)
-        names = list(self.tangents)
-        pullbacks = autodiff.vjp(graph, binding.output, u, [binding.by_name[n] for n in names])
-        tangent_vars = [binding.seed(f"tangent:{n}", binding.by_name[n].shape) for n in names]
-        (jv,) = autodiff.vjp_many(graph, list(zip(pullbacks, tangent_vars)), [u])
-        return [jv], [u] + tangent_vars
-
-    def inputs(self, binding, shapes, batch):
-        return [np.zeros(binding.output.shape)] + list(self.tangents.values())
-
-    def collect(self, result, outputs, out_shape, shapes, batch):
-        result.jvp = _materialise(outputs[0], batch + out_shape)
-
-
 class _Along(_Request):
-    """Directional derivatives of every order up to N, each the JVP (by the
-    double-VJP trick, as in _Jvp) of the one before: output-shaped at every
-    order, so no N x shape(x) tensor is ever formed."""
+    """Directional derivatives of every order up to N, each the JVP of the one
+    before (by the double-VJP trick: g(u) = u^T J is linear in u, and the VJP of
+    g with respect to u, seeded with v, is J v; u's value is irrelevant):
+    output-shaped at every order, so no N x shape(x) tensor is ever formed."""
 
     kind = "along"
 
@@ -645,6 +622,19 @@ class _Along(_Request):
     def collect(self, result, outputs, out_shape, shapes, batch):
         result.order = self.order
         result.derivatives = {k + 1: _materialise(d, batch + out_shape) for k, d in enumerate(outputs)}
+
+
+class _Jvp(_Along):
+    """J v: the order-1 directional derivative, by the double-VJP trick: g(u) =
+    u^T J is linear in u, and the VJP of g with respect to u, seeded with v, is J v."""
+
+    kind = "jvp"
+
+    def __init__(self, tangents):
+        super().__init__(tangents, 1)
+
+    def collect(self, result, outputs, out_shape, shapes, batch):
+        result.jvp = _materialise(outputs[0], batch + out_shape)
 
 
 class _Hvp(_Request):

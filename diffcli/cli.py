@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .api import CHECK_METHOD, Result, check, constant
+from .api import CHECK_METHOD, check, constant
 from .api import compile as compile_expression
 from .errors import (
     EXIT_BAD_DATA,
@@ -483,10 +483,6 @@ def _report_problems(result, source: str, options) -> None:
         raise NumericError("the result is not finite (--strict)")
 
 
-SYMBOLIC_KEYS = {"gradient": "gradient", "jacobian": "jacobian", "hessian": "hessian",
-                 "derivative": "derivative"}
-
-
 def _run_symbolic(function, kind, at, request, fmt, options) -> None:
     if options["points"] is not None:
         raise UsageError("--symbolic prints a formula; it does not take --points")
@@ -510,7 +506,7 @@ def _run_symbolic(function, kind, at, request, fmt, options) -> None:
     if fmt == "quiet":
         click.echo("\n".join(text for _, text in entries))
     elif fmt == "json":
-        click.echo(json.dumps({"expression": function.source, SYMBOLIC_KEYS[kind]: payload}))
+        click.echo(json.dumps({"expression": function.source, kind: payload}))
     else:
         console = _console(options["color"])
         for label, text in entries:
@@ -550,10 +546,8 @@ def _write_single(source, at, result, fmt, options, extra=None, report=None) -> 
         if report is not None:
             print_check(console, result, report, options["digits"])
     else:  # one point through the streaming writers: header and one row
-        batched = Result(result.value[None], result.kind,
-                         {k: v[None] for k, v in result.derivatives.items()}, [])
         writer = _writer(fmt, options)
-        writer.write(batched, {})
+        writer.write(result.with_batch_axis(), {})
         writer.close()
         _warn_nonfinite(writer)
 

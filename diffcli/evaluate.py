@@ -74,7 +74,14 @@ class Plan:
         self._constants = [(slot[n.id], n.value) for n in order if n.op == "const"]
         self._input_slots = [slot.get(n.id) for n in inputs]
         self._output_slots = [slot[n.id] for n in outputs]
-        self._output_is_input = [n.op == "var" for n in outputs]
+        # An output that is an input, or the same node as an earlier output
+        # (d exp(x)/dx is exp(x)), is copied: results must not alias each other or
+        # the caller's arrays.
+        seen: set[int] = set()
+        self._copy_output = []
+        for n in outputs:
+            self._copy_output.append(n.op == "var" or n.id in seen)
+            seen.add(n.id)
         keep = set(self._output_slots)
         last_use: dict[int, int] = {}
         computed = [n for n in order if n.op not in ("const", "var")]
@@ -87,7 +94,6 @@ class Plan:
                 releases[step].append(s)
         self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
                         slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
-        self._nodes = computed
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -97,8 +103,7 @@ class Plan:
         same, bit for bit, whatever the blocking."""
         if not batch:
             return self.run(values)
-        sliced = [np.ndim(v) == len(batch) + len(node.shape) and np.shape(v)[:len(batch)] == batch
-                  for v, node in zip(values, self.inputs)]
+        sliced = self._sliced(values, batch)
         lead = max((int(np.prod(np.shape(v)[:np.ndim(v) - len(node.shape) - len(batch)]))
                     for v, node, s in zip(values, self.inputs, sliced) if not s and np.ndim(v) > len(node.shape)),
                    default=1)
@@ -127,11 +132,16 @@ class Plan:
         list(_executor().map(lambda start: fill(start, run_block(start)), range(block, n, block)))
         return outputs
 
+    def _sliced(self, values, batch) -> list[bool]:
+        """Which inputs carry the first batch axis (and are cut into blocks); the
+        others (constants, seeds, axes of size 1) broadcast against every block."""
+        return [np.ndim(v) == len(batch) + len(node.shape) and np.shape(v)[0] == batch[0]
+                for v, node in zip(values, self.inputs)]
+
     def run(self, values: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for the given input arrays (one per input node, batch axes first)."""
         slots = self._execute(values, release=True)
-        # An output that is an input (d(x*y)/dx is y) must not alias the caller's array.
-        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._output_is_input)]
+        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
 
     def _execute(self, values: list[np.ndarray], release: bool) -> list:
         """Every step in order; with release, each intermediate is dropped after its
@@ -150,12 +160,35 @@ class Plan:
                         slots[r] = None
         return slots
 
-    def first_nonfinite(self, values: list[np.ndarray], batch: tuple = ()):
+    def first_nonfinite(self, values: list[np.ndarray], batch: tuple = (), outputs=None):
         """Where a non-finite output came from: walking back from the first
         non-finite output through non-finite arguments to the operation that
         made a non-finite value out of finite inputs (so a nan in a branch of
         where that was not taken is never blamed). A Diagnostic naming that
-        operation (and the point, in a batch), or None."""
+        operation (and the point, in a batch), or None. In a batch, only the
+        first point with a non-finite output is evaluated again (with every
+        intermediate kept), so memory stays that of one point."""
+        point = self._first_bad_point(outputs, batch) if batch and outputs is not None else None
+        if point is not None:
+            values = [v[point:point + 1] if s else v for v, s in zip(values, self._sliced(values, batch))]
+            batch = (1,) + tuple(batch[1:])
+        found = self._trace(values, batch)
+        if found is not None and point is not None:
+            found = found._replace(point=point if found.point is None else point + found.point)
+        return found
+
+    def _first_bad_point(self, outputs, batch) -> int | None:
+        for array, node in zip(outputs, self.outputs):
+            array = np.asarray(array)
+            axis = array.ndim - len(node.shape) - len(batch)
+            if axis < 0 or array.shape[axis] != batch[0]:
+                continue
+            bad = ~np.isfinite(np.moveaxis(array, axis, 0).reshape(batch[0], -1)).all(axis=1)
+            if bad.any():
+                return int(np.argmax(bad))
+        return None
+
+    def _trace(self, values, batch):
         slots = self._execute(values, release=False)
         finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
         node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)

@@ -243,6 +243,8 @@ def _index_shape(shapes, items):
     for n, item in zip(shape, items):
         if not isinstance(item, int):
             out.append(len(range(n)[slice(*item)]))
+            if out[-1] == 0:  # nothing to differentiate, and max/min/prod of it are undefined
+                raise ShapeMismatch(f"this slice of an axis of size {n} is empty")
     return tuple(out) + shape[len(items):]
 
 

@@ -110,6 +110,10 @@ def parse_over(text: str) -> Axis:
     lo, hi = (_scalar(f"--over {name}", b) for b in bounds)
     if not lo < hi:
         raise UsageError(f"--over {name}: the range must go up, but {lo!r} is not below {hi!r}")
+    width = hi - lo
+    if not math.isfinite(width) or width <= 1e-9 * max(abs(lo), abs(hi)) or width < 1e-300:
+        raise UsageError(f"--over {name}: the range {lo!r}:{hi!r} is too wide or too narrow to sample "
+                         f"in float64")
     return Axis(name, index, lo, hi)
 
 
@@ -162,6 +166,9 @@ def sample(function: Function, axis: Axis, at: dict, order: int, points: int,
     result = function.derivatives_along(order, {axis.name: direction}, batch, batch_ndim=1)
     out_shape = result.value.shape[1:]
     columns = [result.value] + [result[k] for k in range(1, order + 1)]
+    if not any(np.isfinite(np.asarray(c)[:points]).any() for c in columns):
+        raise UsageError(f"nothing to draw: the expression is not finite anywhere on "
+                         f"{axis.label}={axis.lo!r}:{axis.hi!r}")
     samples = Samples(function.source, axis, dict(at), x, [], out_shape,
                       diagnostics=result.diagnostics, kinks=result.kinks)
     for k, array in enumerate(columns):
@@ -313,24 +320,28 @@ def terminal_plot(samples: Samples, width: int, height: int, color: bool) -> str
         raise UsageError("the terminal plot needs uniplot: pip install uniplot") from None
     series = _series(samples, MAX_TERMINAL_CURVES, "the terminal plot")
     lo, hi = window(samples)
-    xs, ys, labels = [], [], []
+    xs, ys, labels, missing = [], [], [], []
     for label, y in series:
         bx, by = broken(samples.x, y, lo, hi)
+        if not np.isfinite(by).any():  # uniplot cannot draw an empty series; say so instead
+            missing.append(label)
+            continue
         xs.append(bx)
         ys.append(by)
         labels.append(_shorten(label, max(16, width // 2 - 6)))  # two to a line
     options = dict(lines=True, legend_labels=labels, x_min=samples.axis.lo, x_max=samples.axis.hi,
                    y_min=lo, y_max=hi, line_length_hard_cap=width,
-                   color=TERMINAL_COLORS[:len(series)] if color else False,
+                   color=TERMINAL_COLORS[:len(ys)] if color else False,
                    character_set="block" if color else "ascii")
     # Frame, x labels and legend take the lines the plotting area does not;
     # the legend may wrap, so measure once and give back any excess.
     rows = max(3, height - 4)
     text = plot_to_string(ys, xs, width=max(10, width - 2), height=rows, **options)
-    excess = len(text.splitlines()) - height
+    excess = len(text.splitlines()) - height + len(missing)
     if excess > 0:
         text = plot_to_string(ys, xs, width=max(10, width - 2), height=max(3, rows - excess), **options)
-    return text
+    notes = "".join(f"\n{label}: not finite anywhere in this window" for label in missing)
+    return text + notes
 
 
 def _series(samples: Samples, limit: int, what: str) -> list[tuple[str, np.ndarray]]:
@@ -397,7 +408,10 @@ def write_figure(samples: Samples, path: str, *, width_inches: float = 7.0, heig
     axes.set_title(_shorten(" ".join(samples.source.split()), 80), fontsize="medium")
     axes.grid(True, linewidth=0.4, alpha=0.5)
     axes.legend(fontsize="small", loc="best")
-    figure.savefig(path, format=fmt, metadata=_reproducible(fmt))
+    try:
+        figure.savefig(path, format=fmt, metadata=_reproducible(fmt))
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _reproducible(fmt: str) -> dict:

@@ -107,10 +107,10 @@ class PointSource:
         self.keep = list(keep)
         self.keep_all = keep_all
         self.sniffed = False
-        lines = iter(stream)
-        first = next(lines, "")
-        while first is not None and first.strip() == "" and first != "":
-            first = next(lines, "")
+        lines = _readable(stream)
+        first, self.first_line = next(lines, ""), 1
+        while first.strip() == "" and first != "":  # blank lines before the data
+            first, self.first_line = next(lines, ""), self.first_line + 1
         if fmt is None:
             fmt = sniff(first)
             self.sniffed = True
@@ -122,8 +122,18 @@ class PointSource:
         if self.format in ("csv", "tsv"):
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
-            return _ObjectReader(self).chunks(_ndjson_records(self._lines))
-        return _ObjectReader(self).chunks(_json_array_records(self._lines))
+            return _ObjectReader(self).chunks(_ndjson_records(self._lines, self.first_line))
+        return _ObjectReader(self).chunks(_json_array_records(self._lines, self.first_line))
+
+
+def _readable(stream) -> Iterator[str]:
+    """The stream's lines; undecodable or truncated input becomes a DataError."""
+    try:
+        yield from stream
+    except UnicodeDecodeError as e:
+        raise DataError(f"the points are not UTF-8 text (byte {e.start} of a block: {e.reason})") from None
+    except (EOFError, OSError) as e:  # a truncated or corrupt .gz, an unreadable file
+        raise DataError(f"cannot read the points: {e}") from None
 
 
 # ---------------------------------------------------------------- CSV / TSV
@@ -176,7 +186,7 @@ class _DelimitedReader:
         self.keep_index = [self.columns.index(c) for c in source.keep]
 
     def chunks(self) -> Iterator[Chunk]:
-        line_number = 1
+        line_number = self.source.first_line
         pending: list[tuple[int, str]] = []
         for text in self.source._lines:
             line_number += 1
@@ -276,8 +286,8 @@ def _indexed_layout(name: str, found: dict[tuple, int]) -> tuple[tuple, list[int
 # ---------------------------------------------------------------- NDJSON / JSON
 
 
-def _ndjson_records(lines) -> Iterator[tuple[int, object]]:
-    for number, text in enumerate(lines, start=1):
+def _ndjson_records(lines, first_line: int = 1) -> Iterator[tuple[int, object]]:
+    for number, text in enumerate(lines, start=first_line):
         if not text.strip():
             continue
         try:
@@ -286,10 +296,10 @@ def _ndjson_records(lines) -> Iterator[tuple[int, object]]:
             yield number, _Bad(f"not valid JSON ({e.msg} at column {e.colno})")
 
 
-def _json_array_records(lines, block: int = 1 << 20) -> Iterator[tuple[int, object]]:
+def _json_array_records(lines, first_line: int = 1, block: int = 1 << 20) -> Iterator[tuple[int, object]]:
     """The objects of one JSON array, decoded one at a time from a text stream."""
     decoder = json.JSONDecoder()
-    buffer, pos, line, exhausted = "", 0, 1, False
+    buffer, pos, line, exhausted = "", 0, first_line, False
     chars = _text_blocks(lines, block)
 
     def fill():
@@ -380,7 +390,8 @@ class _ObjectReader:
             if name in obj:
                 record[name] = _json_value(name, obj[name], self.source.shapes)
             elif name in self.source.defaults:
-                record[name] = self.source.defaults[name]
+                default = np.asarray(self.source.defaults[name], dtype=np.float64)
+                record[name] = _check_shape(name, default, default.shape, self.source.shapes)
             else:
                 raise _Bad(f"no value for '{name}'")
         return record

@@ -308,3 +308,42 @@ def test_the_cli_offers_every_input_format_points_reads():
     from diffcli.points import FORMATS
 
     assert tuple(cli_module.INPUT_FORMATS) == FORMATS
+
+
+def test_one_point_in_csv_for_every_kind_of_result():
+    assert run("hess", "x*y", "--at", "x=1,y=2", "--csv").stdout.splitlines() == [
+        "value,d2/dxdx,d2/dxdy,d2/dydx,d2/dydy", "2.0,0.0,1.0,1.0,0.0"]
+    assert run("grad", "x^3", "--at", "x=2", "--order", "2", "--csv").stdout.splitlines() == [
+        "value,d2/dxdx", "8.0,12.0"]
+    assert run("jvp", "[x*y, y]", "--at", "x=1,y=2", "--tangent", "x=1", "--csv").stdout.splitlines() == [
+        "value[0],value[1],jvp[0],jvp[1]", "2.0,2.0,2.0,0.0"]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"x\n1\n\xff\xfe\n", "not UTF-8"),
+    (lambda: (lambda data: data[:len(data) // 2])(gzip.compress(
+        ("x\n" + "".join(f"{v!r}\n" for v in np.random.default_rng(0).uniform(size=20_000))).encode())),
+     "cannot read the points"),
+])
+def test_unreadable_points_are_bad_data_not_a_crash(tmp_path, content, message):
+    content = content() if callable(content) else content  # a truncated .gz, made at run time
+    path = tmp_path / ("p.csv.gz" if content[:2] == b"\x1f\x8b" else "p.csv")
+    path.write_bytes(content)
+    result = CliRunner().invoke(cli, ["eval", "x", "--points", str(path), "-q"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 3 and message in result.stderr
+
+
+def test_a_default_of_another_shape_is_a_bad_record(tmp_path):
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1}\n{}\n')
+    result = run("eval", "x * 2", "--points", str(path), "--at", "x=[1, 2]", "--skip-bad", "--nl")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout.splitlines()[1])["line"] == 2
+
+
+def test_line_numbers_count_leading_blank_lines(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("\n\nx\n1\nbad\n")
+    result = run("eval", "x", "--points", str(path), "-q")
+    assert result.exit_code == 3 and "line 5: x: 'bad' is not a number" in result.stderr

@@ -271,3 +271,23 @@ def test_a_pole_is_reported_and_drawn_without_failing():
                  "--color", "never")
     assert result.exit_code == 0
     assert "warning: div produced inf" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["log(x)", "--over", "x=-2:-1", "--order", "1", "--format", "csv", "--at", "y=1"], None),
+    (["sqrt(-1 - x*x)", "--over", "x=-2:-1", "--width", "60", "--height", "15"], "nothing to draw"),
+    (["x", "--over", "x=0:5e-324"], "too wide or too narrow"),
+    (["x", "--over", "x=-1e308:1e308"], "too wide or too narrow"),
+    (["x", "--over", "x=0:1", "--output", "/nonexistent/dir/a.svg"], "cannot write /nonexistent/dir/a.svg"),
+])
+def test_plot_edge_cases_give_messages_not_tracebacks(args, message):
+    result = run(*args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if message:
+        assert result.exit_code == 2 and message in result.stderr
+
+
+def test_a_curve_with_no_finite_sample_is_named_instead_of_drawn():
+    result = run("log(x)", "--over", "x=-2:-1", "--width", "60", "--height", "15", "--color", "never")
+    assert result.exit_code == 0
+    assert result.stdout.rstrip().splitlines()[-1] == "f(x) = log(x): not finite anywhere in this window"
