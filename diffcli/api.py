@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from collections import namedtuple
 from contextlib import contextmanager
@@ -119,6 +120,8 @@ class Function:
         with _collector_paused():
             self.program: Program = parse(source)
         self._bindings: dict[tuple, _Binding] = {}
+        # Building graphs and plans mutates them; threads sharing a Function take turns.
+        self._lock = threading.RLock()
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -216,19 +219,20 @@ class Function:
         names = self._check_wrt(wrt)
         if kind in ("gradient", "hessian"):
             _require_scalar(out.shape, "grad" if kind == "gradient" else "hess")
-        if kind == "derivative":
-            if len(names) != 1:
-                raise UsageError("--order needs one --wrt variable")
-            node, x = out, binding.by_name[names[0]]
-            for _ in range(order):
-                node = autodiff.jacobian_node(graph, node, x)
-            nodes = {names[0]: node}
-        elif kind == "hessian":
-            gradient = dict(zip(names, binding.gradient(names)))
-            nodes = {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
-                     for a in names}
-        else:
-            nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+        if kind == "derivative" and len(names) != 1:
+            raise UsageError("--order needs one --wrt variable")
+        with binding.lock, _collector_paused():
+            if kind == "derivative":
+                node, x = out, binding.by_name[names[0]]
+                for _ in range(order):
+                    node = autodiff.jacobian_node(graph, node, x)
+                nodes = {names[0]: node}
+            elif kind == "hessian":
+                gradient = dict(zip(names, binding.gradient(names)))
+                nodes = {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
+                         for a in names}
+            else:
+                nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
         from .formula import formula  # only --symbolic needs it
 
         reserved = self.variables
@@ -243,8 +247,9 @@ class Function:
         binding = self._binding({n: a.shape for n, a in arrays.items()})
         _require_scalar(binding.output.shape, "the backward-pass table")
         graph = binding.graph
-        order = topological_order([binding.output])
-        adjoints = autodiff.adjoint_nodes(graph, [(binding.output, graph.const(1.0))], binding.inputs)
+        order = binding.forward_order()
+        with binding.lock:
+            adjoints = autodiff.adjoint_nodes(graph, [(binding.output, graph.const(1.0))], binding.inputs)
         with_adjoint = [n for n in order if n.id in adjoints]
         plan = Plan(order + [adjoints[n.id] for n in with_adjoint], binding.inputs)
         outputs = plan.run([arrays[n] for n in self.variables])
@@ -318,15 +323,17 @@ class Function:
         key = tuple(sorted(shapes.items()))
         binding = self._bindings.get(key)
         if binding is None:
-            with _collector_paused():
-                binding = self._bindings[key] = _Binding(self.program, shapes)
+            with self._lock, _collector_paused():
+                binding = self._bindings.get(key) or _Binding(self.program, shapes, self._lock)
+                self._bindings[key] = binding
         return binding
 
 
 class _Binding:
     """The graph of one expression at one set of variable shapes, with its plans."""
 
-    def __init__(self, program: Program, shapes: dict[str, tuple]):
+    def __init__(self, program: Program, shapes: dict[str, tuple], lock):
+        self.lock = lock
         self.graph = Graph()
         self.output = program.build(self.graph, shapes)
         self.forward_diagnostics = list(self.graph.diagnostics)
@@ -338,10 +345,12 @@ class _Binding:
 
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
         key = request.key() + (kink_nan,)
-        if key not in self._plans:
-            with _collector_paused():
-                self._plans[key] = self._compile(request, kink_nan)
-        return self._plans[key]
+        compiled = self._plans.get(key)
+        if compiled is None:
+            with self.lock, _collector_paused():
+                compiled = self._plans.get(key) or self._compile(request, kink_nan)
+                self._plans[key] = compiled
+        return compiled
 
     def _compile(self, request: _Request, kink_nan: bool) -> _Compiled:
         before = len(self.graph.diagnostics)
@@ -492,7 +501,7 @@ class _Jacobian(_Vjp):
 
     def check(self, out_shape, shapes, batch):
         rows = _size(out_shape)
-        _check_size(rows * _size(batch) * sum(_size(shapes[n]) for n in self.wrt), "the Jacobian",
+        _refuse_oversized(rows * _size(batch) * sum(_size(shapes[n]) for n in self.wrt), "the Jacobian",
                     "use vjp with a seed, or grad of a scalar, instead")
 
     def inputs(self, binding, shapes, batch):
@@ -517,7 +526,7 @@ class _Hessian(_Request):
     def check(self, out_shape, shapes, batch):
         _require_scalar(out_shape, "hess")
         total = sum(_size(shapes[n]) for n in self.wrt)
-        _check_size(total * total * _size(batch), "the Hessian", "use hvp with a tangent instead")
+        _refuse_oversized(total * total * _size(batch), "the Hessian", "use hvp with a tangent instead")
 
     def build(self, binding):
         outputs, seeds = [], []
@@ -555,7 +564,7 @@ class _Derivative(_Request):
 
     def check(self, out_shape, shapes, batch):
         entries = _size(out_shape) * _size(shapes[self.name]) ** self.order * _size(batch)
-        _check_size(entries, f"the order-{self.order} derivative", "lower the order")
+        _refuse_oversized(entries, f"the order-{self.order} derivative", "lower the order")
 
     def build(self, binding):
         x = binding.by_name[self.name]
@@ -703,7 +712,7 @@ def _size(shape) -> int:
     return math.prod(shape)
 
 
-def _check_size(entries: int, what: str, advice: str) -> None:
+def _refuse_oversized(entries: int, what: str, advice: str) -> None:
     """Refuse, before allocating, a result that would not fit in memory."""
     if entries * 8 > MAX_RESULT_BYTES:
         raise UsageError(f"{what} would have {entries:,} entries ({entries * 8 / 2**30:.1f} GiB); "
