@@ -69,3 +69,19 @@ def test_no_eval_or_exec_of_user_text_anywhere_in_the_package():
         text = path.read_text()
         assert not re.search(r"(?<!def )(?<![\w.])(eval|exec)\(", text), path
         assert "__import__" not in text, path
+
+
+def test_threads_can_share_a_function():
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = diffcli.compile("sum(sin(x) * x^2)")
+
+    def gradient(n):
+        x = np.linspace(-1, 1, n)
+        return n, f.grad(x=x)["x"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(gradient, [2, 3, 4, 5] * 8))
+    for n, g in results:
+        x = np.linspace(-1, 1, n)
+        np.testing.assert_allclose(g, np.cos(x) * x**2 + 2 * x * np.sin(x), rtol=1e-14, atol=1e-15)
