@@ -52,7 +52,8 @@ from .render import (
 
 EPILOG = """\b
 EXIT STATUS
-  0  success (warnings, if any, went to stderr)
+  0  success (warnings, if any, went to stderr; also when the reader
+     of stdout went away, as with | head)
   1  a check you asked for failed
   2  usage, expression or shape error
   3  bad input data
@@ -73,6 +74,12 @@ def cli():
     diffcli grad 'cos(x) + sin(x)' --at x=2
     diffcli jac 'x**2' --at 'x=[1, 2, -2]'
     diffcli vjp 'x**2' --at 'x=[1, 2, -2]' --seed '[1, 0.8, 0.6]'
+    diffcli hess 'x * sin(y)' --at x=1,y=2
+    diffcli grad 'x*y' --points points.csv --csv
+    diffcli plot 'sin(x)' --over x=-3:3 --order 2
+
+    \b
+    Shell completion: eval "$(_DIFFCLI_COMPLETE=bash_source diffcli)"
     """
 
 
