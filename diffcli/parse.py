@@ -144,7 +144,7 @@ def grammar_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic",
                 transformer=_Callbacks(), postlex=_NewlinesInBrackets(), maybe_placeholders=True,
                 cache=True)
 
