@@ -21,7 +21,7 @@ import numpy as np
 from .api import Function, constant
 from .errors import DiffcliError, Diagnostic, UsageError
 from .ops import describe
-from .render import component_labels, format_number, plain_number, to_json_value
+from .render import component_labels, format_number, plain_number, quote_cell, to_json_value
 
 MAX_POINTS = 1_000_000
 MAX_TERMINAL_CURVES = 6  # uniplot has six colours and six ASCII marks; more would repeat
@@ -431,7 +431,7 @@ def csv_text(samples: Samples) -> str:
     """x, value, d/dx, d2/dxdx, ... one sample per row (column names as in
     `grad --order N --csv`); non-finite numbers as nan, inf, -inf."""
     labels, matrix = data_columns(samples)
-    rows = [",".join(_quote(label) for label in labels)]
+    rows = [",".join(quote_cell(label) for label in labels)]
     rows += [",".join(plain_number(v) for v in row) for row in matrix.tolist()]
     return "\n".join(rows) + "\n"
 
@@ -461,5 +461,3 @@ def has_nonfinite(samples: Samples) -> bool:
     return not all(np.all(np.isfinite(c.y)) for c in samples.curves)
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text

@@ -302,6 +302,13 @@ def _per_point_json(array) -> list[str]:
     return [_json_text(r) for r in rows]
 
 
+def quote_cell(text: str, delimiter: str = ",") -> str:
+    """A CSV/TSV cell: quoted (with doubled quotes) only when it must be."""
+    if delimiter in text or '"' in text or "\n" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 class DelimitedWriter(Writer):
     """CSV or TSV with one header row; non-finite numbers as nan, inf, -inf."""
 
@@ -330,9 +337,7 @@ class DelimitedWriter(Writer):
         return self.delimiter.join(self._quote(c) for c in cells) + "\n"
 
     def _quote(self, text: str) -> str:
-        if self.delimiter in text or '"' in text or "\n" in text:
-            return '"' + text.replace('"', '""') + '"'
-        return text
+        return quote_cell(text, self.delimiter)
 
 
 class QuietWriter(Writer):
