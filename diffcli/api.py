@@ -731,6 +731,10 @@ def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
 def _unstack_rows(d, levels: list[tuple], batch: tuple, var_shape: tuple) -> np.ndarray:
     """Seed axes (innermost level last in front) to batch + level shapes + var shape."""
     sizes = [_size(s) for s in levels]
+    d = np.asarray(d)
+    if not batch and len(levels) == 1 and d.shape == (sizes[0],) + var_shape and d.flags.writeable \
+            and d.flags.owndata:  # already laid out as rows: nothing to move or copy
+        return d.reshape(levels[0] + var_shape)
     full = np.broadcast_to(d, tuple(reversed(sizes)) + batch + var_shape)
     k = len(levels)
     # axes: (m_k-1, ..., m_0, batch..., var) -> (batch..., m_0, ..., m_k-1, var)
