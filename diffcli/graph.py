@@ -24,7 +24,8 @@ MAX_VALUE_BYTES = 1 << 30
 
 
 class Node:
-    __slots__ = ("args", "attr", "graph", "id", "op", "origin", "scalar", "shape", "size", "span", "value")
+    __slots__ = ("args", "attr", "graph", "id", "op", "origin", "scalar", "shape", "size", "span", "uniform",
+                 "value")
 
     def __init__(self, graph, op, args, attr, shape, span, origin=None, value=None):
         self.graph = graph
@@ -39,6 +40,9 @@ class Node:
         self.size = math.prod(shape)
         # A constant with one element, as a float: the simplifier's quick test.
         self.scalar = float(value.ravel()[0]) if value is not None and value.size == 1 else None
+        # A constant whose entries are all one number (not nan): broadcasting ops may
+        # use the number instead, which gives the same results with less to read.
+        self.uniform = self.scalar if value is None or value.size <= 1 else _uniform(value)
 
     def __repr__(self):
         return f"<{self.op}#{self.id} {self.shape}>"
@@ -149,6 +153,7 @@ class Graph:
         if len(shape) > 1 or shape and shape[0] > 1 << 20:
             _check_size(name, shape, span)
         if op.broadcasting:
+            args = self._uniform_as_scalar(args, shape)
             rank = len(shape)
             for a in args:
                 if len(a.shape) != rank:
@@ -171,6 +176,18 @@ class Graph:
         if node is None:
             node = self._add(key, Node(self, name, args, attr, shape, span, self._origin))
         return node
+
+    def _uniform_as_scalar(self, args, shape):
+        """A constant like [2, 2, 2] beside an operand that has the result's shape
+        anyway is just the number 2 (then x*1, -(a*c) and friends apply)."""
+        if len(args) < 2:
+            return args
+        for i, a in enumerate(args):
+            if a.op == "const" and a.size > 1 and a.uniform is not None:
+                others = [b.shape for j, b in enumerate(args) if j != i]
+                if broadcast_shapes(others) == shape:
+                    args = args[:i] + (self.const(a.uniform),) + args[i + 1:]
+        return args
 
     def _as_node(self, value) -> Node:
         """A Node for a Node, a Masked cotangent (its node) or a number (a constant)."""
@@ -215,6 +232,11 @@ class Graph:
             self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value,
                                                          [a.value for a in args], span))
         return self.const(value)
+
+
+def _uniform(array: np.ndarray) -> float | None:
+    first = float(array.flat[0])
+    return first if first == first and bool((array == first).all()) else None
 
 
 def _finite(array: np.ndarray) -> bool:
