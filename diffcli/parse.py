@@ -9,6 +9,7 @@ rewritten into one sentence plus a caret under the offending column.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -200,15 +201,18 @@ def _at(pos):
     return (pos, pos + 1)
 
 
+_BRACKETS_AND_COMMENTS = re.compile(r"[()\[\]]|#[^\n]*")
+
+
 def _check_brackets(text: str) -> None:
+    """Unbalanced brackets, found before parsing so the message can point at the
+    opener that is never closed. Only brackets and comments are visited."""
     stack: list[int] = []
-    in_comment = False
-    for pos, ch in enumerate(text):
-        if in_comment:
-            in_comment = ch != "\n"
-        elif ch == "#":
-            in_comment = True
-        elif ch in OPENERS:
+    for match in _BRACKETS_AND_COMMENTS.finditer(text):
+        ch, pos = match.group()[0], match.start()
+        if ch == "#":
+            continue
+        if ch in OPENERS:
             stack.append(pos)
             if len(stack) > MAX_DEPTH:
                 raise ExpressionError(f"brackets nest more than {MAX_DEPTH:,} levels deep; diffcli "
