@@ -186,12 +186,11 @@ def _peer_elementwise(table, make, args, nargs):
     if autograd is None:
         table.missing("HIPS autograd", "not installed")
     else:
-        anp = importlib_numpy(autograd)
+        anp = autograd_numpy()
         f = make(anp)
         grads = [autograd.elementwise_grad(f, i) for i in range(nargs)]
-        table.row("HIPS autograd (elementwise_grad)", lambda: [f(*args)] + [g(*args) for g in grads])
-        table.rows[-1] = table.rows[-1][:2] + (max_rel_err(
-            [f(*args)] + [g(*args) for g in grads], table.reference), "")
+        table.row("HIPS autograd (elementwise_grad)", lambda: [f(*args)] + [g(*args) for g in grads],
+                  lambda r: r)
     sympy = peers.load("sympy")
     if sympy is None:
         table.missing("sympy", "not installed")
@@ -207,7 +206,7 @@ def _sympy_t1(sympy, x):
     return sympy.sin(x) * sympy.exp(-x * x / 2) + sympy.log(1 + x * x) + sympy.tanh(x) ** 2
 
 
-def importlib_numpy(autograd):
+def autograd_numpy():
     import autograd.numpy as anp
     return anp
 
@@ -267,7 +266,7 @@ def _peer_gradients(table, x, batched):
     if autograd is None:
         table.missing("HIPS autograd", "not installed")
     else:
-        anp = importlib_numpy(autograd)
+        anp = autograd_numpy()
         f = peers.rosenbrock(anp)
         g = autograd.grad(lambda v: anp.sum(f(v)))
         table.row("HIPS autograd", lambda: g(x), lambda r: r)
@@ -308,7 +307,7 @@ def task_t4():
     if autograd is None:
         table.missing("HIPS autograd", "not installed")
     else:
-        anp = importlib_numpy(autograd)
+        anp = autograd_numpy()
         jf = autograd.jacobian(lambda v: anp.cumsum(anp.sin(v)) * v)
         table.row("HIPS autograd jacobian", lambda: jf(x), lambda r: r)
     table.print()
@@ -352,7 +351,7 @@ def task_t5():
     if autograd is None:
         table.missing("HIPS autograd", "not installed")
     else:
-        anp = importlib_numpy(autograd)
+        anp = autograd_numpy()
         hf = autograd.hessian(peers.rosenbrock(anp))
         table.row("HIPS autograd hessian", lambda: hf(x), lambda r: r)
     table.print()

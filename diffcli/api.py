@@ -452,14 +452,18 @@ class _Value(_Request):
     pass
 
 
-class _Gradient(_Request):
-    kind = "gradient"
+class _ByVariables(_Request):
+    """A request for derivatives with respect to the variables named in wrt."""
 
     def __init__(self, wrt):
         self.wrt = wrt
 
     def key(self):
         return (self.kind, tuple(self.wrt))
+
+
+class _Gradient(_ByVariables):
+    kind = "gradient"
 
     def check(self, out_shape, shapes, batch):
         _require_scalar(out_shape, "grad")
@@ -512,16 +516,10 @@ class _Jacobian(_Vjp):
                               for n, d in zip(self.wrt, outputs)}
 
 
-class _Hessian(_Request):
+class _Hessian(_ByVariables):
     """Rows of each block d(grad_a)/d(b), with identity seeds of a's shape."""
 
     kind = "hessian"
-
-    def __init__(self, wrt):
-        self.wrt = wrt
-
-    def key(self):
-        return (self.kind, tuple(self.wrt))
 
     def check(self, out_shape, shapes, batch):
         _require_scalar(out_shape, "hess")
