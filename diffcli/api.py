@@ -272,8 +272,16 @@ class Function:
         request.check(binding.output.shape, shapes, batch)
         compiled = binding.plan(request, self.kink == "nan")
         plan, diagnostics = compiled.plan, compiled.diagnostics
+        request.may_compress = self.kink != "nan"
         inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
         outputs = plan.run_batched(inputs, batch)
+        if request.compressed and not _all_finite(outputs[1:1 + compiled.derivative_count]):
+            # Shared seeds add rows together, so a nan in an entry that cannot
+            # depend on the variables (0 * inf) would land in another row's entry:
+            # again with a seed per row, so that it shows where it arose.
+            request.may_compress = False
+            inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
+            outputs = plan.run_batched(inputs, batch)
         value = _materialise(outputs[0], batch + binding.output.shape)
         result = Result(value, request.kind, shapes=shapes)
         derivatives = outputs[1:1 + compiled.derivative_count]
@@ -341,6 +349,7 @@ class _Binding:
         self.by_name = dict(zip(program.variables, self.inputs))
         self._plans: dict[tuple, tuple[Plan, list[Diagnostic]]] = {}
         self._gradients: dict[tuple, list[Node]] = {}
+        self._compressions: dict[tuple, list] = {}
         self._forward_order: list[Node] | None = None
 
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
@@ -395,6 +404,21 @@ class _Binding:
         # '$' cannot start an identifier, so these never clash with a user's variable.
         return self.graph.var("$" + name, shape)
 
+    def row_compression(self, rows_of: list[Node], wrt: list[str]) -> list:
+        """For the derivative rows of each node in rows_of (against the variables
+        in wrt): a sparsity.Compression when rows can share seeds, else None. Found
+        once per binding."""
+        key = (tuple(n.id for n in rows_of), tuple(wrt))
+        found = self._compressions.get(key)
+        if found is None:
+            with self.lock, _collector_paused():
+                from . import sparsity  # only Jacobians and Hessians need it
+
+                patterns = sparsity.dependency(rows_of, [self.by_name[n] for n in wrt])
+                found = [None] * len(rows_of) if patterns is None else [sparsity.compress_rows(p) for p in patterns]
+                self._compressions[key] = found
+        return found
+
     def gradient(self, wrt: list[str]) -> list[Node]:
         """d output / d w for a scalar output, built once and shared between requests."""
         key = (tuple(wrt), self.graph.kink_nan)
@@ -431,6 +455,8 @@ def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
 
 class _Request:
     kind = "value"
+    may_compress = False  # whether rows with no column in common may share a seed (set per run)
+    compressed = False  # whether the last inputs() did so
 
     def key(self) -> tuple:
         return (self.kind,)
@@ -509,11 +535,12 @@ class _Jacobian(_Vjp):
                     "use vjp with a seed, or grad of a scalar, instead")
 
     def inputs(self, binding, shapes, batch):
-        return [_identity_seed(binding.output.shape, len(batch))]
+        self.compression = _compression(self, binding, [binding.output])[0]
+        return [_row_seed(self.compression, binding.output.shape, len(batch))]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
-        result.derivatives = {n: _unstack_rows(d, [out_shape], batch, shapes[n])
-                              for n, d in zip(self.wrt, outputs)}
+        result.derivatives = {n: _rows(d, self.compression, offset, out_shape, batch, shapes[n])
+                              for n, d, offset in zip(self.wrt, outputs, _offsets(self.wrt, shapes))}
 
 
 class _Hessian(_ByVariables):
@@ -537,12 +564,14 @@ class _Hessian(_ByVariables):
         return outputs, seeds
 
     def inputs(self, binding, shapes, batch):
-        return [_identity_seed(shapes[n], len(batch)) for n in self.wrt]
+        self.compression = _compression(self, binding, binding.gradient(self.wrt))
+        return [_row_seed(c, shapes[n], len(batch)) for n, c in zip(self.wrt, self.compression)]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
         k = len(self.wrt)
+        offsets = _offsets(self.wrt, shapes)
         result.derivatives = {
-            a: {b: _unstack_rows(outputs[i * k + j], [shapes[a]], batch, shapes[b])
+            a: {b: _rows(outputs[i * k + j], self.compression[i], offsets[j], shapes[a], batch, shapes[b])
                 for j, b in enumerate(self.wrt)}
             for i, a in enumerate(self.wrt)}
 
@@ -724,6 +753,40 @@ def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
     seed = np.eye(m).reshape((m,) + (1,) * batch_ndim + shape)
     seed.flags.writeable = False
     return seed
+
+
+def _compression(request, binding, rows_of: list[Node]) -> list:
+    """The row compression for rows_of when the request may use one (sets request.compressed)."""
+    found = binding.row_compression(rows_of, request.wrt) if request.may_compress else [None] * len(rows_of)
+    request.compressed = any(c is not None for c in found)
+    return found
+
+
+def _row_seed(compression, shape: tuple, batch_ndim: int) -> np.ndarray:
+    if compression is None:
+        return _identity_seed(shape, batch_ndim)
+    from .sparsity import compressed_seed
+
+    return compressed_seed(compression, shape, batch_ndim)
+
+
+def _rows(d, compression, column_offset: int, row_shape: tuple, batch: tuple, column_shape: tuple) -> np.ndarray:
+    """A derivative block laid out as batch + row_shape + column_shape, from its
+    rows on the leading axis (a seed each, or shared seeds to be spread back)."""
+    if compression is None:
+        return _unstack_rows(d, [row_shape], batch, column_shape)
+    from .sparsity import decompress
+
+    return decompress(np.asarray(d), compression, column_offset, batch, row_shape, column_shape)
+
+
+def _offsets(names, shapes) -> list[int]:
+    """Where each variable's entries start among all of them, flattened in order."""
+    offsets, start = [], 0
+    for name in names:
+        offsets.append(start)
+        start += _size(shapes[name])
+    return offsets
 
 
 def _unstack_rows(d, levels: list[tuple], batch: tuple, var_shape: tuple) -> np.ndarray:

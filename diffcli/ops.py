@@ -42,7 +42,12 @@ def defop(name, kernel, vjp, shape=None, broadcasting=False):
 
 
 def elementwise(f):
-    return lambda node: f
+    """A kernel factory for an operation that maps entry to entry (with broadcasting);
+    marked, since sparsity.py relies on it."""
+    def kernel(node):
+        return f
+    kernel.elementwise = True
+    return kernel
 
 
 def value_axes(shape) -> tuple[int, ...]:
@@ -349,6 +354,9 @@ def _pow_kernel(node):
     return np.power
 
 
+_pow_kernel.elementwise = True
+
+
 def _of_first(ufunc):
     """A binary kernel that is a ufunc of its first argument alone (marked so the
     evaluator may hand that ufunc an output buffer)."""
@@ -513,6 +521,9 @@ defop("broadcast_to", _broadcast_to_kernel,
 defop("sum_to", _sum_to_kernel,
       lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape)
 
+
+# Operations whose derivative is 0 wherever it exists.
+ZERO_DERIVATIVE = frozenset(name for name, op in OPS.items() if op.vjp is _no_derivative)
 
 # ---------------------------------------------------------------- kinks
 #

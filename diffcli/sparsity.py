@@ -1,0 +1,183 @@
+"""Which entries of a Jacobian or Hessian can be nonzero, and seeds that share rows.
+
+Rows of a derivative are computed in one batched pass, one identity seed per
+row. Two rows that have no nonzero column in common can share a seed (the sum
+of their unit vectors): each column of the combined result then belongs to the
+one row that can be nonzero there (Curtis, Powell and Reid's compression, with
+greedy colouring). A banded Hessian such as Rosenbrock's needs 3 seeds where
+the identity needs n; an elementwise function's diagonal Jacobian needs 1.
+
+The pattern is structural, found once per graph: for each node, a boolean
+matrix saying which input entries each of its entries can depend on. An
+elementwise operation maps entry to entry (with broadcasting); an operation
+with derivative 0 (comparisons, floor, sign) passes on nothing; every other
+operation is probed with its own kernel, one nan per input entry on a leading
+axis, since each of them carries a nan from an entry to every entry that reads
+it. An operation not known to do that is taken as dense, which is never wrong,
+only slower.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from .graph import Node, topological_order
+from .ops import OPS, ZERO_DERIVATIVE
+
+# Beyond this many booleans in flight, the pattern is not worth finding (identity seeds are used).
+MAX_PATTERN_CELLS = 1 << 25
+# The colouring compares every pair of rows: at most this many rows.
+MAX_ROWS = 4096
+
+# Operations whose kernels propagate a nan from an input entry to exactly the
+# output entries that read it (at generic positive values, which these are fed).
+_NAN_FAITHFUL = {"sum", "max", "min", "norm", "logsumexp", "softmax", "cumsum", "cumprod", "linscan", "matmul",
+                 "transpose", "trace", "stack", "index", "scatter", "reshape", "broadcast_to", "sum_to"}
+
+# rows: the number of rows; colour: each row's seed; count: how many seeds;
+# rows_at, columns_at: the entries that can be nonzero (row, flat column);
+# cache: seeds and index maps already made, by layout.
+Compression = namedtuple("Compression", "rows colour count rows_at columns_at cache")
+
+
+def dependency(outputs: list[Node], inputs: list[Node]) -> list[np.ndarray] | None:
+    """For each output, a boolean (output size, total input size) matrix: which
+    entries of the inputs (flattened, one after another) each output entry can
+    depend on. None when that would hold more than MAX_PATTERN_CELLS booleans."""
+    columns = sum(n.size for n in inputs)
+    order = topological_order(outputs)
+    if columns == 0 or sum(n.size for n in order) * columns > MAX_PATTERN_CELLS:
+        return None
+    offsets, start = {}, 0
+    for node in inputs:
+        offsets[node.id] = start
+        start += node.size
+    patterns: dict[int, np.ndarray | None] = {}
+    for node in order:
+        if node.id in offsets:
+            pattern = np.zeros((node.size, columns), dtype=bool)
+            pattern[:, offsets[node.id]:offsets[node.id] + node.size] = np.eye(node.size, dtype=bool)
+        elif node.op in ("const", "var") or node.op in ZERO_DERIVATIVE:
+            pattern = None
+        else:
+            pattern = _propagate(node, [patterns[a.id] for a in node.args], columns)
+        patterns[node.id] = pattern
+    return [np.zeros((n.size, columns), dtype=bool) if patterns[n.id] is None else patterns[n.id]
+            for n in outputs]
+
+
+def _propagate(node: Node, argument_patterns: list, columns: int) -> np.ndarray | None:
+    if all(p is None for p in argument_patterns):
+        return None
+    if getattr(OPS[node.op].kernel, "elementwise", False):
+        return _elementwise(node, argument_patterns, columns)
+    if node.op in _NAN_FAITHFUL:
+        try:
+            return _probed(node, argument_patterns, columns)
+        except (ValueError, TypeError, IndexError):
+            pass  # a kernel that cannot take the probe: dense below
+    union = np.zeros(columns, dtype=bool)
+    for p in argument_patterns:
+        if p is not None:
+            union |= p.any(axis=0)
+    return np.broadcast_to(union, (node.size, columns))
+
+
+def _elementwise(node, argument_patterns, columns):
+    out = np.zeros((node.size, columns), dtype=bool)
+    for arg, p in zip(node.args, argument_patterns):
+        if p is not None:
+            source = np.broadcast_to(np.arange(arg.size).reshape(arg.shape), node.shape).ravel()
+            out |= p[source]
+    return out
+
+
+def _probed(node, argument_patterns, columns):
+    """out entry i reads arg entry j exactly when a nan put at j (on probe row j)
+    comes out at i."""
+    generic = [np.random.default_rng(k).uniform(0.5, 1.5, a.shape) for k, a in enumerate(node.args)]
+    kernel = OPS[node.op].kernel(node)
+    out = np.zeros((node.size, columns), dtype=bool)
+    for k, (arg, p) in enumerate(zip(node.args, argument_patterns)):
+        if p is None:
+            continue
+        rows = arg.size
+        probe = np.repeat(generic[k].reshape(1, -1), rows, axis=0)
+        probe[np.arange(rows), np.arange(rows)] = np.nan
+        values = [np.broadcast_to(g, (rows,) + a.shape) for g, a in zip(generic, node.args)]
+        values[k] = probe.reshape((rows,) + arg.shape)
+        with np.errstate(all="ignore"):
+            result = np.broadcast_to(kernel(*values), (rows,) + node.shape)
+        reads = np.isnan(result).reshape(rows, node.size).T  # (out entries, arg entries)
+        out |= (reads.astype(np.float32) @ p.astype(np.float32)) > 0
+    return out
+
+
+def compress_rows(pattern: np.ndarray) -> Compression | None:
+    """A greedy colouring of the rows of pattern: rows with no column in common
+    share a colour. None when it would save nothing or the pattern is too big."""
+    rows = pattern.shape[0]
+    if rows < 2 or rows > MAX_ROWS:
+        return None
+    dense = pattern.astype(np.float32)
+    clash = (dense @ dense.T) > 0
+    colour = np.full(rows, -1, dtype=np.intp)
+    for i in range(rows):
+        taken = colour[:i][clash[i, :i]]
+        free = np.ones(len(taken) + 1, dtype=bool)
+        free[taken[taken <= len(taken)]] = False
+        colour[i] = int(np.argmax(free))
+    count = int(colour.max()) + 1
+    if count >= rows:
+        return None
+    rows_at, columns_at = np.nonzero(pattern)
+    return Compression(rows, colour, count, rows_at, columns_at, {})
+
+
+def compressed_seed(compression: Compression, shape: tuple, batch_ndim: int) -> np.ndarray:
+    """The seeds, one per colour, on a leading axis (like identity rows); read-only, made once."""
+    key = ("seed", shape, batch_ndim)
+    seed = compression.cache.get(key)
+    if seed is None:
+        seed = np.zeros((compression.count, compression.rows))
+        seed[compression.colour, np.arange(compression.rows)] = 1.0
+        seed = seed.reshape((compression.count,) + (1,) * batch_ndim + shape)
+        seed.flags.writeable = False
+        compression.cache[key] = seed
+    return seed
+
+
+def decompress(d: np.ndarray, compression: Compression, column_offset: int, batch: tuple,
+               row_shape: tuple, column_shape: tuple) -> np.ndarray:
+    """batch + row_shape + column_shape, from compressed rows d (colours on the
+    leading axis, then batch, then column_shape): every entry that can be nonzero
+    read from its row's colour, the rest exactly 0."""
+    columns, points = math.prod(column_shape), math.prod(batch)
+    source, target = _index_maps(compression, column_offset, columns)
+    laid_out = (compression.count,) + batch + column_shape
+    if d.shape != laid_out:
+        d = np.broadcast_to(d, laid_out)
+    d = d.reshape(compression.count, points, columns)
+    if points == 1:
+        full = np.zeros(compression.rows * columns)
+        full[target] = d.reshape(-1)[source]
+    else:  # points first, then each point's colours x columns
+        full = np.zeros((points, compression.rows * columns))
+        full[:, target] = np.moveaxis(d, 1, 0).reshape(points, -1)[:, source]
+    return full.reshape(batch + row_shape + column_shape)
+
+
+def _index_maps(compression: Compression, column_offset: int, columns: int):
+    """Flat positions of the entries that can be nonzero, in the compressed rows
+    (colour, column) and in the full block (row, column)."""
+    key = ("maps", column_offset, columns)
+    maps = compression.cache.get(key)
+    if maps is None:
+        keep = (compression.columns_at >= column_offset) & (compression.columns_at < column_offset + columns)
+        rows_at, columns_at = compression.rows_at[keep], compression.columns_at[keep] - column_offset
+        maps = (compression.colour[rows_at] * columns + columns_at, rows_at * columns + columns_at)
+        compression.cache[key] = maps
+    return maps
