@@ -10,17 +10,29 @@ rewritten into one sentence plus a caret under the offending column.
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .errors import ExpressionError, ShapeError
 from .functions import CONSTANTS, FUNCTIONS, arity_text
 from .graph import Graph, Node
 from .ops import describe
+
+# lark imports the PyPI `regex` module whenever it is installed, though diffcli
+# never asks for it (the grammar is ASCII and Lark(regex=False)): 14 ms of
+# start-up where it is. Hidden from lark's import only, then left as it was.
+_regex_hidden = "regex" not in sys.modules
+if _regex_hidden:
+    sys.modules["regex"] = None  # type: ignore[assignment]  # makes `import regex` raise ImportError
+try:
+    from lark import Lark, Token, Transformer
+    from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+finally:
+    if _regex_hidden:
+        del sys.modules["regex"]
 
 _HERE = Path(__file__).resolve().parent
 # Installed wheels carry the grammar inside the package; a source checkout has it

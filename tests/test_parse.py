@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,17 @@ def test_long_flat_sum():
     c, a, b = i % 7 + 1, i % 5 + 1, i % 3
     assert result.value == pytest.approx(np.sum(c * np.sin(a * 0.3 + b)), rel=1e-12)
     assert result["x"] == pytest.approx(np.sum(c * a * np.cos(a * 0.3 + b)), rel=1e-12)
+
+
+def test_lark_does_not_load_the_optional_regex_module_but_the_user_still_can(tmp_path):
+    """lark would import PyPI's `regex` (14 ms) whenever installed; diffcli hides it
+    from lark's import only. A stand-in `regex` module shows both halves."""
+    import subprocess
+    import sys
+
+    (tmp_path / "regex.py").write_text("STAND_IN = True\n")
+    script = ("import diffcli, lark.utils, regex\n"
+              "print(lark.utils._has_regex, regex.STAND_IN)\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parent.parent}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "True"]
