@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from operator import itemgetter
 
 import numpy as np
@@ -27,9 +28,17 @@ from .ops import OPS
 BLOCK_ELEMENTS = 1 << 16
 # From about this many elements per array, writing a ufunc's result into an
 # argument that dies at that step (instead of a fresh array) pays for its
-# checks: the buffer is still in cache. Measured, five chained ufuncs on
-# 65,536 elements take 0.44x the time, and 0.7x on 4,000.
-REUSE_MIN_ELEMENTS = 1 << 12
+# checks, because the buffer is still in cache: five chained ufuncs on 65,536
+# elements take 0.44x the time. On arrays that fit in L2 anyway it does not
+# (T8's 90,000-step plan on 5,000 points ran 10% slower with it).
+REUSE_MIN_ELEMENTS = 1 << 15
+# Below about this many elements per array, a block is mostly Python overhead:
+# smaller batches are not cut further just to give every thread a block.
+MIN_BLOCK_ELEMENTS = 1 << 12
+# Handing a block to another thread costs up to half a millisecond on a busy
+# virtual machine: a batch is only spread over threads when its plan does at
+# least this many element operations (steps x elements), several milliseconds.
+PARALLEL_MIN_WORK = 1 << 24
 _pool = None
 _allocator_tuned = False
 
@@ -115,29 +124,47 @@ class Plan:
         lead = max((int(np.prod(np.shape(v)[:np.ndim(v) - len(node.shape) - len(batch)]))
                     for v, node, s in zip(values, self.inputs, sliced) if not s and np.ndim(v) > len(node.shape)),
                    default=1)
-        per_point = self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64))
-        block = max(2, BLOCK_ELEMENTS // max(1, per_point))
-        n = batch[0]
-        if n <= block or _threads() == 1 and n <= 4 * block:
+        per_point = max(1, self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64)))
+        n, threads = batch[0], _threads()
+        block = max(2, BLOCK_ELEMENTS // per_point)
+        if threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK:
+            # Enough work to keep every thread busy for a while: a block for each,
+            # unless blocks would get too small to pay.
+            block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
+        if n <= block or threads == 1 and n <= 4 * block:
             return self.run(values)
 
         def run_block(start):
             return self.run([v[start:start + block] if s else v for v, s in zip(values, sliced)])
 
-        # The first block shows each output's layout; the rest are written straight
-        # into full-size outputs by the workers (one copy, made in parallel).
-        first = run_block(0)
-        layout = [_batch_axis(np.asarray(a), node, len(batch), block) for a, node in zip(first, self.outputs)]
-        outputs = [np.asarray(a) if axis is None else
-                   np.empty(a.shape[:axis] + (n,) + a.shape[axis + 1:]) for a, axis in zip(first, layout)]
+        # The first block, run here, shows each output's layout; the others run on
+        # the pool meanwhile and, once the full-size outputs exist, are written
+        # straight into them by their workers (one copy, made in parallel).
+        outputs = layout = None
+        ready = threading.Event()
 
         def fill(start, results):
             for out, part, axis in zip(outputs, results, layout):
                 if axis is not None:
                     out[(slice(None),) * axis + (slice(start, start + block),)] = part
 
-        fill(0, first)
-        list(_executor().map(lambda start: fill(start, run_block(start)), range(block, n, block)))
+        def run_and_fill(start):
+            results = run_block(start)
+            ready.wait()
+            if outputs is not None:  # None: the first block failed, and its error is raised
+                fill(start, results)
+
+        pending = [_executor().submit(run_and_fill, start) for start in range(block, n, block)]
+        try:
+            first = run_block(0)
+            layout = [_batch_axis(np.asarray(a), node, len(batch), block) for a, node in zip(first, self.outputs)]
+            outputs = [np.asarray(a) if axis is None else
+                       np.empty(a.shape[:axis] + (n,) + a.shape[axis + 1:]) for a, axis in zip(first, layout)]
+            fill(0, first)
+        finally:
+            ready.set()
+        for future in pending:
+            future.result()
         return outputs
 
     def _sliced(self, values, batch) -> list[bool]:

@@ -123,3 +123,40 @@ def test_a_buffer_shared_by_two_slots_is_not_overwritten(monkeypatch):
     r = diffcli.compile("exp(x) * 3 + 1").eval(x=x, batch_ndim=1)
     np.testing.assert_array_equal(r.value, np.exp(x) * 3 + 1)
     assert any(c is not None for c in calls)  # the writing path really ran in a plan
+
+
+def test_a_long_plan_on_a_modest_batch_is_split_across_threads_bit_for_bit(monkeypatch):
+    """A batch too small for the block size is still shared among threads when its
+    plan is long (T8's shape); the numbers are those of one pass."""
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    f = diffcli.compile(" + ".join(f"{c}*sin({a}*x + {c})" for a, c in zip(range(1, 40), range(40, 1, -1))))
+    x = np.random.default_rng(3).uniform(-1, 1, 9_001)
+    split_points = []
+    original = evaluate.Plan.run
+    monkeypatch.setattr(evaluate.Plan, "run", lambda self, values: split_points.append(len(values[0])) or
+                        original(self, values))
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    split = f.grad(x=x, batch_ndim=1)
+    assert sorted(split_points) == [4_500, 4_501]
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 1 << 60)
+    whole = f.grad(x=x, batch_ndim=1)
+    np.testing.assert_array_equal(split.value, whole.value)
+    np.testing.assert_array_equal(split["x"], whole["x"])
+
+
+def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeypatch):
+    import threading
+
+    import pytest
+
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
+    original = evaluate.Plan.run
+
+    def run(self, values):
+        if threading.current_thread() is threading.main_thread():
+            raise MemoryError("the first block")
+        return original(self, values)
+    monkeypatch.setattr(evaluate.Plan, "run", run)
+    with pytest.raises(MemoryError):
+        diffcli.compile("sin(x)").eval(x=np.zeros(10_000), batch_ndim=1)
