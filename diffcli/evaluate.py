@@ -109,8 +109,8 @@ class Plan:
                 releases[step].append(s)
         self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
                         slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
-        self._reuse = [_reuse_plan(step[0], [slot[a.id] for a in n.args], releases[i], order)
-                       for step, n, i in zip(self._steps, computed, range(len(computed)))]
+        self._releases = releases
+        self._reuse_plans = None  # made at the first run that writes into dying arguments
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -191,7 +191,7 @@ class Plan:
                 slots[s] = v
         with np.errstate(all="ignore"):
             if reuse:
-                for (kernel, unary, arguments, out, releases), plan in zip(self._steps, self._reuse):
+                for (kernel, unary, arguments, out, releases), plan in zip(self._steps, self._reuse()):
                     result = None if plan is None else _into_dying_argument(slots, plan)
                     if result is None:
                         result = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
@@ -206,6 +206,13 @@ class Plan:
                     for r in releases:
                         slots[r] = None
         return slots
+
+    def _reuse(self) -> list:
+        if self._reuse_plans is None:
+            slot, computed = self._slot, [n for n in self.order if n.op not in ("const", "var")]
+            self._reuse_plans = [_reuse_plan(step[0], [slot[a.id] for a in n.args], releases, self.order)
+                                 for step, n, releases in zip(self._steps, computed, self._releases)]
+        return self._reuse_plans
 
     def first_nonfinite(self, values: list[np.ndarray], batch: tuple = (), outputs=None):
         """Where a non-finite output came from: walking back from the first
