@@ -21,18 +21,7 @@ from .functions import CONSTANTS, FUNCTIONS, arity_text
 from .graph import Graph, Node
 from .ops import describe
 
-# lark imports the PyPI `regex` module whenever it is installed, though diffcli
-# never asks for it (the grammar is ASCII and Lark(regex=False)): 14 ms of
-# start-up where it is. Hidden from lark's import only, then left as it was.
-_regex_hidden = "regex" not in sys.modules
-if _regex_hidden:
-    sys.modules["regex"] = None  # type: ignore[assignment]  # makes `import regex` raise ImportError
-try:
-    from lark import Lark, Token, Transformer
-    from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-finally:
-    if _regex_hidden:
-        del sys.modules["regex"]
+from .lalr import NotParsed, Parser
 
 _HERE = Path(__file__).resolve().parent
 # Installed wheels carry the grammar inside the package; a source checkout has it
@@ -63,12 +52,13 @@ class Syntax:
         self.depth = 1 + max((c.depth for c in children if c is not None), default=0)
 
 
-def _span(token: Token):
+def _span(token):
     return (token.start_pos, token.end_pos)
 
 
-class _Callbacks(Transformer):
-    """Called by the LALR parser at each reduction; keeps no state between calls."""
+class _Callbacks:
+    """Called by the LALR parser at each reduction; keeps no state between calls.
+    Tokens are the only str among the children (lark's or diffcli.lalr's)."""
 
     def number(self, children):
         (tok,) = children
@@ -90,7 +80,7 @@ class _Callbacks(Transformer):
         return Syntax("array", tuple(children[1]), None, _span(children[0]))
 
     def arguments(self, children):
-        return [c for c in children if not isinstance(c, Token)]
+        return [c for c in children if not isinstance(c, str)]
 
     items = arguments
     subscripts = arguments
@@ -100,8 +90,8 @@ class _Callbacks(Transformer):
         return Syntax("index", (target, *subscripts), None, _span(bracket))
 
     def slice(self, children):
-        parts = [c for c in children if not (isinstance(c, Token) and c.type == "COLON")]
-        colon = next(c for c in children if isinstance(c, Token))
+        parts = [c for c in children if not (isinstance(c, str) and c.type == "COLON")]
+        colon = next(c for c in children if isinstance(c, str))
         while len(parts) < 3:
             parts.append(None)
         return Syntax("slice", tuple(parts), None, _span(colon))
@@ -156,10 +146,44 @@ def grammar_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _parser() -> Lark:
-    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic",
-                transformer=_Callbacks(), postlex=_NewlinesInBrackets(), maybe_placeholders=True,
-                cache=True)
+def _parser() -> Parser | None:
+    """The LALR driver over the shipped tables, or None if they are not those of
+    the grammar file (then lark parses)."""
+    import zlib
+
+    from . import _tables
+
+    text = grammar_path().read_bytes()
+    if zlib.crc32(text) != _tables.GRAMMAR_CRC:
+        return None
+    return Parser(_tables, _Callbacks())
+
+
+@lru_cache(maxsize=1)
+def lark_parser():
+    """lark's own parser for the grammar file: for error messages, when the
+    shipped tables are out of date, and to generate them."""
+    lark = _import_lark()
+    callbacks = type("_LarkCallbacks", (_Callbacks, lark.Transformer), {})
+    return lark.Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic",
+                     transformer=callbacks(), postlex=_NewlinesInBrackets(), maybe_placeholders=True,
+                     cache=True)
+
+
+def _import_lark():
+    """lark imports the PyPI `regex` module whenever it is installed, though
+    diffcli never asks for it (the grammar is ASCII): 14 ms more where it is.
+    Hidden from lark's import only, then left as it was."""
+    hidden = "regex" not in sys.modules
+    if hidden:
+        sys.modules["regex"] = None  # type: ignore[assignment]  # makes `import regex` raise ImportError
+    try:
+        import lark
+        import lark.exceptions  # noqa: F401
+    finally:
+        if hidden:
+            del sys.modules["regex"]
+    return lark
 
 
 # ---------------------------------------------------------------- parsing
@@ -198,15 +222,30 @@ def parse(text: str) -> Program:
         raise ExpressionError(f"the expression is {len(text):,} characters long; diffcli reads at most "
                               f"{MAX_EXPRESSION_CHARS:,}", None, text)
     _check_brackets(text)
-    try:
-        root = _parser().parse(text)
-    except UnexpectedInput as e:
-        raise _explain(e, text) from None
+    root = _parse_with_tables(text)
+    if root is None:
+        lark = _import_lark()
+        try:
+            root = lark_parser().parse(text)
+        except lark.exceptions.UnexpectedInput as e:
+            raise _explain(e, text) from None
     deepest = max(s.depth for s in root.children)
     if deepest > MAX_DEPTH:
         raise ExpressionError(f"the expression nests {deepest:,} levels deep; diffcli handles at most "
                               f"{MAX_DEPTH:,}", None, text)
     return Program(text, root)
+
+
+def _parse_with_tables(text: str) -> Syntax | None:
+    """The program's syntax, or None if the driver cannot parse it (lark then
+    parses it again, and explains what is wrong)."""
+    parser = _parser()
+    if parser is None:
+        return None
+    try:
+        return parser.parse(text)
+    except NotParsed:
+        return None
 
 
 def _at(pos):
@@ -247,7 +286,10 @@ _LOOKALIKES = {"×": "*", "·": "*", "∗": "*", "÷": "/", "−": "-", "–": "
 _OPERATOR_ENDINGS = ("**", "+", "-", "*", "/", "@", "^", "<", ">", "=", ",", ":", "(", "[", ";")
 
 
-def _explain(error: UnexpectedInput, text: str) -> ExpressionError:
+def _explain(error, text: str) -> ExpressionError:
+    """A lark UnexpectedInput as one sentence with a caret span."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(error, UnexpectedCharacters):
         pos = error.pos_in_stream
         ch = text[pos]
@@ -286,7 +328,7 @@ def _explain(error: UnexpectedInput, text: str) -> ExpressionError:
     return ExpressionError(f"unexpected '{token}'", _tok_span(token), text)
 
 
-def _tok_span(token: Token):
+def _tok_span(token):
     return (token.start_pos, max(token.end_pos, token.start_pos + 1))
 
 

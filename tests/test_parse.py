@@ -201,7 +201,9 @@ def test_lark_does_not_load_the_optional_regex_module_but_the_user_still_can(tmp
     import sys
 
     (tmp_path / "regex.py").write_text("STAND_IN = True\n")
-    script = ("import diffcli, lark.utils, regex\n"
+    script = ("import diffcli.parse\n"
+              "diffcli.parse.lark_parser()\n"
+              "import lark.utils, regex\n"
               "print(lark.utils._has_regex, regex.STAND_IN)\n")
     env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parent.parent}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)

@@ -1,0 +1,206 @@
+"""A small LALR(1) driver over the tables lark builds from grammars/diffcli.lark.
+
+Importing lark costs 30 to 40 ms at every start of the command, about a third
+of NumPy's own import, while parsing needs only lark's tables: the lexer's
+terminals and the parse table, with what each reduction hands to its callback.
+`regenerate()` asks lark for them and writes diffcli/_tables.py, which
+records the CRC of the grammar it came from: parse.py uses the tables only while
+they match the grammar file (a test keeps them in step), and lark otherwise.
+
+The driver does what lark's LALR parser does with a transformer: the same
+shifts and reductions, children filtered and inlined as lark's parse-tree
+builder does, and `?rule` expanded when it has one child. Anything it cannot
+parse raises NotParsed, and lark parses it again to report the error.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class NotParsed(Exception):
+    """The text is not in the language (lark says why)."""
+
+
+class Token(str):
+    """A terminal's text, with its type and where it stands (as lark's Token)."""
+
+    def __new__(cls, type_: str, value: str, start_pos: int, end_pos: int):
+        token = super().__new__(cls, value)
+        token.type = type_
+        token.start_pos = start_pos
+        token.end_pos = end_pos
+        return token
+
+
+class _Inlined:
+    """What a rule without a callback builds: children for its parent to inline."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children):
+        self.children = children
+
+
+class Parser:
+    def __init__(self, tables, callbacks, skip_newlines_in_brackets: bool = True):
+        self._scanner = re.compile(tables.PATTERN)
+        self._ignore = frozenset(tables.IGNORE)
+        self._states = tables.STATES
+        self._start, self._end = tables.START, tables.END
+        self._reductions = [(origin, size, _reduction(include, append_none, expand1, callback, callbacks))
+                            for origin, size, include, append_none, expand1, callback in tables.RULES]
+        self._skip_newlines = skip_newlines_in_brackets
+
+    def parse(self, text: str):
+        states = self._states
+        reductions = self._reductions
+        state_stack = [self._start]
+        value_stack: list = []
+        token = None
+        for token in self._tokens(text):
+            self._feed(token, states, reductions, state_stack, value_stack)
+        end = Token("$END", "", len(text), len(text))
+        return self._feed(end, states, reductions, state_stack, value_stack)
+
+    def _feed(self, token, states, reductions, state_stack, value_stack):
+        kind = token.type
+        while True:
+            action = states[state_stack[-1]].get(kind)
+            if action is None:
+                raise NotParsed
+            if action >= 0:  # shift
+                state_stack.append(action)
+                value_stack.append(token)
+                return None
+            origin, size, reduce = reductions[-1 - action]
+            if size:
+                children = value_stack[-size:]
+                del state_stack[-size:]
+                del value_stack[-size:]
+            else:
+                children = []
+            value = reduce(children)
+            state_stack.append(states[state_stack[-1]][origin])
+            value_stack.append(value)
+            if kind == "$END" and state_stack[-1] == self._end:
+                return value_stack[-1]
+
+    def _tokens(self, text: str):
+        match, ignore = self._scanner.match, self._ignore
+        pos, end, depth = 0, len(text), 0
+        while pos < end:
+            m = match(text, pos)
+            if m is None:
+                raise NotParsed
+            kind = m.lastgroup
+            start, pos = pos, m.end()
+            if kind in ignore:
+                continue
+            if kind in ("LPAR", "LSQB"):
+                depth += 1
+            elif kind in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            elif kind == "_NEWLINE" and depth and self._skip_newlines:
+                continue  # inside brackets a newline is only whitespace
+            yield Token(kind, m.group(), start, pos)
+
+
+def _reduction(include, append_none, expand1, callback, callbacks):
+    """The function a reduction calls with the popped values, as lark's
+    ChildFilterLALR / ExpandSingleChild wrappers around the callback would."""
+    kind, name = callback
+    build = getattr(callbacks, name) if kind == "method" else _Inlined
+    if expand1:
+        inner = build
+
+        def build(children, inner=inner):
+            return children[0] if len(children) == 1 else inner(children)
+    if include is None:
+        return build
+
+    def filtered(children):
+        kept: list = []
+        for i, inline, nones in include:
+            if nones:
+                kept += [None] * nones
+            if inline:
+                kept += children[i].children
+            else:
+                kept.append(children[i])
+        if append_none:
+            kept += [None] * append_none
+        return build(kept)
+    return filtered
+
+
+# ---------------------------------------------------------------- generating the tables
+
+
+def tables_from_lark(lark_parser) -> dict:
+    """The tables of a Lark(parser='lalr', lexer='basic', transformer=...) instance,
+    as plain data. Reads lark's internals, so it runs only when the tables are
+    regenerated and in the test that checks them."""
+    frontend = lark_parser.parser
+    lexer = frontend.lexer.lexer
+    parser = frontend.parser.parser
+    table = parser.parse_table
+    rules, index = [], {}
+    states = []
+    for state in sorted(table.states):
+        actions = {}
+        for symbol, (action, arg) in table.states[state].items():
+            if action.name == "Shift":
+                actions[symbol] = arg
+            else:
+                if arg not in index:
+                    index[arg] = len(rules)
+                    rules.append(_rule_data(arg, parser.callbacks[arg]))
+                actions[symbol] = -1 - index[arg]
+        states.append(actions)
+    assert list(sorted(table.states)) == list(range(len(states)))
+    pattern = "|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in lexer.terminals)
+    return {"PATTERN": pattern, "IGNORE": sorted(lexer.ignore_types), "STATES": states,
+            "START": table.start_states["start"], "END": table.end_states["start"], "RULES": rules}
+
+
+def _rule_data(rule, callback):
+    include, append_none, expand1 = None, 0, False
+    while True:
+        kind = type(callback).__name__
+        if kind == "ExpandSingleChild":
+            expand1 = True
+        elif kind.startswith("ChildFilterLALR"):
+            include = [tuple(entry) + (0,) * (3 - len(entry)) for entry in callback.to_include]
+            append_none = getattr(callback, "append_none", 0)
+        elif kind == "method":
+            return (rule.origin.name, len(rule.expansion), include, append_none, expand1,
+                    ("method", callback.__name__))
+        elif kind == "partial":
+            return (rule.origin.name, len(rule.expansion), include, append_none, expand1,
+                    ("inline", callback.args[0]))
+        else:
+            raise TypeError(f"lark wraps the callback of {rule} in {kind}, which diffcli.lalr does not know")
+        callback = callback.node_builder
+
+
+def write_tables(path, grammar_text: str, tables: dict) -> None:
+    import pprint
+    import zlib
+
+    lines = ['"""Generated by diffcli.lalr.regenerate() from grammars/diffcli.lark: do not edit."""', "",
+             f"GRAMMAR_CRC = {zlib.crc32(grammar_text.encode('utf-8'))}"]
+    for name, value in tables.items():
+        lines.append(f"{name} = {pprint.pformat(value, width=110, compact=True)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def regenerate() -> None:
+    """Write diffcli/_tables.py from the grammar file (after the grammar changes):
+    python -c "from diffcli.lalr import regenerate; regenerate()"."""
+    from pathlib import Path
+
+    from . import parse
+
+    text = parse.grammar_path().read_text(encoding="utf-8")
+    write_tables(Path(__file__).with_name("_tables.py"), text, tables_from_lark(parse.lark_parser()))
