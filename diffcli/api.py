@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 import math
-import threading
+from _thread import RLock  # threading's own RLock, without importing threading
 from collections.abc import Iterable, Mapping
 from collections import namedtuple
 from contextlib import contextmanager
@@ -121,7 +121,7 @@ class Function:
             self.program: Program = parse(source)
         self._bindings: dict[tuple, _Binding] = {}
         # Building graphs and plans mutates them; threads sharing a Function take turns.
-        self._lock = threading.RLock()
+        self._lock = RLock()
 
     @property
     def variables(self) -> tuple[str, ...]:

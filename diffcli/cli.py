@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import sys
 import time
 
@@ -87,7 +86,37 @@ FORMATS = ["table", "json", "ndjson", "csv", "tsv"]
 INPUT_FORMATS = ["csv", "tsv", "ndjson", "json"]  # points.FORMATS, without importing it at start-up
 
 
+class _SharedOptionsCommand(click.Command):
+    """A command whose shared options (common_options) are built the first time
+    click asks for its parameters: building all twenty of them for each of the
+    seven commands cost about 8 ms of every start, for one command used."""
+
+    def __init__(self, *args, **kwargs):
+        self._shared = getattr(kwargs.get("callback"), "_diffcli_shared_options", False)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def params(self):
+        if self._shared:
+            self._shared = False
+            self._params = _shared_options() + self._params
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        self._params = value
+
+
+cli.command_class = _SharedOptionsCommand
+
+
 def common_options(command):
+    """Marks a command as taking the shared options (built by _SharedOptionsCommand)."""
+    command._diffcli_shared_options = True
+    return command
+
+
+def _shared_options() -> list:
     """The expression, the point(s) and the output options every command shares."""
     options = [
         click.argument("expression", required=False),
@@ -130,9 +159,12 @@ def common_options(command):
                           "warn and use the documented subgradient, fail with status 1, or give nan."),
         click.option("--strict", is_flag=True, help="Exit with status 1 if any result is nan or infinite."),
     ]
+
+    def collect():
+        pass
     for option in reversed(options):
-        command = option(command)
-    return command
+        collect = option(collect)
+    return list(reversed(collect.__click_params__))
 
 
 def _symbolic_option(command):
@@ -385,6 +417,8 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
         raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
     if output is not None:
         plotting.figure_format(output)  # a bad file name fails before any work
+    import shutil  # only for a terminal
+
     columns, lines = shutil.get_terminal_size()
     width = width or columns
     height = height or max(8, lines - 1 - (tangent is not None))  # room for the prompt and the equation

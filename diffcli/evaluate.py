@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from operator import itemgetter
 
 import numpy as np
@@ -141,6 +140,8 @@ class Plan:
         # the pool meanwhile and, once the full-size outputs exist, are written
         # straight into them by their workers (one copy, made in parallel).
         outputs = layout = None
+        import threading  # only big batches need it
+
         ready = threading.Event()
 
         def fill(start, results):

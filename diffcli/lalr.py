@@ -202,5 +202,6 @@ def regenerate() -> None:
 
     from . import parse
 
-    text = parse.grammar_path().read_text(encoding="utf-8")
+    with open(parse.grammar_path(), encoding="utf-8") as f:
+        text = f.read()
     write_tables(Path(__file__).with_name("_tables.py"), text, tables_from_lark(parse.lark_parser()))
