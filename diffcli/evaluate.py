@@ -10,7 +10,6 @@ dictionary look-ups, no work per node that depends on the batch size.
 from __future__ import annotations
 
 import os
-import sys
 from operator import itemgetter
 
 import numpy as np
@@ -25,12 +24,6 @@ from .ops import OPS
 # Blocks run on a thread pool, since ufuncs release the GIL (DIFFCLI_THREADS
 # sets its size).
 BLOCK_ELEMENTS = 1 << 16
-# From about this many elements per array, writing a ufunc's result into an
-# argument that dies at that step (instead of a fresh array) pays for its
-# checks, because the buffer is still in cache: five chained ufuncs on 65,536
-# elements take 0.44x the time. On arrays that fit in L2 anyway it does not
-# (T8's 90,000-step plan on 5,000 points ran 10% slower with it).
-REUSE_MIN_ELEMENTS = 1 << 15
 # Below about this many elements per array, a block is mostly Python overhead:
 # smaller batches are not cut further just to give every thread a block.
 MIN_BLOCK_ELEMENTS = 1 << 12
@@ -108,8 +101,6 @@ class Plan:
                 releases[step].append(s)
         self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
                         slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
-        self._releases = releases
-        self._reuse_plans = None  # made at the first run that writes into dying arguments
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -176,14 +167,12 @@ class Plan:
 
     def run(self, values: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for the given input arrays (one per input node, batch axes first)."""
-        large = max((np.size(v) for v in values), default=0) >= REUSE_MIN_ELEMENTS
-        slots = self._execute(values, release=True, reuse=large)
+        slots = self._execute(values, release=True)
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
 
-    def _execute(self, values: list[np.ndarray], release: bool, reuse: bool = False) -> list:
+    def _execute(self, values: list[np.ndarray], release: bool) -> list:
         """Every step in order; with release, each intermediate is dropped after its
-        last use (without, all are kept, for diagnosis); with reuse, ufuncs write
-        into dying arguments where they safely can."""
+        last use (without, all are kept, for diagnosis)."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -191,29 +180,12 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with np.errstate(all="ignore"):
-            if reuse:
-                for (kernel, unary, arguments, out, releases), plan in zip(self._steps, self._reuse()):
-                    result = None if plan is None else _into_dying_argument(slots, plan)
-                    if result is None:
-                        result = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
-                    slots[out] = result
-                    result = None  # else it would count as a second reference at the next step
-                    for r in releases:
-                        slots[r] = None
-                return slots
             for kernel, unary, arguments, out, releases in self._steps:
                 slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 if release:
                     for r in releases:
                         slots[r] = None
         return slots
-
-    def _reuse(self) -> list:
-        if self._reuse_plans is None:
-            slot, computed = self._slot, [n for n in self.order if n.op not in ("const", "var")]
-            self._reuse_plans = [_reuse_plan(step[0], [slot[a.id] for a in n.args], releases, self.order)
-                                 for step, n, releases in zip(self._steps, computed, self._releases)]
-        return self._reuse_plans
 
     def first_nonfinite(self, values: list[np.ndarray], batch: tuple = (), outputs=None):
         """Where a non-finite output came from: walking back from the first
@@ -269,41 +241,6 @@ class Plan:
                               for a in node.origin.args]
             found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
         return found._replace(point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
-
-
-def _reuse_plan(kernel, argument_slots: list[int], releases: list[int], order: list[Node]):
-    """(ufunc, operand slots, candidate slots) for a step whose kernel is a ufunc
-    (or a ufunc of some of its arguments) and which is the last use of one of
-    them, so its result may be written into that argument's array; else None."""
-    spec = getattr(kernel, "ufunc_operands", None)
-    if spec is None:
-        if not (isinstance(kernel, np.ufunc) and kernel.nout == 1 and kernel.nin == len(argument_slots)):
-            return None
-        spec = (kernel, tuple(range(len(argument_slots))))
-    ufunc, positions = spec
-    operands = tuple(argument_slots[p] for p in positions)
-    candidates = tuple(dict.fromkeys(s for s in operands if s in releases and order[s].op not in ("const", "var")))
-    return (ufunc, operands, candidates) if candidates else None
-
-
-def _into_dying_argument(slots: list, plan) -> np.ndarray | None:
-    """ufunc(*operands, out=an operand's array) when one can be overwritten: an
-    array this plan made (owns its data, float64), referenced by nothing but its
-    slot (no other slot or view shares it), with the result's shape. Else None."""
-    ufunc, operand_slots, candidates = plan
-    operands = [slots[s] for s in operand_slots]
-    for s in candidates:
-        buffer = slots[s]
-        # References: the slot, each place in operands, this local and the call's argument.
-        if (type(buffer) is not np.ndarray or buffer.base is not None or buffer.dtype != np.float64
-                or not buffer.flags.writeable
-                or sys.getrefcount(buffer) != 3 + operand_slots.count(s)):
-            continue
-        shape = buffer.shape
-        if all(o is buffer or np.shape(o) == shape for o in operands) or \
-                np.broadcast_shapes(*(np.shape(o) for o in operands)) == shape:
-            return ufunc(*operands, out=buffer)
-    return None
 
 
 def _batch_axis(first: np.ndarray, node: Node, batch_ndim: int, block: int) -> int | None:

@@ -346,24 +346,15 @@ def _pow_kernel(node):
     # are the correctly rounded (or exactly equal) results np.power gives.
     exponent = node.args[1].scalar if node.args[1].op == "const" else None
     if exponent == 2.0:
-        return _of_first(np.square)
+        return lambda a, b: np.square(a)
     if exponent == 1.0:
         return lambda a, b: a
     if exponent == -1.0:
-        return _of_first(np.reciprocal)
+        return lambda a, b: np.reciprocal(a)
     return np.power
 
 
 _pow_kernel.elementwise = True
-
-
-def _of_first(ufunc):
-    """A binary kernel that is a ufunc of its first argument alone (marked so the
-    evaluator may hand that ufunc an output buffer)."""
-    def kernel(a, b):
-        return ufunc(a)
-    kernel.ufunc_operands = (ufunc, (0,))
-    return kernel
 
 
 def _pow_vjp(g, ans, a, b):

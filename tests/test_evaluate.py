@@ -72,59 +72,6 @@ def test_a_nonfinite_point_in_a_big_batch_is_found_and_named():
     assert found.point == 76_543 and "log produced nan (input -1.0)" in found.message
 
 
-def test_writing_into_dying_arguments_changes_no_result_and_no_input(monkeypatch):
-    """Ufuncs that write into an argument at its last use (big arrays only) give,
-    bit for bit, what fresh arrays give; the caller's arrays are never written."""
-    import random
-
-    from .test_property import random_scalar
-
-    data = np.random.default_rng(7)
-    n = 5_000
-    for seed in range(40):
-        expression = random_scalar(random.Random(seed), 4) + " + x*x - (y - x)^2"  # repeated operands too
-        function = diffcli.compile(expression)
-        at = {"x": data.uniform(-2, 2, n), "y": data.uniform(-2, 2, n), "v": data.uniform(-2, 2, (n, 3)),
-              "w": data.uniform(0.5, 2, (n, 3))}
-        at = {k: at[k] for k in function.variables}
-        before = {k: v.copy() for k, v in at.items()}
-        monkeypatch.setattr(evaluate, "REUSE_MIN_ELEMENTS", 1 << 60)
-        fresh = function.grad(at, batch_ndim=1)
-        monkeypatch.setattr(evaluate, "REUSE_MIN_ELEMENTS", 1)
-        reused = function.grad(at, batch_ndim=1)
-        np.testing.assert_array_equal(reused.value, fresh.value, err_msg=expression)
-        for name in function.variables:
-            np.testing.assert_array_equal(reused[name], fresh[name], err_msg=expression)
-            np.testing.assert_array_equal(at[name], before[name], err_msg=expression)
-
-
-def test_a_buffer_shared_by_two_slots_is_not_overwritten(monkeypatch):
-    """An array held by two slots (a kernel may hand back its argument) or seen
-    through a view must not be written through either."""
-    a = np.linspace(0.1, 2, 5_000)
-    plan = (np.sin, (0,), (0,))
-    assert evaluate._into_dying_argument([a, a], plan) is None  # shared by slots 0 and 1
-    view = a[1:]
-    assert evaluate._into_dying_argument([view], plan) is None  # not its own data
-    b = a.copy()
-    keep = b  # noqa: F841 - a second reference, as a Python caller would hold
-    assert evaluate._into_dying_argument([b], plan) is None
-    c = np.cos(a)
-    expected = np.sin(c)
-    slots = [c]
-    del c
-    assert evaluate._into_dying_argument(slots, plan) is slots[0]  # sole owner: written in place
-    np.testing.assert_array_equal(slots[0], expected)
-    monkeypatch.setattr(evaluate, "REUSE_MIN_ELEMENTS", 1)
-    calls = []
-    original = evaluate._into_dying_argument
-    monkeypatch.setattr(evaluate, "_into_dying_argument", lambda s, p: calls.append(original(s, p)) or calls[-1])
-    x = np.linspace(0.1, 2, 5_000)
-    r = diffcli.compile("exp(x) * 3 + 1").eval(x=x, batch_ndim=1)
-    np.testing.assert_array_equal(r.value, np.exp(x) * 3 + 1)
-    assert any(c is not None for c in calls)  # the writing path really ran in a plan
-
-
 def test_a_long_plan_on_a_modest_batch_is_split_across_threads_bit_for_bit(monkeypatch):
     """A batch too small for the block size is still shared among threads when its
     plan is long (T8's shape); the numbers are those of one pass."""
