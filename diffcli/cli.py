@@ -343,7 +343,7 @@ def graph_command(expression, expression_file, at, dot, digits, color):
     the order it runs: each node's value and its adjoint d(output)/d(node).
 
     \b
-    diffcli graph 'sin(x) * sin(x) + x'
+    diffcli graph 'sin(x) * exp(sin(x)) + x'
     diffcli graph 'cos(x) + sin(x)' --at x=2
     diffcli graph 'x * y + y' --dot | dot -Tsvg > graph.svg
     """

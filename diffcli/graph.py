@@ -5,7 +5,7 @@ it infers the shape (raising ShapeError at the operator's span before any
 numeric work), inserts the reshapes broadcasting needs, simplifies the cheap
 and safe cases (x*1, x+0, --x, ...), folds constants, and interns the result
 by (op, argument identities, attribute), so equal subexpressions are one node
-and `sin(x)*sin(x)` computes sin once. Nodes compare by identity; nothing here
+and `sin(x)*exp(sin(x))` computes sin once. Nodes compare by identity; nothing here
 recurses on the depth of an expression.
 """
 
@@ -84,6 +84,7 @@ class Graph:
         self.nodes: list[Node] = []
         self._interned: dict[tuple, Node] = {}
         self._origin: Node | None = None  # the forward node whose rule is running
+        self._rewriting: Span | None = None  # the span of the node a rewrite stands for
         self.diagnostics: list[Diagnostic] = []  # non-finite values met while folding
         self.kink_nan = False  # derivative rules put nan at kinks instead of a subgradient
 
@@ -147,8 +148,9 @@ class Graph:
                 break
         else:
             args = tuple(args)
-        if span is None and self._origin is not None:
-            span = self._origin.span
+        if span is None:
+            span = self._rewriting if self._rewriting is not None else \
+                (self._origin.span if self._origin is not None else None)
         shape = self._infer_shape(op, args, attr, span)
         if len(shape) > 1 or shape and shape[0] > 1 << 20:
             _check_size(name, shape, span)
@@ -161,7 +163,11 @@ class Graph:
                     break
         simplify = _SIMPLIFY.get(name)
         if simplify is not None:
-            simpler = simplify(self, args, shape)
+            outer, self._rewriting = self._rewriting, span  # what a rewrite builds points where this would
+            try:
+                simpler = simplify(self, args, shape)
+            finally:
+                self._rewriting = outer
             if simpler is not None:
                 return simpler
         constant = True
@@ -300,8 +306,19 @@ def _entry_text(x, shape, position) -> str:
 
 
 # Cheap rewrites that are exact in IEEE arithmetic, by operation; each returns a
-# simpler node or None. A constant only stands for its value when it cannot
+# simpler node or None. (Those that move a power of two between factors are
+# exact wherever the original's intermediate neither overflows nor underflows;
+# where it does, the rewritten form is the more accurate one.) A constant only stands for its value when it cannot
 # change the other operand's shape by broadcasting (hence the shape checks).
+
+def _power_of_two(c: float | None) -> bool:
+    """c = +-2^k (k within range): multiplying or dividing by it only moves the
+    exponent, so it commutes with rounding."""
+    if c is None or c == 0.0 or not math.isfinite(c):
+        return False
+    mantissa, exponent = math.frexp(c)
+    return abs(mantissa) == 0.5 and -1000 < exponent < 1000
+
 
 def _simplify_add(graph, args, shape):
     a, b = args
@@ -311,6 +328,10 @@ def _simplify_add(graph, args, shape):
         return a
     if a.scalar == 0.0 and b.shape == shape:
         return b
+    if b.op == "neg":  # a + (-b) is a - b, by IEEE's definition of subtraction
+        return graph.apply("sub", (a, b.args[0]))
+    if a.op == "neg":
+        return graph.apply("sub", (b, a.args[0]))
     return None
 
 
@@ -320,11 +341,15 @@ def _simplify_sub(graph, args, shape):
         return a
     if a.scalar == 0.0 and b.shape == shape:
         return graph.apply("neg", (b,))
+    if b.op == "neg":  # a - (-b) is a + b
+        return graph.apply("add", (a, b.args[0]))
     return None
 
 
 def _simplify_mul(graph, args, shape):
     a, b = args
+    if a is b:  # a * a is a^2 to the last bit (np.square): one node for both spellings
+        return graph.apply("pow", (a, 2.0))
     for one, other in ((b, a), (a, b)):
         if other.shape == shape and one.scalar is not None:
             if one.scalar == 1.0:
@@ -333,10 +358,32 @@ def _simplify_mul(graph, args, shape):
                 return graph.apply("neg", (other,))
             if other.op == "neg":  # (-x) * c is exactly x * (-c)
                 return graph.apply("mul", (other.args[0], -one.scalar))
+            if other.op == "mul":  # (x * c1) * c2 = x * (c1 c2) when either is a power of two
+                for c, x in (other.args[::-1], other.args):
+                    if c.scalar is not None and x.shape == shape and \
+                            (_power_of_two(c.scalar) or _power_of_two(one.scalar)):
+                        return graph.apply("mul", (x, c.scalar * one.scalar))
+            if other.op == "div" and _power_of_two(one.scalar):  # (c1 / x) * 2^k = (2^k c1) / x
+                numerator, x = other.args
+                if numerator.scalar is not None and x.shape == shape:
+                    return graph.apply("div", (numerator.scalar * one.scalar, x), span=other.span)
     return None
 
 
-def _simplify_by_one(graph, args, shape):  # x / 1, x ** 1
+def _simplify_div(graph, args, shape):
+    a, b = args
+    if b.scalar == 1.0 and a.shape == shape:
+        return a
+    if _power_of_two(b.scalar) and a.shape == shape:  # x / 2^k is x * 2^-k, and one multiply is cheaper
+        return graph.apply("mul", (a, 1.0 / b.scalar))
+    if a.scalar is not None and b.op == "mul" and b.shape == shape:  # c / (2^k x) = (c / 2^k) / x
+        for c, x in (b.args, b.args[::-1]):
+            if _power_of_two(c.scalar) and x.shape == shape:
+                return graph.apply("div", (a.scalar / c.scalar, x))
+    return None
+
+
+def _simplify_by_one(graph, args, shape):  # x ** 1
     a, b = args
     return a if b.scalar == 1.0 and a.shape == shape else None
 
@@ -375,7 +422,7 @@ def _simplify_transpose(graph, args, shape):
     return args[0] if len(args[0].shape) < 2 else None
 
 
-_SIMPLIFY = {"add": _simplify_add, "sub": _simplify_sub, "mul": _simplify_mul, "div": _simplify_by_one,
+_SIMPLIFY = {"add": _simplify_add, "sub": _simplify_sub, "mul": _simplify_mul, "div": _simplify_div,
              "pow": _simplify_by_one, "neg": _simplify_neg, "reshape": _simplify_reshape,
              "broadcast_to": _same_shape, "sum_to": _same_shape, "transpose": _simplify_transpose}
 for _name in ("sum", "max", "min", "logsumexp", "cumsum", "cumprod"):

@@ -174,7 +174,7 @@ def test_formulas_for_hessians_and_orders_round_trip():
 
 def test_symbolic_cli():
     out = CliRunner().invoke(cli, ["grad", "sin(x)+cos(x)", "--symbolic", "-q"]).stdout
-    assert out == "-sin(x) + cos(x)\n"
+    assert out == "cos(x) - sin(x)\n"
     doc = json.loads(CliRunner().invoke(cli, ["grad", "x^3", "--symbolic", "--order", "2", "--json"]).stdout)
     assert doc == {"expression": "x^3", "derivative": {"order": 2, "wrt": "x", "value": "6 * x"}}
     shared = CliRunner().invoke(cli, ["grad", "r = sqrt(x^2 + y^2); r * sin(r)", "--symbolic", "-q"]).stdout
@@ -214,11 +214,11 @@ def _render(fn, *args):
 
 
 def test_graph_tree_shows_shared_nodes_once():
-    f = diffcli.compile("sin(x) * sin(x) + x")
+    f = diffcli.compile("sin(x) * exp(sin(x)) + x")
     _, root = f.graph({"x": ()})
     assert _render(print_graph_tree, root) == [
-        "#3 add", "├── #2 mul", "│   ├── #1 sin", "│   │   └── #0 var x", "│   └── #1 (above)",
-        "└── #0 (above)"]
+        "#4 add", "├── #3 mul", "│   ├── #1 sin", "│   │   └── #0 var x", "│   └── #2 exp",
+        "│       └── #1 (above)", "└── #0 (above)"]
 
 
 def test_dot_output():
