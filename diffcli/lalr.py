@@ -48,7 +48,8 @@ class Parser:
         self._ignore = frozenset(tables.IGNORE)
         self._states = tables.STATES
         self._start, self._end = tables.START, tables.END
-        self._reductions = [(origin, size, _reduction(include, append_none, expand1, callback, callbacks))
+        self._reductions = [(origin, size, None if size == 1 and expand1 and include is None else
+                             _reduction(include, append_none, expand1, callback, callbacks))
                             for origin, size, include, append_none, expand1, callback in tables.RULES]
         self._skip_newlines = skip_newlines_in_brackets
 
@@ -74,15 +75,19 @@ class Parser:
                 value_stack.append(token)
                 return None
             origin, size, reduce = reductions[-1 - action]
-            if size:
-                children = value_stack[-size:]
-                del state_stack[-size:]
-                del value_stack[-size:]
+            if reduce is None:  # a ?rule with one child hands it up unchanged (most reductions)
+                state_stack.pop()
+                state_stack.append(states[state_stack[-1]][origin])
             else:
-                children = []
-            value = reduce(children)
-            state_stack.append(states[state_stack[-1]][origin])
-            value_stack.append(value)
+                if size:
+                    children = value_stack[-size:]
+                    del state_stack[-size:]
+                    del value_stack[-size:]
+                else:
+                    children = []
+                value = reduce(children)
+                state_stack.append(states[state_stack[-1]][origin])
+                value_stack.append(value)
             if kind == "$END" and state_stack[-1] == self._end:
                 return value_stack[-1]
 
