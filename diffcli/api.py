@@ -289,6 +289,9 @@ class Function:
         result.kinks = _kink_reports(compiled.watched, outputs[1 + compiled.derivative_count:], batch,
                                      self.kink == "nan")
         outputs = outputs[:1 + compiled.derivative_count]
+        if compiled.watched_if_infinite and not _all_finite(outputs[1:]):
+            indicators = binding.indicator_plan(compiled).run_batched(inputs[:len(self.variables)], batch)
+            result.kinks += _kink_reports(compiled.watched_if_infinite, indicators, batch, self.kink == "nan")
         diagnostics = list(diagnostics)
         if not diagnostics and not _all_finite(outputs):
             found = plan.first_nonfinite(inputs, batch, outputs)
@@ -369,10 +372,23 @@ class _Binding:
         finally:
             self.graph.kink_nan = False
         watched = self._kink_watch() if request.kind != "value" else []
+        # A kink whose derivative is infinite can only matter where a derivative
+        # is not finite: its indicator is computed then, not at every run.
+        eager = [w for w in watched if not KINKS[w[0].op].infinite]
+        if_infinite = [w for w in watched if KINKS[w[0].op].infinite]
         diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
-        plan = Plan([self.output] + outputs + [indicator for _, indicator in watched],
+        plan = Plan([self.output] + outputs + [indicator for _, indicator in eager],
                     self.inputs + extra_inputs)
-        return _Compiled(plan, diagnostics[:1], len(outputs), watched)
+        return _Compiled(plan, diagnostics[:1], len(outputs), eager, if_infinite, {})
+
+    def indicator_plan(self, compiled: _Compiled) -> Plan:
+        """The plan for the indicators of compiled.watched_if_infinite (made once)."""
+        plan = compiled.later.get("indicators")
+        if plan is None:
+            with self.lock, _collector_paused():
+                plan = Plan([indicator for _, indicator in compiled.watched_if_infinite], self.inputs)
+                compiled.later["indicators"] = plan
+        return plan
 
     def _kink_watch(self) -> list[tuple[Node, Node]]:
         """(operation, indicator) for each operation on a derivative path that has
@@ -429,8 +445,10 @@ class _Binding:
 
 
 # The plan for one request, the warnings its graph gave while folding, how many of
-# its outputs are derivatives, and the (operation, indicator) kinks it watches.
-_Compiled = namedtuple("_Compiled", "plan diagnostics derivative_count watched")
+# its outputs are derivatives, the (operation, indicator) kinks it watches at every
+# run and those it looks for only where a derivative is not finite, and plans
+# made later (by name).
+_Compiled = namedtuple("_Compiled", "plan diagnostics derivative_count watched watched_if_infinite later")
 
 
 def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:

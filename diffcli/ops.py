@@ -524,7 +524,9 @@ ZERO_DERIVATIVE = frozenset(name for name, op in OPS.items() if op.vjp is _no_de
 
 # condition(node): a node that is 1.0 where the operation is at a kink; what: why the
 # point is special; choice: what diffcli answers there with kink='subgradient'.
-Kink = namedtuple("Kink", "condition what choice")
+# infinite: the derivative chosen there is infinite, so the kink can only matter
+# where a derivative comes out non-finite (and is looked for only then).
+Kink = namedtuple("Kink", "condition what choice infinite", defaults=(False,))
 
 
 def _tied(node):
@@ -546,7 +548,7 @@ KINKS: dict[str, Kink] = {
     "floor": Kink(lambda n: G.eq(n.args[0], n), "floor jumps at integers", "using the derivative 0"),
     "ceil": Kink(lambda n: G.eq(n.args[0], n), "ceil jumps at integers", "using the derivative 0"),
     "sqrt": Kink(lambda n: G.eq(n.args[0], 0.0), "sqrt is not differentiable at 0",
-                 "using the derivative from the right, +inf"),
+                 "using the derivative from the right, +inf", infinite=True),
     "norm": Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0",
                  "using the subgradient 0" + _PYTORCH),
     "maximum": Kink(_on_boundary, "maximum of two equal values (one-sided derivatives 0 and 1 for each)",

@@ -272,3 +272,22 @@ def test_fuzz_the_parser_and_the_cli():
         assert "Traceback" not in result.stderr, text
         if result.exit_code:
             assert result.stdout == "", text
+
+
+def test_a_kink_with_an_infinite_derivative_is_looked_for_only_when_a_result_is_not_finite():
+    f = diffcli.compile("sqrt(x) * y")
+    at = {"x": np.array([4.0, 0.0, 1.0]), "y": np.ones(3)}
+    r = f.grad(at, batch_ndim=1)
+    assert [k.message for k in r.kinks] == [
+        "sqrt is not differentiable at 0 (at 1 of the points); using the derivative from the right, +inf"]
+    assert r.kinks[0].point == 1
+    (binding,) = f._bindings.values()
+    (compiled,) = binding._plans.values()
+    assert len(compiled.plan.outputs) == 3  # value and two derivatives: no sqrt indicator at every run
+    fine = f.grad({"x": np.array([4.0, 1.0]), "y": np.ones(2)}, batch_ndim=1)
+    assert fine.kinks == []
+    # In a branch not taken, sqrt's kink changes nothing, and is not reported.
+    assert diffcli.compile("where(x > 0, sqrt(x), 2 * x)").grad(x=0.0).kinks[0].message.startswith("the condition")
+    assert all("sqrt" not in k.message for k in diffcli.compile("where(x > 0, sqrt(x), 2 * x)").grad(x=0.0).kinks)
+    failed = run("grad", "sqrt(x)", "--at", "x=0", "--kink", "error")
+    assert failed.exit_code == 1 and "sqrt is not differentiable at 0" in failed.stderr
