@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import diffcli
 from diffcli import evaluate
@@ -107,3 +108,15 @@ def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeyp
     monkeypatch.setattr(evaluate.Plan, "run", run)
     with pytest.raises(MemoryError):
         diffcli.compile("sin(x)").eval(x=np.zeros(10_000), batch_ndim=1)
+
+
+def test_floating_point_errors_are_quiet_inside_a_plan_and_untouched_outside():
+    import warnings
+
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning would raise here
+        r = diffcli.compile("log(x) + 1/x + sqrt(x - 1)").grad(x=0.0)
+    assert np.isnan(r.value) and np.geterr() == before
+    with pytest.warns(RuntimeWarning):
+        np.log(np.zeros(1))  # the caller's own NumPy still warns as configured
