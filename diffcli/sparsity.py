@@ -29,8 +29,15 @@ from .ops import OPS, ZERO_DERIVATIVE
 
 # Beyond this many booleans in flight, the pattern is not worth finding (identity seeds are used).
 MAX_PATTERN_CELLS = 1 << 25
-# The colouring compares every pair of rows: at most this many rows.
+# The colouring compares every pair of rows: at most this many rows, and at most
+# this many multiply-adds (rows x rows x columns) to find which pairs clash.
 MAX_ROWS = 4096
+MAX_CLASH_WORK = 1 << 30
+# A probe holds (argument size) x (argument or result size) numbers, and turns
+# them into the pattern with (result size) x (argument size) x (input size)
+# multiply-adds: beyond these, the operation is taken as dense instead.
+MAX_PROBE_ENTRIES = 1 << 22
+MAX_PROBE_WORK = 1 << 30
 
 # Operations whose kernels propagate a nan from an input entry to exactly the
 # output entries that read it (at generic positive values, which these are fed).
@@ -74,7 +81,7 @@ def _propagate(node: Node, argument_patterns: list, columns: int) -> np.ndarray 
         return None
     if getattr(OPS[node.op].kernel, "elementwise", False):
         return _elementwise(node, argument_patterns, columns)
-    if node.op in _NAN_FAITHFUL:
+    if node.op in _NAN_FAITHFUL and _probe_affordable(node, columns):
         try:
             return _probed(node, argument_patterns, columns)
         except (ValueError, TypeError, IndexError):
@@ -84,6 +91,11 @@ def _propagate(node: Node, argument_patterns: list, columns: int) -> np.ndarray 
         if p is not None:
             union |= p.any(axis=0)
     return np.broadcast_to(union, (node.size, columns))
+
+
+def _probe_affordable(node, columns: int) -> bool:
+    return all(a.size * max(a.size, node.size) <= MAX_PROBE_ENTRIES and
+               node.size * a.size * columns <= MAX_PROBE_WORK for a in node.args)
 
 
 def _elementwise(node, argument_patterns, columns):
@@ -119,8 +131,8 @@ def _probed(node, argument_patterns, columns):
 def compress_rows(pattern: np.ndarray) -> Compression | None:
     """A greedy colouring of the rows of pattern: rows with no column in common
     share a colour. None when it would save nothing or the pattern is too big."""
-    rows = pattern.shape[0]
-    if rows < 2 or rows > MAX_ROWS:
+    rows, columns = pattern.shape
+    if rows < 2 or rows > MAX_ROWS or rows * rows * columns > MAX_CLASH_WORK:
         return None
     dense = pattern.astype(np.float32)
     clash = (dense @ dense.T) > 0

@@ -125,3 +125,18 @@ def test_a_nan_outside_the_pattern_is_reported_where_it_arose(monkeypatch):
 def test_too_big_a_pattern_is_not_attempted(monkeypatch):
     monkeypatch.setattr(sparsity, "MAX_PATTERN_CELLS", 10)
     assert _compression("sin(x)", {"x": (50,)}, "jacobian") == [None]
+
+
+def test_a_huge_intermediate_is_taken_as_dense_instead_of_probed(monkeypatch):
+    """outer(x, x) @ outer(x, x) would need a probe of 10^4 x 10^4 numbers: the
+    matmul is taken as dense (never wrong), and the Hessian is the same."""
+    x = np.random.default_rng(5).uniform(-1, 1, 100)
+    expression = "sum(outer(x, x) @ outer(x, x)) + sum(x^3)"
+    shared, alone = _one_seed_per_row(monkeypatch, lambda: diffcli.compile(expression).hessian(x=x))
+    np.testing.assert_array_equal(shared["x"]["x"], alone["x"]["x"])
+    probed = []
+    monkeypatch.undo()
+    original = sparsity._probed
+    monkeypatch.setattr(sparsity, "_probed", lambda node, *rest: probed.append(node.op) or original(node, *rest))
+    diffcli.compile(expression).hessian(x=x)
+    assert "matmul" not in probed
