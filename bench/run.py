@@ -379,20 +379,31 @@ def task_t6():
     # PYTHONDONTWRITEBYTECODE would recompile diffcli at every start).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "diffcli")], check=True,
                    stdout=subprocess.DEVNULL)
-    table = Table("T6  whole process: d/dx (cos x + sin x) at 2, printed (median of 9)")
+    rounds = 15
+    table = Table(f"T6  whole process: d/dx (cos x + sin x) at 2, printed (median of {rounds}, interleaved)")
     py = sys.executable
-    table.floor = statistics.median(_samples(process([py, "-c", "import numpy"]), 9))
-    table.rows.append(("python -c 'import numpy' (floor)", table.floor, None, ""))
-    table.rows.append(("python -c pass", statistics.median(_samples(process([py, "-c", "pass"]), 9)), None, ""))
     arguments = ["grad", "cos(x) + sin(x)", "--at", "x=2"]
     # What the installed `diffcli` command runs (pip's console script), or the same from a checkout.
     script = Path(sys.executable).with_name("diffcli")
     command = [str(script)] if script.is_file() else \
         [py, "-c", "import sys; from diffcli.cli import main; sys.argv[0] = 'diffcli'; sys.exit(main())"]
-    for label, argv in [("diffcli grad ... --json", command + arguments + ["--json"]),
-                        ("diffcli grad ... -q", command + arguments + ["-q"]),
-                        ("python -m diffcli grad ... --json", [py, "-m", "diffcli"] + arguments + ["--json"])]:
-        table.rows.append((label, statistics.median(_samples(process(argv), 9)), None, ""))
+    runs = {"python -c 'import numpy' (floor)": [py, "-c", "import numpy"],
+            "python -c pass": [py, "-c", "pass"],
+            "diffcli grad ... --json": command + arguments + ["--json"],
+            "diffcli grad ... -q": command + arguments + ["-q"],
+            "python -m diffcli grad ... --json": [py, "-m", "diffcli"] + arguments + ["--json"]}
+    # Round robin, so that a slow spell of a shared machine falls on every row alike.
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for label, argv in runs.items():
+        process(argv)()  # warm the file cache
+    for _ in range(rounds):
+        for label, argv in runs.items():
+            start = time.perf_counter()
+            process(argv)()
+            times[label].append(time.perf_counter() - start)
+    table.floor = statistics.median(times["python -c 'import numpy' (floor)"])
+    for label in runs:
+        table.rows.append((label, statistics.median(times[label]), None, ""))
     for name, script in PEER_SCRIPTS.items():
         module = {"HIPS autograd": "autograd", "JAX": "jax"}.get(name, name)
         if peers.load(module) is None:
