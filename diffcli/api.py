@@ -841,7 +841,11 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
 def _all_finite(arrays) -> bool:
     """Cheap test first: a finite sum means every entry is finite (an overflowing
     sum only costs the careful search that follows a False)."""
-    return all(math.isfinite(np.add.reduce(a, axis=None)) for a in arrays)
+    for a in arrays:
+        a = np.asarray(a)
+        if not math.isfinite(a.item() if a.size == 1 else np.add.reduce(a, axis=None)):
+            return False
+    return True
 
 
 def _materialise(array, shape) -> np.ndarray:
