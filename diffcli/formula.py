@@ -111,6 +111,10 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
         return _sum_to(node, args[0])
     if op == "scatter":
         return _scatter(node, args[0])
+    if op == "scatter_sum":  # the sum of its parts' scatters, added in the same order
+        parts = [_scatter_part(items, node.attr[1], arg.shape, part)[0]
+                 for items, arg, part in zip(node.attr[0], node.args, args)]
+        return " + ".join(parts), ADD
     if op == "linscan":
         return _linscan(node, args)
     raise UsageError(f"no notation for the internal operation '{op}' in a formula")
@@ -187,7 +191,10 @@ def _sum_to(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
 
 def _scatter(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
     items, shape = node.attr
-    g_shape = node.args[0].shape
+    return _scatter_part(items, shape, node.args[0].shape, arg)
+
+
+def _scatter_part(items, shape, g_shape, arg: tuple[str, int]) -> tuple[str, int]:
     _check_literal_size(shape)
     where = np.full(shape, -1, dtype=np.int64)
     key = tuple(i if isinstance(i, int) else slice(*i) for i in items)

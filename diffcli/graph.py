@@ -330,9 +330,24 @@ def _simplify_add(graph, args, shape):
         return b
     if b.op == "neg":  # a + (-b) is a - b, by IEEE's definition of subtraction
         return graph.apply("sub", (a, b.args[0]))
+    if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape:
+        # Slices of one array gathered back (x[1:] and x[:-1] in a gradient): one
+        # array filled part by part instead of a zero array per part and an add.
+        parts = _scatter_parts(a) + _scatter_parts(b)
+        return graph.apply("scatter_sum", tuple(p for p, _ in parts), (tuple(k for _, k in parts), shape))
     if a.op == "neg":
         return graph.apply("sub", (b, a.args[0]))
     return None
+
+
+_SCATTERS = ("scatter", "scatter_sum")
+
+
+def _scatter_parts(node) -> list:
+    """(value, index items) for each part of a scatter or scatter_sum."""
+    if node.op == "scatter":
+        return [(node.args[0], node.attr[0])]
+    return list(zip(node.args, node.attr[0]))
 
 
 def _simplify_sub(graph, args, shape):

@@ -270,6 +270,22 @@ def _scatter_kernel(node):
     return scatter
 
 
+def _scatter_sum_kernel(node):
+    """scatter(a1) + scatter(a2) + ... into one array: a variable's cotangent
+    gathered from several slices of it (x[1:] and x[:-1]) in one pass each."""
+    parts, shape = node.attr
+    keys = [_index_key(items, len(shape)) for items in parts]
+    ranks = [len(a.shape) for a in node.args]
+
+    def scatter_sum(*values):
+        lead = np.broadcast_shapes(*(v.shape[:v.ndim - r] for v, r in zip(values, ranks)))
+        out = np.zeros(lead + shape)
+        for key, v in zip(keys, values):
+            out[key] += v  # 0 + a, then + b: the additions add(scatter(a), scatter(b)) makes
+        return out
+    return scatter_sum
+
+
 def _reshape_kernel(node):
     rank, shape = len(node.args[0].shape), node.shape
     return lambda a: a.reshape(a.shape[:a.ndim - rank] + shape)
@@ -505,6 +521,9 @@ defop("index", _index_kernel,
       shape=_index_shape)
 defop("scatter", _scatter_kernel,
       lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
+      shape=lambda shapes, attr: attr[1])
+defop("scatter_sum", _scatter_sum_kernel,
+      lambda g, ans, *parts: tuple(G.index(g, attr=items) for items in ans.attr[0]),
       shape=lambda shapes, attr: attr[1])
 defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape)
 defop("broadcast_to", _broadcast_to_kernel,

@@ -42,7 +42,7 @@ MAX_PROBE_WORK = 1 << 30
 # Operations whose kernels propagate a nan from an input entry to exactly the
 # output entries that read it (at generic positive values, which these are fed).
 _NAN_FAITHFUL = {"sum", "max", "min", "norm", "logsumexp", "softmax", "cumsum", "cumprod", "linscan", "matmul",
-                 "transpose", "trace", "stack", "index", "scatter", "reshape", "broadcast_to", "sum_to"}
+                 "transpose", "trace", "stack", "index", "scatter", "scatter_sum", "reshape", "broadcast_to", "sum_to"}
 
 # rows: the number of rows; colour: each row's seed; count: how many seeds;
 # rows_at, columns_at: the entries that can be nonzero (row, flat column);

@@ -135,3 +135,23 @@ def test_sigmoid_is_accurate_in_both_tails():
     r = diffcli.compile("sigmoid(x)").eval(x=[-40.0, 40.0])
     np.testing.assert_allclose(r.value, [np.exp(-40.0) / (1 + np.exp(-40.0)), 1 / (1 + np.exp(-40.0))],
                                rtol=1e-15)
+
+
+def test_slices_gathered_back_fill_one_array_as_the_separate_adds_would():
+    """A gradient through x[1:], x[:-1] and x[::2] is one scatter_sum node; its
+    numbers are those of the zero arrays added one by one, in a batch too."""
+    expression = "sum(sin(x[1:]) * x[:-1]) + sum(x[::2] ^ 3)"
+    function = diffcli.compile(expression)
+    x = np.random.default_rng(8).uniform(-2, 2, (6, 7))
+    got = function.grad(x=x, batch_ndim=1)["x"]
+    want = np.zeros_like(x)
+    want[:, 1:] = want[:, 1:] + np.cos(x[:, 1:]) * x[:, :-1]
+    want[:, :-1] = want[:, :-1] + np.sin(x[:, 1:])
+    want[:, ::2] = want[:, ::2] + 3 * x[:, ::2] ** 2
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
+    (binding,) = function._bindings.values()
+    gradient = binding.gradient(["x"])[0]
+    assert gradient.op == "scatter_sum" and len(gradient.args) == 3
+    formula = function.formulas("gradient", {"x": (7,)})["x"]
+    again = diffcli.compile(formula).eval(x=x[0]).value
+    np.testing.assert_array_equal(again, diffcli.compile(expression).grad(x=x[0])["x"])
