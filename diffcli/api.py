@@ -28,7 +28,7 @@ import numpy as np
 
 from . import autodiff
 from .errors import Diagnostic, UsageError
-from .evaluate import Plan
+from .evaluate import Plan, quiet_floating_point
 from .functions import CONSTANTS
 from .graph import Graph, Node, topological_order
 from .ops import COMPARISONS, KINKS, describe
@@ -553,7 +553,7 @@ class _Jacobian(_Vjp):
                     "use vjp with a seed, or grad of a scalar, instead")
 
     def inputs(self, binding, shapes, batch):
-        self.compression = _compression(self, binding, [binding.output])[0]
+        self.compression = _compression(self, binding, lambda: [binding.output], 1)[0]
         return [_row_seed(self.compression, binding.output.shape, len(batch))]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
@@ -582,7 +582,7 @@ class _Hessian(_ByVariables):
         return outputs, seeds
 
     def inputs(self, binding, shapes, batch):
-        self.compression = _compression(self, binding, binding.gradient(self.wrt))
+        self.compression = _compression(self, binding, lambda: binding.gradient(self.wrt), len(self.wrt))
         return [_row_seed(c, shapes[n], len(batch)) for n, c in zip(self.wrt, self.compression)]
 
     def collect(self, result, outputs, out_shape, shapes, batch):
@@ -773,9 +773,10 @@ def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
     return seed
 
 
-def _compression(request, binding, rows_of: list[Node]) -> list:
-    """The row compression for rows_of when the request may use one (sets request.compressed)."""
-    found = binding.row_compression(rows_of, request.wrt) if request.may_compress else [None] * len(rows_of)
+def _compression(request, binding, rows_of, count: int) -> list:
+    """The row compression for the nodes rows_of() gives, when the request may use
+    one (sets request.compressed); rows_of is only called then."""
+    found = binding.row_compression(rows_of(), request.wrt) if request.may_compress else [None] * count
     request.compressed = any(c is not None for c in found)
     return found
 
@@ -841,10 +842,11 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
 def _all_finite(arrays) -> bool:
     """Cheap test first: a finite sum means every entry is finite (an overflowing
     sum only costs the careful search that follows a False)."""
-    for a in arrays:
-        a = np.asarray(a)
-        if not math.isfinite(a.item() if a.size == 1 else np.add.reduce(a, axis=None)):
-            return False
+    with quiet_floating_point():  # a sum of big finite numbers may overflow: no warning for that
+        for a in arrays:
+            a = np.asarray(a)
+            if not math.isfinite(a.item() if a.size == 1 else np.add.reduce(a, axis=None)):
+                return False
     return True
 
 

@@ -99,6 +99,14 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node],
     order: the outputs' topological order, when the caller already has it."""
     if order is None:
         order = topological_order([output for output, _ in pairs])
+    was_deriving, graph.deriving = graph.deriving, True  # derivative-only rewrites apply (graph.py)
+    try:
+        return _adjoints(graph, pairs, wrt, order)
+    finally:
+        graph.deriving = was_deriving
+
+
+def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
     active = depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
     for output, seed in pairs:

@@ -81,7 +81,7 @@ def _quiet_floating_point():
     return quiet
 
 
-_quiet = _quiet_floating_point()
+quiet_floating_point = _quiet_floating_point()
 
 
 def _threads() -> int:
@@ -173,8 +173,10 @@ class Plan:
             if outputs is not None:  # None: the first block failed, and its error is raised
                 fill(start, results)
 
-        pending = [_executor().submit(run_and_fill, start) for start in range(block, n, block)]
+        pending = []
         try:
+            for start in range(block, n, block):
+                pending.append(_executor().submit(run_and_fill, start))
             first = run_block(0)
             layout = [_batch_axis(np.asarray(a), node, len(batch), block) for a, node in zip(first, self.outputs)]
             outputs = [np.asarray(a) if axis is None else
@@ -206,7 +208,7 @@ class Plan:
         for s, v in zip(self._input_slots, values):
             if s is not None:
                 slots[s] = v
-        with _quiet():
+        with quiet_floating_point():
             for kernel, unary, arguments, out, releases in self._steps:
                 slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 if release:

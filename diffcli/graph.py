@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class Graph:
         self._interned: dict[tuple, Node] = {}
         self._origin: Node | None = None  # the forward node whose rule is running
         self._rewriting: Span | None = None  # the span of the node a rewrite stands for
+        self.deriving = False  # building a derivative (autodiff.py sets it)
         self.diagnostics: list[Diagnostic] = []  # non-finite values met while folding
         self.kink_nan = False  # derivative rules put nan at kinks instead of a subgradient
 
@@ -306,10 +308,24 @@ def _entry_text(x, shape, position) -> str:
 
 
 # Cheap rewrites that are exact in IEEE arithmetic, by operation; each returns a
-# simpler node or None. (Those that move a power of two between factors are
-# exact wherever the original's intermediate neither overflows nor underflows;
-# where it does, the rewritten form is the more accurate one.) A constant only stands for its value when it cannot
+# simpler node or None. Those that move a power of two between constant factors
+# fold only into a normal number, and are exact wherever the original's
+# intermediate neither overflows nor underflows (where it does, the rewritten
+# form is the more accurate one). A constant only stands for its value when it cannot
 # change the other operand's shape by broadcasting (hence the shape checks).
+
+def _normal(c: float) -> bool:
+    """A finite, nonzero number with all its bits (not subnormal, not underflowed
+    to 0): safe to fold two constants into."""
+    return math.isfinite(c) and abs(c) >= sys.float_info.min
+
+
+def _in_derivative(graph) -> bool:
+    """Rewrites that change which operations run apply only inside derivative
+    graphs: there, warnings name "the derivative of ..."; in what the user wrote,
+    a warning names the operation the user wrote."""
+    return graph.deriving
+
 
 def _power_of_two(c: float | None) -> bool:
     """c = +-2^k (k within range): multiplying or dividing by it only moves the
@@ -328,14 +344,14 @@ def _simplify_add(graph, args, shape):
         return a
     if a.scalar == 0.0 and b.shape == shape:
         return b
-    if b.op == "neg":  # a + (-b) is a - b, by IEEE's definition of subtraction
-        return graph.apply("sub", (a, b.args[0]))
     if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape:
         # Slices of one array gathered back (x[1:] and x[:-1] in a gradient): one
         # array filled part by part instead of a zero array per part and an add.
         parts = _scatter_parts(a) + _scatter_parts(b)
         return graph.apply("scatter_sum", tuple(p for p, _ in parts), (tuple(k for _, k in parts), shape))
-    if a.op == "neg":
+    if b.op == "neg" and _in_derivative(graph):  # a + (-b) is a - b, by IEEE's definition of subtraction
+        return graph.apply("sub", (a, b.args[0]))
+    if a.op == "neg" and _in_derivative(graph):
         return graph.apply("sub", (b, a.args[0]))
     return None
 
@@ -356,15 +372,15 @@ def _simplify_sub(graph, args, shape):
         return a
     if a.scalar == 0.0 and b.shape == shape:
         return graph.apply("neg", (b,))
-    if b.op == "neg":  # a - (-b) is a + b
+    if b.op == "neg" and _in_derivative(graph):  # a - (-b) is a + b
         return graph.apply("add", (a, b.args[0]))
     return None
 
 
 def _simplify_mul(graph, args, shape):
     a, b = args
-    if a is b:  # a * a is a^2 to the last bit (np.square): one node for both spellings
-        return graph.apply("pow", (a, 2.0))
+    if a is b and _in_derivative(graph):  # a * a is a^2 to the last bit (np.square): tanh's
+        return graph.apply("pow", (a, 2.0))  # ans * ans is then the user's tanh(x)^2
     for one, other in ((b, a), (a, b)):
         if other.shape == shape and one.scalar is not None:
             if one.scalar == 1.0:
@@ -373,14 +389,16 @@ def _simplify_mul(graph, args, shape):
                 return graph.apply("neg", (other,))
             if other.op == "neg":  # (-x) * c is exactly x * (-c)
                 return graph.apply("mul", (other.args[0], -one.scalar))
+            if not _in_derivative(graph):
+                continue
             if other.op == "mul":  # (x * c1) * c2 = x * (c1 c2) when either is a power of two
                 for c, x in (other.args[::-1], other.args):
-                    if c.scalar is not None and x.shape == shape and \
+                    if c.scalar is not None and x.shape == shape and _normal(c.scalar * one.scalar) and \
                             (_power_of_two(c.scalar) or _power_of_two(one.scalar)):
                         return graph.apply("mul", (x, c.scalar * one.scalar))
             if other.op == "div" and _power_of_two(one.scalar):  # (c1 / x) * 2^k = (2^k c1) / x
                 numerator, x = other.args
-                if numerator.scalar is not None and x.shape == shape:
+                if numerator.scalar is not None and x.shape == shape and _normal(numerator.scalar * one.scalar):
                     return graph.apply("div", (numerator.scalar * one.scalar, x), span=other.span)
     return None
 
@@ -389,11 +407,13 @@ def _simplify_div(graph, args, shape):
     a, b = args
     if b.scalar == 1.0 and a.shape == shape:
         return a
+    if not _in_derivative(graph):
+        return None
     if _power_of_two(b.scalar) and a.shape == shape:  # x / 2^k is x * 2^-k, and one multiply is cheaper
         return graph.apply("mul", (a, 1.0 / b.scalar))
     if a.scalar is not None and b.op == "mul" and b.shape == shape:  # c / (2^k x) = (c / 2^k) / x
         for c, x in (b.args, b.args[::-1]):
-            if _power_of_two(c.scalar) and x.shape == shape:
+            if _power_of_two(c.scalar) and x.shape == shape and _normal(a.scalar / c.scalar):
                 return graph.apply("div", (a.scalar / c.scalar, x))
     return None
 

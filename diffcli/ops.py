@@ -543,8 +543,9 @@ ZERO_DERIVATIVE = frozenset(name for name, op in OPS.items() if op.vjp is _no_de
 
 # condition(node): a node that is 1.0 where the operation is at a kink; what: why the
 # point is special; choice: what diffcli answers there with kink='subgradient'.
-# infinite: the derivative chosen there is infinite, so the kink can only matter
-# where a derivative comes out non-finite (and is looked for only then).
+# infinite: the derivative chosen there is infinite, so the kink shows wherever it
+# matters as a non-finite derivative, and is looked for only then (a zero-
+# dominant product that absorbs it, as relu(sqrt(x)) at 0, leaves no trace).
 Kink = namedtuple("Kink", "condition what choice infinite", defaults=(False,))
 
 

@@ -151,13 +151,12 @@ def grammar_path() -> str:
 def _parser() -> Parser | None:
     """The LALR driver over the shipped tables, or None if they are not those of
     the grammar file (then lark parses)."""
-    import zlib
-
     from . import _tables
+    from .lalr import grammar_crc
 
     with open(grammar_path(), "rb") as f:
         text = f.read()
-    if zlib.crc32(text) != _tables.GRAMMAR_CRC:
+    if grammar_crc(text) != _tables.GRAMMAR_CRC:
         return None
     return Parser(_tables, _Callbacks())
 

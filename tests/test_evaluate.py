@@ -120,3 +120,49 @@ def test_floating_point_errors_are_quiet_inside_a_plan_and_untouched_outside():
     assert np.isnan(r.value) and np.geterr() == before
     with pytest.warns(RuntimeWarning):
         np.log(np.zeros(1))  # the caller's own NumPy still warns as configured
+
+
+def test_an_interrupt_while_blocks_are_handed_out_leaves_no_thread_waiting(tmp_path):
+    """Ctrl-C landing between two submits must not leave a worker waiting for the
+    first block forever (the process would hang at exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import numpy as np, diffcli\n"
+        "from diffcli import evaluate\n"
+        "pool = evaluate._executor()\n"
+        "real, calls = pool.submit, [0]\n"
+        "def flaky(fn, *args):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] == 2:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(fn, *args)\n"
+        "pool.submit = flaky\n"
+        "try:\n"
+        "    diffcli.compile('sin(x) * exp(cos(x))').grad(x=np.linspace(-1, 1, 1_000_000), batch_ndim=1)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin",
+           "DIFFCLI_THREADS": "3"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted"
+
+
+def test_sums_that_overflow_while_checking_results_print_no_numpy_warning():
+    from click.testing import CliRunner
+
+    from diffcli.cli import cli
+
+    for args in (["jac", "1e308*x", "--at", "x=[1,2]", "--json"], ["hess", "sum(1e308*x^2)/2", "--at", "x=[1,1]"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and "RuntimeWarning" not in result.stderr, result.stderr
+
+
+def test_kink_nan_hessians_build_only_the_graph_they_use():
+    f = diffcli.compile("sum(sqrt(x) * x)", kink="nan")
+    f.hessian(x=np.ones(3))
+    (binding,) = f._bindings.values()
+    assert list(binding._gradients) == [(("x",), True)]
