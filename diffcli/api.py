@@ -430,7 +430,8 @@ class _Binding:
             with self.lock, _collector_paused():
                 from . import sparsity  # only Jacobians and Hessians need it
 
-                patterns = sparsity.dependency(rows_of, [self.by_name[n] for n in wrt])
+                worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of)
+                patterns = sparsity.dependency(rows_of, [self.by_name[n] for n in wrt]) if worth_it else None
                 found = [None] * len(rows_of) if patterns is None else [sparsity.compress_rows(p) for p in patterns]
                 self._compressions[key] = found
         return found

@@ -39,6 +39,10 @@ MAX_CLASH_WORK = 1 << 30
 MAX_PROBE_ENTRIES = 1 << 22
 MAX_PROBE_WORK = 1 << 30
 
+# Operations that only move entries (each result entry is at most one entry of each
+# argument, or a sum of such): their pattern is read off the kernel applied to the
+# entries' numbers, one argument at a time.
+_SELECTIONS = {"index", "scatter", "scatter_sum", "stack", "reshape", "transpose", "broadcast_to"}
 # Operations whose kernels propagate a nan from an input entry to exactly the
 # output entries that read it (at generic positive values, which these are fed).
 _NAN_FAITHFUL = {"sum", "max", "min", "norm", "logsumexp", "softmax", "cumsum", "cumprod", "linscan", "matmul",
@@ -81,6 +85,8 @@ def _propagate(node: Node, argument_patterns: list, columns: int) -> np.ndarray 
         return None
     if getattr(OPS[node.op].kernel, "elementwise", False):
         return _elementwise(node, argument_patterns, columns)
+    if node.op in _SELECTIONS:
+        return _selected(node, argument_patterns, columns)
     if node.op in _NAN_FAITHFUL and _probe_affordable(node, columns):
         try:
             return _probed(node, argument_patterns, columns)
@@ -107,6 +113,22 @@ def _elementwise(node, argument_patterns, columns):
     return out
 
 
+def _selected(node, argument_patterns, columns):
+    """For each argument in turn, numbered entries (from 1) and the others 0: each
+    result entry shows which entry of that argument it holds, or 0 for none."""
+    kernel = OPS[node.op].kernel(node)
+    out = np.zeros((node.size, columns), dtype=bool)
+    for k, (arg, pattern) in enumerate(zip(node.args, argument_patterns)):
+        if pattern is None:
+            continue
+        values = [np.zeros(a.shape) for a in node.args]
+        values[k] = np.arange(1, arg.size + 1, dtype=np.float64).reshape(arg.shape)
+        source = np.broadcast_to(kernel(*values), node.shape).ravel().astype(np.intp)
+        found = source > 0
+        out[found] |= pattern[source[found] - 1]
+    return out
+
+
 def _probed(node, argument_patterns, columns):
     """out entry i reads arg entry j exactly when a nan put at j (on probe row j)
     comes out at i."""
@@ -124,7 +146,22 @@ def _probed(node, argument_patterns, columns):
         with np.errstate(all="ignore"):
             result = np.broadcast_to(kernel(*values), (rows,) + node.shape)
         reads = np.isnan(result).reshape(rows, node.size).T  # (out entries, arg entries)
-        out |= (reads.astype(np.float32) @ p.astype(np.float32)) > 0
+        out |= _or_of_rows(reads, p)
+    return out
+
+
+def _or_of_rows(reads: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """Row i: the OR of pattern's rows j where reads[i, j] (a boolean matrix
+    product, in time proportional to the entries read)."""
+    if reads.all():  # every result entry reads every argument entry (sum, softmax, ...)
+        return np.broadcast_to(pattern.any(axis=0), (reads.shape[0], pattern.shape[1]))
+    i, j = np.nonzero(reads)  # row-major: grouped by i
+    if len(i) * 32 > reads.size:  # not sparse: a float32 matrix product (BLAS) is faster
+        return (reads.astype(np.float32) @ pattern.astype(np.float32)) > 0
+    out = np.zeros((reads.shape[0], pattern.shape[1]), dtype=bool)
+    if len(i):
+        starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+        out[i[starts]] = np.logical_or.reduceat(pattern[j], starts, axis=0)
     return out
 
 
@@ -132,13 +169,20 @@ def compress_rows(pattern: np.ndarray) -> Compression | None:
     """A greedy colouring of the rows of pattern: rows with no column in common
     share a colour. None when it would save nothing or the pattern is too big."""
     rows, columns = pattern.shape
-    if rows < 2 or rows > MAX_ROWS or rows * rows * columns > MAX_CLASH_WORK:
+    if rows < 2 or rows > MAX_ROWS:
         return None
-    dense = pattern.astype(np.float32)
-    clash = (dense @ dense.T) > 0
+    # Rows meeting in one column all need their own seed: when some column is met
+    # by over half the rows, sharing saves less than finding it costs.
+    touched = pattern.sum(axis=0)
+    if touched.max(initial=0) * 2 > rows or rows * rows * touched.mean() > MAX_CLASH_WORK:
+        return None
+    row_columns = _split(*np.nonzero(pattern), rows)
+    column_rows = _split(*np.nonzero(pattern.T), columns)
     colour = np.full(rows, -1, dtype=np.intp)
     for i in range(rows):
-        taken = colour[:i][clash[i, :i]]
+        met = [column_rows[c] for c in row_columns[i]]  # the rows sharing a column with row i
+        taken = colour[np.concatenate(met)] if met else colour[:0]
+        taken = taken[taken >= 0]
         free = np.ones(len(taken) + 1, dtype=bool)
         free[taken[taken <= len(taken)]] = False
         colour[i] = int(np.argmax(free))
@@ -147,6 +191,12 @@ def compress_rows(pattern: np.ndarray) -> Compression | None:
         return None
     rows_at, columns_at = np.nonzero(pattern)
     return Compression(rows, colour, count, rows_at, columns_at, {})
+
+
+def _split(keys: np.ndarray, values: np.ndarray, count: int) -> list:
+    """values grouped by their (sorted) keys: the list of arrays for keys 0..count-1."""
+    bounds = np.searchsorted(keys, np.arange(count + 1))
+    return [values[bounds[k]:bounds[k + 1]] for k in range(count)]
 
 
 def compressed_seed(compression: Compression, shape: tuple, batch_ndim: int) -> np.ndarray:
