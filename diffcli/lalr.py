@@ -43,7 +43,7 @@ class _Inlined:
 
 
 class Parser:
-    def __init__(self, tables, callbacks, skip_newlines_in_brackets: bool = True):
+    def __init__(self, tables, callbacks):
         self._scanner = re.compile(tables.PATTERN)
         self._ignore = frozenset(tables.IGNORE)
         self._states = tables.STATES
@@ -51,7 +51,6 @@ class Parser:
         self._reductions = [(origin, size, None if size == 1 and expand1 and include is None else
                              _reduction(include, append_none, expand1, callback, callbacks))
                             for origin, size, include, append_none, expand1, callback in tables.RULES]
-        self._skip_newlines = skip_newlines_in_brackets
 
     def parse(self, text: str):
         states = self._states
@@ -105,8 +104,8 @@ class Parser:
                 depth += 1
             elif kind in ("RPAR", "RSQB"):
                 depth = max(0, depth - 1)
-            elif kind == "_NEWLINE" and depth and self._skip_newlines:
-                continue  # inside brackets a newline is only whitespace
+            elif kind == "_NEWLINE" and depth:
+                continue  # inside brackets a newline is only whitespace (parse.py's postlexer for lark)
             yield Token(kind, m.group(), start, pos)
 
 

@@ -9,12 +9,13 @@ the identity needs n; an elementwise function's diagonal Jacobian needs 1.
 
 The pattern is structural, found once per graph: for each node, a boolean
 matrix saying which input entries each of its entries can depend on. An
-elementwise operation maps entry to entry (with broadcasting); an operation
-with derivative 0 (comparisons, floor, sign) passes on nothing; every other
-operation is probed with its own kernel, one nan per input entry on a leading
-axis, since each of them carries a nan from an entry to every entry that reads
-it. An operation not known to do that is taken as dense, which is never wrong,
-only slower.
+elementwise operation maps entry to entry (with broadcasting); one that only
+moves entries (indexing, scatters, stacking, reshapes) is read off its kernel
+applied to numbered entries; an operation with derivative 0 (comparisons,
+floor, sign) passes on nothing; reductions, scans and products are probed with
+their own kernel, one nan per input entry on a leading axis, since each of them
+carries a nan from an entry to every entry that reads it. An operation not known
+to do either is taken as dense, which is never wrong, only slower.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _SELECTIONS = {"index", "scatter", "scatter_sum", "stack", "reshape", "transpose
 # Operations whose kernels propagate a nan from an input entry to exactly the
 # output entries that read it (at generic positive values, which these are fed).
 _NAN_FAITHFUL = {"sum", "max", "min", "norm", "logsumexp", "softmax", "cumsum", "cumprod", "linscan", "matmul",
-                 "transpose", "trace", "stack", "index", "scatter", "scatter_sum", "reshape", "broadcast_to", "sum_to"}
+                 "trace", "sum_to"}
 
 # rows: the number of rows; colour: each row's seed; count: how many seeds;
 # rows_at, columns_at: the entries that can be nonzero (row, flat column);

@@ -140,3 +140,14 @@ def test_a_huge_intermediate_is_taken_as_dense_instead_of_probed(monkeypatch):
     monkeypatch.setattr(sparsity, "_probed", lambda node, *rest: probed.append(node.op) or original(node, *rest))
     diffcli.compile(expression).hessian(x=x)
     assert "matmul" not in probed
+
+
+def test_every_operation_has_a_pattern_rule():
+    """A new operation must be placed in one of the pattern rules (else it would be
+    taken as dense: correct, but every Jacobian through it would lose sharing)."""
+    from diffcli.ops import OPS, ZERO_DERIVATIVE
+
+    elementwise = {name for name, op in OPS.items() if getattr(op.kernel, "elementwise", False)}
+    placed = elementwise | sparsity._SELECTIONS | sparsity._NAN_FAITHFUL | ZERO_DERIVATIVE
+    assert set(OPS) - placed == set()
+    assert not (sparsity._SELECTIONS & sparsity._NAN_FAITHFUL) and not (elementwise & sparsity._SELECTIONS)
