@@ -151,8 +151,13 @@ class Plan:
         if n <= block or threads == 1 and n <= 4 * block:
             return self.run(values)
 
-        def run_block(start):
-            return self.run([v[start:start + block] if s else v for v, s in zip(values, sliced)])
+        def run_block(start, into=None):
+            return self.run([v[start:start + block] if s else v for v, s in zip(values, sliced)], into)
+
+        def block_of(start):
+            """Where each output of the block starting at start goes in the full outputs."""
+            return [None if axis is None else out[(slice(None),) * axis + (slice(start, start + block),)]
+                    for out, axis in zip(outputs, layout)]
 
         # The first block, run here, shows each output's layout; the others run on
         # the pool meanwhile and, once the full-size outputs exist, are written
@@ -163,11 +168,14 @@ class Plan:
         ready = threading.Event()
 
         def fill(start, results):
-            for out, part, axis in zip(outputs, results, layout):
-                if axis is not None:
-                    out[(slice(None),) * axis + (slice(start, start + block),)] = part
+            for place, part in zip(block_of(start), results):
+                if place is not None and part is not place:
+                    place[...] = part
 
         def run_and_fill(start):
+            if ready.is_set() and outputs is not None:  # the outputs exist: computed straight into them
+                fill(start, run_block(start, block_of(start)))
+                return
             results = run_block(start)
             ready.wait()
             if outputs is not None:  # None: the first block failed, and its error is raised
@@ -194,14 +202,21 @@ class Plan:
         return [np.ndim(v) == len(batch) + len(node.shape) and np.shape(v)[0] == batch[0]
                 for v, node in zip(values, self.inputs)]
 
-    def run(self, values: list[np.ndarray]) -> list[np.ndarray]:
-        """Outputs for the given input arrays (one per input node, batch axes first)."""
-        slots = self._execute(values, release=True)
+    def run(self, values: list[np.ndarray], into: list | None = None) -> list[np.ndarray]:
+        """Outputs for the given input arrays (one per input node, batch axes first).
+        into: an array (or None) per output, which a ufunc computing that output
+        writes its result into instead of a fresh array (saving a copy)."""
+        targets = None
+        if into is not None:
+            targets = {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
+                       if place is not None and not copy}
+        slots = self._execute(values, release=True, targets=targets)
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
 
-    def _execute(self, values: list[np.ndarray], release: bool) -> list:
+    def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None) -> list:
         """Every step in order; with release, each intermediate is dropped after its
-        last use (without, all are kept, for diagnosis)."""
+        last use (without, all are kept, for diagnosis); targets: slot -> array that
+        a ufunc step making that slot writes into."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -210,7 +225,11 @@ class Plan:
                 slots[s] = v
         with quiet_floating_point():
             for kernel, unary, arguments, out, releases in self._steps:
-                slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
+                target = targets.get(out) if targets else None
+                if target is not None and type(kernel) is np.ufunc:
+                    slots[out] = _into(kernel, (arguments(slots),) if unary else arguments(slots), target)
+                else:
+                    slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 if release:
                     for r in releases:
                         slots[r] = None
@@ -270,6 +289,14 @@ class Plan:
                               for a in node.origin.args]
             found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
         return found._replace(point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
+
+
+def _into(ufunc, arguments: tuple, target: np.ndarray) -> np.ndarray:
+    """ufunc(*arguments) written into target, or a fresh array when its shape differs."""
+    try:
+        return ufunc(*arguments, out=target)
+    except ValueError:  # the result broadcasts to another shape than the target's
+        return ufunc(*arguments)
 
 
 def _batch_axis(first: np.ndarray, node: Node, batch_ndim: int, block: int) -> int | None:

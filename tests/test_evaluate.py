@@ -81,8 +81,8 @@ def test_a_long_plan_on_a_modest_batch_is_split_across_threads_bit_for_bit(monke
     x = np.random.default_rng(3).uniform(-1, 1, 9_001)
     split_points = []
     original = evaluate.Plan.run
-    monkeypatch.setattr(evaluate.Plan, "run", lambda self, values: split_points.append(len(values[0])) or
-                        original(self, values))
+    monkeypatch.setattr(evaluate.Plan, "run", lambda self, values, *into: split_points.append(len(values[0])) or
+                        original(self, values, *into))
     monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
     split = f.grad(x=x, batch_ndim=1)
     assert sorted(split_points) == [4_500, 4_501]
@@ -101,10 +101,10 @@ def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeyp
     monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
     original = evaluate.Plan.run
 
-    def run(self, values):
+    def run(self, values, into=None):
         if threading.current_thread() is threading.main_thread():
             raise MemoryError("the first block")
-        return original(self, values)
+        return original(self, values, into)
     monkeypatch.setattr(evaluate.Plan, "run", run)
     with pytest.raises(MemoryError):
         diffcli.compile("sin(x)").eval(x=np.zeros(10_000), batch_ndim=1)
@@ -166,3 +166,18 @@ def test_kink_nan_hessians_build_only_the_graph_they_use():
     f.hessian(x=np.ones(3))
     (binding,) = f._bindings.values()
     assert list(binding._gradients) == [(("x",), True)]
+
+
+def test_later_blocks_compute_their_outputs_in_place_bit_for_bit(monkeypatch):
+    written = []
+    original = evaluate._into
+    monkeypatch.setattr(evaluate, "_into", lambda ufunc, args, target: written.append(ufunc) or
+                        original(ufunc, args, target))
+    rng = np.random.default_rng(4)
+    at = {"x": rng.uniform(0.5, 2, 40_000), "y": rng.uniform(-1, 1, 40_000)}
+    f = diffcli.compile("x*y + sin(y) * exp(-x) + sqrt(x^2 + y^2)")
+    blocked, whole = _blocked_and_whole(monkeypatch, lambda: f.grad(at, batch_ndim=1))
+    assert written  # some block wrote straight into the full outputs
+    np.testing.assert_array_equal(blocked.value, whole.value)
+    for name in "xy":
+        np.testing.assert_array_equal(blocked[name], whole[name])
