@@ -160,8 +160,8 @@ class Plan:
                     for out, axis in zip(outputs, layout)]
 
         # The first block, run here, shows each output's layout; the others run on
-        # the pool meanwhile and, once the full-size outputs exist, are written
-        # straight into them by their workers (one copy, made in parallel).
+        # the pool meanwhile. Blocks started before the full-size outputs exist are
+        # copied into them by their workers; later ones compute straight into them.
         outputs = layout = None
         import threading  # only big batches need it
 
