@@ -272,20 +272,22 @@ class Function:
         request.check(binding.output.shape, shapes, batch)
         compiled = binding.plan(request, self.kink == "nan")
         plan, diagnostics = compiled.plan, compiled.diagnostics
-        request.may_compress = self.kink != "nan"
-        inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
-        outputs = plan.run_batched(inputs, batch)
-        if request.compressed and not _all_finite(outputs[1:1 + compiled.derivative_count]):
+        shared = request.shared_rows(binding) if self.kink != "nan" else None
+
+        def evaluate(shared):
+            inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
+            return plan.run_batched(inputs, batch), inputs
+        outputs, inputs = evaluate(shared)
+        if shared is not None and not _all_finite(outputs[1:1 + compiled.derivative_count]):
             # Shared seeds add rows together, so a nan in an entry that cannot
             # depend on the variables (0 * inf) would land in another row's entry:
             # again with a seed per row, so that it shows where it arose.
-            request.may_compress = False
-            inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch)
-            outputs = plan.run_batched(inputs, batch)
+            shared = None
+            outputs, inputs = evaluate(shared)
         value = _materialise(outputs[0], batch + binding.output.shape)
         result = Result(value, request.kind, shapes=shapes)
         derivatives = outputs[1:1 + compiled.derivative_count]
-        request.collect(result, derivatives, binding.output.shape, shapes, batch)
+        request.collect(result, derivatives, binding.output.shape, shapes, batch, shared)
         result.kinks = _kink_reports(compiled.watched, outputs[1 + compiled.derivative_count:], batch,
                                      self.kink == "nan")
         outputs = outputs[:1 + compiled.derivative_count]
@@ -474,8 +476,6 @@ def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
 
 class _Request:
     kind = "value"
-    may_compress = False  # whether rows with no column in common may share a seed (set per run)
-    compressed = False  # whether the last inputs() did so
 
     def key(self) -> tuple:
         return (self.kind,)
@@ -486,10 +486,16 @@ class _Request:
     def build(self, binding: _Binding) -> tuple[list[Node], list[Node]]:
         return [], []
 
-    def inputs(self, binding, shapes, batch) -> list[np.ndarray]:
+    def shared_rows(self, binding) -> list | None:
+        """For a request whose seeds put derivative rows on a leading axis: per
+        seed, a sparsity.Compression where rows can share seeds (else None), or
+        None when no seed can. inputs() and collect() are then given it."""
+        return None
+
+    def inputs(self, binding, shapes, batch, shared=None) -> list[np.ndarray]:
         return []
 
-    def collect(self, result, outputs, out_shape, shapes, batch) -> None:
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None) -> None:
         pass
 
 
@@ -516,7 +522,7 @@ class _Gradient(_ByVariables):
     def build(self, binding):
         return binding.gradient(self.wrt), []
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.derivatives = {n: _materialise(d, batch + shapes[n]) for n, d in zip(self.wrt, outputs)}
 
 
@@ -536,7 +542,7 @@ class _Vjp(_Gradient):
         seed = binding.seed("seed", binding.output.shape)
         return autodiff.vjp(binding.graph, binding.output, seed, [binding.by_name[n] for n in self.wrt]), [seed]
 
-    def inputs(self, binding, shapes, batch):
+    def inputs(self, binding, shapes, batch, shared=None):
         return [self.seed]
 
 
@@ -553,12 +559,14 @@ class _Jacobian(_Vjp):
         _refuse_oversized(rows * _size(batch) * sum(_size(shapes[n]) for n in self.wrt), "the Jacobian",
                     "use vjp with a seed, or grad of a scalar, instead")
 
-    def inputs(self, binding, shapes, batch):
-        self.compression = _compression(self, binding, lambda: [binding.output], 1)[0]
-        return [_row_seed(self.compression, binding.output.shape, len(batch))]
+    def shared_rows(self, binding):
+        return _any_shared(binding.row_compression([binding.output], self.wrt))
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
-        result.derivatives = {n: _rows(d, self.compression, offset, out_shape, batch, shapes[n])
+    def inputs(self, binding, shapes, batch, shared=None):
+        return [_row_seed(shared and shared[0], binding.output.shape, len(batch))]
+
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
+        result.derivatives = {n: _rows(d, shared and shared[0], offset, out_shape, batch, shapes[n])
                               for n, d, offset in zip(self.wrt, outputs, _offsets(self.wrt, shapes))}
 
 
@@ -582,15 +590,19 @@ class _Hessian(_ByVariables):
             outputs += autodiff.vjp(binding.graph, g, seed, variables)
         return outputs, seeds
 
-    def inputs(self, binding, shapes, batch):
-        self.compression = _compression(self, binding, lambda: binding.gradient(self.wrt), len(self.wrt))
-        return [_row_seed(c, shapes[n], len(batch)) for n, c in zip(self.wrt, self.compression)]
+    def shared_rows(self, binding):
+        return _any_shared(binding.row_compression(binding.gradient(self.wrt), self.wrt))
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def inputs(self, binding, shapes, batch, shared=None):
+        shared = shared or [None] * len(self.wrt)
+        return [_row_seed(c, shapes[n], len(batch)) for n, c in zip(self.wrt, shared)]
+
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         k = len(self.wrt)
         offsets = _offsets(self.wrt, shapes)
+        shared = shared or [None] * k
         result.derivatives = {
-            a: {b: _rows(outputs[i * k + j], self.compression[i], offsets[j], shapes[a], batch, shapes[b])
+            a: {b: _rows(outputs[i * k + j], shared[i], offsets[j], shapes[a], batch, shapes[b])
                 for j, b in enumerate(self.wrt)}
             for i, a in enumerate(self.wrt)}
 
@@ -621,7 +633,7 @@ class _Derivative(_Request):
             (node,) = autodiff.vjp(binding.graph, node, seed, [x])
         return [node], seeds
 
-    def inputs(self, binding, shapes, batch):
+    def inputs(self, binding, shapes, batch, shared=None):
         # Seed k sits on leading axis order-1-k, so later seeds vary slowest.
         shapes_per_level = [binding.output.shape] + [shapes[self.name]] * (self.order - 1)
         arrays = []
@@ -631,7 +643,7 @@ class _Derivative(_Request):
             arrays.append(np.eye(m).reshape(lead + (1,) * len(batch) + shape))
         return arrays
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         levels = [out_shape] + [shapes[self.name]] * (self.order - 1)
         (d,) = outputs
         result.order = self.order
@@ -670,11 +682,11 @@ class _Along(_Request):
             outputs.append(node)
         return outputs, tangent_vars + cotangents
 
-    def inputs(self, binding, shapes, batch):
+    def inputs(self, binding, shapes, batch, shared=None):
         # The results are linear in each u, so u's value is irrelevant (0).
         return list(self.tangents.values()) + [np.zeros(binding.output.shape)] * self.order
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.order = self.order
         result.derivatives = {k + 1: _materialise(d, batch + out_shape) for k, d in enumerate(outputs)}
 
@@ -688,7 +700,7 @@ class _Jvp(_Along):
     def __init__(self, tangents):
         super().__init__(tangents, 1)
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.jvp = _materialise(outputs[0], batch + out_shape)
 
 
@@ -715,10 +727,10 @@ class _Hvp(_Request):
         pairs = [(gradient[n], t) for n, t in zip(names, tangent_vars)]
         return autodiff.vjp_many(binding.graph, pairs, [binding.by_name[n] for n in self.wrt]), tangent_vars
 
-    def inputs(self, binding, shapes, batch):
+    def inputs(self, binding, shapes, batch, shared=None):
         return list(self.tangents.values())
 
-    def collect(self, result, outputs, out_shape, shapes, batch):
+    def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.derivatives = {n: _materialise(d, batch + shapes[n]) for n, d in zip(self.wrt, outputs)}
 
 
@@ -774,12 +786,8 @@ def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
     return seed
 
 
-def _compression(request, binding, rows_of, count: int) -> list:
-    """The row compression for the nodes rows_of() gives, when the request may use
-    one (sets request.compressed); rows_of is only called then."""
-    found = binding.row_compression(rows_of(), request.wrt) if request.may_compress else [None] * count
-    request.compressed = any(c is not None for c in found)
-    return found
+def _any_shared(found: list) -> list | None:
+    return found if any(c is not None for c in found) else None
 
 
 def _row_seed(compression, shape: tuple, batch_ndim: int) -> np.ndarray:
