@@ -1,8 +1,10 @@
 """Text -> syntax -> graph.
 
-The lark LALR parser is built once from grammars/diffcli.lark; its callbacks
-run at each reduction and make small Syntax records (no parse tree, no
-recursive transformer). `Program.build` then walks the syntax with an explicit
+The LALR parse runs on the tables lark builds from grammars/diffcli.lark
+(shipped in _tables.py and driven by lalr.py, so a start needs no lark); the
+callbacks run at each reduction and make small Syntax records (no parse tree,
+no recursive transformer). Text the driver cannot parse goes to lark itself,
+whose error is explained. `Program.build` then walks the syntax with an explicit
 stack and makes graph nodes for a given set of variable shapes. Parse errors are
 rewritten into one sentence plus a caret under the offending column.
 """
@@ -19,9 +21,8 @@ import numpy as np
 from .errors import ExpressionError, ShapeError
 from .functions import CONSTANTS, FUNCTIONS, arity_text
 from .graph import Graph, Node
-from .ops import describe
-
 from .lalr import NotParsed, Parser
+from .ops import describe
 
 # (os.path, not pathlib: pathlib's import is 6 ms of every start)
 _HERE = os.path.dirname(os.path.realpath(__file__))
