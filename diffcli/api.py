@@ -777,10 +777,20 @@ def _refuse_oversized(entries: int, what: str, advice: str) -> None:
                          f"{advice}")
 
 
+# From about this many rows, identity seeds are passed as a diagonal.Diagonal,
+# which the plan keeps diagonal while it stays so (O(m) instead of O(m^2) work);
+# for fewer, the dense identity costs less than the bookkeeping.
+DIAGONAL_MIN_ROWS = 64
+
+
 @lru_cache(maxsize=64)
-def _identity_seed(shape: tuple, batch_ndim: int) -> np.ndarray:
+def _identity_seed(shape: tuple, batch_ndim: int):
     """Rows of the identity on a new leading axis (read-only, shared between calls)."""
     m = _size(shape)
+    if m >= DIAGONAL_MIN_ROWS and shape:
+        from .diagonal import Diagonal
+
+        return Diagonal.identity(shape, batch_ndim)
     seed = np.eye(m).reshape((m,) + (1,) * batch_ndim + shape)
     seed.flags.writeable = False
     return seed

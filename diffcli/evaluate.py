@@ -128,6 +128,8 @@ class Plan:
                 releases[step].append(s)
         self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
                         slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
+        self._computed = computed
+        self._structured: dict[tuple, list] = {}
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -210,13 +212,53 @@ class Plan:
         if into is not None:
             targets = {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
                        if place is not None and not copy}
-        slots = self._execute(values, release=True, targets=targets)
+        steps = self._steps_for(values)
+        slots = self._execute(values, release=True, targets=targets, steps=steps)
+        if steps is not self._steps:
+            for s in self._output_slots:
+                slots[s] = np.asarray(slots[s])  # a Diagonal output made full
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
 
-    def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None) -> list:
+    def _steps_for(self, values) -> list:
+        """The plain steps, or, when some inputs are diagonal.Diagonal seeds, steps
+        that keep them diagonal as far as they stay so (compiled once per set of
+        such inputs)."""
+        for v in values:
+            if type(v) is not np.ndarray:
+                break
+        else:
+            return self._steps
+        from .diagonal import Diagonal, structured_kernel
+
+        which = tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
+        if not which:
+            return self._steps
+        steps = self._structured.get(which)
+        if steps is None:
+            steps = self._structured[which] = self._structured_steps(which, structured_kernel)
+        return steps
+
+    def _structured_steps(self, which: tuple, structured_kernel) -> list:
+        from .diagonal import KEEPS_DIAGONAL
+
+        maybe = {self._input_slots[i] for i in which} - {None}
+        steps = []
+        for step, node in zip(self._steps, self._computed):
+            kernel, unary, arguments, out, releases = step
+            if any(self._slot[a.id] in maybe for a in node.args):
+                step = (structured_kernel(node, kernel, unary), unary, arguments, out, releases)
+                if node.op in KEEPS_DIAGONAL:
+                    maybe.add(out)
+            steps.append(step)
+        return steps
+
+    def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None,
+                 steps: list | None = None) -> list:
         """Every step in order; with release, each intermediate is dropped after its
         last use (without, all are kept, for diagnosis); targets: slot -> array that
         a ufunc step making that slot writes into."""
+        if steps is None:
+            steps = self._steps_for(values)
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
@@ -224,7 +266,7 @@ class Plan:
             if s is not None:
                 slots[s] = v
         with quiet_floating_point():
-            for kernel, unary, arguments, out, releases in self._steps:
+            for kernel, unary, arguments, out, releases in steps:
                 target = targets.get(out) if targets else None
                 if target is not None and type(kernel) is np.ufunc:
                     slots[out] = _into(kernel, (arguments(slots),) if unary else arguments(slots), target)

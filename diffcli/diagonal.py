@@ -1,0 +1,240 @@
+"""Identity seeds kept diagonal while they stay diagonal.
+
+A Jacobian's or Hessian's rows come from identity seeds stacked on a leading
+row axis: an m x m identity (times the batch) that reverse mode then scales,
+adds and accumulates. Most of that array is zeros, and the first steps of a
+derivative plan (the seed times a local derivative, a sum of such terms) keep
+it that way, so a plan can carry just the diagonal: O(m) work where the dense
+array costs O(m^2). Once an operation would make it dense (a cumulative sum, a
+slice, a matrix product), the full array is made, and from there on the plan
+runs as it always does.
+
+Every rule here gives the same numbers as the dense computation, except that a
+structurally zero entry can be 0.0 where the dense one was -0.0 (0 * -x). Where
+the dense result would put nan or inf off the diagonal (0 * inf), the rule
+declines and the dense array is made, so non-finite values arise where they
+always did.
+
+evaluate.py decides, when a plan first runs with a Diagonal input, which of its
+steps can receive one and wraps only those (`structured_kernel`); every other
+step keeps its plain NumPy kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Diagonal:
+    """The array full of shape (m,) + d.shape with full[k, ..., s] = d[..., s]
+    where s, the last value_ndim indices, is the k-th entry of the value (flat,
+    in C order), and 0 elsewhere. The axes of d before its value axes are batch
+    axes (size 1 where the diagonal does not vary over the batch)."""
+
+    __slots__ = ("d", "value_ndim", "rows", "_dense", "_shared")
+
+    def __init__(self, d: np.ndarray, value_ndim: int, shared: bool = False):
+        self.d = d
+        self.value_ndim = value_ndim
+        self.rows = int(np.prod(d.shape[d.ndim - value_ndim:], dtype=np.int64))
+        self._dense = None
+        self._shared = shared
+
+    @classmethod
+    def identity(cls, shape: tuple, batch_ndim: int) -> Diagonal:
+        """The rows of the identity of a value of this shape, broadcasting over batch axes."""
+        ones = np.ones((1,) * batch_ndim + shape)
+        ones.flags.writeable = False
+        return cls(ones, len(shape), shared=True)
+
+    @property
+    def shape(self) -> tuple:
+        return (self.rows,) + self.d.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.d.ndim + 1
+
+    @property
+    def value_shape(self) -> tuple:
+        return self.d.shape[self.d.ndim - self.value_ndim:]
+
+    def dense(self) -> np.ndarray:
+        """The full array. A seed shared between calls keeps it (read-only), so
+        it is made once."""
+        if self._dense is not None:
+            return self._dense
+        full = np.zeros(self.shape)
+        _diagonal_view(full, self.rows)[...] = _rows_first(self.d, self.d.shape, self.rows)
+        if self._shared:
+            full.flags.writeable = False
+            self._dense = full
+        return full
+
+    def __array__(self, dtype=None, copy=None):
+        # Anything outside the rules below (a diagnosis, a test) sees the full array.
+        full = self.dense()
+        return full if dtype is None else full.astype(dtype)
+
+
+def _diagonal_view(full: np.ndarray, rows: int) -> np.ndarray:
+    """The entries full[k, ..., s_k] of a C-contiguous array, as a (rows, batch) view."""
+    flat = full.reshape(rows, -1, rows)
+    return np.einsum("kbk->kb", flat)
+
+
+def _rows_first(d: np.ndarray, shape: tuple, rows: int) -> np.ndarray:
+    """d broadcast to shape (batch + value), as (rows, batch) to match _diagonal_view."""
+    return np.broadcast_to(d, shape).reshape(-1, rows).T
+
+
+# ---------------------------------------------------------------- rules
+# Each rule takes the step's plain kernel and its arguments (at least one a
+# Diagonal) and returns the result, or None to have the arguments made dense.
+
+def _dense_operand(other, diagonal: Diagonal):
+    """other as an array without the row axis (None if it varies along it)."""
+    other = np.asarray(other)
+    if other.ndim == diagonal.ndim:
+        if other.shape[0] != 1:
+            return None
+        other = other[0]
+    return other
+
+
+def _same_value(result: np.ndarray, diagonal: Diagonal) -> Diagonal | None:
+    """result as the diagonal of a Diagonal like diagonal, if broadcasting kept its value axes."""
+    if result.shape[result.ndim - diagonal.value_ndim:] != diagonal.value_shape:
+        return None
+    return Diagonal(result, diagonal.value_ndim)
+
+
+def _both(kernel, a: Diagonal, b: Diagonal) -> Diagonal | None:
+    """An elementwise op of two diagonals with zero off the diagonal (0 op 0 = 0)."""
+    if a.value_ndim != b.value_ndim or a.value_shape != b.value_shape:
+        return None
+    return _same_value(kernel(a.d, b.d), a)
+
+
+def _scale(kernel, a, b, zero_dominant: bool = False, divides: bool = False):
+    """Diagonal times (or over) something constant along the rows: a Diagonal,
+    unless off-diagonal zeros would not stay zero (0 * inf, 0 / 0)."""
+    if type(a) is Diagonal and type(b) is Diagonal:
+        return None if divides else _both(kernel, a, b)  # 0 / 0 off the diagonal
+    if type(a) is not Diagonal:
+        if divides:
+            return None  # x / 0 off the diagonal
+        a, b = b, a
+    other = _dense_operand(b, a)
+    if other is None or not zero_dominant and not _keeps_zeros(other, divides):
+        return None
+    return _same_value(kernel(a.d, other), a)
+
+
+def _keeps_zeros(other: np.ndarray, divides: bool) -> bool:
+    """Whether 0 * other (or 0 / other) is 0 everywhere."""
+    if divides:
+        return bool(np.all(other != 0)) and not np.isnan(other).any()
+    return bool(np.all(np.isfinite(other)))
+
+
+def _mul(kernel, a, b):
+    return _scale(kernel, a, b)
+
+
+def _cmul(kernel, a, b):
+    return _scale(kernel, a, b, zero_dominant=True)
+
+
+def _div(kernel, a, b):
+    return _scale(kernel, a, b, divides=True)
+
+
+def _neg(kernel, a):
+    return Diagonal(kernel(a.d), a.value_ndim)
+
+
+def _add_or_sub(kernel, a, b):
+    """A sum with a dense array is that array with the diagonal added in: one
+    copy instead of a dense add."""
+    if type(a) is Diagonal and type(b) is Diagonal:
+        return _both(kernel, a, b)
+    diagonal, dense = (a, b) if type(a) is Diagonal else (b, a)
+    dense = np.asarray(dense)
+    shape = np.broadcast_shapes(diagonal.shape, dense.shape)
+    if shape[0] != diagonal.rows or shape[len(shape) - diagonal.value_ndim:] != diagonal.value_shape:
+        return None
+    if dense is b and kernel is np.subtract:
+        out = np.negative(np.broadcast_to(dense, shape))  # d - B
+    else:
+        out = np.array(np.broadcast_to(dense, shape))
+    on_diagonal = _diagonal_view(out, diagonal.rows)
+    change = _rows_first(diagonal.d, shape[1:], diagonal.rows)
+    if dense is a and kernel is np.subtract:
+        on_diagonal -= change  # A - d
+    else:
+        on_diagonal += change
+    return out
+
+
+_TRIANGLES: dict = {}
+
+
+def _cumsum(reverse: bool):
+    """A cumulative sum along a vector's axis spreads each row's one entry over
+    a triangle: reversed, row k holds d_k in columns 0..k; forwards, in k..n-1."""
+    def rule(kernel, a):
+        if type(a) is not Diagonal or a.value_ndim != 1:
+            return None
+        n = a.rows
+        key = (n, reverse, a.d.ndim)
+        mask = _TRIANGLES.get(key)
+        if mask is None:
+            lower = np.tri(n, dtype=bool)
+            mask = (lower if reverse else lower.T).reshape((n,) + (1,) * (a.d.ndim - 1) + (n,))
+            _TRIANGLES[key] = mask
+        out = np.zeros((n,) + a.d.shape)
+        np.copyto(out, np.moveaxis(a.d, -1, 0)[..., None], where=mask)  # about 2x np.where's speed
+        return out
+    return rule
+
+
+# op -> rule(plain kernel, *arguments); rules that may return a Diagonal are
+# listed in KEEPS_DIAGONAL.
+RULES = {"mul": _mul, "cmul": _cmul, "div": _div, "neg": _neg, "add": _add_or_sub, "sub": _add_or_sub}
+KEEPS_DIAGONAL = frozenset(RULES)
+
+
+def _cumsum_rule(node):
+    if len(node.shape) != 1:
+        return None
+    return _cumsum(bool(node.attr))
+
+
+def rule_for(node):
+    if node.op == "cumsum":
+        return _cumsum_rule(node)
+    return RULES.get(node.op)
+
+
+def structured_kernel(node, kernel, unary: bool):
+    """The step's kernel for arguments that may be Diagonals: its rule where one
+    applies, else the plain kernel on dense arguments. Same calling convention
+    as the plain kernel (one argument, or a tuple unpacked)."""
+    rule = rule_for(node)
+    if unary:
+        def run_unary(a):
+            if type(a) is not Diagonal:
+                return kernel(a)
+            result = rule(kernel, a) if rule is not None else None
+            return kernel(a.dense()) if result is None else result
+        return run_unary
+
+    def run(*args):
+        if not any(type(a) is Diagonal for a in args):
+            return kernel(*args)
+        result = rule(kernel, *args) if rule is not None else None
+        if result is None:
+            result = kernel(*(a.dense() if type(a) is Diagonal else a for a in args))
+        return result
+    return run
