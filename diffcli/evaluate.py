@@ -31,7 +31,7 @@ MIN_BLOCK_ELEMENTS = 1 << 12
 # Handing a block to another thread costs up to half a millisecond on a busy
 # virtual machine: a batch is only spread over threads when its plan does at
 # least this many element operations (steps x elements), several milliseconds.
-PARALLEL_MIN_WORK = 1 << 24
+PARALLEL_MIN_WORK = 1 << 22
 _pool = None
 _allocator_tuned = False
 
@@ -147,55 +147,72 @@ class Plan:
         n, threads = batch[0], _threads()
         block = max(2, BLOCK_ELEMENTS // per_point)
         if threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK:
-            # Enough work to keep every thread busy for a while: a block for each,
-            # unless blocks would get too small to pay.
+            # Enough work to keep every thread busy for a while: a contiguous
+            # chunk of the batch for each, walked in blocks (one hand-off per
+            # thread, not per block), unless blocks would get too small to pay.
             block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
-        if n <= block or threads == 1 and n <= 4 * block:
+            per_thread = max(-(-n // threads), block)
+        else:
+            per_thread = n
+            if n <= 4 * block:
+                return self.run(values)
+        if n <= block:
             return self.run(values)
+        return self._run_chunks(values, sliced, len(batch), n, block, per_thread)
 
-        def run_block(start, into=None):
-            return self.run([v[start:start + block] if s else v for v, s in zip(values, sliced)], into)
+    def _run_chunks(self, values, sliced, batch_ndim, n, block, per_thread) -> list[np.ndarray]:
+        """The batch in chunks of per_thread points, the first on this thread and
+        each other on the pool, each chunk run block by block. The first block
+        shows each output's layout; blocks finished before the full-size outputs
+        exist are copied into them, later ones compute straight into them."""
+        def run_block(start, stop, into=None):
+            return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into)
 
-        def block_of(start):
-            """Where each output of the block starting at start goes in the full outputs."""
-            return [None if axis is None else out[(slice(None),) * axis + (slice(start, start + block),)]
+        def block_of(start, stop):
+            """Where each output of the block start:stop goes in the full outputs."""
+            return [None if axis is None else out[(slice(None),) * axis + (slice(start, stop),)]
                     for out, axis in zip(outputs, layout)]
 
-        # The first block, run here, shows each output's layout; the others run on
-        # the pool meanwhile. Blocks started before the full-size outputs exist are
-        # copied into them by their workers; later ones compute straight into them.
-        outputs = layout = None
-        import threading  # only big batches need it
-
-        ready = threading.Event()
-
-        def fill(start, results):
-            for place, part in zip(block_of(start), results):
+        def fill(start, stop, results):
+            for place, part in zip(block_of(start, stop), results):
                 if place is not None and part is not place:
                     place[...] = part
 
-        def run_and_fill(start):
-            if ready.is_set() and outputs is not None:  # the outputs exist: computed straight into them
-                fill(start, run_block(start, block_of(start)))
-                return
-            results = run_block(start)
-            ready.wait()
-            if outputs is not None:  # None: the first block failed, and its error is raised
-                fill(start, results)
+        def run_chunk(low, high):
+            for start in range(low, high, block):
+                stop = min(start + block, high)
+                if ready is None or ready.is_set() and outputs is not None:
+                    fill(start, stop, run_block(start, stop, block_of(start, stop)))
+                    continue
+                results = run_block(start, stop)
+                ready.wait()
+                if outputs is None:  # the first block failed, and its error is raised
+                    return
+                fill(start, stop, results)
 
+        outputs = layout = ready = None
+        first_stop = min(block, per_thread)
         pending = []
         try:
-            for start in range(block, n, block):
-                pending.append(_executor().submit(run_and_fill, start))
-            first = run_block(0)
-            layout = [_batch_axis(np.asarray(a), node, len(batch), block) for a, node in zip(first, self.outputs)]
+            if per_thread < n:
+                import threading  # only big batches need it
+
+                ready = threading.Event()
+                for low in range(per_thread, n, per_thread):
+                    pending.append(_executor().submit(run_chunk, low, min(low + per_thread, n)))
+            first = run_block(0, first_stop)
+            layout = [_batch_axis(np.asarray(a), node, batch_ndim, first_stop) for a, node in zip(first, self.outputs)]
             outputs = [np.asarray(a) if axis is None else
                        np.empty(a.shape[:axis] + (n,) + a.shape[axis + 1:]) for a, axis in zip(first, layout)]
-            fill(0, first)
+            fill(0, first_stop, first)
         finally:
-            ready.set()
-        for future in pending:
-            future.result()
+            if ready is not None:
+                ready.set()
+        try:
+            run_chunk(first_stop, min(per_thread, n))
+        finally:
+            for future in pending:
+                future.result()
         return outputs
 
     def _sliced(self, values, batch) -> list[bool]:
