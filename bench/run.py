@@ -236,7 +236,9 @@ def task_t3b():
     table = Table("T3b Rosenbrock gradient, n=100, B=10,000 points")
     table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: rosenbrock_grad_numpy(x))
     f = diffcli.compile(ROSENBROCK)
-    table.row("diffcli API grad (batch)", lambda: f.grad(x=x, batch_ndim=1), lambda r: r["x"])
+    table.row("diffcli API grad (batch, value too)", lambda: f.grad(x=x, batch_ndim=1), lambda r: r["x"])
+    # The floor and JAX's grad compute the gradient alone; so does value=False.
+    table.row("diffcli API grad(value=False)", lambda: f.grad(x=x, batch_ndim=1, value=False), lambda r: r["x"])
     _peer_gradients(table, x, batched=True)
     table.print()
 

@@ -133,9 +133,11 @@ class Function:
         return self._run(_Value(), _merge(at, values), batch_ndim)
 
     def grad(self, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
-             batch_ndim: int = 0, **values) -> Result:
-        """The value and the gradient of a scalar expression, per variable."""
-        return self._run(_Gradient(self._check_wrt(wrt)), _merge(at, values), batch_ndim)
+             batch_ndim: int = 0, value: bool = True, **values) -> Result:
+        """The value and the gradient of a scalar expression, per variable.
+        value=False: the gradient alone (like jax.grad next to jax.value_and_grad);
+        the steps only the value needs are skipped, and the Result's value is None."""
+        return self._run(_Gradient(self._check_wrt(wrt), with_value=value), _merge(at, values), batch_ndim)
 
     def jacobian(self, at: Mapping | None = None, /, *, wrt: Iterable[str] | None = None,
                  batch_ndim: int = 0, **values) -> Result:
@@ -278,20 +280,20 @@ class Function:
             inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
             return plan.run_batched(inputs, batch), inputs
         outputs, inputs = evaluate(shared)
-        if shared is not None and not _all_finite(outputs[1:1 + compiled.derivative_count]):
+        first = 1 if request.with_value else 0  # the value comes first, when asked for
+        end = first + compiled.derivative_count
+        if shared is not None and not _all_finite(outputs[first:end]):
             # Shared seeds add rows together, so a nan in an entry that cannot
             # depend on the variables (0 * inf) would land in another row's entry:
             # again with a seed per row, so that it shows where it arose.
             shared = None
             outputs, inputs = evaluate(shared)
-        value = _materialise(outputs[0], batch + binding.output.shape)
+        value = _materialise(outputs[0], batch + binding.output.shape) if first else None
         result = Result(value, request.kind, shapes=shapes)
-        derivatives = outputs[1:1 + compiled.derivative_count]
-        request.collect(result, derivatives, binding.output.shape, shapes, batch, shared)
-        result.kinks = _kink_reports(compiled.watched, outputs[1 + compiled.derivative_count:], batch,
-                                     self.kink == "nan")
-        outputs = outputs[:1 + compiled.derivative_count]
-        if compiled.watched_if_infinite and not _all_finite(outputs[1:]):
+        request.collect(result, outputs[first:end], binding.output.shape, shapes, batch, shared)
+        result.kinks = _kink_reports(compiled.watched, outputs[end:], batch, self.kink == "nan")
+        outputs = outputs[:end]
+        if compiled.watched_if_infinite and not _all_finite(outputs[first:]):
             indicators = binding.indicator_plan(compiled).run_batched(inputs[:len(self.variables)], batch)
             result.kinks += _kink_reports(compiled.watched_if_infinite, indicators, batch, self.kink == "nan")
         diagnostics = list(diagnostics)
@@ -379,7 +381,7 @@ class _Binding:
         eager = [w for w in watched if not KINKS[w[0].op].infinite]
         if_infinite = [w for w in watched if KINKS[w[0].op].infinite]
         diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
-        plan = Plan([self.output] + outputs + [indicator for _, indicator in eager],
+        plan = Plan(([self.output] if request.with_value else []) + outputs + [indicator for _, indicator in eager],
                     self.inputs + extra_inputs)
         return _Compiled(plan, diagnostics[:1], len(outputs), eager, if_infinite, {})
 
@@ -476,6 +478,7 @@ def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
 
 class _Request:
     kind = "value"
+    with_value = True  # the plan's first output is the expression's value
 
     def key(self) -> tuple:
         return (self.kind,)
@@ -515,6 +518,13 @@ class _ByVariables(_Request):
 
 class _Gradient(_ByVariables):
     kind = "gradient"
+
+    def __init__(self, wrt, with_value=True):
+        super().__init__(wrt)
+        self.with_value = with_value
+
+    def key(self):
+        return (self.kind, tuple(self.wrt), self.with_value)
 
     def check(self, out_shape, shapes, batch):
         _require_scalar(out_shape, "grad")

@@ -276,14 +276,45 @@ def _scatter_sum_kernel(node):
     parts, shape = node.attr
     keys = [_index_key(items, len(shape)) for items in parts]
     ranks = [len(a.shape) for a in node.args]
+    outside = _outside_box(parts[0], shape)
 
     def scatter_sum(*values):
         lead = np.broadcast_shapes(*(v.shape[:v.ndim - r] for v, r in zip(values, ranks)))
-        out = np.zeros(lead + shape)
-        for key, v in zip(keys, values):
-            out[key] += v  # 0 + a, then + b: the additions add(scatter(a), scatter(b)) makes
+        if outside is None:
+            out = np.zeros(lead + shape)
+            first = 0
+        else:
+            # Written, not added to zeros: 0 + a (as add(scatter(a), ...) makes it)
+            # straight into its place, and zeros only around it.
+            out = np.empty(lead + shape)
+            place = out[keys[0]]
+            np.add(values[0], 0.0, out=place)
+            for key in outside:
+                out[key] = 0.0
+            first = 1
+        for key, v in zip(keys[first:], values[first:]):
+            place = out[key]
+            np.add(place, v, out=place)  # then + b: the additions add(scatter(a), scatter(b)) makes
         return out
     return scatter_sum
+
+
+def _outside_box(items, shape) -> list | None:
+    """Keys that together cover every entry of an array of this shape outside the
+    slice items (None unless items are unit-step slices: a box)."""
+    ranges = []
+    for n, item in zip(shape, items):
+        if isinstance(item, int) or item[2] not in (None, 1):
+            return None
+        found = range(n)[slice(*item)]
+        ranges.append((found.start, found.stop) if found else (0, 0))
+    keys, inside = [], []
+    for n, (low, high) in zip(shape, ranges):
+        for outer in (slice(0, low), slice(high, n)):
+            if outer.stop > outer.start:
+                keys.append((Ellipsis, *inside, outer) + (slice(None),) * (len(shape) - len(inside) - 1))
+        inside.append(slice(low, high))
+    return keys
 
 
 def _reshape_kernel(node):

@@ -85,3 +85,16 @@ def test_threads_can_share_a_function():
     for n, g in results:
         x = np.linspace(-1, 1, n)
         np.testing.assert_allclose(g, np.cos(x) * x**2 + 2 * x * np.sin(x), rtol=1e-14, atol=1e-15)
+
+
+def test_gradient_without_the_value():
+    f = diffcli.compile("sum(log(x) * abs(x - 1))")
+    x = np.random.default_rng(5).uniform(0.5, 2, (4, 3))
+    x[1, 2] = 1.0  # abs at its kink
+    both, alone = f.grad(x=x, batch_ndim=1), f.grad(x=x, batch_ndim=1, value=False)
+    assert alone.value is None and both.value is not None
+    np.testing.assert_array_equal(alone["x"], both["x"])
+    assert [k.point for k in alone.kinks] == [k.point for k in both.kinks] == [1]
+    x[2, 0] = 0.0  # log(0): a non-finite gradient, diagnosed either way
+    messages = [[d.message for d in f.grad(x=x, batch_ndim=1, value=v).diagnostics] for v in (True, False)]
+    assert messages[0] == messages[1] and "log" in messages[0][0]
