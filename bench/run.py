@@ -226,7 +226,8 @@ def task_t3a():
     table = Table("T3a Rosenbrock gradient, n=1000, one point")
     table.floor_row("hand-written NumPy (floor)", lambda: rosenbrock_grad_numpy(x))
     f = diffcli.compile(ROSENBROCK)
-    table.row("diffcli API grad", lambda: f.grad(x=x), lambda r: r["x"])
+    table.row("diffcli API grad (value too)", lambda: f.grad(x=x), lambda r: r["x"])
+    table.row("diffcli API grad(value=False)", lambda: f.grad(x=x, value=False), lambda r: r["x"])
     _peer_gradients(table, x, batched=False)
     table.print()
 

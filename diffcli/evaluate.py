@@ -10,7 +10,6 @@ dictionary look-ups, no work per node that depends on the batch size.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from operator import itemgetter
 
 import numpy as np
@@ -62,7 +61,8 @@ def _quiet_floating_point():
     """A context in which NumPy ignores floating-point errors (a plan looks for
     non-finite results itself). np.errstate costs about 1 us to enter and leave,
     a noticeable part of a one-point gradient; setting NumPy's context variable
-    directly costs a quarter of that. Falls back to np.errstate where NumPy's
+    directly costs a quarter of that (and a class, not a generator-based
+    contextmanager, keeps it so). Falls back to np.errstate where NumPy's
     internals differ."""
     try:
         from numpy._core._ufunc_config import _extobj_contextvar
@@ -70,15 +70,17 @@ def _quiet_floating_point():
         return lambda: np.errstate(all="ignore")
     with np.errstate(all="ignore"):
         ignoring = _extobj_contextvar.get()
+    set_context, reset_context = _extobj_contextvar.set, _extobj_contextvar.reset
 
-    @contextmanager
-    def quiet():
-        token = _extobj_contextvar.set(ignoring)
-        try:
-            yield
-        finally:
-            _extobj_contextvar.reset(token)
-    return quiet
+    class Quiet:
+        __slots__ = ("token",)
+
+        def __enter__(self):
+            self.token = set_context(ignoring)
+
+        def __exit__(self, *exception):
+            reset_context(self.token)
+    return Quiet
 
 
 quiet_floating_point = _quiet_floating_point()

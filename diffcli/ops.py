@@ -279,7 +279,8 @@ def _scatter_sum_kernel(node):
     outside = _outside_box(parts[0], shape)
 
     def scatter_sum(*values):
-        lead = np.broadcast_shapes(*(v.shape[:v.ndim - r] for v, r in zip(values, ranks)))
+        leads = [v.shape[:v.ndim - r] for v, r in zip(values, ranks)]
+        lead = leads[0] if leads.count(leads[0]) == len(leads) else np.broadcast_shapes(*leads)
         if outside is None:
             out = np.zeros(lead + shape)
             first = 0
