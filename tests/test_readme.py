@@ -1,8 +1,10 @@
 """The README is executable documentation: every `$ diffcli ...` line in a
-```console block is run, and its output must be what the README shows."""
+```console block is run, and its output must be what the README shows; so is
+every ```pycon session (as a doctest)."""
 
 from __future__ import annotations
 
+import doctest
 import re
 import shlex
 from pathlib import Path
@@ -65,3 +67,15 @@ def test_ci_runs_the_test_command_written_in_the_readme():
     assert setup[0].startswith("pip install . && diffcli grad")
     test_command = setup[1]
     assert test_command in CI_RUN.read_text(encoding="utf-8")
+
+
+def test_readme_python_sessions():
+    text = README.read_text(encoding="utf-8")
+    sessions = re.findall(r"```pycon\n(.*?)```", text, flags=re.S)
+    assert sessions
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for i, session in enumerate(sessions):
+        test = parser.get_doctest(session, {}, f"README session {i + 1}", str(README), 0)
+        assert test.examples
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
