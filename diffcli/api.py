@@ -64,7 +64,8 @@ class Result:
         """The same result as a batch of one point (for the streaming writers)."""
         def add_axis(tree):
             return {k: add_axis(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)[None]
-        return self.replace(value=np.asarray(self.value)[None], derivatives=add_axis(self.derivatives),
+        value = None if self.value is None else np.asarray(self.value)[None]  # grad(value=False)
+        return self.replace(value=value, derivatives=add_axis(self.derivatives),
                             jvp=None if self.jvp is None else np.asarray(self.jvp)[None], diagnostics=[])
 
     def replace(self, **changes) -> Result:

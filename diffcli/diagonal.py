@@ -22,6 +22,8 @@ step keeps its plain NumPy kernel.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -78,8 +80,10 @@ class Diagonal:
 
 
 def _diagonal_view(full: np.ndarray, rows: int) -> np.ndarray:
-    """The entries full[k, ..., s_k] of a C-contiguous array, as a (rows, batch) view."""
-    flat = full.reshape(rows, -1, rows)
+    """The entries full[k, ..., s_k] of a C-contiguous array, as a writable
+    (rows, batch) view (an error, never a silent copy, for any other layout)."""
+    flat = full.view()
+    flat.shape = (rows, -1, rows)
     return np.einsum("kbk->kb", flat)
 
 
@@ -159,40 +163,41 @@ def _add_or_sub(kernel, a, b):
     copy instead of a dense add."""
     if type(a) is Diagonal and type(b) is Diagonal:
         return _both(kernel, a, b)
-    diagonal, dense = (a, b) if type(a) is Diagonal else (b, a)
-    dense = np.asarray(dense)
+    diagonal_first = type(a) is Diagonal
+    diagonal, dense = (a, np.asarray(b)) if diagonal_first else (b, np.asarray(a))
     shape = np.broadcast_shapes(diagonal.shape, dense.shape)
     if shape[0] != diagonal.rows or shape[len(shape) - diagonal.value_ndim:] != diagonal.value_shape:
         return None
-    if dense is b and kernel is np.subtract:
-        out = np.negative(np.broadcast_to(dense, shape))  # d - B
+    subtract = kernel is np.subtract
+    out = np.empty(shape)  # C order whatever the dense operand's (a transpose is not)
+    if diagonal_first and subtract:
+        np.negative(dense, out=out)  # d - B
     else:
-        out = np.array(np.broadcast_to(dense, shape))
+        np.copyto(out, dense)
     on_diagonal = _diagonal_view(out, diagonal.rows)
     change = _rows_first(diagonal.d, shape[1:], diagonal.rows)
-    if dense is a and kernel is np.subtract:
+    if subtract and not diagonal_first:
         on_diagonal -= change  # A - d
     else:
         on_diagonal += change
     return out
 
 
-_TRIANGLES: dict = {}
+@lru_cache(maxsize=8)
+def _triangle(n: int, reverse: bool, ndim: int) -> np.ndarray:
+    """mask[k, ..., j]: j <= k (reverse) or j >= k, with ndim - 1 batch axes between."""
+    lower = np.tri(n, dtype=bool)
+    return (lower if reverse else lower.T).reshape((n,) + (1,) * (ndim - 1) + (n,))
 
 
 def _cumsum(reverse: bool):
     """A cumulative sum along a vector's axis spreads each row's one entry over
     a triangle: reversed, row k holds d_k in columns 0..k; forwards, in k..n-1."""
     def rule(kernel, a):
-        if type(a) is not Diagonal or a.value_ndim != 1:
+        if a.value_ndim != 1:
             return None
         n = a.rows
-        key = (n, reverse, a.d.ndim)
-        mask = _TRIANGLES.get(key)
-        if mask is None:
-            lower = np.tri(n, dtype=bool)
-            mask = (lower if reverse else lower.T).reshape((n,) + (1,) * (a.d.ndim - 1) + (n,))
-            _TRIANGLES[key] = mask
+        mask = _triangle(n, reverse, a.d.ndim)
         out = np.zeros((n,) + a.d.shape)
         np.copyto(out, np.moveaxis(a.d, -1, 0)[..., None], where=mask)  # about 2x np.where's speed
         return out
@@ -222,13 +227,6 @@ def structured_kernel(node, kernel, unary: bool):
     applies, else the plain kernel on dense arguments. Same calling convention
     as the plain kernel (one argument, or a tuple unpacked)."""
     rule = rule_for(node)
-    if unary:
-        def run_unary(a):
-            if type(a) is not Diagonal:
-                return kernel(a)
-            result = rule(kernel, a) if rule is not None else None
-            return kernel(a.dense()) if result is None else result
-        return run_unary
 
     def run(*args):
         if not any(type(a) is Diagonal for a in args):
@@ -237,4 +235,4 @@ def structured_kernel(node, kernel, unary: bool):
         if result is None:
             result = kernel(*(a.dense() if type(a) is Diagonal else a for a in args))
         return result
-    return run
+    return run if not unary else lambda a: run(a)

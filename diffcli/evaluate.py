@@ -21,15 +21,15 @@ from .ops import OPS
 
 # Big batches are cut into blocks of about this many elements per array: small
 # enough to stay in cache, large enough that NumPy's per-call overhead is noise.
-# Blocks run on a thread pool, since ufuncs release the GIL (DIFFCLI_THREADS
-# sets its size).
+# With enough work, each thread (DIFFCLI_THREADS, default every core) takes a
+# contiguous chunk of the batch and runs its blocks, since ufuncs release the GIL.
 BLOCK_ELEMENTS = 1 << 16
 # Below about this many elements per array, a block is mostly Python overhead:
 # smaller batches are not cut further just to give every thread a block.
 MIN_BLOCK_ELEMENTS = 1 << 12
-# Handing a block to another thread costs up to half a millisecond on a busy
+# Handing a chunk to another thread costs up to half a millisecond on a busy
 # virtual machine: a batch is only spread over threads when its plan does at
-# least this many element operations (steps x elements), several milliseconds.
+# least this many element operations (steps x elements), a few milliseconds.
 PARALLEL_MIN_WORK = 1 << 22
 _pool = None
 _allocator_tuned = False
@@ -183,7 +183,7 @@ class Plan:
         def run_chunk(low, high):
             for start in range(low, high, block):
                 stop = min(start + block, high)
-                if ready is None or ready.is_set() and outputs is not None:
+                if ready is None or (ready.is_set() and outputs is not None):
                     fill(start, stop, run_block(start, stop, block_of(start, stop)))
                     continue
                 results = run_block(start, stop)
@@ -207,6 +207,10 @@ class Plan:
             outputs = [np.asarray(a) if axis is None else
                        np.empty(a.shape[:axis] + (n,) + a.shape[axis + 1:]) for a, axis in zip(first, layout)]
             fill(0, first_stop, first)
+        except BaseException:
+            for future in pending:
+                future.cancel()  # chunks not started yet need not run; started ones see outputs is None
+            raise
         finally:
             if ready is not None:
                 ready.set()
@@ -247,27 +251,29 @@ class Plan:
                 break
         else:
             return self._steps
-        from .diagonal import Diagonal, structured_kernel
+        from .diagonal import Diagonal
 
         which = tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
         if not which:
             return self._steps
         steps = self._structured.get(which)
         if steps is None:
-            steps = self._structured[which] = self._structured_steps(which, structured_kernel)
+            steps = self._structured[which] = self._structured_steps(which)
         return steps
 
-    def _structured_steps(self, which: tuple, structured_kernel) -> list:
-        from .diagonal import KEEPS_DIAGONAL
+    def _structured_steps(self, which: tuple) -> list:
+        """Steps that may receive a Diagonal (from the inputs at positions which, or
+        from a step that keeps one) get its structured kernel; the others keep theirs."""
+        from .diagonal import KEEPS_DIAGONAL, structured_kernel
 
-        maybe = {self._input_slots[i] for i in which} - {None}
+        may_be_diagonal = {self._input_slots[i] for i in which} - {None}
         steps = []
         for step, node in zip(self._steps, self._computed):
             kernel, unary, arguments, out, releases = step
-            if any(self._slot[a.id] in maybe for a in node.args):
+            if any(self._slot[a.id] in may_be_diagonal for a in node.args):
                 step = (structured_kernel(node, kernel, unary), unary, arguments, out, releases)
                 if node.op in KEEPS_DIAGONAL:
-                    maybe.add(out)
+                    may_be_diagonal.add(out)
             steps.append(step)
         return steps
 

@@ -93,6 +93,7 @@ def test_gradient_without_the_value():
     x[1, 2] = 1.0  # abs at its kink
     both, alone = f.grad(x=x, batch_ndim=1), f.grad(x=x, batch_ndim=1, value=False)
     assert alone.value is None and both.value is not None
+    assert f.grad(x=x[0], value=False).with_batch_axis().value is None
     np.testing.assert_array_equal(alone["x"], both["x"])
     assert [k.point for k in alone.kinks] == [k.point for k in both.kinks] == [1]
     x[2, 0] = 0.0  # log(0): a non-finite gradient, diagnosed either way

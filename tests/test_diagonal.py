@@ -22,6 +22,11 @@ MORE_EXPRESSIONS = [
     "cumsum(sin(v)) * v", "cumsum(v) / w", "-(v * w) - cumsum(w)", "cumsum(w) - v / w", "v * w + v / w",
     "cumsum(cumsum(v) * w)", "abs(v) * w - relu(v)", "sqrt(w) * cumsum(v)", "v @ outer(v, w)",
 ]
+# Matrix variables: two value axes, and a transpose's strided (non-C-order) operands.
+MATRIX_EXPRESSIONS = [
+    "X * sum(X) + transpose(X)", "transpose(X) - X * Y", "X * Y - transpose(Y)", "-transpose(X) + X @ Y",
+    "cumsum(X) * Y - X",
+]
 
 
 def _seeds(monkeypatch, diagonal: bool):
@@ -120,7 +125,8 @@ def test_a_diagonal_is_the_identity_times_its_entries(batch, shape):
 def test_each_rule_gives_the_dense_result(op, order):
     rng = np.random.default_rng(5)
     d = rng.normal(size=(1, 6))
-    other = rng.normal(size=(4, 6)) if op != "sub" else rng.normal(size=(6, 4, 6))
+    # add/sub meet operands with the row axis, here in transposed (Fortran) order
+    other = rng.normal(size=(4, 6)) if op not in ("add", "sub") else rng.normal(size=(6, 4, 6)).T.copy().T
     g = Graph()
     node = g.apply(op, [g.var("a", (6,)), g.var("b", (6,))])
     kernel = diffcli.ops.OPS[op].kernel(node)
@@ -144,3 +150,41 @@ def test_rules_decline_where_off_diagonal_zeros_would_not_stay_zero():
         want = np.eye(3) * other
     assert type(got) is np.ndarray  # made dense: 0 * inf is nan off the diagonal
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("expression", MATRIX_EXPRESSIONS)
+@pytest.mark.parametrize("batch", [None, 2])
+def test_matrix_jacobians_with_diagonal_seeds_equal_dense_seeds(monkeypatch, expression, batch):
+    rng = np.random.default_rng(6)
+    lead = () if batch is None else (batch,)
+    at = {"X": rng.normal(size=lead + (3, 3)), "Y": rng.normal(size=lead + (3, 3))}
+    at = {k: at[k] for k in diffcli.compile(expression).variables}
+    ndim = len(lead)
+    kept, dense = _both_ways(monkeypatch, lambda: diffcli.compile(expression).jacobian(at, batch_ndim=ndim))
+    for name in at:
+        np.testing.assert_array_equal(kept[name], dense[name], err_msg=expression)
+
+
+def test_matrix_hessian_matches_its_closed_form():
+    # f = sum(X * transpose(X) * Y): d2f/dX[i,j]dX[k,l] = [k,l == j,i] (Y[i,j] + Y[j,i]).
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    got = diffcli.compile("sum(X * transpose(X) * Y)").hessian(X=x, Y=y)["X"]["X"]
+    eye = np.eye(8)
+    want = np.einsum("jk,il->ijkl", eye, eye) * (y + y.T)[:, :, None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=1e-15)
+
+
+def test_diagonal_seeds_over_threaded_chunks_give_the_one_pass_numbers(monkeypatch):
+    from diffcli import evaluate
+
+    x = np.random.default_rng(8).uniform(-2, 2, (40, 70))
+    one_pass = diffcli.compile("cumsum(sin(x)) * x").jacobian(x=x, batch_ndim=1)["x"]
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(evaluate, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setenv("DIFFCLI_THREADS", "3")
+    chunked = diffcli.compile("cumsum(sin(x)) * x").jacobian(x=x, batch_ndim=1)["x"]
+    np.testing.assert_array_equal(chunked, one_pass)
+    for point, jacobian in zip(x[:3], chunked):
+        np.testing.assert_allclose(jacobian, _cumsum_times_x_jacobian(point), rtol=1e-14, atol=1e-14)
