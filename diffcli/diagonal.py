@@ -99,6 +99,8 @@ def _rows_first(d: np.ndarray, shape: tuple, rows: int) -> np.ndarray:
 def _dense_operand(other, diagonal: Diagonal):
     """other as an array without the row axis (None if it varies along it)."""
     other = np.asarray(other)
+    if other.ndim > diagonal.ndim:
+        return None  # axes before the row axis: not a shape this representation has
     if other.ndim == diagonal.ndim:
         if other.shape[0] != 1:
             return None
@@ -165,6 +167,8 @@ def _add_or_sub(kernel, a, b):
         return _both(kernel, a, b)
     diagonal_first = type(a) is Diagonal
     diagonal, dense = (a, np.asarray(b)) if diagonal_first else (b, np.asarray(a))
+    if dense.ndim > diagonal.ndim:
+        return None  # axes before the row axis
     shape = np.broadcast_shapes(diagonal.shape, dense.shape)
     if shape[0] != diagonal.rows or shape[len(shape) - diagonal.value_ndim:] != diagonal.value_shape:
         return None

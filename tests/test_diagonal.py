@@ -188,3 +188,13 @@ def test_diagonal_seeds_over_threaded_chunks_give_the_one_pass_numbers(monkeypat
     np.testing.assert_array_equal(chunked, one_pass)
     for point, jacobian in zip(x[:3], chunked):
         np.testing.assert_allclose(jacobian, _cumsum_times_x_jacobian(point), rtol=1e-14, atol=1e-14)
+
+
+def test_an_operand_with_more_axes_than_the_diagonal_is_met_densely():
+    g = Graph()
+    for op in ("mul", "add"):
+        node = g.apply(op, [g.var("a", (3,)), g.var("b", (3,))])
+        kernel = diffcli.ops.OPS[op].kernel(node)
+        other = np.random.default_rng(10).normal(size=(2, 3, 1, 3))
+        got = structured_kernel(node, kernel, unary=False)(Diagonal(np.ones((1, 3)), 1), other)
+        np.testing.assert_array_equal(got, kernel(np.asarray(Diagonal(np.ones((1, 3)), 1)), other))
