@@ -281,7 +281,7 @@ class Plan:
                  steps: list | None = None) -> list:
         """Every step in order; with release, each intermediate is dropped after its
         last use (without, all are kept, for diagnosis); targets: slot -> array that
-        a ufunc step making that slot writes into."""
+        a ufunc step (or a kernel marked writes_into) making that slot writes into."""
         if steps is None:
             steps = self._steps_for(values)
         slots: list = [None] * self._size
@@ -293,7 +293,7 @@ class Plan:
         with quiet_floating_point():
             for kernel, unary, arguments, out, releases in steps:
                 target = targets.get(out) if targets else None
-                if target is not None and type(kernel) is np.ufunc:
+                if target is not None and (type(kernel) is np.ufunc or getattr(kernel, "writes_into", False)):
                     slots[out] = _into(kernel, (arguments(slots),) if unary else arguments(slots), target)
                 else:
                     slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
@@ -359,7 +359,8 @@ class Plan:
 
 
 def _into(ufunc, arguments: tuple, target: np.ndarray) -> np.ndarray:
-    """ufunc(*arguments) written into target, or a fresh array when its shape differs."""
+    """ufunc(*arguments) written into target, or a fresh array when its shape
+    differs (ufunc: a NumPy ufunc, or a kernel marked writes_into that takes out=)."""
     try:
         return ufunc(*arguments, out=target)
     except ValueError:  # the result broadcasts to another shape than the target's

@@ -278,16 +278,17 @@ def _scatter_sum_kernel(node):
     ranks = [len(a.shape) for a in node.args]
     outside = _outside_box(parts[0], shape)
 
-    def scatter_sum(*values):
+    def scatter_sum(*values, out=None):
         leads = [v.shape[:v.ndim - r] for v, r in zip(values, ranks)]
         lead = leads[0] if leads.count(leads[0]) == len(leads) else np.broadcast_shapes(*leads)
+        if out is None or out.shape != lead + shape:
+            out = np.empty(lead + shape)
         if outside is None:
-            out = np.zeros(lead + shape)
+            out[...] = 0.0
             first = 0
         else:
             # Written, not added to zeros: 0 + a (as add(scatter(a), ...) makes it)
             # straight into its place, and zeros only around it.
-            out = np.empty(lead + shape)
             place = out[keys[0]]
             np.add(values[0], 0.0, out=place)
             for key in outside:
@@ -297,6 +298,7 @@ def _scatter_sum_kernel(node):
             place = out[key]
             np.add(place, v, out=place)  # then + b: the additions add(scatter(a), scatter(b)) makes
         return out
+    scatter_sum.writes_into = True  # takes out=, as a ufunc does (evaluate.py)
     return scatter_sum
 
 

@@ -181,3 +181,17 @@ def test_later_blocks_compute_their_outputs_in_place_bit_for_bit(monkeypatch):
     np.testing.assert_array_equal(blocked.value, whole.value)
     for name in "xy":
         np.testing.assert_array_equal(blocked[name], whole[name])
+
+
+@pytest.mark.parametrize("expression", ["sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)",
+                                        "sum(sin(x[::2])) + sum(x[1:] * x[:-1])"])
+def test_a_gathered_gradient_computed_into_the_blocks_outputs_is_the_whole_pass(monkeypatch, expression):
+    """scatter_sum writes straight into each later block's share of the output
+    (a box of slices, and a stepped slice that starts from zeros), on threads."""
+    x = np.random.default_rng(11).uniform(-1, 1, (3_000, 20))
+    f = diffcli.compile(expression)
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    blocked, whole = _blocked_and_whole(monkeypatch, lambda: f.grad(x=x, batch_ndim=1, value=False))
+    np.testing.assert_array_equal(blocked["x"], whole["x"])
+    assert np.all(blocked["x"] != 0)
