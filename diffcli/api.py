@@ -28,7 +28,7 @@ import numpy as np
 
 from . import autodiff
 from .errors import Diagnostic, UsageError
-from .evaluate import Plan, quiet_floating_point
+from .evaluate import Plan
 from .functions import CONSTANTS
 from .graph import Graph, Node, topological_order
 from .ops import COMPARISONS, KINKS, describe
@@ -279,26 +279,26 @@ class Function:
 
         def evaluate(shared):
             inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
-            return plan.run_batched(inputs, batch), inputs
-        outputs, inputs = evaluate(shared)
+            return plan.run_checked(inputs, batch) + (inputs,)
+        outputs, finite, inputs = evaluate(shared)
         first = 1 if request.with_value else 0  # the value comes first, when asked for
         end = first + compiled.derivative_count
-        if shared is not None and not _all_finite(outputs[first:end]):
+        if shared is not None and not all(finite[first:end]):
             # Shared seeds add rows together, so a nan in an entry that cannot
             # depend on the variables (0 * inf) would land in another row's entry:
             # again with a seed per row, so that it shows where it arose.
             shared = None
-            outputs, inputs = evaluate(shared)
+            outputs, finite, inputs = evaluate(shared)
         value = _materialise(outputs[0], batch + binding.output.shape) if first else None
         result = Result(value, request.kind, shapes=shapes)
         request.collect(result, outputs[first:end], binding.output.shape, shapes, batch, shared)
         result.kinks = _kink_reports(compiled.watched, outputs[end:], batch, self.kink == "nan")
         outputs = outputs[:end]
-        if compiled.watched_if_infinite and not _all_finite(outputs[first:]):
+        if compiled.watched_if_infinite and not all(finite[first:end]):
             indicators = binding.indicator_plan(compiled).run_batched(inputs[:len(self.variables)], batch)
             result.kinks += _kink_reports(compiled.watched_if_infinite, indicators, batch, self.kink == "nan")
         diagnostics = list(diagnostics)
-        if not diagnostics and not _all_finite(outputs):
+        if not diagnostics and not all(finite[:end]):
             found = plan.first_nonfinite(inputs, batch, outputs)
             if found is not None:
                 diagnostics.append(found)
@@ -867,17 +867,6 @@ def _batch_shape(arrays: dict[str, np.ndarray], batch_ndim: int) -> tuple:
         return tuple(np.broadcast_shapes(*(a.shape[:batch_ndim] for a in arrays.values())))
     except ValueError:
         raise UsageError("the batch axes of the variables do not match") from None
-
-
-def _all_finite(arrays) -> bool:
-    """Cheap test first: a finite sum means every entry is finite (an overflowing
-    sum only costs the careful search that follows a False)."""
-    with quiet_floating_point():  # a sum of big finite numbers may overflow: no warning for that
-        for a in arrays:
-            a = np.asarray(a)
-            if not math.isfinite(a.item() if a.size == 1 else np.add.reduce(a, axis=None)):
-                return False
-    return True
 
 
 def _materialise(array, shape) -> np.ndarray:

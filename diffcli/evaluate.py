@@ -9,6 +9,7 @@ dictionary look-ups, no work per node that depends on the batch size.
 
 from __future__ import annotations
 
+import math
 import os
 from operator import itemgetter
 
@@ -139,8 +140,22 @@ class Plan:
         """run(), in blocks along the first batch axis when the batch is large.
         Every operation acts on each point separately, so the numbers are the
         same, bit for bit, whatever the blocking."""
+        return self._run_batched(values, batch, check=False)[0]
+
+    def run_checked(self, values: list[np.ndarray], batch: tuple) -> tuple[list[np.ndarray], list[bool]]:
+        """run_batched(), and per output whether its sum is finite (then every
+        entry is; False can also be a sum that overflowed). Summed block by block
+        while each block is still in cache, instead of another pass over every
+        output afterwards."""
+        outputs, finite = self._run_batched(values, batch, check=True)
+        if finite is None:
+            with quiet_floating_point():  # a sum of big finite numbers may overflow: no warning for that
+                finite = [_sum_is_finite(a) for a in outputs]
+        return outputs, finite
+
+    def _run_batched(self, values, batch, check: bool) -> tuple[list[np.ndarray], list[bool] | None]:
         if not batch:
-            return self.run(values)
+            return self.run(values), None
         sliced = self._sliced(values, batch)
         lead = max((int(np.prod(np.shape(v)[:np.ndim(v) - len(node.shape) - len(batch)]))
                     for v, node, s in zip(values, self.inputs, sliced) if not s and np.ndim(v) > len(node.shape)),
@@ -157,16 +172,18 @@ class Plan:
         else:
             per_thread = n
             if n <= 4 * block:
-                return self.run(values)
+                return self.run(values), None
         if n <= block:
-            return self.run(values)
-        return self._run_chunks(values, sliced, len(batch), n, block, per_thread)
+            return self.run(values), None
+        return self._run_chunks(values, sliced, len(batch), n, block, per_thread, check)
 
-    def _run_chunks(self, values, sliced, batch_ndim, n, block, per_thread) -> list[np.ndarray]:
+    def _run_chunks(self, values, sliced, batch_ndim, n, block, per_thread, check):
         """The batch in chunks of per_thread points, the first on this thread and
         each other on the pool, each chunk run block by block. The first block
         shows each output's layout; blocks finished before the full-size outputs
-        exist are copied into them, later ones compute straight into them."""
+        exist are copied into them, later ones compute straight into them. With
+        check, also per output whether every block's sum was finite (each chunk
+        keeps its own flags, combined at the end)."""
         def run_block(start, stop, into=None):
             return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into)
 
@@ -181,16 +198,20 @@ class Plan:
                     place[...] = part
 
         def run_chunk(low, high):
+            finite = [True] * len(self.outputs)
             for start in range(low, high, block):
                 stop = min(start + block, high)
                 if ready is None or (ready.is_set() and outputs is not None):
-                    fill(start, stop, run_block(start, stop, block_of(start, stop)))
-                    continue
-                results = run_block(start, stop)
-                ready.wait()
-                if outputs is None:  # the first block failed, and its error is raised
-                    return
+                    results = run_block(start, stop, block_of(start, stop))
+                else:
+                    results = run_block(start, stop)
+                    ready.wait()
+                    if outputs is None:  # the first block failed, and its error is raised
+                        return finite
                 fill(start, stop, results)
+                if check:
+                    _check_block(finite, results, layout)
+            return finite
 
         outputs = layout = ready = None
         first_stop = min(block, per_thread)
@@ -207,6 +228,9 @@ class Plan:
             outputs = [np.asarray(a) if axis is None else
                        np.empty(a.shape[:axis] + (n,) + a.shape[axis + 1:]) for a, axis in zip(first, layout)]
             fill(0, first_stop, first)
+            finite = [True] * len(self.outputs)
+            if check:
+                _check_block(finite, first, None)
         except BaseException:
             for future in pending:
                 future.cancel()  # chunks not started yet need not run; started ones see outputs is None
@@ -215,11 +239,12 @@ class Plan:
             if ready is not None:
                 ready.set()
         try:
-            run_chunk(first_stop, min(per_thread, n))
+            chunks = [run_chunk(first_stop, min(per_thread, n))]
         finally:
-            for future in pending:
-                future.result()
-        return outputs
+            chunks += [future.result() for future in pending]
+        if not check:
+            return outputs, None
+        return outputs, [f and all(chunk[i] for chunk in chunks) for i, f in enumerate(finite)]
 
     def _sliced(self, values, batch) -> list[bool]:
         """Which inputs carry the first batch axis (and are cut into blocks); the
@@ -356,6 +381,22 @@ class Plan:
                               for a in node.origin.args]
             found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
         return found._replace(point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
+
+
+def _sum_is_finite(array) -> bool:
+    """Whether array's sum is finite: if so every entry is (a sum that overflows
+    only costs the careful search that follows a False)."""
+    array = np.asarray(array)
+    return math.isfinite(array.item() if array.size == 1 else np.add.reduce(array, axis=None))
+
+
+def _check_block(finite: list, results, layout) -> None:
+    """finite[i] &= the sum of output i of a block is finite; outputs that do not
+    vary over the batch (layout None) are the first block's, checked there only."""
+    with quiet_floating_point():
+        for i, part in enumerate(results):
+            if finite[i] and (layout is None or layout[i] is not None):
+                finite[i] = _sum_is_finite(part)
 
 
 def _into(ufunc, arguments: tuple, target: np.ndarray) -> np.ndarray:

@@ -195,3 +195,20 @@ def test_a_gathered_gradient_computed_into_the_blocks_outputs_is_the_whole_pass(
     blocked, whole = _blocked_and_whole(monkeypatch, lambda: f.grad(x=x, batch_ndim=1, value=False))
     np.testing.assert_array_equal(blocked["x"], whole["x"])
     assert np.all(blocked["x"] != 0)
+
+
+def test_a_nan_in_a_late_block_is_found_and_an_overflowing_sum_is_not_blamed(monkeypatch):
+    """Finiteness is summed block by block on the threads: a nan far into the
+    batch is still diagnosed at its point, and blocks whose sums overflow (every
+    entry finite) give no warning."""
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
+    monkeypatch.setattr(evaluate, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    x = np.random.default_rng(12).uniform(0.5, 2, 20_000)
+    x[17_345] = 0.0
+    r = diffcli.compile("log(x) * 3").grad(x=x, batch_ndim=1)
+    assert len(r.diagnostics) == 1 and r.diagnostics[0].point == 17_345 and "log" in r.diagnostics[0].message
+    huge = np.full(20_000, 1e308)
+    r = diffcli.compile("x * 1.5").grad(x=huge, batch_ndim=1)
+    assert np.all(np.isfinite(r.value)) and r.diagnostics == []
