@@ -143,10 +143,9 @@ class Plan:
         return self._run_batched(values, batch, check=False)[0]
 
     def run_checked(self, values: list[np.ndarray], batch: tuple) -> tuple[list[np.ndarray], list[bool]]:
-        """run_batched(), and per output whether its sum is finite (then every
-        entry is; False can also be a sum that overflowed). Summed block by block
-        while each block is still in cache, instead of another pass over every
-        output afterwards."""
+        """run_batched(), and per output whether every entry is finite. Checked
+        block by block while each block is still in cache, instead of another
+        pass over every output afterwards."""
         outputs, finite = self._run_batched(values, batch, check=True)
         if finite is None:
             with quiet_floating_point():  # a sum of big finite numbers may overflow: no warning for that
@@ -238,8 +237,9 @@ class Plan:
         finally:
             if ready is not None:
                 ready.set()
+        chunks = []
         try:
-            chunks = [run_chunk(first_stop, min(per_thread, n))]
+            chunks.append(run_chunk(first_stop, min(per_thread, n)))
         finally:
             chunks += [future.result() for future in pending]
         if not check:
@@ -384,15 +384,18 @@ class Plan:
 
 
 def _sum_is_finite(array) -> bool:
-    """Whether array's sum is finite: if so every entry is (a sum that overflows
-    only costs the careful search that follows a False)."""
+    """Whether every entry of array is finite: a finite sum says so in one cheap
+    pass; a sum that is not (or overflowed) is confirmed entry by entry, so the
+    answer never depends on how a batch was cut into blocks."""
     array = np.asarray(array)
-    return math.isfinite(array.item() if array.size == 1 else np.add.reduce(array, axis=None))
+    if array.size == 1:
+        return math.isfinite(array.item())
+    return math.isfinite(np.add.reduce(array, axis=None)) or bool(np.isfinite(array).all())
 
 
 def _check_block(finite: list, results, layout) -> None:
-    """finite[i] &= the sum of output i of a block is finite; outputs that do not
-    vary over the batch (layout None) are the first block's, checked there only."""
+    """finite[i] &= every entry of output i of a block is finite; outputs that do
+    not vary over the batch (layout None) are the first block's, checked there only."""
     with quiet_floating_point():
         for i, part in enumerate(results):
             if finite[i] and (layout is None or layout[i] is not None):

@@ -212,3 +212,38 @@ def test_a_nan_in_a_late_block_is_found_and_an_overflowing_sum_is_not_blamed(mon
     huge = np.full(20_000, 1e308)
     r = diffcli.compile("x * 1.5").grad(x=huge, batch_ndim=1)
     assert np.all(np.isfinite(r.value)) and r.diagnostics == []
+
+
+def test_an_interrupt_after_the_first_block_reaches_the_caller_as_itself(monkeypatch):
+    monkeypatch.setenv("DIFFCLI_THREADS", "1")
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
+    original, calls = evaluate.Plan.run, []
+
+    def run(self, values, into=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, values, into)
+    monkeypatch.setattr(evaluate.Plan, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        diffcli.compile("sum(sin(x))").grad(x=np.ones((20_000, 3)), batch_ndim=1)
+
+
+def test_kinks_and_fallbacks_do_not_depend_on_blocking_when_sums_overflow(monkeypatch):
+    """Every entry finite but a block's (or the batch's) sum overflowing: no
+    spurious kink report, and the same numbers however the batch is cut."""
+    y = np.random.default_rng(13).uniform(0.6, 1, 20_000)
+    y[7] = 0.0
+    f = diffcli.compile("1e304*y + where(y < 0.5, 0, sqrt(y))")
+    x = np.random.default_rng(14).uniform(0.5, 1, (20_000, 6))
+    h = diffcli.compile("sum(1e303*x^3 * -1)")
+    runs = []
+    for block in (1 << 10, 1 << 40):
+        monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", block)
+        monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setenv("DIFFCLI_THREADS", "3")
+        runs.append((f.grad(y=y, batch_ndim=1), h.hessian(x=x, batch_ndim=1)))
+    (g1, h1), (g2, h2) = runs
+    assert g1.kinks == [] and g2.kinks == [] and g1.diagnostics == g2.diagnostics == []
+    np.testing.assert_array_equal(g1["y"], g2["y"])
+    assert np.array_equal(np.signbit(h1["x"]["x"]), np.signbit(h2["x"]["x"]))
