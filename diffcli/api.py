@@ -796,7 +796,8 @@ DIAGONAL_MIN_ROWS = 64
 
 @lru_cache(maxsize=64)
 def _identity_seed(shape: tuple, batch_ndim: int):
-    """Rows of the identity on a new leading axis (read-only, shared between calls)."""
+    """Rows of the identity on a new leading axis (read-only, shared between calls):
+    an ndarray, or a diagonal.Diagonal from DIAGONAL_MIN_ROWS rows on."""
     m = _size(shape)
     if m >= DIAGONAL_MIN_ROWS and shape:
         from .diagonal import Diagonal
@@ -811,7 +812,9 @@ def _any_shared(found: list) -> list | None:
     return found if any(c is not None for c in found) else None
 
 
-def _row_seed(compression, shape: tuple, batch_ndim: int) -> np.ndarray:
+def _row_seed(compression, shape: tuple, batch_ndim: int):
+    """The seed array for a Jacobian's or Hessian's rows: compressed (shared seeds),
+    or the identity, which from DIAGONAL_MIN_ROWS rows on is a diagonal.Diagonal."""
     if compression is None:
         return _identity_seed(shape, batch_ndim)
     from .sparsity import compressed_seed
