@@ -162,27 +162,25 @@ class Plan:
         per_point = max(1, self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64)))
         n, threads = batch[0], _threads()
         block = max(2, BLOCK_ELEMENTS // per_point)
-        if threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK:
-            # Enough work to keep every thread busy for a while: a contiguous
-            # chunk of the batch for each, walked in blocks (one hand-off per
-            # thread, not per block), unless blocks would get too small to pay.
+        parallel = threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK
+        if parallel:
+            # Enough work to keep every thread busy for a while, unless blocks
+            # would get too small to pay: each thread claims blocks in turn.
             block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
-            per_thread = max(-(-n // threads), block)
-        else:
-            per_thread = n
-            if n <= 4 * block:
-                return self.run(values), None
+        elif n <= 4 * block:
+            return self.run(values), None
         if n <= block:
             return self.run(values), None
-        return self._run_chunks(values, sliced, len(batch), n, block, per_thread, check)
+        return self._run_blocks(values, sliced, len(batch), n, block, threads if parallel else 1, check)
 
-    def _run_chunks(self, values, sliced, batch_ndim, n, block, per_thread, check):
-        """The batch in chunks of per_thread points, the first on this thread and
-        each other on the pool, each chunk run block by block. The first block
-        shows each output's layout; blocks finished before the full-size outputs
-        exist are copied into them, later ones compute straight into them. With
-        check, also per output whether every block's sum was finite (each chunk
-        keeps its own flags, combined at the end)."""
+    def _run_blocks(self, values, sliced, batch_ndim, n, block, threads, check):
+        """The batch block by block: the first on this thread, the rest claimed in
+        turn by this thread and threads - 1 pool threads (one hand-off per thread,
+        not per block; a thread slowed down by the machine just claims fewer
+        blocks). The first block shows each output's layout; blocks finished
+        before the full-size outputs exist are copied into them, later ones
+        compute straight into them. With check, also per output whether every
+        block's sum was finite (each thread keeps its own flags, combined at the end)."""
         def run_block(start, stop, into=None):
             return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into)
 
@@ -196,10 +194,10 @@ class Plan:
                 if place is not None and part is not place:
                     place[...] = part
 
-        def run_chunk(low, high):
+        def run_claimed():
             finite = [True] * len(self.outputs)
-            for start in range(low, high, block):
-                stop = min(start + block, high)
+            for start in starts:  # a range iterator hands each start to one thread (next() holds the GIL)
+                stop = min(start + block, n)
                 if ready is None or (ready.is_set() and outputs is not None):
                     results = run_block(start, stop, block_of(start, stop))
                 else:
@@ -213,15 +211,15 @@ class Plan:
             return finite
 
         outputs = layout = ready = None
-        first_stop = min(block, per_thread)
+        first_stop = block
+        starts = iter(range(first_stop, n, block))
         pending = []
         try:
-            if per_thread < n:
+            if threads > 1:
                 import threading  # only big batches need it
 
                 ready = threading.Event()
-                for low in range(per_thread, n, per_thread):
-                    pending.append(_executor().submit(run_chunk, low, min(low + per_thread, n)))
+                pending = [_executor().submit(run_claimed) for _ in range(threads - 1)]
             first = run_block(0, first_stop)
             layout = [_batch_axis(np.asarray(a), node, batch_ndim, first_stop) for a, node in zip(first, self.outputs)]
             outputs = [np.asarray(a) if axis is None else
@@ -231,20 +229,20 @@ class Plan:
             if check:
                 _check_block(finite, first, None)
         except BaseException:
-            for future in pending:
-                future.cancel()  # chunks not started yet need not run; started ones see outputs is None
+            for _ in starts:
+                pass  # no thread claims another block
             raise
         finally:
             if ready is not None:
                 ready.set()
-        chunks = []
+        shares = []
         try:
-            chunks.append(run_chunk(first_stop, min(per_thread, n)))
+            shares.append(run_claimed())
         finally:
-            chunks += [future.result() for future in pending]
+            shares += [future.result() for future in pending]
         if not check:
             return outputs, None
-        return outputs, [f and all(chunk[i] for chunk in chunks) for i, f in enumerate(finite)]
+        return outputs, [f and all(share[i] for share in shares) for i, f in enumerate(finite)]
 
     def _sliced(self, values, batch) -> list[bool]:
         """Which inputs carry the first batch axis (and are cut into blocks); the

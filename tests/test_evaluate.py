@@ -92,6 +92,40 @@ def test_a_long_plan_on_a_modest_batch_is_split_across_threads_bit_for_bit(monke
     np.testing.assert_array_equal(split["x"], whole["x"])
 
 
+def test_blocks_are_claimed_in_turn_so_a_stalled_thread_takes_fewer(monkeypatch):
+    """Each thread claims the next block when it is free, so a thread the machine
+    stalls (here: for 0.3 s on its first block) leaves its share to the others;
+    every block is still run exactly once, and the numbers are those of one pass."""
+    import threading
+    import time
+
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
+    monkeypatch.setattr(evaluate, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    f = diffcli.compile("sin(x) * exp(x)")
+    x = np.random.default_rng(5).uniform(-1, 1, 20 * 1024)
+    runs = []
+    original = evaluate.Plan.run
+
+    def run(self, values, into=None):
+        main = threading.current_thread() is threading.main_thread()
+        if not main and not any(not on_main for on_main, _ in runs):
+            time.sleep(0.3)
+        runs.append((main, values[0].__array_interface__["data"][0]))
+        return original(self, values, into)
+    monkeypatch.setattr(evaluate.Plan, "run", run)
+    split = f.grad(x=x, batch_ndim=1)
+    monkeypatch.setattr(evaluate.Plan, "run", original)
+    starts = sorted((address - x.__array_interface__["data"][0]) // 8 for _, address in runs)
+    assert starts == list(range(0, 20 * 1024, 1024))
+    assert sum(not main for main, _ in runs) <= 2
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 1 << 60)
+    whole = f.grad(x=x, batch_ndim=1)
+    np.testing.assert_array_equal(split.value, whole.value)
+    np.testing.assert_array_equal(split["x"], whole["x"])
+
+
 def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeypatch):
     import threading
 
