@@ -168,9 +168,9 @@ class Plan:
             # would get too small to pay: each thread claims blocks in turn.
             block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
         elif n <= 4 * block:
-            return self.run(values), None
+            return self.run(values, windows=True), None
         if n <= block:
-            return self.run(values), None
+            return self.run(values, windows=True), None
         return self._run_blocks(values, sliced, len(batch), n, block, threads if parallel else 1, check)
 
     def _run_blocks(self, values, sliced, batch_ndim, n, block, threads, check):
@@ -182,7 +182,7 @@ class Plan:
         compute straight into them. With check, also per output whether every
         block's sum was finite (each thread keeps its own flags, combined at the end)."""
         def run_block(start, stop, into=None):
-            return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into)
+            return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into, windows=True)
 
         def block_of(start, stop):
             """Where each output of the block start:stop goes in the full outputs."""
@@ -250,38 +250,48 @@ class Plan:
         return [np.ndim(v) == len(batch) + len(node.shape) and np.shape(v)[0] == batch[0]
                 for v, node in zip(values, self.inputs)]
 
-    def run(self, values: list[np.ndarray], into: list | None = None) -> list[np.ndarray]:
+    def run(self, values: list[np.ndarray], into: list | None = None, windows: bool = False) -> list[np.ndarray]:
         """Outputs for the given input arrays (one per input node, batch axes first).
         into: an array (or None) per output, which a ufunc computing that output
-        writes its result into instead of a fresh array (saving a copy)."""
+        writes its result into instead of a fresh array (saving a copy).
+        windows: let steps on windows of rows run over their spans (windows.py),
+        which pays for batches, not for one point."""
         targets = None
         if into is not None:
             targets = {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
                        if place is not None and not copy}
-        steps = self._steps_for(values)
+        steps = self._steps_for(values, windows)
         slots = self._execute(values, release=True, targets=targets, steps=steps)
         if steps is not self._steps:
             for s in self._output_slots:
-                slots[s] = np.asarray(slots[s])  # a Diagonal output made full
+                slots[s] = np.asarray(slots[s])  # a Diagonal output made full, a Window output its view
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
 
-    def _steps_for(self, values) -> list:
+    def _steps_for(self, values, windows: bool = False) -> list:
         """The plain steps, or, when some inputs are diagonal.Diagonal seeds, steps
         that keep them diagonal as far as they stay so (compiled once per set of
-        such inputs)."""
+        such inputs), or with windows, steps that use windows.Window (compiled once)."""
         for v in values:
             if type(v) is not np.ndarray:
                 break
         else:
-            return self._steps
+            return self._windowed_steps() if windows else self._steps
         from .diagonal import Diagonal
 
         which = tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
         if not which:
-            return self._steps
+            return self._windowed_steps() if windows else self._steps
         steps = self._structured.get(which)
         if steps is None:
             steps = self._structured[which] = self._structured_steps(which)
+        return steps
+
+    def _windowed_steps(self) -> list:
+        steps = self._structured.get("windows")
+        if steps is None:
+            from .windows import windowed_steps
+
+            steps = self._structured["windows"] = windowed_steps(self._steps, self._computed, self._slot)
         return steps
 
     def _structured_steps(self, which: tuple) -> list:

@@ -81,8 +81,8 @@ def test_a_long_plan_on_a_modest_batch_is_split_across_threads_bit_for_bit(monke
     x = np.random.default_rng(3).uniform(-1, 1, 9_001)
     split_points = []
     original = evaluate.Plan.run
-    monkeypatch.setattr(evaluate.Plan, "run", lambda self, values, *into: split_points.append(len(values[0])) or
-                        original(self, values, *into))
+    monkeypatch.setattr(evaluate.Plan, "run", lambda self, values, *into, **options: split_points.append(len(values[0])) or
+                        original(self, values, *into, **options))
     monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
     split = f.grad(x=x, batch_ndim=1)
     assert sorted(split_points) == [4_500, 4_501]
@@ -108,12 +108,12 @@ def test_blocks_are_claimed_in_turn_so_a_stalled_thread_takes_fewer(monkeypatch)
     runs = []
     original = evaluate.Plan.run
 
-    def run(self, values, into=None):
+    def run(self, values, into=None, **options):
         main = threading.current_thread() is threading.main_thread()
         if not main and not any(not on_main for on_main, _ in runs):
             time.sleep(0.3)
         runs.append((main, values[0].__array_interface__["data"][0]))
-        return original(self, values, into)
+        return original(self, values, into, **options)
     monkeypatch.setattr(evaluate.Plan, "run", run)
     split = f.grad(x=x, batch_ndim=1)
     monkeypatch.setattr(evaluate.Plan, "run", original)
@@ -135,10 +135,10 @@ def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeyp
     monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
     original = evaluate.Plan.run
 
-    def run(self, values, into=None):
+    def run(self, values, into=None, **options):
         if threading.current_thread() is threading.main_thread():
             raise MemoryError("the first block")
-        return original(self, values, into)
+        return original(self, values, into, **options)
     monkeypatch.setattr(evaluate.Plan, "run", run)
     with pytest.raises(MemoryError):
         diffcli.compile("sin(x)").eval(x=np.zeros(10_000), batch_ndim=1)
@@ -253,11 +253,11 @@ def test_an_interrupt_after_the_first_block_reaches_the_caller_as_itself(monkeyp
     monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
     original, calls = evaluate.Plan.run, []
 
-    def run(self, values, into=None):
+    def run(self, values, into=None, **options):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return original(self, values, into)
+        return original(self, values, into, **options)
     monkeypatch.setattr(evaluate.Plan, "run", run)
     with pytest.raises(KeyboardInterrupt):
         diffcli.compile("sum(sin(x))").grad(x=np.ones((20_000, 3)), batch_ndim=1)
