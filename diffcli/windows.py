@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import OPS, _index_key, _outside_box
+from .ops import OPS, outside_box
 
 _ITEM = 8  # float64
 
@@ -176,8 +176,7 @@ def scatter_sum_kernel(node, plain):
     C-contiguous) takes the plain kernel."""
     parts, shape = node.attr
     columns = [last_axis_window(items, shape) for items in parts]
-    outside = _outside_box(parts[0], shape)
-    keys = [_index_key(items, len(shape)) for items in parts]
+    outside = outside_box(parts[0], shape)
     n = shape[-1] if shape else 0
 
     def scatter_sum(*values, out=None):
@@ -194,7 +193,7 @@ def scatter_sum_kernel(node, plain):
         for key in outside:
             out[key] = 0.0  # also clears what the span put between the window's rows
         rows = out.reshape(-1, n)
-        for (lo, width), v, key in zip(columns[1:], values[1:], keys[1:]):
+        for (lo, width), v in zip(columns[1:], values[1:]):
             kept = rows[:-1, lo + width:].copy(), rows[1:, :lo].copy()
             place = flat[lo:lo + v.span.size]
             np.add(place, v.span, out=place)
