@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from _thread import allocate_lock
 from operator import itemgetter
 
 import numpy as np
@@ -22,13 +23,13 @@ from .ops import OPS
 
 # Big batches are cut into blocks of about this many elements per array: small
 # enough to stay in cache, large enough that NumPy's per-call overhead is noise.
-# With enough work, each thread (DIFFCLI_THREADS, default every core) takes a
-# contiguous chunk of the batch and runs its blocks, since ufuncs release the GIL.
+# With enough work, every thread (DIFFCLI_THREADS, default every core) claims
+# blocks in turn and runs them, since ufuncs release the GIL.
 BLOCK_ELEMENTS = 1 << 16
 # Below about this many elements per array, a block is mostly Python overhead:
 # smaller batches are not cut further just to give every thread a block.
 MIN_BLOCK_ELEMENTS = 1 << 12
-# Handing a chunk to another thread costs up to half a millisecond on a busy
+# Handing work to another thread costs up to half a millisecond on a busy
 # virtual machine: a batch is only spread over threads when its plan does at
 # least this many element operations (steps x elements), a few milliseconds.
 PARALLEL_MIN_WORK = 1 << 22
@@ -133,6 +134,7 @@ class Plan:
                         slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
         self._computed = computed
         self._structured: dict[tuple, list] = {}
+        self._windowed: list | None = None
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -194,32 +196,48 @@ class Plan:
                 if place is not None and part is not place:
                     place[...] = part
 
+        def claim() -> int:
+            """The start of the next block nobody has taken (n once there is none)."""
+            with claiming:
+                start = next_start[0]
+                next_start[0] = min(start + block, n)
+            return start
+
+        def stop_claiming():
+            with claiming:
+                next_start[0] = n
+
         def run_claimed():
             finite = [True] * len(self.outputs)
-            for start in starts:  # a range iterator hands each start to one thread (next() holds the GIL)
-                stop = min(start + block, n)
-                if ready is None or (ready.is_set() and outputs is not None):
-                    results = run_block(start, stop, block_of(start, stop))
-                else:
-                    results = run_block(start, stop)
-                    ready.wait()
-                    if outputs is None:  # the first block failed, and its error is raised
-                        return finite
-                fill(start, stop, results)
-                if check:
-                    _check_block(finite, results, layout)
+            try:
+                while (start := claim()) < n:
+                    stop = min(start + block, n)
+                    if ready is None or (ready.is_set() and outputs is not None):
+                        results = run_block(start, stop, block_of(start, stop))
+                    else:
+                        results = run_block(start, stop)
+                        ready.wait()
+                        if outputs is None:  # the first block failed, and its error is raised
+                            return finite
+                    fill(start, stop, results)
+                    if check:
+                        _check_block(finite, results, layout)
+            except BaseException:
+                stop_claiming()  # an error or Ctrl-C reaches the caller without the rest of the batch
+                raise
             return finite
 
         outputs = layout = ready = None
         first_stop = block
-        starts = iter(range(first_stop, n, block))
+        next_start, claiming = [first_stop], allocate_lock()
         pending = []
         try:
             if threads > 1:
                 import threading  # only big batches need it
 
                 ready = threading.Event()
-                pending = [_executor().submit(run_claimed) for _ in range(threads - 1)]
+                helpers = min(threads - 1, -(-(n - first_stop) // block))
+                pending = [_executor().submit(run_claimed) for _ in range(helpers)]
             first = run_block(0, first_stop)
             layout = [_batch_axis(np.asarray(a), node, batch_ndim, first_stop) for a, node in zip(first, self.outputs)]
             outputs = [np.asarray(a) if axis is None else
@@ -229,8 +247,7 @@ class Plan:
             if check:
                 _check_block(finite, first, None)
         except BaseException:
-            for _ in starts:
-                pass  # no thread claims another block
+            stop_claiming()
             raise
         finally:
             if ready is not None:
@@ -273,26 +290,23 @@ class Plan:
         such inputs), or with windows, steps that use windows.Window (compiled once)."""
         for v in values:
             if type(v) is not np.ndarray:
-                break
-        else:
-            return self._windowed_steps() if windows else self._steps
-        from .diagonal import Diagonal
+                from .diagonal import Diagonal
 
-        which = tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
-        if not which:
-            return self._windowed_steps() if windows else self._steps
-        steps = self._structured.get(which)
-        if steps is None:
-            steps = self._structured[which] = self._structured_steps(which)
-        return steps
+                which = tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
+                if which:
+                    steps = self._structured.get(which)
+                    if steps is None:
+                        steps = self._structured[which] = self._structured_steps(which)
+                    return steps
+                break
+        return self._windowed_steps() if windows else self._steps
 
     def _windowed_steps(self) -> list:
-        steps = self._structured.get("windows")
-        if steps is None:
+        if self._windowed is None:
             from .windows import windowed_steps
 
-            steps = self._structured["windows"] = windowed_steps(self._steps, self._computed, self._slot)
-        return steps
+            self._windowed = windowed_steps(self._steps, self._computed, self._slot)
+        return self._windowed
 
     def _structured_steps(self, which: tuple) -> list:
         """Steps that may receive a Diagonal (from the inputs at positions which, or

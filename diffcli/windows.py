@@ -21,8 +21,8 @@ scatter_sum, which gathers a cotangent from several windows of a variable,
 adds each window's span into the output the same way, then puts back the
 entries between its rows.
 
-evaluate.py decides, once per plan, which steps can receive a Window and wraps
-only those; a step that cannot use one gets the strided view (`Window.view`).
+`windowed_steps` decides, once per plan, which steps can receive a Window and
+wraps only those; a step that cannot use one gets the strided view (`Window.view`).
 Windows are used for batches only, where they pay; one point keeps its plain steps.
 """
 
@@ -58,7 +58,11 @@ class Window:
         return self._view
 
     def __array__(self, dtype=None, copy=None):
-        return self.view if dtype is None else self.view.astype(dtype)
+        if copy is False and dtype not in (None, np.float64):
+            raise ValueError("a Window is float64: another dtype needs a copy")
+        if copy or dtype not in (None, np.float64):
+            return self.view.astype(np.float64 if dtype is None else dtype)
+        return self.view
 
 
 def last_axis_window(items, shape) -> tuple[int, int] | None:
@@ -121,22 +125,20 @@ def elementwise_kernel(node, kernel, unary: bool, may_be_window: list[bool]):
             return result
         return Window(kernel(*spans), template.shape, template.n)
 
-    def plain(args, out):
-        views = [a.view if type(a) is Window else a for a in args]
-        return kernel(*views) if out is None else kernel(*views, out=out)
+    plain = plain_kernel(kernel, unary=False)
 
     if unary:
         def run_unary(a, out=None):
             if out is None and type(a) is Window:
                 return over_spans(a, (a.span,))
-            return plain((a,), out)
+            return plain(a, out=out)
         run_unary.writes_into = takes_out
         return run_unary
     if len(node.args) == 2 and not constants:
         def run_both(a, b, out=None):
             if out is None and type(a) is Window and type(b) is Window and a.n == b.n and a.shape == b.shape:
                 return over_spans(a, (a.span, b.span))
-            return plain((a, b), out)
+            return plain(a, b, out=out)
         run_both.writes_into = takes_out
         return run_both
     if len(node.args) == 2:
@@ -147,7 +149,7 @@ def elementwise_kernel(node, kernel, unary: bool, may_be_window: list[bool]):
             w = b if window_at else a
             if out is None and type(w) is Window:
                 return over_spans(w, (constant, w.span) if window_at else (w.span, constant))
-            return plain((a, b), out)
+            return plain(a, b, out=out)
         run_with_constant.writes_into = takes_out
         return run_with_constant
 
@@ -156,16 +158,24 @@ def elementwise_kernel(node, kernel, unary: bool, may_be_window: list[bool]):
         first = windows[0]
         if out is None and all(type(w) is Window and w.n == first.n and w.shape == first.shape for w in windows):
             return over_spans(first, [constants[i] if i in constants else a.span for i, a in enumerate(args)])
-        return plain(args, out)
+        return plain(*args, out=out)
     run.writes_into = takes_out
     return run
 
 
 def plain_kernel(kernel, unary: bool):
-    """kernel, given views for any Window arguments."""
-    if unary:
-        return lambda a: kernel(a.view if type(a) is Window else a)
-    return lambda *args: kernel(*(a.view if type(a) is Window else a for a in args))
+    """kernel, given views for any Window arguments (and out=, where it takes one)."""
+    def run(*args, out=None):
+        views = [a.view if type(a) is Window else a for a in args]
+        return kernel(*views) if out is None else kernel(*views, out=out)
+    run.writes_into = type(kernel) is np.ufunc or getattr(kernel, "writes_into", False)
+    if not unary:
+        return run
+
+    def run_unary(a, out=None):
+        return run(a, out=out)
+    run_unary.writes_into = run.writes_into
+    return run_unary
 
 
 def scatter_sum_kernel(node, plain):

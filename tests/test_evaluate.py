@@ -126,6 +126,45 @@ def test_blocks_are_claimed_in_turn_so_a_stalled_thread_takes_fewer(monkeypatch)
     np.testing.assert_array_equal(split["x"], whole["x"])
 
 
+def test_an_error_in_any_thread_stops_every_thread_claiming_blocks(monkeypatch):
+    """A failing block (or Ctrl-C) on one thread reaches the caller without the
+    other threads first running the rest of the batch."""
+    import threading
+    import time
+
+    monkeypatch.setenv("DIFFCLI_THREADS", "2")
+    monkeypatch.setattr(evaluate, "BLOCK_ELEMENTS", 1 << 10)
+    monkeypatch.setattr(evaluate, "MIN_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    original = evaluate.Plan.run
+    for failing in ("pool", "main"):
+        runs = []
+
+        def run(self, values, into=None, **options):
+            main = threading.current_thread() is threading.main_thread()
+            runs.append(main)
+            if (failing == "main") == main and runs.count(main) == 2:
+                raise KeyboardInterrupt if main else ValueError("a block")
+            time.sleep(0.002)
+            return original(self, values, into, **options)
+        monkeypatch.setattr(evaluate.Plan, "run", run)
+        with pytest.raises(KeyboardInterrupt if failing == "main" else ValueError):
+            diffcli.compile("sin(x)").eval(x=np.zeros(100 * 1024), batch_ndim=1)
+        assert len(runs) < 30, failing  # of 100 blocks
+
+
+def test_no_more_threads_are_asked_than_there_are_blocks(monkeypatch):
+    monkeypatch.setenv("DIFFCLI_THREADS", "8")
+    monkeypatch.setattr(evaluate, "PARALLEL_MIN_WORK", 0)
+    submitted = []
+    pool = evaluate._executor()
+    original = pool.submit
+    monkeypatch.setattr(pool, "submit", lambda *a: submitted.append(a) or original(*a))
+    x = np.linspace(0, 1, 2 * evaluate.MIN_BLOCK_ELEMENTS)
+    np.testing.assert_array_equal(diffcli.compile("sin(x)").eval(x=x, batch_ndim=1).value, np.sin(x))
+    assert len(submitted) == 1  # two blocks: one for this thread, one for the pool
+
+
 def test_an_error_in_the_first_block_is_raised_and_nothing_waits_forever(monkeypatch):
     import threading
 
