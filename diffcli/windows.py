@@ -84,9 +84,13 @@ def last_axis_window(items, shape) -> tuple[int, int] | None:
     return columns.start, len(columns)
 
 
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _rows(a) -> bool:
-    """Whether a is a C-contiguous float64 array of more than one row."""
-    return (type(a) is np.ndarray and a.dtype == np.float64 and a.ndim >= 2 and a.size > a.shape[-1]
+    """Whether a is a C-contiguous float64 array of more than one row (a float64
+    array with a dtype object of its own just takes the plain steps)."""
+    return (type(a) is np.ndarray and a.dtype is _FLOAT64 and a.ndim >= 2 and a.size > a.shape[-1]
             and a.flags.c_contiguous)
 
 
@@ -204,10 +208,14 @@ def scatter_sum_kernel(node, plain):
             out[key] = 0.0  # also clears what the span put between the window's rows
         rows = out.reshape(-1, n)
         for (lo, width), v in zip(columns[1:], values[1:]):
-            kept = rows[:-1, lo + width:].copy(), rows[1:, :lo].copy()
+            right = rows[:-1, lo + width:].copy() if lo + width < n else None
+            left = rows[1:, :lo].copy() if lo else None
             place = flat[lo:lo + v.span.size]
             np.add(place, v.span, out=place)
-            rows[:-1, lo + width:], rows[1:, :lo] = kept
+            if right is not None:
+                rows[:-1, lo + width:] = right
+            if left is not None:
+                rows[1:, :lo] = left
         return out
     scatter_sum.writes_into = True
     return scatter_sum
