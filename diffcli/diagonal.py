@@ -240,3 +240,11 @@ def structured_kernel(node, kernel, unary: bool):
             result = kernel(*(a.dense() if type(a) is Diagonal else a for a in args))
         return result
     return run if not unary else lambda a: run(a)
+
+
+def wrap_step(node, kernel, unary: bool, receives: list[bool]):
+    """(the step's kernel, whether its result may be a Diagonal), for a step
+    whose arguments may be Diagonals where receives says so."""
+    if not any(receives):
+        return kernel, False
+    return structured_kernel(node, kernel, unary), node.op in KEEPS_DIAGONAL

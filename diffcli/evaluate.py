@@ -303,25 +303,29 @@ class Plan:
 
     def _windowed_steps(self) -> list:
         if self._windowed is None:
-            from .windows import windowed_steps
+            from .windows import wrap_step
 
-            self._windowed = windowed_steps(self._steps, self._computed, self._slot)
+            self._windowed = self._specialised_steps(set(), wrap_step)
         return self._windowed
 
     def _structured_steps(self, which: tuple) -> list:
-        """Steps that may receive a Diagonal (from the inputs at positions which, or
-        from a step that keeps one) get its structured kernel; the others keep theirs."""
-        from .diagonal import KEEPS_DIAGONAL, structured_kernel
+        from .diagonal import wrap_step
 
-        may_be_diagonal = {self._input_slots[i] for i in which} - {None}
+        return self._specialised_steps({self._input_slots[i] for i in which} - {None}, wrap_step)
+
+    def _specialised_steps(self, special: set[int], wrap) -> list:
+        """The steps, each one that may receive a special operand (a Diagonal, a
+        Window: from the slots in special, or from a step that passes one on)
+        replaced as wrap(node, kernel, unary, receives: a bool per argument)
+        says; wrap returns the kernel to use and whether its result may be special."""
+        special = set(special)
         steps = []
         for step, node in zip(self._steps, self._computed):
             kernel, unary, arguments, out, releases = step
-            if any(self._slot[a.id] in may_be_diagonal for a in node.args):
-                step = (structured_kernel(node, kernel, unary), unary, arguments, out, releases)
-                if node.op in KEEPS_DIAGONAL:
-                    may_be_diagonal.add(out)
-            steps.append(step)
+            wrapped, passes_on = wrap(node, kernel, unary, [self._slot[a.id] in special for a in node.args])
+            if passes_on:
+                special.add(out)
+            steps.append(step if wrapped is kernel else (wrapped, unary, arguments, out, releases))
         return steps
 
     def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None,

@@ -21,8 +21,8 @@ scatter_sum, which gathers a cotangent from several windows of a variable,
 adds each window's span into the output the same way, then puts back the
 entries between its rows.
 
-`windowed_steps` decides, once per plan, which steps can receive a Window and
-wraps only those; a step that cannot use one gets the strided view (`Window.view`).
+`wrap_step` decides, once per plan (evaluate.py walks the steps), which steps
+can receive a Window and wraps only those; a step that cannot use one gets the strided view (`Window.view`).
 Windows are used for batches only, where they pay; one point keeps its plain steps.
 """
 
@@ -94,9 +94,8 @@ def _rows(a) -> bool:
             and a.flags.c_contiguous)
 
 
-def index_kernel(node, plain):
+def index_kernel(lo: int, width: int, plain):
     """x[..., lo:lo + width] as a Window when x is C-contiguous rows (in a batch)."""
-    lo, width = last_axis_window(node.attr, node.args[0].shape)
 
     def index(a):
         if type(a) is Window:
@@ -221,29 +220,19 @@ def scatter_sum_kernel(node, plain):
     return scatter_sum
 
 
-def windowed_steps(steps: list, computed: list, slot: dict) -> list:
-    """The plan's steps, with those that may receive a Window (from a window
-    index, or from a step that passes one on) wrapped to use it."""
-    may_be_window: set[int] = set()
-    wrapped = []
-    for step, node in zip(steps, computed):
-        kernel, unary, arguments, out, releases = step
-        receives = any(slot[a.id] in may_be_window for a in node.args)
-        if node.op == "index" and last_axis_window(node.attr, node.args[0].shape) is not None:
-            kernel = index_kernel(node, kernel)
-            may_be_window.add(out)
-        elif not receives:
-            pass
-        elif getattr(OPS[node.op].kernel, "elementwise", False):
-            spans = elementwise_kernel(node, kernel, unary, [slot[a.id] in may_be_window for a in node.args])
-            if spans is None:
-                kernel = plain_kernel(kernel, unary)
-            else:
-                kernel = spans
-                may_be_window.add(out)
-        elif node.op == "scatter_sum":
-            kernel = scatter_sum_kernel(node, kernel)
-        else:
-            kernel = plain_kernel(kernel, unary)
-        wrapped.append((kernel, unary, arguments, out, releases))
-    return wrapped
+def wrap_step(node, kernel, unary: bool, receives: list[bool]):
+    """(the step's kernel for Windows, whether its result may be one): a window
+    index makes them, an elementwise step passes them on, scatter_sum gathers
+    them, and any other step that may receive one is given its view."""
+    window = last_axis_window(node.attr, node.args[0].shape) if node.op == "index" else None
+    if window is not None:
+        return index_kernel(*window, kernel), True
+    if not any(receives):
+        return kernel, False
+    if getattr(OPS[node.op].kernel, "elementwise", False):
+        spans = elementwise_kernel(node, kernel, unary, receives)
+        if spans is not None:
+            return spans, True
+    elif node.op == "scatter_sum":
+        return scatter_sum_kernel(node, kernel), False
+    return plain_kernel(kernel, unary), False
