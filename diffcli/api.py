@@ -274,37 +274,41 @@ class Function:
         binding = self._binding(shapes)
         request.check(binding.output.shape, shapes, batch)
         compiled = binding.plan(request, self.kink == "nan")
-        plan, diagnostics = compiled.plan, compiled.diagnostics
+        first = 1 if request.with_value else 0  # the value comes first, when asked for
+        end = first + compiled.derivative_count
+        outputs, finite, inputs, shared = self._evaluate(request, binding, compiled, arrays, shapes, batch,
+                                                         derivatives=slice(first, end))
+        value = _materialise(outputs[0], batch + binding.output.shape) if first else None
+        result = Result(value, request.kind, shapes=shapes)
+        request.collect(result, outputs[first:end], binding.output.shape, shapes, batch, shared)
+        result.kinks = _kink_reports(compiled.watched, outputs[end:], batch, self.kink == "nan")
+        if compiled.watched_if_infinite and not all(finite[first:end]):
+            indicators = binding.indicator_plan(compiled).run_batched(inputs[:len(self.variables)], batch)
+            result.kinks += _kink_reports(compiled.watched_if_infinite, indicators, batch, self.kink == "nan")
+        result.diagnostics = list(compiled.diagnostics)
+        if not result.diagnostics and not all(finite[:end]):
+            found = compiled.plan.first_nonfinite(inputs, batch, outputs[:end])
+            if found is not None:
+                result.diagnostics.append(found)
+        result.diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
+        return result
+
+    def _evaluate(self, request, binding, compiled, arrays, shapes, batch, derivatives: slice):
+        """(outputs, whether each is finite, the plan's inputs, the shared seeds
+        used or None), evaluated with shared seeds where the request has them."""
         shared = request.shared_rows(binding) if self.kink != "nan" else None
 
         def evaluate(shared):
             inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
-            return plan.run_checked(inputs, batch) + (inputs,)
+            return compiled.plan.run_checked(inputs, batch) + (inputs,)
         outputs, finite, inputs = evaluate(shared)
-        first = 1 if request.with_value else 0  # the value comes first, when asked for
-        end = first + compiled.derivative_count
-        if shared is not None and not all(finite[first:end]):
+        if shared is not None and not all(finite[derivatives]):
             # Shared seeds add rows together, so a nan in an entry that cannot
             # depend on the variables (0 * inf) would land in another row's entry:
             # again with a seed per row, so that it shows where it arose.
             shared = None
             outputs, finite, inputs = evaluate(shared)
-        value = _materialise(outputs[0], batch + binding.output.shape) if first else None
-        result = Result(value, request.kind, shapes=shapes)
-        request.collect(result, outputs[first:end], binding.output.shape, shapes, batch, shared)
-        result.kinks = _kink_reports(compiled.watched, outputs[end:], batch, self.kink == "nan")
-        outputs = outputs[:end]
-        if compiled.watched_if_infinite and not all(finite[first:end]):
-            indicators = binding.indicator_plan(compiled).run_batched(inputs[:len(self.variables)], batch)
-            result.kinks += _kink_reports(compiled.watched_if_infinite, indicators, batch, self.kink == "nan")
-        diagnostics = list(diagnostics)
-        if not diagnostics and not all(finite[:end]):
-            found = plan.first_nonfinite(inputs, batch, outputs)
-            if found is not None:
-                diagnostics.append(found)
-        diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
-        result.diagnostics = diagnostics
-        return result
+        return outputs, finite, inputs, shared
 
     def _check_values(self, at: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
         for name in at:
