@@ -42,11 +42,11 @@ class Window:
 
     __slots__ = ("span", "shape", "n", "_view")
 
-    def __init__(self, span: np.ndarray, shape: tuple, n: int, view: np.ndarray | None = None):
+    def __init__(self, span: np.ndarray, shape: tuple, n: int):
         self.span = span
         self.shape = shape
         self.n = n
-        self._view = view
+        self._view = None
 
     @property
     def view(self) -> np.ndarray:
