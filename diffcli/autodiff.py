@@ -172,7 +172,11 @@ def _accumulate(graph: Graph, parts: list[Node]) -> Node:
 
 
 def _is_zero(node: Node) -> bool:
-    return node.op == "const" and not node.value.any()
+    if node.op != "const":
+        return False
+    if node.scalar is not None:  # most constants: no NumPy call (a deep chain has thousands)
+        return node.scalar == 0.0
+    return not node.value.any()
 
 
 def _fit(graph: Graph, ct: Node, shape: tuple) -> Node:
