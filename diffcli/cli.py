@@ -24,6 +24,7 @@ from .errors import (
     EXIT_BAD_DATA,
     EXIT_CHECK_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     DiffcliError,
     NumericError,
     UsageError,
@@ -630,7 +631,7 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
     elif outcome.skipped:
         _stderr(f"diffcli: skipped {_count(outcome.skipped, 'bad record')}; wrote "
                 f"{_count(outcome.points, 'point')}")
-    return EXIT_BAD_DATA if outcome.had_bad_records else 0
+    return EXIT_BAD_DATA if outcome.had_bad_records else EXIT_OK
 
 
 def _console(color: str):
@@ -756,7 +757,7 @@ def _quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
-    sys.exit(0)
+    sys.exit(EXIT_OK)
 
 
 def main() -> None:

@@ -79,3 +79,13 @@ def test_readme_python_sessions():
         assert test.examples
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_the_exit_status_table_is_the_one_the_code_uses():
+    from diffcli import errors
+
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Errors and exit statuses", 1)[1].split("\n## ", 1)[0]
+    documented = {int(status) for status in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
+    used = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    assert documented == used
