@@ -237,7 +237,7 @@ def _stack_vjp(g, ans, *items):
 
 
 # Index items: an int (already in range and non-negative) or a (start, stop, step) slice.
-def index_key(items, rank):
+def _index_key(items, rank):
     key = tuple(i if isinstance(i, int) else slice(*i) for i in items)
     return (Ellipsis,) + key + (slice(None),) * (rank - len(items))
 
@@ -254,13 +254,13 @@ def _index_shape(shapes, items):
 
 
 def _index_kernel(node):
-    key = index_key(node.attr, len(node.args[0].shape))
+    key = _index_key(node.attr, len(node.args[0].shape))
     return lambda a: a[key]
 
 
 def _scatter_kernel(node):
     items, shape = node.attr
-    key = index_key(items, len(shape))
+    key = _index_key(items, len(shape))
     rank = len(node.args[0].shape)
 
     def scatter(g):
@@ -274,7 +274,7 @@ def _scatter_sum_kernel(node):
     """scatter(a1) + scatter(a2) + ... into one array: a variable's cotangent
     gathered from several slices of it (x[1:] and x[:-1]) in one pass each."""
     parts, shape = node.attr
-    keys = [index_key(items, len(shape)) for items in parts]
+    keys = [_index_key(items, len(shape)) for items in parts]
     ranks = [len(a.shape) for a in node.args]
     outside = outside_box(parts[0], shape)
 
