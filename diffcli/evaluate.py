@@ -33,6 +33,8 @@ MIN_BLOCK_ELEMENTS = 1 << 12
 # virtual machine: a batch is only spread over threads when its plan does at
 # least this many element operations (steps x elements), a few milliseconds.
 PARALLEL_MIN_WORK = 1 << 22
+# Smaller batches never use native.py's compiled kernels (nor import it).
+NATIVE_MIN_ELEMENTS = 1 << 15
 _pool = None
 _allocator_tuned = False
 
@@ -135,6 +137,7 @@ class Plan:
         self._computed = computed
         self._structured: dict[tuple, list] = {}
         self._windowed: list | None = None
+        self._fusion = None  # native.Fusion, False where it does not apply, None before asked
         self._point_size = max((n.size for n in order), default=1)
         _keep_freed_memory()
 
@@ -163,6 +166,12 @@ class Plan:
                    default=1)
         per_point = max(1, self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64)))
         n, threads = batch[0], _threads()
+        fusion = self._fusion_for(values, sliced, n * per_point)
+        if fusion is not None:
+            run_whole = fusion.run
+        else:
+            def run_whole(values, into=None):
+                return self.run(values, into, windows=True)
         block = max(2, BLOCK_ELEMENTS // per_point)
         parallel = threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK
         if parallel:
@@ -170,12 +179,26 @@ class Plan:
             # would get too small to pay: each thread claims blocks in turn.
             block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
         elif n <= 4 * block:
-            return self.run(values, windows=True), None
+            return run_whole(values), None
         if n <= block:
-            return self.run(values, windows=True), None
-        return self._run_blocks(values, sliced, len(batch), n, block, threads if parallel else 1, check)
+            return run_whole(values), None
+        return self._run_blocks(values, sliced, len(batch), n, block, threads if parallel else 1, check, run_whole)
 
-    def _run_blocks(self, values, sliced, batch_ndim, n, block, threads, check):
+    def _fusion_for(self, values, sliced, elements: int):
+        """native.Fusion for this batch when it applies and its kernels are built
+        (a big enough batch waits for them), else None."""
+        if self._fusion is False or elements < NATIVE_MIN_ELEMENTS:
+            return None
+        from . import native
+
+        if self._fusion is None:
+            self._fusion = (native.enabled() and native.fusion_of(self)) or False
+        fusion = self._fusion
+        if fusion is False or not fusion.accepts(values, sliced):
+            return None
+        return fusion if fusion.ready(wait=len(self._steps) * elements >= native.NATIVE_WAIT_WORK) else None
+
+    def _run_blocks(self, values, sliced, batch_ndim, n, block, threads, check, run):
         """The batch block by block: the first on this thread, the rest claimed in
         turn by this thread and threads - 1 pool threads (one hand-off per thread,
         not per block; a thread slowed down by the machine just claims fewer
@@ -184,7 +207,7 @@ class Plan:
         compute straight into them. With check, also per output whether every
         block's sum was finite (each thread keeps its own flags, combined at the end)."""
         def run_block(start, stop, into=None):
-            return self.run([v[start:stop] if s else v for v, s in zip(values, sliced)], into, windows=True)
+            return run([v[start:stop] if s else v for v, s in zip(values, sliced)], into)
 
         def block_of(start, stop):
             """Where each output of the block start:stop goes in the full outputs."""
