@@ -406,14 +406,18 @@ def _probe_values() -> np.ndarray:
                            np.arange(-300.0, 301.0), special])
 
 
-def _probe() -> frozenset:
+def _probe_source() -> str:
     lines = [PRELUDE]
     for name in LIBRARY:
         lines.append(f"void probe_{name}(ptrdiff_t n, const double *restrict x, double *restrict y) "
                      f"{{ for (ptrdiff_t i = 0; i < n; i++) y[i] = {name}(x[i]); }}")
     lines.append("void probe_sincos(ptrdiff_t n, const double *restrict x, double *restrict s, double *restrict c) "
                  "{ for (ptrdiff_t i = 0; i < n; i++) { s[i] = sin(x[i]); c[i] = cos(x[i]); } }")
-    library = _compiled("\n".join(lines))
+    return "\n".join(lines)
+
+
+def _probe() -> frozenset:
+    library = _compiled(_probe_source())
     x = _probe_values()
     from .evaluate import quiet_floating_point
 

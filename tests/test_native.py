@@ -1,0 +1,273 @@
+"""native.py's fused C loops: the same numbers, bit for bit, as the plain NumPy
+steps (which the rest of the suite checks against closed forms and finite
+differences), for every operation a loop computes, with non-finite inputs,
+odd layouts and threads; and what happens without a compiler, with a broken
+one, with the cache, and with the probe of the C library."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+import diffcli
+from diffcli import native
+from diffcli.ops import OPS
+
+T1 = "sin(x) * exp(-x^2 / 2) + log(1 + x^2) + tanh(x)^2"
+T2 = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
+# Every operation in native.EXACT and EXACT_POWERS, the C library functions,
+# and NumPy steps between loops (pow, atan2, maximum, sigmoid, ...); where and
+# abs put cmul / cdiv (the zero-dominant products) into the derivatives.
+EXPRESSIONS = [
+    T1,
+    T2,
+    "x / y - x * y + (-x) + 3",
+    "sqrt(abs(x)) + floor(x) * y + ceil(y) * x",
+    "where(x > y, x^2, 1/y) + (x <= y) * x + (x >= y) * y + (x == y) + (x != y) * x * y + (x < y) * y^2",
+    "(x != y) * y - (x > y) * x",  # a comparison's 0.0 is an output (where both are 0): its sign shows
+    "x^-1 + y^2 + x^1 * y + abs(x)^1.5 + 2^y",
+    "sin(x) * cos(y) + cos(x) + tan(x) + exp(x) * log(abs(y) + 1) + tanh(y)",
+    "atan2(y, x) + hypot(x, y) + maximum(x, y) * minimum(x, y)",
+    "sigmoid(x) + softplus(y) + cbrt(x) + expm1(y) + log1p(abs(x)) + asinh(x) + atan(y)",
+    "where(x > 0, sqrt(x), -x) * relu(y) + abs(y) * x",
+    "sinh(y) * cosh(x) / (1 + x^2) + log2(abs(x) + 1) - log10(abs(y) + 2)",
+]
+N = 40_000  # past evaluate.NATIVE_MIN_ELEMENTS
+
+
+@pytest.fixture(autouse=True)
+def _compile_now(monkeypatch, tmp_path_factory):
+    """Kernels are built before the batch runs (not in the background), into a
+    cache shared by this module's tests."""
+    monkeypatch.setattr(native, "NATIVE_WAIT_WORK", 0)
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "native-cache"))
+    monkeypatch.delenv("DIFFCLI_NATIVE", raising=False)
+
+
+def _values(names, n=N, seed=0, special=True):
+    rng = np.random.default_rng(seed)
+    values = {}
+    for i, name in enumerate(names):
+        v = rng.uniform(-3, 3, n)
+        v[rng.integers(0, n, n // 50)] = 0.0
+        if special:
+            v[i::997] = [np.nan, np.inf, -np.inf, -0.0, 1e-310, 1e300][i % 6]
+        values[name] = v
+    return values
+
+
+def _plan_of(function):
+    binding = next(iter(function._bindings.values()))
+    return next(iter(binding._plans.values())).plan
+
+
+def _counting_runs(monkeypatch) -> list:
+    runs = []
+    run = native.Fusion.run
+
+    def counted(self, values, into=None):
+        runs.append(len(values))
+        return run(self, values, into)
+    monkeypatch.setattr(native.Fusion, "run", counted)
+    return runs
+
+
+def _assert_identical(got, want):
+    """Equal, with equal signs of zeros and infinities. (Not of NaNs: which
+    operand's NaN an operation passes on depends on operand order, which the C
+    compiler may swap in a commutative operation; a NaN's sign is no number and
+    never shown.)"""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    numbers = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+
+
+def _both_ways(monkeypatch, expression, compute):
+    """compute(function) with the fused loops (checking they ran) and without."""
+    runs = _counting_runs(monkeypatch)
+    fused = compute(diffcli.compile(expression))
+    assert runs, "the fused loops did not run"
+    with monkeypatch.context() as m:
+        m.setenv("DIFFCLI_NATIVE", "0")
+        plain = compute(diffcli.compile(expression))
+    return fused, plain
+
+
+def _assert_same_results(fused, plain):
+    _assert_identical(fused.value, plain.value)
+    assert fused.derivatives.keys() == plain.derivatives.keys()
+    for name in plain.derivatives:
+        _assert_identical(fused[name], plain[name])
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("expression", EXPRESSIONS)
+def test_fused_loops_give_the_plain_steps_numbers(monkeypatch, expression, threads):
+    monkeypatch.setenv("DIFFCLI_THREADS", threads)
+    names = diffcli.compile(expression).variables
+    values = _values(names, n=300_000 if threads == "2" else N)
+    fused, plain = _both_ways(monkeypatch, expression, lambda f: f.grad(values, batch_ndim=1))
+    _assert_same_results(fused, plain)
+
+
+def test_t2_matches_its_closed_form():
+    """An independent check of the fused numbers themselves, not only against the plain steps."""
+    rng = np.random.default_rng(3)
+    x, y, z = rng.uniform(0.5, 2, N), rng.uniform(-1, 1, N), rng.uniform(-1, 1, N)
+    result = diffcli.compile(T2).grad({"x": x, "y": y, "z": z}, batch_ndim=1)
+    r = np.sqrt(x * x + y * y + z * z)
+    # Every term is below 10 in size and each side rounds a handful of times: an
+    # absolute 1e-13 (about 50 ulps of 10) bounds the difference where terms cancel.
+    tolerance = {"rtol": 1e-13, "atol": 1e-13}
+    np.testing.assert_allclose(result.value, x * y + np.sin(y) * z + np.log(x) * np.exp(-z) + r, **tolerance)
+    np.testing.assert_allclose(result["x"], y + np.exp(-z) / x + x / r, **tolerance)
+    np.testing.assert_allclose(result["y"], x + np.cos(y) * z + y / r, **tolerance)
+    np.testing.assert_allclose(result["z"], np.sin(y) - np.log(x) * np.exp(-z) + z / r, **tolerance)
+
+
+def test_layouts_strided_fortran_and_two_batch_axes(monkeypatch):
+    rng = np.random.default_rng(4)
+    columns = rng.uniform(0.5, 2, (N, 3))  # x, y, z are strided columns of one array
+    strided = {"x": columns[:, 0], "y": columns[:, 1], "z": columns[:, 2]}
+    fused, plain = _both_ways(monkeypatch, T2, lambda f: f.grad(strided, batch_ndim=1))
+    _assert_same_results(fused, plain)
+    grid = {k: np.asfortranarray(rng.uniform(0.5, 2, (N // 8, 8))) for k in "xyz"}
+    fused, plain = _both_ways(monkeypatch, T2, lambda f: f.grad(grid, batch_ndim=2))
+    _assert_same_results(fused, plain)
+    assert fused.value.shape == (N // 8, 8)
+
+
+def test_vector_variables_and_a_seed_of_the_same_shape(monkeypatch):
+    rng = np.random.default_rng(5)
+    x, seed = rng.uniform(-2, 2, (N, 3)), rng.uniform(-1, 1, (N, 3))
+    fused, plain = _both_ways(monkeypatch, "x * sin(x) / (1 + x^2)",
+                              lambda f: f.vjp(seed, {"x": x}, batch_ndim=1))
+    _assert_same_results(fused, plain)
+
+
+def test_results_do_not_alias_each_other_or_the_inputs(monkeypatch):
+    """d(x + y)/dx is the constant 1, d(x*y)/dx is y itself: each must still be its own array."""
+    values = _values("xy", special=False)
+    fused, plain = _both_ways(monkeypatch, "x * y + x", lambda f: f.grad(values, batch_ndim=1))
+    _assert_same_results(fused, plain)
+    assert not np.shares_memory(fused["x"], values["y"])
+    fused["x"][0] = 123.0
+    assert values["y"][0] != 123.0
+
+
+def test_plans_that_do_not_qualify():
+    def plan(expression, values):
+        f = diffcli.compile(expression)
+        f.grad(values, batch_ndim=1)
+        return _plan_of(f)
+
+    vectors = {"x": np.ones((N, 4))}
+    assert native.fusion_of(plan("sum(x * x)", vectors)) is None  # a reduction
+    assert native.fusion_of(plan("sum(x[1:] * x[:-1])", vectors)) is None  # indexing
+    assert native.fusion_of(plan("sin(x)", {"x": np.ones(N)})) is None  # no arithmetic to fuse (cos only)
+    assert native.fusion_of(plan("x * y", {"x": np.ones(N), "y": np.ones(N)})) is not None
+
+
+def test_small_batches_and_inputs_that_do_not_fit_run_the_plain_steps(monkeypatch):
+    runs = _counting_runs(monkeypatch)
+    f = diffcli.compile(T2)
+    f.grad(_values("xyz", n=1000), batch_ndim=1)
+    assert runs == []
+    # z given once for the whole batch: shapes differ, so the plain steps broadcast it
+    values = _values("xy")
+    result = f.grad({**values, "z": np.array(0.5)}, batch_ndim=1)
+    assert runs == []
+    assert result["z"].shape == (N,)
+
+
+def test_the_generated_source_holds_no_user_text():
+    f = diffcli.compile("weird_name * 1234.5678 + sin(weird_name) / other")
+    f.grad({"weird_name": np.ones(N), "other": np.full(N, 2.0)}, batch_ndim=1)
+    fusion = _plan_of(f)._fusion
+    _, constants, source = native._regroup(fusion.plan, native._exact_nodes(native._agreed()))
+    assert "weird" not in source and "other" not in source and "1234" not in source
+    assert 1234.5678 in constants
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("DIFFCLI_NATIVE", "0")
+    runs = _counting_runs(monkeypatch)
+    f = diffcli.compile(T2)
+    f.grad(_values("xyz"), batch_ndim=1)
+    assert runs == [] and _plan_of(f)._fusion is False
+
+
+def test_without_a_compiler_the_plain_steps_run(monkeypatch):
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(native, "_agreement", frozenset())  # as if probed without sin and cos
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(monkeypatch_tmp(monkeypatch)))
+    values = _values("xyz")
+    f = diffcli.compile(T2)
+    got = f.grad(values, batch_ndim=1)
+    fusion = _plan_of(f)._fusion
+    assert fusion.failed and "no C compiler" in fusion.error
+    with monkeypatch.context() as m:
+        m.setenv("DIFFCLI_NATIVE", "0")
+        _assert_same_results(got, diffcli.compile(T2).grad(values, batch_ndim=1))
+
+
+def monkeypatch_tmp(monkeypatch):
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="diffcli-empty-cache-")
+    return directory
+
+
+def test_a_failing_compiler_leaves_no_partial_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_agreement", frozenset())
+    monkeypatch.setattr(native, "FLAGS", native.FLAGS + ("-fno-such-flag-diffcli",))
+    f = diffcli.compile(T2)
+    values = _values("xyz", special=False)
+    got = f.grad(values, batch_ndim=1)
+    fusion = _plan_of(f)._fusion
+    assert fusion.failed and "no-such-flag" in fusion.error
+    assert list((tmp_path / "kernels").iterdir()) == []
+    np.testing.assert_allclose(got.value, diffcli.compile(T2).eval(values, batch_ndim=1).value, rtol=0)
+
+
+def test_kernels_are_cached_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    values = _values("xyz", special=False)
+    first = diffcli.compile(T2).grad(values, batch_ndim=1)
+    built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    assert built and all(name.endswith(".so") for name in built)
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again instead of loading the cached kernel")
+    monkeypatch.setattr(subprocess, "run", no_compiler)
+    runs = _counting_runs(monkeypatch)
+    again = diffcli.compile(T2).grad(values, batch_ndim=1)  # a new plan, the same source
+    assert runs
+    _assert_same_results(again, first)
+    assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == built
+
+
+def test_the_probe_keeps_only_functions_that_agree_with_numpy():
+    agreed = native._agreed()
+    assert agreed <= set(native.LIBRARY)
+    library = native._compiled(native._probe_source())
+    x = np.random.default_rng(99).uniform(-50, 50, 100_000)
+    for name in agreed:
+        y = np.empty_like(x)
+        native._function(library, f"probe_{name}", 3)(x.size, native._address(x), native._address(y))
+        _assert_identical(y, OPS[name].kernel(None)(x))
+
+
+def test_the_probe_rejects_a_function_off_by_one_ulp(monkeypatch):
+    def sin_one_ulp_up(x):
+        return np.nextafter(np.sin(x), np.inf)
+    ops = dict(native.OPS)
+    ops["sin"] = ops["sin"]._replace(kernel=lambda node: sin_one_ulp_up)
+    monkeypatch.setattr(native, "OPS", ops)
+    agreed = native._probe()
+    assert "sin" not in agreed and "cos" not in agreed  # cos goes too: sin and cos of one x become one sincos
