@@ -101,20 +101,66 @@ def enabled() -> bool:
     return os.environ.get("DIFFCLI_NATIVE", "1") != "0"
 
 
-# ---------------------------------------------------------------- the plan in stages
+# ---------------------------------------------------------------- the plan in loops and steps
 
 
-class Stage:
-    """One fused C loop: reads the slots `reads`, writes the slots `writes`."""
+class Loop:
+    """One fused C loop over every entry of values of one shape: reads the slots
+    `reads` (each "full": an array of that shape, or "point": one number per
+    point), writes the slots `writes`. Nested (an outer loop over rows of
+    `width` entries, each read with its own row stride) when some operand is a
+    view into rows of a wider array (x[1:]) or one number per point; else flat."""
 
-    __slots__ = ("name", "reads", "writes", "nodes", "function")
+    __slots__ = ("name", "shape", "nodes", "reads", "kinds", "writes", "nested", "width", "function")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, shape: tuple):
         self.name = name
-        self.reads: list[int] = []
-        self.writes: list[int] = []
+        self.shape = shape
         self.nodes: list = []
+        self.reads: list[int] = []
+        self.kinds: list[str] = []
+        self.writes: list[int] = []
+        self.nested = False
+        self.width = 1
         self.function = None
+
+
+class Scatter:
+    """ops' scatter_sum of a vector's cotangent from windows of it (x[1:],
+    x[:-1], x[3]) as one C pass per row instead of NumPy's row-by-row strided
+    adds: the same additions in the same order for every entry (the first
+    window's value + 0.0, then each later window's added), 0.0 where none reaches."""
+
+    __slots__ = ("name", "node", "windows", "reads", "writes", "function")
+
+    def __init__(self, name: str, node, windows: list[tuple[int, int]], slot):
+        self.name = name
+        self.node = node
+        self.windows = windows  # (first entry, width) per argument
+        self.reads = [slot[a.id] for a in node.args]
+        self.writes = [slot[node.id]]
+        self.function = None
+
+
+def _scatter_windows(node) -> list[tuple[int, int]] | None:
+    """(first entry, width) of each part of a scatter_sum into a vector, when
+    every part is a unit-step slice or a single entry; else None."""
+    parts, shape = node.attr
+    if node.op != "scatter_sum" or len(shape) != 1:
+        return None
+    windows = []
+    for items in parts:
+        if len(items) != 1:
+            return None
+        item = items[0]
+        if isinstance(item, int):
+            windows.append((range(shape[0])[item], 1))
+            continue
+        if item[2] not in (None, 1):
+            return None
+        found = range(shape[0])[slice(*item)]
+        windows.append((found.start, len(found)))
+    return windows
 
 
 class Fusion:
@@ -122,15 +168,15 @@ class Fusion:
     steps between them. `fusion_of` says whether a plan qualifies; the regrouping
     and the kernels are made by `ready`, in the background."""
 
-    def __init__(self, plan, shape):
+    def __init__(self, plan):
         self.plan = plan
-        self.shape = shape  # the value shape every computed node has
-        self.actions = None  # (Stage or plain step, slots released after it), once built
+        self.actions = None  # (Loop or plain step, slots released after it), once built
         self.constants = None  # float64 array: a loop reads constant j as k[j]
         self.failed = False
         self.error = ""
         self._building = None
         self._lock = threading.Lock()
+        self._input_shapes = [None if s is None else n.shape for n, s in zip(plan.inputs, plan._input_slots)]
 
     def ready(self, wait: bool) -> bool:
         """Whether the kernels are loaded; starts building them (once) if not,
@@ -150,69 +196,69 @@ class Fusion:
 
     def _build(self):
         try:
-            exact = _exact_nodes(_agreed())
-            actions, constants, source = _regroup(self.plan, exact)
+            actions, constants, source = _regroup(self.plan, _exact_nodes(_agreed()))
             library = _compiled(source)
             for action, _ in actions:
-                if type(action) is Stage:
+                if type(action) in (Loop, Scatter):
                     action.function = _function(library, action.name, 3)
             self.constants = constants
             self.actions = actions
-        except (OSError, subprocess.SubprocessError, BuildError) as error:
-            self.error = str(error)
+        except Exception as error:  # noqa: BLE001 - whatever fails, the plain steps give the same numbers
+            self.error = f"{type(error).__name__}: {error}"
             self.failed = True
 
     # ------------------------------------------------------------ running
 
     def accepts(self, values, sliced) -> bool:
         """Whether these inputs fit: every input the plan uses is a float64 array
-        with the batch and the common value shape."""
-        shape = None
-        for v, s, slot in zip(values, sliced, self.plan._input_slots):
-            if slot is None:
-                continue
-            if type(v) is not np.ndarray or v.dtype != np.float64 or not s:
-                return False
+        of its value shape behind the same batch axes (so every value the plan
+        computes has those batch axes in front of its value shape)."""
+        batch = None
+        for v, s, shape in zip(values, sliced, self._input_shapes):
             if shape is None:
-                shape = v.shape
-            elif v.shape != shape:
+                continue
+            if type(v) is not np.ndarray or v.dtype != np.float64 or not s or v.ndim <= len(shape):
                 return False
-        return shape is not None and shape[len(shape) - len(self.shape):] == self.shape
+            if v.shape[v.ndim - len(shape):] != shape:
+                return False
+            lead = v.shape[:v.ndim - len(shape)]
+            if batch is None:
+                batch = lead
+            elif lead != batch:
+                return False
+        return batch is not None
 
     def run(self, values, into=None) -> list:
-        """Plan.run() for accepted inputs, with the stages' C loops."""
+        """Plan.run() for accepted inputs, with the loops in C."""
         plan = self.plan
         slots: list = [None] * plan._size
         for s, v in plan._constants:
             slots[s] = v
-        shape = None
-        for s, v in zip(plan._input_slots, values):
+        batch = None
+        for s, v, shape in zip(plan._input_slots, values, self._input_shapes):
             if s is not None:
-                slots[s] = v if v.flags.c_contiguous else np.ascontiguousarray(v)
-                shape = v.shape
-        count = int(np.prod(shape))
+                slots[s] = v
+                batch = v.shape[:v.ndim - len(shape)]
+        points = 1
+        for size in batch:
+            points *= size
         targets = {}
         if into is not None:
             targets = {s: place for s, place, copy in zip(plan._output_slots, into, plan._copy_output)
-                       if place is not None and not copy and place.flags.c_contiguous and place.shape == shape}
-        constants = self.constants.ctypes.data
+                       if place is not None and not copy and place.flags.c_contiguous}
         from .evaluate import quiet_floating_point
 
         with quiet_floating_point():
             for action, releases in self.actions:
-                if type(action) is Stage:
-                    written = [targets.get(s) for s in action.writes]
-                    written = [np.empty(shape) if w is None else w for w in written]
-                    pointers = np.array([_address(slots[s]) for s in action.reads] + [_address(w) for w in written],
-                                        dtype=np.uintp)
-                    action.function(count, pointers.ctypes.data, constants)
-                    for s, w in zip(action.writes, written):
-                        slots[s] = w
+                if type(action) is Loop:
+                    self._run_loop(action, slots, batch, points, targets)
+                elif type(action) is Scatter:
+                    self._run_scatter(action, slots, batch, points, targets)
                 else:
                     kernel, unary, arguments, out, _ = action
                     target = targets.get(out)
                     arguments = (arguments(slots),) if unary else arguments(slots)
-                    if target is not None and type(kernel) is np.ufunc:
+                    if target is not None and type(kernel) is np.ufunc and target.shape == batch + plan.order[out].shape:
                         slots[out] = kernel(*arguments, out=target)
                     else:
                         slots[out] = kernel(*arguments)
@@ -220,6 +266,67 @@ class Fusion:
                     slots[r] = None
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(plan._output_slots, plan._copy_output)]
 
+    def _run_loop(self, loop: Loop, slots, batch, points, targets):
+        shape = batch + loop.shape
+        operands, strides = [], []  # (operands holds any contiguous copy alive until the call returns)
+        for s, kind in zip(loop.reads, loop.kinds):
+            array = slots[s]
+            if loop.nested and kind == "full":
+                array, stride = _rows(array, loop.width)
+                strides.append(stride)
+            elif not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)
+            operands.append(array)
+        pointers = [_address(a) for a in operands]
+        written = []
+        for s in loop.writes:
+            target = targets.get(s)
+            written.append(target if target is not None and target.shape == shape else np.empty(shape))
+        pointers += [_address(w) for w in written]
+        strides = np.array(strides + [0], dtype=np.intp)
+        pointers.append(_address(strides))
+        count = points * _size(loop.shape) // loop.width if loop.nested else points * _size(loop.shape)
+        pointers = np.array(pointers, dtype=np.uintp)  # a name, so it lives through the call
+        loop.function(count, _address(pointers), _address(self.constants))
+        for s, w in zip(loop.writes, written):
+            slots[s] = w
+
+
+    def _run_scatter(self, scatter: Scatter, slots, batch, points, targets):
+        operands, strides = [], []
+        for s, (_, width) in zip(scatter.reads, scatter.windows):
+            array, stride = _rows(slots[s], width)
+            operands.append(array)
+            strides.append(stride)
+        shape = batch + scatter.node.shape
+        out = targets.get(scatter.writes[0])
+        if out is None or out.shape != shape:
+            out = np.empty(shape)
+        strides = np.array(strides, dtype=np.intp)
+        pointers = np.array([_address(a) for a in operands] + [_address(out), _address(strides)], dtype=np.uintp)
+        scatter.function(points, _address(pointers), _address(self.constants))
+        slots[scatter.writes[0]] = out
+
+
+def _rows(array: np.ndarray, width: int) -> tuple[np.ndarray, int]:
+    """array (or a contiguous copy) and the distance between starts of its rows
+    of `width` entries, in entries, where its entries lie in rows of width
+    contiguous entries a constant distance apart (x[..., 1:] of a contiguous x)."""
+    try:
+        rows = array.reshape(-1, width, copy=False)
+    except ValueError:
+        rows = None
+    if rows is None or (width > 1 and rows.strides[1] != 8) or rows.strides[0] % 8:
+        array = np.ascontiguousarray(array)
+        return array, width
+    return array, (rows.strides[0] // 8 if rows.shape[0] > 1 else width)
+
+
+def _size(shape) -> int:
+    size = 1
+    for n in shape:
+        size *= n
+    return size
 
 
 def _function(library, name: str, arguments: int):
@@ -235,13 +342,24 @@ def _address(array: np.ndarray) -> int:
 
 
 def _exact_nodes(agreed: frozenset):
-    """A test: is this node's operation one a loop computes exactly as NumPy does here?"""
+    """A test: can a loop compute this node, exactly as NumPy does here? Its
+    operation must be exact, and each argument a value of its own shape, one
+    number per point, or a constant of one number (no other broadcasting)."""
     def is_exact(node) -> bool:
         if node.op == "pow":
             exponent = node.args[1]
-            return exponent.op == "const" and exponent.scalar in EXACT_POWERS
-        return node.op in EXACT or node.op in agreed
+            if not (exponent.op == "const" and exponent.scalar in EXACT_POWERS):
+                return False
+        elif node.op not in EXACT and node.op not in agreed:
+            return False
+        return all(_one_number(a) if a.op == "const" else a.shape == node.shape or a.size == 1 for a in node.args)
     return is_exact
+
+
+def _one_number(constant) -> bool:
+    """A constant a loop can read as one number: of size 1, or every entry the
+    same number (not zero, whose entries could differ in sign)."""
+    return constant.size == 1 or (constant.uniform is not None and constant.uniform != 0.0)
 
 
 def _expression(node, name) -> str:
@@ -253,90 +371,114 @@ def _expression(node, name) -> str:
 
 
 def fusion_of(plan) -> Fusion | None:
-    """A Fusion for the plan, or None unless every operation is elementwise,
-    every computed value has one value shape (constants one number each), every
-    one depends on an input, and some of it is arithmetic a loop can do."""
-    order = plan.order
-    shapes = {n.shape for n in order if n.op != "const"}
-    if len(shapes) != 1 or any(n.op == "const" and n.size != 1 for n in order):
-        return None
+    """A Fusion for the plan, or None unless every value it computes depends on
+    an input (so has the batch axes) and some of them a loop can compute."""
     varies: set[int] = set()
-    is_exact = _exact_nodes(frozenset())
-    for n in order:
+    for n in plan.order:
         if n.op == "var" or any(a.id in varies for a in n.args):
             varies.add(n.id)
         elif n.op != "const":
-            return None  # a value computed from constants alone: one number, not an array
-        if n.op not in ("var", "const") and not is_exact(n) and not getattr(OPS[n.op].kernel, "elementwise", False):
-            return None
+            return None  # computed from constants alone: no batch axes
+    is_exact = _exact_nodes(frozenset())
     if not any(is_exact(n) for n in plan._computed):
         return None
-    return Fusion(plan, shapes.pop())
+    return Fusion(plan)
 
 
-def _stages(order, outputs, is_exact) -> dict[int, int]:
-    """Node id -> its stage. A NumPy step's stage is the most NumPy steps on any
-    path to it, counting itself; it runs after loop stage - 1. An exact node
-    runs in the last loop that is still in time for every reader (loop k runs
-    after the NumPy steps of stage k), so that a loop writes out only what a
-    NumPy step or the caller reads, not values it could compute later."""
-    stage: dict[int, int] = {}
-    for n in order:
-        if not is_exact(n) and n.op not in ("var", "const"):
-            stage[n.id] = max((stage[a.id] for a in n.args if a.id in stage), default=0) + 1
-    last = max(stage.values(), default=0)
-    latest = {n.id: last for n in outputs}
-    for n in reversed(order):
+def _through_memory(a, node, is_exact) -> bool:
+    """Whether a loop computing node reads argument a from memory although a
+    loop computes it too (a value of another shape: one number per point)."""
+    return is_exact(a) and a.shape != node.shape
+
+
+def _levels(plan, is_exact) -> dict[int, int]:
+    """Node id -> its level. Level k runs its NumPy steps, then its loops (one per
+    shape). A NumPy step's level is one more than its arguments'; a loop node's,
+    as low as its arguments allow, then raised to the highest any reader allows
+    (a NumPy step or the caller reads it from the level before its own, a loop
+    of another shape too; a loop of its own shape from its own level), so that
+    loops write out only what others read, not what they could compute later."""
+    level: dict[int, int] = {}
+    for n in plan.order:
+        if n.op in ("var", "const"):
+            level[n.id] = 0
+        elif is_exact(n):
+            level[n.id] = max((level[a.id] + _through_memory(a, n, is_exact) for a in n.args), default=0)
+        else:
+            level[n.id] = max((level[a.id] for a in n.args), default=0) + 1
+    last = max(level.values(), default=0)
+    latest = {n.id: last for n in plan.outputs}
+    for n in reversed(plan._computed):
         if is_exact(n):
-            stage[n.id] = latest.get(n.id, last)
-        if n.id in stage:
-            # A NumPy step needs its arguments a loop earlier; an exact one, in its own loop at the latest.
-            by = stage[n.id] - (0 if is_exact(n) else 1)
-            for a in n.args:
+            level[n.id] = latest.get(n.id, last)
+        for a in n.args:
+            if is_exact(a):
+                by = level[n.id] if is_exact(n) and not _through_memory(a, n, is_exact) else level[n.id] - 1
                 latest[a.id] = min(latest.get(a.id, by), by)
-    return stage
+    return level
 
 
 def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
     """(actions, the constants array, the C source of the loops)."""
     slot = plan._slot
     steps = {n.id: step for n, step in zip(plan._computed, plan._steps)}
-    stage_of = _stages(plan.order, plan.outputs, is_exact)
-    count = max(stage_of.values()) + 1
-    loops = [Stage(f"stage{k}") for k in range(count)]
-    numpy_steps: list[list] = [[] for _ in range(count)]
+    level = _levels(plan, is_exact)
+    loops: dict[tuple, Loop] = {}
+    numpy_steps: dict[int, list] = {}
     for n in plan._computed:
-        (loops[stage_of[n.id]].nodes if is_exact(n) else numpy_steps[stage_of[n.id]]).append(n)
-    readers: dict[int, set[int]] = {}  # slot -> the loops reading it (-1: a NumPy step, the caller)
+        if is_exact(n):
+            key = (level[n.id], n.shape)
+            if key not in loops:
+                loops[key] = Loop(f"loop{len(loops)}", n.shape)
+            loops[key].nodes.append(n)
+        else:
+            numpy_steps.setdefault(level[n.id], []).append(n)
+    loop_of = {n.id: loop for loop in loops.values() for n in loop.nodes}
+    readers: dict[int, set] = {}  # slot -> the loops reading it (None: a NumPy step, the caller)
     for n in plan._computed:
-        where = stage_of[n.id] if is_exact(n) else -1
         for a in n.args:
-            readers.setdefault(slot[a.id], set()).add(where)
+            readers.setdefault(slot[a.id], set()).add(loop_of.get(n.id))
     for s in plan._output_slots:
-        readers.setdefault(s, set()).add(-1)
+        readers.setdefault(s, set()).add(None)
     constant_slots: dict[int, int] = {}
     ordered = []  # (action, slots it reads, slots it makes)
     sources = [PRELUDE]
-    for k in range(count):
-        for n in numpy_steps[k]:
-            ordered.append((steps[n.id], [slot[a.id] for a in n.args], [slot[n.id]]))
-        loop = loops[k]
-        if not loop.nodes:
-            continue
-        inside = {n.id for n in loop.nodes}
-        for n in loop.nodes:
-            for a in n.args:
-                if a.op == "const":
-                    constant_slots.setdefault(slot[a.id], len(constant_slots))
-                elif a.id not in inside and slot[a.id] not in loop.reads:
-                    loop.reads.append(slot[a.id])
-        loop.writes = [slot[n.id] for n in loop.nodes if readers.get(slot[n.id], set()) - {k}]
-        ordered.append((loop, loop.reads, loop.writes))
-        sources.append(_stage_source(loop, slot, constant_slots))
+    for k in range(max(level.values(), default=0) + 1):
+        for n in numpy_steps.get(k, []):
+            windows = _scatter_windows(n) if n.op == "scatter_sum" else None
+            if windows is not None:
+                scatter = Scatter(f"scatter{slot[n.id]}", n, windows, slot)
+                ordered.append((scatter, scatter.reads, scatter.writes))
+                sources.append(_scatter_source(scatter))
+            else:
+                ordered.append((steps[n.id], [slot[a.id] for a in n.args], [slot[n.id]]))
+        for (at, _), loop in loops.items():
+            if at == k:
+                _plan_loop(loop, slot, constant_slots, readers)
+                ordered.append((loop, loop.reads, loop.writes))
+                sources.append(_loop_source(loop, slot, constant_slots))
     constants = np.zeros(len(constant_slots) + 1)
     for s, j in constant_slots.items():
-        constants[j] = plan.order[s].scalar
+        constants[j] = plan.order[s].uniform
     return _with_releases(plan, ordered), constants, "\n".join(sources)
+
+
+def _plan_loop(loop: Loop, slot, constant_slots, readers):
+    """A loop's operands, results, and whether (and how wide) it is nested."""
+    inside = {n.id for n in loop.nodes}
+    size = _size(loop.shape)
+    views = False
+    for n in loop.nodes:
+        for a in n.args:
+            if a.op == "const":
+                constant_slots.setdefault(slot[a.id], len(constant_slots))
+            elif a.id not in inside and slot[a.id] not in loop.reads:
+                loop.reads.append(slot[a.id])
+                loop.kinds.append("point" if a.shape != loop.shape else "full")
+                views = views or a.op == "index"
+    loop.writes = [slot[n.id] for n in loop.nodes if readers.get(slot[n.id], set()) - {loop}]
+    loop.nested = size > 1 and (views or "point" in loop.kinds)
+    loop.width = loop.shape[-1] if loop.nested and views else size
 
 
 def _with_releases(plan, ordered) -> list:
@@ -353,25 +495,69 @@ def _with_releases(plan, ordered) -> list:
     return [(action, tuple(r)) for (action, _, _), r in zip(ordered, releases)]
 
 
-def _stage_source(stage: Stage, slot, constant_slots) -> str:
+def _loop_source(loop: Loop, slot, constant_slots) -> str:
     def variable(node):
         return f"v{slot[node.id]}"
 
-    lines = [f"void {stage.name}(ptrdiff_t n, double *const *p, const double *k) {{"]
-    for i, s in enumerate(stage.reads):
+    reads, writes = len(loop.reads), len(loop.writes)
+    lines = [f"void {loop.name}(ptrdiff_t n, double *const *p, const double *k) {{",
+             f"    const ptrdiff_t *stride = (const ptrdiff_t *)p[{reads + writes}];"]
+    for i in range(reads):
         lines.append(f"    const double *restrict in{i} = p[{i}];")
-    for i, s in enumerate(stage.writes):
-        lines.append(f"    double *restrict out{i} = p[{len(stage.reads) + i}];")
-    constants = sorted({slot[a.id] for n in stage.nodes for a in n.args if a.op == "const"})
-    for s in constants:
+    for i in range(writes):
+        lines.append(f"    double *restrict out{i} = p[{reads + i}];")
+    for s in sorted({slot[a.id] for n in loop.nodes for a in n.args if a.op == "const"}):
         lines.append(f"    const double v{s} = k[{constant_slots[s]}];")
-    lines.append("    for (ptrdiff_t i = 0; i < n; i++) {")
-    for i, s in enumerate(stage.reads):
-        lines.append(f"        const double v{s} = in{i}[i];")
-    for n in stage.nodes:
-        lines.append(f"        const double {variable(n)} = {_expression(n, variable)};")
-    for i, s in enumerate(stage.writes):
-        lines.append(f"        out{i}[i] = v{s};")
+    lines.append("    (void)stride;")
+    if loop.nested:
+        width, per_point = loop.width, _size(loop.shape) // loop.width
+        lines.append("    for (ptrdiff_t r = 0; r < n; r++) {")
+        full = 0
+        for i, (s, kind) in enumerate(zip(loop.reads, loop.kinds)):
+            if kind == "point":
+                lines.append(f"        const double v{s} = in{i}[r / {per_point}];")
+            else:
+                lines.append(f"        const double *restrict row{i} = in{i} + r * stride[{full}];")
+                full += 1
+        lines.append(f"        for (ptrdiff_t j = 0; j < {width}; j++) {{")
+        indent, here = "            ", f"r * {width} + j"
+        reads_at = [None if kind == "point" else f"row{i}[j]" for i, kind in enumerate(loop.kinds)]
+    else:
+        lines.append("    for (ptrdiff_t i = 0; i < n; i++) {")
+        indent, here = "        ", "i"
+        reads_at = [f"in{i}[i]" for i in range(reads)]
+    for s, at in zip(loop.reads, reads_at):
+        if at is not None:
+            lines.append(f"{indent}const double v{s} = {at};")
+    for n in loop.nodes:
+        lines.append(f"{indent}const double {variable(n)} = {_expression(n, variable)};")
+    for i, s in enumerate(loop.writes):
+        lines.append(f"{indent}out{i}[{here}] = v{s};")
+    lines += (["        }"] if loop.nested else []) + ["    }", "}"]
+    return "\n".join(lines)
+
+
+def _scatter_source(scatter: Scatter) -> str:
+    """Per row, the vector cut where any window starts or ends; on each piece
+    the same windows cover every entry, so it is one branch-free inner loop."""
+    size = scatter.node.shape[0]
+    parts = len(scatter.windows)
+    lines = [f"void {scatter.name}(ptrdiff_t n, double *const *p, const double *k) {{",
+             f"    const ptrdiff_t *stride = (const ptrdiff_t *)p[{parts + 1}];",
+             f"    double *restrict out = p[{parts}];",
+             "    (void)k;",
+             "    for (ptrdiff_t r = 0; r < n; r++) {"]
+    for i in range(parts):
+        lines.append(f"        const double *restrict row{i} = (const double *)p[{i}] + r * stride[{i}];")
+    lines.append(f"        double *restrict o = out + r * {size};")
+    cuts = sorted({0, size} | {lo for lo, _ in scatter.windows} | {lo + w for lo, w in scatter.windows})
+    for start, stop in zip(cuts, cuts[1:]):
+        total = "0.0"
+        for i, (lo, width) in enumerate(scatter.windows):
+            if lo <= start and stop <= lo + width:
+                entry = f"row{i}[j - {lo}]"
+                total = f"({entry} + 0.0)" if total == "0.0" else f"({total} + {entry})"
+        lines.append(f"        for (ptrdiff_t j = {start}; j < {stop}; j++) o[j] = {total};")
     lines += ["    }", "}"]
     return "\n".join(lines)
 
