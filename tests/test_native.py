@@ -312,3 +312,31 @@ def test_the_probe_rejects_a_function_off_by_one_ulp(monkeypatch):
     monkeypatch.setattr(native, "OPS", ops)
     agreed = native._probe()
     assert "sin" not in agreed and "cos" not in agreed  # cos goes too: sin and cos of one x become one sincos
+
+
+def test_the_probe_is_remembered_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_agreement", None)
+    first = native._agreed()
+    assert [p.read_text().split() for p in (tmp_path / "probes").iterdir()] == [sorted(first)]
+
+    def no_probe():
+        raise AssertionError("probed again")
+    monkeypatch.setattr(native, "_probe", no_probe)
+    monkeypatch.setattr(native, "_agreement", None)
+    assert native._agreed() == first
+
+
+def test_partial_files_of_dead_processes_are_removed(monkeypatch, tmp_path):
+    import os
+    import time
+
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    old, recent = kernels / "a.so.1.2.tmp", kernels / "b.so.3.4.tmp"
+    for partial in (old, recent):
+        partial.write_text("half a library")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    native._compiled("void nothing(void) {}")
+    assert not old.exists() and recent.exists()
