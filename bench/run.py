@@ -600,9 +600,39 @@ def task_rss():
           f"{peak_kib / 1024:.0f} MB (target 250 MB)")
 
 
+def task_compile():
+    """What the first big batch of an expression costs on a machine whose kernel
+    cache is empty: probing the C library and compiling the loops, once."""
+    from diffcli import native
+
+    rng = np.random.default_rng(0)
+    values = {"x": rng.uniform(0.5, 2, 1_000_000), "y": rng.uniform(-1, 1, 1_000_000),
+              "z": rng.uniform(-1, 1, 1_000_000)}
+    rosenbrock = {"x": rng.uniform(-1, 1, (10_000, 100))}
+    print("\nCompiled loops: the first batch in an empty kernel cache, less a later one (median of 3)")
+    configured = os.environ.get("DIFFCLI_CACHE_DIR")
+    for title, expression, at in [("T2", T2, values), ("T3b", ROSENBROCK, rosenbrock)]:
+        costs = []
+        for _ in range(3):
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["DIFFCLI_CACHE_DIR"], native._agreement = cache, None
+                f = diffcli.compile(expression)
+                start = time.perf_counter()
+                f.grad(at, batch_ndim=1)
+                first = time.perf_counter() - start
+                start = time.perf_counter()
+                f.grad(at, batch_ndim=1)
+                costs.append(first - (time.perf_counter() - start))
+        print(f"  {title}: {_fmt(statistics.median(costs))} (probe + compile, once per machine and expression shape)")
+    if configured is None:
+        del os.environ["DIFFCLI_CACHE_DIR"]
+    else:
+        os.environ["DIFFCLI_CACHE_DIR"] = configured
+
+
 TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
          "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
-         "pipeline": task_pipeline}
+         "pipeline": task_pipeline, "compile": task_compile}
 
 
 def main():
@@ -620,8 +650,13 @@ def main():
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
         parser.error(f"unknown task {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    # Steady state, as JAX's rows are after jit: a batch waits for its compiled
+    # loops instead of running the plain steps while they build (task_compile
+    # shows what the first build costs).
+    os.environ.setdefault("DIFFCLI_NATIVE", "wait")
     print(f"diffcli {diffcli.__version__}, Python {platform.python_version()}, NumPy {np.__version__}, "
-          f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+          f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, "
+          f"DIFFCLI_NATIVE={os.environ['DIFFCLI_NATIVE']}")
     for name in args.tasks or TASKS:
         TASKS[name]()
     if args.rss:

@@ -101,6 +101,12 @@ def enabled() -> bool:
     return os.environ.get("DIFFCLI_NATIVE", "1") != "0"
 
 
+def waits_for(work: int) -> bool:
+    """Whether a batch of this many element operations waits for its kernels:
+    from NATIVE_WAIT_WORK on, or always with DIFFCLI_NATIVE=wait."""
+    return work >= NATIVE_WAIT_WORK or os.environ.get("DIFFCLI_NATIVE") == "wait"
+
+
 # ---------------------------------------------------------------- the plan in loops and steps
 
 
