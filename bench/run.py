@@ -122,12 +122,31 @@ def t2_numpy(x, y, z):
     return value, y + ez / x + x / r, x + np.cos(y) * z + y / r, sy - lx * ez + z / r
 
 
+def _plain(expression, first_call):
+    """A function whose plans run the plain NumPy steps: a plan decides on its
+    first big batch, so that call runs with DIFFCLI_NATIVE=0."""
+    f = diffcli.compile(expression)
+    mode = os.environ.get("DIFFCLI_NATIVE")
+    os.environ["DIFFCLI_NATIVE"] = "0"
+    try:
+        first_call(f)
+    finally:
+        if mode is None:
+            del os.environ["DIFFCLI_NATIVE"]
+        else:
+            os.environ["DIFFCLI_NATIVE"] = mode
+    return f
+
+
 def task_t1():
     x = np.random.default_rng(0).uniform(-3, 3, 1_000_000)
     table = Table(f"T1  value + derivative of {T1}, N=10^6")
     table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: t1_numpy(x))
     f = diffcli.compile(T1)
     table.row("diffcli API grad (batch)", lambda: f.grad(x=x, batch_ndim=1),
+              lambda r: [r.value, r["x"]])
+    plain = _plain(T1, lambda g: g.grad(x=x, batch_ndim=1))
+    table.row("diffcli, plain NumPy steps (DIFFCLI_NATIVE=0)", lambda: plain.grad(x=x, batch_ndim=1),
               lambda r: [r.value, r["x"]])
     _peer_elementwise(table, peers.t1, (x,), 1)
     ne = peers.load("numexpr")
@@ -150,6 +169,10 @@ def task_t2():
     table.floor_row("hand-written NumPy (floor, 1 thread)", lambda: t2_numpy(x, y, z))
     f = diffcli.compile(T2)
     table.row("diffcli API grad (batch)", lambda: f.grad({"x": x, "y": y, "z": z}, batch_ndim=1),
+              lambda r: [r.value, r["x"], r["y"], r["z"]])
+    plain = _plain(T2, lambda g: g.grad({"x": x, "y": y, "z": z}, batch_ndim=1))
+    table.row("diffcli, plain NumPy steps (DIFFCLI_NATIVE=0)",
+              lambda: plain.grad({"x": x, "y": y, "z": z}, batch_ndim=1),
               lambda r: [r.value, r["x"], r["y"], r["z"]])
     _peer_elementwise(table, peers.t2, (x, y, z), 3)
     table.print()
@@ -240,6 +263,9 @@ def task_t3b():
     table.row("diffcli API grad (batch, value too)", lambda: f.grad(x=x, batch_ndim=1), lambda r: r["x"])
     # The floor and JAX's grad compute the gradient alone; so does value=False.
     table.row("diffcli API grad(value=False)", lambda: f.grad(x=x, batch_ndim=1, value=False), lambda r: r["x"])
+    plain = _plain(ROSENBROCK, lambda g: g.grad(x=x, batch_ndim=1, value=False))
+    table.row("diffcli grad(value=False), plain NumPy steps", lambda: plain.grad(x=x, batch_ndim=1, value=False),
+              lambda r: r["x"])
     _peer_gradients(table, x, batched=True)
     table.print()
 

@@ -340,3 +340,24 @@ def test_partial_files_of_dead_processes_are_removed(monkeypatch, tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     native._compiled("void nothing(void) {}")
     assert not old.exists() and recent.exists()
+
+
+def test_the_cli_pipeline_prints_the_same_text_with_and_without_loops(monkeypatch):
+    """70,000 points: a chunk of 65,536 runs the loops, the rest (too small) the plain steps."""
+    from click.testing import CliRunner
+
+    from diffcli.cli import cli
+
+    rng = np.random.default_rng(8)
+    rows = ["x,y,z"] + [f"{x!r},{y!r},{z!r}" for x, y, z in rng.uniform(0.5, 2, (70_000, 3)).tolist()]
+    rows[5] = "0,0,0"  # log(0) and 0/0: -inf and nan in the output
+    text = "\n".join(rows) + "\n"
+    outputs = {}
+    for mode in ("wait", "0"):
+        monkeypatch.setenv("DIFFCLI_NATIVE", mode)
+        runs = _counting_runs(monkeypatch)
+        result = CliRunner().invoke(cli, ["grad", T2, "--points", "-", "--in", "csv", "--format", "csv"], input=text)
+        assert bool(runs) == (mode == "wait")
+        outputs[mode] = result.stdout
+    assert outputs["wait"] == outputs["0"]
+    assert outputs["0"].count("\n") == 70_001 and "nan" in outputs["0"]
