@@ -1,30 +1,33 @@
-"""Fused elementwise kernels, compiled with the machine's C compiler, for big batches.
+"""Fused C loops for the arithmetic of big batches, built with the machine's C compiler.
 
-A plan in which every operation maps entry to entry (the value and gradient of
-a scalar function of scalars, over a batch) spends most of its time in
-arithmetic ufuncs run one after another, each a pass over memory at about
-1.3 ns per entry and operation: the 35 steps of T2 cost about 40 ns per point
-that way, though the arithmetic itself is a few instructions.
+A plan spends most of a big batch in arithmetic ufuncs run one after another,
+each a pass over memory at about 1.3 ns per entry and operation: the 35 steps of
+T2 cost about 40 ns per point that way, though the arithmetic is a few
+instructions, and every call hands the GIL over between threads.
 
-Here such a plan is cut into stages. The arithmetic whose C operation gives
-exactly the number the ufunc gives (+ - * /, negation, sqrt, abs, floor, ceil,
-x^2, 1/x, comparisons, where, and the zero-dominant cmul and cdiv: each is one
-correctly rounded IEEE operation, or a choice between such results) is fused
-into one C loop per stage that keeps its intermediates in registers and writes
-only what later stages or the caller read. Everything else (sin, exp, log,
-tanh, pow, ...) stays the very NumPy ufunc the plain plan calls, on the same
-contiguous arrays, between the loops. So every number is the plain plan's, bit
-for bit: NumPy's own SIMD exp or log are not replaced by the C library's,
-whose last bits can differ. (FMA contraction is off, and nothing is compiled
-with -ffast-math, so the compiler may vectorise but not reassociate.)
+Here a plan is regrouped into levels. The operations whose C result is exactly
+the number the ufunc gives (+ - * /, negation, sqrt, abs, floor, ceil, x^2, 1/x,
+comparisons, where, the zero-dominant cmul and cdiv: each one correctly
+rounded IEEE operation, or a choice between such results; and sin and cos
+where NumPy itself calls the C library for them, which `_agreed` checks) run in
+one C loop per level and value shape, which keeps intermediates in registers
+and writes out only what others read. Everything else (exp, log, tanh, pow,
+sums, indexing, ...) stays the very NumPy kernel the plain plan calls, between
+the loops; scatter_sum of vector windows is a C pass making the same additions
+in the same order. So every number is the plain plan's, bit for bit (a NaN's
+sign bit aside: the compiler may swap the operands of a commutative operation,
+and x86 passes on the first operand's NaN). NumPy's own SIMD exp or log are not
+replaced by the C library's, whose last bits differ. (FMA contraction is off,
+nothing is compiled with -ffast-math: the compiler may vectorise, not reassociate.)
 
-The C text is generated from the op names in the table below, slot numbers and
-nothing else: constants reach it as an array at run time, and no user text
-ever does. It is compiled once per machine and plan shape (cached by the hash
-of source, compiler and CPU in DIFFCLI_CACHE_DIR, else ~/.cache/diffcli), in
-a background thread, so a batch that arrives before the kernel is ready runs
-the plain steps instead; only a batch big enough to amortise a compile waits
-for it. Without a C compiler, or with DIFFCLI_NATIVE=0, plans run as before.
+The C text is generated from the op names in the tables below, shapes and slot
+numbers, nothing else: constants reach it as an array at run time, and no user
+text ever does. It is compiled once per machine and plan shape (cached by the
+hash of source, compiler and CPU in DIFFCLI_CACHE_DIR, else ~/.cache/diffcli),
+in a background thread: a batch that arrives before its loops are built runs
+the plain steps instead; a batch big enough to amortise a compile (or any, with
+DIFFCLI_NATIVE=wait) waits for it. Without a C compiler, with a failed build, or
+with DIFFCLI_NATIVE=0, plans run their plain steps.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC"
 FORMAT = "1"  # bump when the generated code changes meaning
 
 # From this many element operations (steps x entries) on, a batch waits for its
-# kernels to compile (about 0.1 s, once per machine and plan) instead of running
+# loops to build (about 0.3 s with the probe, once per machine and plan) instead of running
 # the plain steps meanwhile. (Smaller batches than evaluate.NATIVE_MIN_ELEMENTS
 # never ask for kernels.)
 NATIVE_WAIT_WORK = 1 << 24
