@@ -318,17 +318,13 @@ class Fusion:
 
 
 def _rows(array: np.ndarray, width: int) -> tuple[np.ndarray, int]:
-    """array (or a contiguous copy) and the distance between starts of its rows
-    of `width` entries, in entries, where its entries lie in rows of width
-    contiguous entries a constant distance apart (x[..., 1:] of a contiguous x)."""
-    try:
-        rows = array.reshape(-1, width, copy=False)
-    except ValueError:
-        rows = None
-    if rows is None or (width > 1 and rows.strides[1] != 8) or rows.strides[0] % 8:
-        array = np.ascontiguousarray(array)
-        return array, width
-    return array, (rows.strides[0] // 8 if rows.shape[0] > 1 else width)
+    """The array as rows of `width` contiguous entries a constant distance apart
+    (a view where it is laid out so, as x[..., 1:] of a contiguous x, else a
+    copy), and that distance in entries."""
+    rows = np.reshape(array, (-1, width))  # a view when the layout allows, else a copy
+    if (width > 1 and rows.strides[1] != 8) or rows.strides[0] % 8:
+        rows = np.ascontiguousarray(rows)
+    return rows, (rows.strides[0] // 8 if rows.shape[0] > 1 else width)
 
 
 def _size(shape) -> int:
@@ -596,7 +592,10 @@ def _probe_cached() -> frozenset:
     NumPy build, C library, compiler and CPU."""
     import platform
 
-    from numpy._core import _multiarray_umath
+    try:
+        from numpy._core import _multiarray_umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath
 
     numpy_build = Path(_multiarray_umath.__file__)
     key = _key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
