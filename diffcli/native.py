@@ -725,10 +725,17 @@ def _remove_stale_partials(directory: Path) -> None:
 def _compiled(source: str) -> ctypes.CDLL:
     library = _cache_dir() / "kernels" / f"{_key('kernel', source)}.so"
     if not library.exists():
-        def build(partial: Path):
-            done = subprocess.run([_compiler(), *FLAGS, "-o", str(partial), "-x", "c", "-"], input=source,
-                                  capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise BuildError(f"the C compiler failed: {done.stderr.strip()[:2000]}")
-        _write_atomically(library, build)
+        library.parent.mkdir(parents=True, exist_ok=True)
+        partial = library.with_name(f"{library.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        # The compiler writes a partial file and the shell renames it into place, so
+        # the build lands (and the next process finds it) even when this process
+        # ends first: a short command-line run starts a build without waiting for it.
+        done = subprocess.run(["sh", "-c", 'c="$1"; p="$2"; f="$3"; shift 3; "$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"',
+                               "sh", _compiler(), str(partial), str(library), *FLAGS],
+                              input=source, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            if partial.exists():
+                partial.unlink()
+            raise BuildError(f"the C compiler failed: {done.stderr.strip()[:2000]}")
+        _remove_stale_partials(library.parent)
     return ctypes.CDLL(str(library))
