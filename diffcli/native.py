@@ -221,12 +221,15 @@ class Fusion:
     def accepts(self, values, sliced) -> bool:
         """Whether these inputs fit: every input the plan uses is a float64 array
         of its value shape behind the same batch axes (so every value the plan
-        computes has those batch axes in front of its value shape)."""
+        computes has those batch axes in front of its value shape), laid out in
+        C order (see _c_ordered)."""
         batch = None
         for v, s, shape in zip(values, sliced, self._input_shapes):
             if shape is None:
                 continue
             if type(v) is not np.ndarray or v.dtype != np.float64 or not s or v.ndim <= len(shape):
+                return False
+            if not (v.flags.c_contiguous or _c_ordered(v)):
                 return False
             if v.shape[v.ndim - len(shape):] != shape:
                 return False
@@ -375,9 +378,28 @@ def _expression(node, name) -> str:
     return f"{node.op}({name(node.args[0])})"
 
 
+# Kernels that return their result with its axes in another order in memory
+# (np.moveaxis): NumPy's ufuncs keep that order ("K") and its reductions add in
+# memory order, so a loop, which writes C order, would change the last bits of
+# a later sum. Plans with them keep their plain steps.
+PERMUTING = frozenset({"transpose", "linscan"})
+
+
+def _c_ordered(array: np.ndarray) -> bool:
+    """Whether the array's axes lie in memory in C order (strides shrinking from
+    the first axis to the last, whatever the gaps: x[:, ::2], a column of a
+    table), so the plain steps' ufuncs lay their results out in C order too, as
+    a loop does, and later reductions add in the same order on both paths."""
+    strides = [abs(stride) for stride, size in zip(array.strides, array.shape) if size > 1]
+    return all(a >= b for a, b in zip(strides, strides[1:]))
+
+
 def fusion_of(plan) -> Fusion | None:
     """A Fusion for the plan, or None unless every value it computes depends on
-    an input (so has the batch axes) and some of them a loop can compute."""
+    an input (so has the batch axes), none is laid out in another axis order
+    (PERMUTING), and some of them a loop can compute."""
+    if any(n.op in PERMUTING for n in plan.order):
+        return None
     varies: set[int] = set()
     for n in plan.order:
         if n.op == "var" or any(a.id in varies for a in n.args):

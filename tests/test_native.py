@@ -171,16 +171,36 @@ def test_t2_matches_its_closed_form():
     np.testing.assert_allclose(result["z"], np.sin(y) - np.log(x) * np.exp(-z) + z / r, **tolerance)
 
 
-def test_layouts_strided_fortran_and_two_batch_axes(monkeypatch):
+def test_layouts_strided_and_two_batch_axes(monkeypatch):
     rng = np.random.default_rng(4)
     columns = rng.uniform(0.5, 2, (N, 3))  # x, y, z are strided columns of one array
     strided = {"x": columns[:, 0], "y": columns[:, 1], "z": columns[:, 2]}
     fused, plain = _both_ways(monkeypatch, T2, lambda f: f.grad(strided, batch_ndim=1))
     _assert_same_results(fused, plain)
-    grid = {k: np.asfortranarray(rng.uniform(0.5, 2, (N // 8, 8))) for k in "xyz"}
+    grid = {k: rng.uniform(0.5, 2, (N // 8, 8))[:, ::-1] for k in "xyz"}  # reversed: still C order
     fused, plain = _both_ways(monkeypatch, T2, lambda f: f.grad(grid, batch_ndim=2))
     _assert_same_results(fused, plain)
     assert fused.value.shape == (N // 8, 8)
+
+
+def test_other_axis_orders_keep_the_plain_steps(monkeypatch):
+    """NumPy's ufuncs keep an input's axis order and its sums add in memory order,
+    so a loop (writing C order) would change a later sum's last bits: Fortran-order
+    inputs and plans that transpose run their plain steps (found by review: 1,084
+    and 1,435 of 4,000 sums differed before)."""
+    rng = np.random.default_rng(9)
+    runs = _counting_runs(monkeypatch)
+    x = np.asfortranarray(rng.uniform(-2, 2, (4000, 12)))
+    for expression, values in [("sum(x * sin(x) / (1 + x^2))", {"x": x}),
+                               ("sum(transpose(X) * 2) + norm(X * X)", {"X": rng.uniform(-2, 2, (4000, 3, 5))})]:
+        got = diffcli.compile(expression).grad(values, batch_ndim=1)
+        with monkeypatch.context() as m:
+            m.setenv("DIFFCLI_NATIVE", "0")
+            _assert_same_results(got, diffcli.compile(expression).grad(values, batch_ndim=1))
+    assert runs == []
+    c_order = {"x": np.ascontiguousarray(x)}
+    diffcli.compile("sum(x * sin(x) / (1 + x^2))").grad(c_order, batch_ndim=1)
+    assert runs  # the same plan, inputs in C order: loops
 
 
 def test_vector_variables_and_a_seed_of_the_same_shape(monkeypatch):
