@@ -196,7 +196,7 @@ class Plan:
         fusion = self._fusion
         if fusion is False or not fusion.accepts(values, sliced):
             return None
-        return fusion if fusion.ready(wait=native.waits_for(len(self._steps) * elements)) else None
+        return fusion if fusion.ready(native.patience(len(self._steps) * elements, len(self._steps))) else None
 
     def _run_blocks(self, values, sliced, batch_ndim, n, block, threads, check, run):
         """The batch block by block: the first on this thread, the rest claimed in

@@ -36,8 +36,10 @@ import ctypes
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -92,22 +94,44 @@ static inline double cdiv(double a, double b) {
 # -fno-math-errno: sqrt is the instruction, the same correctly rounded result.
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
 FORMAT = "1"  # bump when the generated code changes meaning
+COMPILE_TIMEOUT = 300  # seconds
 
-# From this many element operations (steps x entries) on, a batch waits for its
-# loops to build (about 0.3 s with the probe, once per machine and plan) instead of running
-# the plain steps meanwhile. (Smaller batches than evaluate.NATIVE_MIN_ELEMENTS
-# never ask for kernels.)
-NATIVE_WAIT_WORK = 1 << 24
+# Rough costs on the machine class this was measured on, for deciding whether a
+# batch waits for its loops: a plain NumPy step costs about 1.5 ns per entry; a
+# build (probe included, in an empty cache) about 0.3 s plus 0.6 ms per step
+# (loops are cut at LOOP_NODES operations, which keeps the compiler linear).
+PLAIN_SECONDS_PER_OPERATION = 1.5e-9
+BUILD_SECONDS = 0.3
+BUILD_SECONDS_PER_STEP = 0.6e-3
+# A loop has at most this many operations (gcc -O3 takes 0.17 s for 215, 0.95 s
+# for 1,092 and 9 s for 4,309 in one function), and a plan at most MAX_FUSED of
+# them in all (the build would outlast the benefit).
+LOOP_NODES = 256
+MAX_FUSED = 8192
+
+
+def mode() -> str:
+    """DIFFCLI_NATIVE: "off" (0, off, false, no), "wait", or "on" (the default)."""
+    value = os.environ.get("DIFFCLI_NATIVE", "").strip().lower()
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    return "wait" if value == "wait" else "on"
 
 
 def enabled() -> bool:
-    return os.environ.get("DIFFCLI_NATIVE", "1") != "0"
+    return mode() != "off"
 
 
-def waits_for(work: int) -> bool:
-    """Whether a batch of this many element operations waits for its kernels:
-    from NATIVE_WAIT_WORK on, or always with DIFFCLI_NATIVE=wait."""
-    return work >= NATIVE_WAIT_WORK or os.environ.get("DIFFCLI_NATIVE") == "wait"
+def patience(work: int, steps: int) -> float | None:
+    """How long a batch of `work` element operations on a plan of `steps` steps
+    waits for its loops to be ready (None: until they are). It waits for a whole
+    build when its plain steps would take three times as long as one, or always
+    with DIFFCLI_NATIVE=wait; else only long enough to load a build from the
+    cache (at most half its plain time), and runs the plain steps if that fails."""
+    plain = work * PLAIN_SECONDS_PER_OPERATION
+    if mode() == "wait" or plain > 3 * (BUILD_SECONDS + steps * BUILD_SECONDS_PER_STEP):
+        return None
+    return min(plain / 2, 0.05)
 
 
 # ---------------------------------------------------------------- the plan in loops and steps
@@ -186,21 +210,23 @@ class Fusion:
         self._building = None
         self._lock = threading.Lock()
         self._input_shapes = [None if s is None else n.shape for n, s in zip(plan.inputs, plan._input_slots)]
+        _fusions.add(self)
 
-    def ready(self, wait: bool) -> bool:
-        """Whether the kernels are loaded; starts building them (once) if not,
-        and with wait, waits for that."""
+    def ready(self, patience: float | None) -> bool:
+        """Whether the loops are built; starts building them (once) if not, and
+        waits up to `patience` seconds (None: until done) for that. A build
+        thread that is gone without a result (the process forked while it ran)
+        is started again."""
         if self.actions is not None:
             return True
         if self.failed:
             return False
         with self._lock:
-            if self._building is None:
+            if self._building is None or not (self._building.is_alive() or self.actions is not None or self.failed):
                 self._building = threading.Thread(target=self._build, name="diffcli-compile", daemon=True)
                 self._building.start()
             building = self._building
-        if wait:
-            building.join()
+        building.join(patience)
         return self.actions is not None
 
     def _build(self):
@@ -320,6 +346,20 @@ class Fusion:
         slots[scatter.writes[0]] = out
 
 
+_fusions: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: a lock another thread
+    held stays held for ever, so every Fusion gets a fresh one."""
+    for fusion in list(_fusions):
+        fusion._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _rows(array: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     """The array as rows of `width` contiguous entries a constant distance apart
     (a view where it is laid out so, as x[..., 1:] of a contiguous x, else a
@@ -407,7 +447,8 @@ def fusion_of(plan) -> Fusion | None:
         elif n.op != "const":
             return None  # computed from constants alone: no batch axes
     is_exact = _exact_nodes(frozenset())
-    if not any(is_exact(n) for n in plan._computed):
+    fused = sum(1 for n in plan._computed if is_exact(n))
+    if not 0 < fused <= MAX_FUSED:
         return None
     return Fusion(plan)
 
@@ -460,6 +501,7 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
             loops[key].nodes.append(n)
         else:
             numpy_steps.setdefault(level[n.id], []).append(n)
+    loops = _cut(loops)
     loop_of = {n.id: loop for loop in loops.values() for n in loop.nodes}
     readers: dict[int, set] = {}  # slot -> the loops reading it (None: a NumPy step, the caller)
     for n in plan._computed:
@@ -479,7 +521,7 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
                 sources.append(_scatter_source(scatter))
             else:
                 ordered.append((steps[n.id], [slot[a.id] for a in n.args], [slot[n.id]]))
-        for (at, _), loop in loops.items():
+        for (at, _, _), loop in loops.items():
             if at == k:
                 _plan_loop(loop, slot, constant_slots, readers)
                 ordered.append((loop, loop.reads, loop.writes))
@@ -488,6 +530,21 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
     for s, j in constant_slots.items():
         constants[j] = plan.order[s].uniform
     return _with_releases(plan, ordered), constants, "\n".join(sources)
+
+
+def _cut(loops: dict) -> dict:
+    """Each loop cut into loops of at most LOOP_NODES operations, in order (a
+    later part reads what an earlier one writes), so that the compiler's time
+    stays linear in the plan's size. Keys (level, shape, part)."""
+    if sum(len(loop.nodes) for loop in loops.values()) > MAX_FUSED:
+        raise BuildError(f"more than {MAX_FUSED} operations to compile")
+    parts = {}
+    for (level, shape), loop in loops.items():
+        for start in range(0, len(loop.nodes), LOOP_NODES):
+            part = Loop(f"{loop.name}_{start // LOOP_NODES}", shape)
+            part.nodes = loop.nodes[start:start + LOOP_NODES]
+            parts[(level, shape, start)] = part
+    return parts
 
 
 def _plan_loop(loop: Loop, slot, constant_slots, readers):
@@ -592,7 +649,6 @@ def _scatter_source(scatter: Scatter) -> str:
 # ---------------------------------------------------------------- which C functions agree with NumPy
 
 _agreement: frozenset | None = None
-_agreement_lock = threading.Lock()
 
 
 def _agreed() -> frozenset:
@@ -603,15 +659,15 @@ def _agreed() -> frozenset:
     values, so it is caught. sin and cos also count only if sin and cos of one
     argument in one loop (which the compiler turns into one sincos call) agree."""
     global _agreement
-    with _agreement_lock:
-        if _agreement is None:
-            _agreement = _probe_cached()
-        return _agreement
+    if _agreement is None:  # (two threads may both probe: the same answer; no lock a fork could strand)
+        _agreement = _probe_cached()
+    return _agreement
 
 
 def _probe_cached() -> frozenset:
     """_probe(), remembered on disk (about 30 ms saved per process) for this
-    NumPy build, C library, compiler and CPU."""
+    NumPy build and the CPU features it uses (NPY_DISABLE_CPU_FEATURES changes
+    which loops it runs), C library, compiler and CPU."""
     import platform
 
     try:
@@ -620,8 +676,10 @@ def _probe_cached() -> frozenset:
         from numpy.core import _multiarray_umath
 
     numpy_build = Path(_multiarray_umath.__file__)
+    features = sorted(name for name, on in getattr(_multiarray_umath, "__cpu_features__", {}).items() if on)
+    chosen = [os.environ.get(name, "") for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")]
     key = _key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
-               " ".join(platform.libc_ver()), _probe_source())
+               " ".join(platform.libc_ver()), " ".join(features), *chosen, _probe_source())
     remembered = _cache_dir() / "probes" / f"{key}.txt"
     try:
         return frozenset(remembered.read_text().split())
@@ -700,13 +758,21 @@ def _cache_dir() -> Path:
 
 def _machine() -> str:
     """What the compiled code depends on besides its source: -march=native
-    means the CPU's features."""
+    means the CPU's model and features (x86's "flags", ARM's "Features" and
+    part numbers), else what the platform module says."""
+    import platform
+
+    wanted = ("flags", "Features", "model name", "CPU implementer", "CPU architecture", "CPU variant", "CPU part")
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
+            for line in info:
+                name, _, value = line.partition(":")
+                if name.strip() in wanted:
+                    found.setdefault(name.strip(), value.strip())
     except OSError:
-        flags = ""
-    return f"{os.uname().machine} {flags}"
+        pass
+    return f"{platform.machine()} {platform.platform()} {platform.processor()} {sorted(found.items())}"
 
 
 def _key(*parts: str) -> str:
@@ -746,18 +812,30 @@ def _remove_stale_partials(directory: Path) -> None:
 
 def _compiled(source: str) -> ctypes.CDLL:
     library = _cache_dir() / "kernels" / f"{_key('kernel', source)}.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        partial = library.with_name(f"{library.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        # The compiler writes a partial file and the shell renames it into place, so
-        # the build lands (and the next process finds it) even when this process
-        # ends first: a short command-line run starts a build without waiting for it.
-        done = subprocess.run(["sh", "-c", 'c="$1"; p="$2"; f="$3"; shift 3; "$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"',
-                               "sh", _compiler(), str(partial), str(library), *FLAGS],
-                              input=source, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            if partial.exists():
-                partial.unlink()
-            raise BuildError(f"the C compiler failed: {done.stderr.strip()[:2000]}")
-        _remove_stale_partials(library.parent)
+    if library.exists():
+        try:
+            return ctypes.CDLL(str(library))
+        except OSError:  # a damaged file (a full disk, a copied cache): build it again
+            library.unlink()
+    library.parent.mkdir(parents=True, exist_ok=True)
+    partial = library.with_name(f"{library.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # The compiler writes a partial file and the shell renames it into place, so
+    # the build lands (and the next process finds it) even when this process
+    # ends first: a short command-line run starts a build without waiting for it.
+    script = 'c="$1"; p="$2"; f="$3"; shift 3; "$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"'
+    build = subprocess.Popen(["sh", "-c", script, "sh", _compiler(), str(partial), str(library), *FLAGS],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        _, errors = build.communicate(source, timeout=COMPILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(build.pid, signal.SIGKILL)  # the compiler too, not just the shell
+        build.communicate()
+        raise BuildError(f"the C compiler took more than {COMPILE_TIMEOUT} s") from None
+    finally:
+        if build.returncode != 0 and partial.exists():
+            partial.unlink()
+    if build.returncode != 0:
+        raise BuildError(f"the C compiler failed: {errors.strip()[:2000]}")
+    _remove_stale_partials(library.parent)
     return ctypes.CDLL(str(library))

@@ -54,9 +54,8 @@ VECTOR_EXPRESSIONS = [
 def _compile_now(monkeypatch, tmp_path_factory):
     """Kernels are built before the batch runs (not in the background), into a
     cache shared by this module's tests."""
-    monkeypatch.setattr(native, "NATIVE_WAIT_WORK", 0)
+    monkeypatch.setenv("DIFFCLI_NATIVE", "wait")
     monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "native-cache"))
-    monkeypatch.delenv("DIFFCLI_NATIVE", raising=False)
 
 
 def _values(names, n=N, seed=0, special=True):
@@ -381,3 +380,86 @@ def test_the_cli_pipeline_prints_the_same_text_with_and_without_loops(monkeypatc
         outputs[mode] = result.stdout
     assert outputs["wait"] == outputs["0"]
     assert outputs["0"].count("\n") == 70_001 and "nan" in outputs["0"]
+
+
+def test_a_small_batch_runs_plain_steps_while_its_loops_build_then_uses_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_NATIVE", "on")
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))  # empty: a build takes 0.1 s or more
+    runs = _counting_runs(monkeypatch)
+    f = diffcli.compile(T2)
+    values = _values("xyz")
+    first = f.grad(values, batch_ndim=1)
+    assert runs == []
+    _plan_of(f)._fusion._building.join()
+    second = f.grad(values, batch_ndim=1)
+    assert runs
+    _assert_same_results(second, first)
+
+
+def test_when_a_batch_waits_for_its_loops(monkeypatch):
+    monkeypatch.setenv("DIFFCLI_NATIVE", "on")
+    assert native.patience(work=10**10, steps=35) is None  # 15 s of plain steps: worth a build
+    short = native.patience(work=35 * 40_000, steps=35)  # 2 ms of plain steps: a cached build at most
+    assert short is not None and short <= 35 * 40_000 * native.PLAIN_SECONDS_PER_OPERATION / 2
+    assert native.patience(work=10**10, steps=100_000) is not None  # a huge plan compiles too long
+    monkeypatch.setenv("DIFFCLI_NATIVE", "wait")
+    assert native.patience(work=1, steps=1) is None
+    for off in ("0", "off", "False", " no "):
+        monkeypatch.setenv("DIFFCLI_NATIVE", off)
+        assert not native.enabled()
+
+
+def test_long_loops_are_cut_into_parts(monkeypatch):
+    monkeypatch.setattr(native, "LOOP_NODES", 5)
+    expression = "sum(x[1:] * x[:-1] / (1 + x[1:]^2)) + " + " + ".join(f"(y * {i + 2} - x[0])^2" for i in range(6))
+    values = {"x": np.random.default_rng(10).uniform(-2, 2, (4000, 12)), "y": np.linspace(-1, 1, 4000)}
+    fused, plain = _both_ways(monkeypatch, expression, lambda f: f.grad(values, batch_ndim=1))
+    _assert_same_results(fused, plain)
+    f = diffcli.compile(expression)
+    f.grad(values, batch_ndim=1)
+    loops = [a for a, _ in _plan_of(f)._fusion.actions if type(a) is native.Loop]
+    assert len(loops) > 2 and all(len(loop.nodes) <= 5 for loop in loops)
+
+
+def test_too_many_operations_keep_the_plain_steps(monkeypatch):
+    monkeypatch.setattr(native, "MAX_FUSED", 10)
+    f = diffcli.compile(T2)
+    f.grad(_values("xyz", n=10), batch_ndim=1)
+    assert native.fusion_of(_plan_of(f)) is None
+
+
+def test_after_a_fork_locks_are_fresh_and_a_lost_build_starts_again():
+    import threading
+
+    f = diffcli.compile("x * y + x")
+    f.grad(_values("xy", n=10), batch_ndim=1)
+    fusion = native.fusion_of(_plan_of(f))
+    fusion._lock.acquire()  # as if another thread held it when the process forked
+    native._after_fork_in_child()
+    assert fusion._lock.acquire(timeout=1)
+    fusion._lock.release()
+    gone = threading.Thread(target=lambda: None)  # a build thread that ended without a result
+    gone.start()
+    gone.join()
+    fusion._building = gone
+    assert fusion.ready(None) and fusion.actions is not None
+
+
+def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    source = "double twice(double x) { return 2 * x; } /* test_a_damaged_cached_library */"
+    library = tmp_path / "kernels" / f"{native._key('kernel', source)}.so"
+    library.parent.mkdir()
+    library.write_bytes(b"\x7fELF half a library")  # (never loaded: writing into a loaded one would crash)
+    rebuilt = native._compiled(source)
+    rebuilt.twice.restype, rebuilt.twice.argtypes = native.ctypes.c_double, (native.ctypes.c_double,)
+    assert rebuilt.twice(21.0) == 42.0
+    assert library.stat().st_size > 1000
+
+
+def test_the_probe_cache_depends_on_the_cpu_features_numpy_uses(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    native._probe_cached()
+    monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", "AVX512_SKX")  # as a process started so would have it
+    native._probe_cached()
+    assert len(list((tmp_path / "probes").iterdir())) == 2
