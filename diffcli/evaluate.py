@@ -296,16 +296,34 @@ class Plan:
         writes its result into instead of a fresh array (saving a copy).
         windows: let steps on windows of rows run over their spans (windows.py),
         which pays for batches, not for one point."""
-        targets = None
-        if into is not None:
-            targets = {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
-                       if place is not None and not copy}
         steps = self._steps_for(values, windows)
-        slots = self._execute(values, release=True, targets=targets, steps=steps)
+        slots = self._execute(values, release=True, targets=self.targets(into), steps=steps)
         if steps is not self._steps:
             for s in self._output_slots:
                 slots[s] = np.asarray(slots[s])  # a Diagonal output made full, a Window output its view
+        return self.collect(slots)
+
+    def targets(self, into: list | None) -> dict | None:
+        """slot -> the array (of `into`) a step making that output may write into."""
+        if into is None:
+            return None
+        return {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
+                if place is not None and not copy}
+
+    def collect(self, slots: list) -> list:
+        """The outputs from the slots: copies where an output is an input or an
+        earlier output, so that results never alias each other or the caller's arrays."""
         return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
+
+    def fresh_slots(self, values: list) -> list:
+        """A slot per node: constants and the given inputs filled in, the rest None."""
+        slots: list = [None] * self._size
+        for s, v in self._constants:
+            slots[s] = v
+        for s, v in zip(self._input_slots, values):
+            if s is not None:
+                slots[s] = v
+        return slots
 
     def _steps_for(self, values, windows: bool = False) -> list:
         """The plain steps, or, when some inputs are diagonal.Diagonal seeds, steps
@@ -358,17 +376,11 @@ class Plan:
         a ufunc step (or a kernel marked writes_into) making that slot writes into."""
         if steps is None:
             steps = self._steps_for(values)
-        slots: list = [None] * self._size
-        for s, v in self._constants:
-            slots[s] = v
-        for s, v in zip(self._input_slots, values):
-            if s is not None:
-                slots[s] = v
+        slots = self.fresh_slots(values)
         with quiet_floating_point():
             for kernel, unary, arguments, out, releases in steps:
-                target = targets.get(out) if targets else None
-                if target is not None and (type(kernel) is np.ufunc or getattr(kernel, "writes_into", False)):
-                    slots[out] = _into(kernel, (arguments(slots),) if unary else arguments(slots), target)
+                if targets and out in targets:
+                    apply_into(kernel, unary, arguments, out, slots, targets[out])
                 else:
                     slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 if release:
@@ -449,6 +461,15 @@ def _check_block(finite: list, results, layout) -> None:
         for i, part in enumerate(results):
             if finite[i] and (layout is None or layout[i] is not None):
                 finite[i] = _sum_is_finite(part)
+
+
+def apply_into(kernel, unary: bool, arguments, out: int, slots: list, target: np.ndarray) -> None:
+    """A step whose result is an output: a ufunc (or a kernel marked writes_into)
+    writes it straight into target; any other kernel makes a fresh array."""
+    if type(kernel) is np.ufunc or getattr(kernel, "writes_into", False):
+        slots[out] = _into(kernel, (arguments(slots),) if unary else arguments(slots), target)
+    else:
+        slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
 
 
 def _into(ufunc, arguments: tuple, target: np.ndarray) -> np.ndarray:

@@ -268,24 +268,13 @@ class Fusion:
 
     def run(self, values, into=None) -> list:
         """Plan.run() for accepted inputs, with the loops in C."""
-        plan = self.plan
-        slots: list = [None] * plan._size
-        for s, v in plan._constants:
-            slots[s] = v
-        batch = None
-        for s, v, shape in zip(plan._input_slots, values, self._input_shapes):
-            if s is not None:
-                slots[s] = v
-                batch = v.shape[:v.ndim - len(shape)]
-        points = 1
-        for size in batch:
-            points *= size
-        targets = {}
-        if into is not None:
-            targets = {s: place for s, place, copy in zip(plan._output_slots, into, plan._copy_output)
-                       if place is not None and not copy and place.flags.c_contiguous}
-        from .evaluate import quiet_floating_point
+        from .evaluate import apply_into, quiet_floating_point
 
+        plan = self.plan
+        slots = plan.fresh_slots(values)
+        batch = next(v.shape[:v.ndim - len(shape)] for v, shape in zip(values, self._input_shapes) if shape is not None)
+        points = _size(batch)
+        targets = plan.targets(into) or {}
         with quiet_floating_point():
             for action, releases in self.actions:
                 if type(action) is Loop:
@@ -294,15 +283,13 @@ class Fusion:
                     self._run_scatter(action, slots, batch, points, targets)
                 else:
                     kernel, unary, arguments, out, _ = action
-                    target = targets.get(out)
-                    arguments = (arguments(slots),) if unary else arguments(slots)
-                    if target is not None and type(kernel) is np.ufunc and target.shape == batch + plan.order[out].shape:
-                        slots[out] = kernel(*arguments, out=target)
+                    if out in targets:
+                        apply_into(kernel, unary, arguments, out, slots, targets[out])
                     else:
-                        slots[out] = kernel(*arguments)
+                        slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
                 for r in releases:
                     slots[r] = None
-        return [slots[s].copy() if copy else slots[s] for s, copy in zip(plan._output_slots, plan._copy_output)]
+        return plan.collect(slots)
 
     def _run_loop(self, loop: Loop, slots, batch, points, targets):
         shape = batch + loop.shape
@@ -318,8 +305,7 @@ class Fusion:
         pointers = [_address(a) for a in operands]
         written = []
         for s in loop.writes:
-            target = targets.get(s)
-            written.append(target if target is not None and target.shape == shape else np.empty(shape))
+            written.append(_writable(targets.get(s), shape))
         pointers += [_address(w) for w in written]
         strides = np.array(strides + [0], dtype=np.intp)
         pointers.append(_address(strides))
@@ -336,14 +322,18 @@ class Fusion:
             array, stride = _rows(slots[s], width)
             operands.append(array)
             strides.append(stride)
-        shape = batch + scatter.node.shape
-        out = targets.get(scatter.writes[0])
-        if out is None or out.shape != shape:
-            out = np.empty(shape)
+        out = _writable(targets.get(scatter.writes[0]), batch + scatter.node.shape)
         strides = np.array(strides, dtype=np.intp)
         pointers = np.array([_address(a) for a in operands] + [_address(out), _address(strides)], dtype=np.uintp)
         scatter.function(points, _address(pointers), _address(self.constants))
         slots[scatter.writes[0]] = out
+
+
+def _writable(target: np.ndarray | None, shape: tuple) -> np.ndarray:
+    """The output's place when C code can write it as it is, else a fresh array."""
+    if target is not None and target.shape == shape and target.flags.c_contiguous:
+        return target
+    return np.empty(shape)
 
 
 _fusions: weakref.WeakSet = weakref.WeakSet()
