@@ -94,6 +94,16 @@ def _threads() -> int:
     return max(1, int(os.environ.get("DIFFCLI_THREADS", os.cpu_count() or 1)))
 
 
+def _forget_pool() -> None:
+    """A forked child has none of the pool's threads: it makes its own pool."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _executor():
     global _pool
     if _pool is None:

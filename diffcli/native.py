@@ -33,6 +33,7 @@ with DIFFCLI_NATIVE=0, plans run their plain steps.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -98,18 +99,18 @@ COMPILE_TIMEOUT = 300  # seconds
 
 # Rough costs on the machine class this was measured on, for deciding whether a
 # batch waits for its loops: a plain NumPy step costs about 1.5 ns per entry; a
-# build (probe included, in an empty cache) about 0.3 s plus 0.6 ms per step
-# (loops are cut at LOOP_NODES operations, which keeps the compiler linear).
+# build (probe included, in an empty cache) about 0.3 s plus 0.6 ms per step.
 PLAIN_SECONDS_PER_OPERATION = 1.5e-9
 BUILD_SECONDS = 0.3
 BUILD_SECONDS_PER_STEP = 0.6e-3
-# A loop has at most this many operations (gcc -O3 takes 0.17 s for 215, 0.95 s
-# for 1,092 and 9 s for 4,309 in one function), and a plan at most MAX_FUSED of
-# them in all (the build would outlast the benefit).
-LOOP_NODES = 256
-MAX_FUSED = 8192
-
-
+# A plan whose loop would hold more operations than this keeps its plain steps:
+# gcc -O3 takes 0.17 s for 215 operations in one function, 0.95 s for 1,092 and
+# 9 s for 4,309, and cutting a loop into parts in plan order made big gradient
+# plans 2x slower than the plain steps (each term's forward values crossed into
+# the parts computing its derivatives, hundreds of arrays per point: found by
+# review). Cutting it well is a partitioning problem not solved here.
+LOOP_NODES = 1024
+MAX_FUSED = 4096
 def mode() -> str:
     """DIFFCLI_NATIVE: "off" (0, off, false, no), "wait", or "on" (the default)."""
     value = os.environ.get("DIFFCLI_NATIVE", "").strip().lower()
@@ -215,8 +216,8 @@ class Fusion:
     def ready(self, patience: float | None) -> bool:
         """Whether the loops are built; starts building them (once) if not, and
         waits up to `patience` seconds (None: until done) for that. A build
-        thread that is gone without a result (the process forked while it ran)
-        is started again."""
+        thread that is gone without a result (the process forked while it ran,
+        or another process is building the same library) is started again."""
         if self.actions is not None:
             return True
         if self.failed:
@@ -238,6 +239,8 @@ class Fusion:
                     action.function = _function(library, action.name, 3)
             self.constants = constants
             self.actions = actions
+        except BuildingElsewhere:
+            pass  # no result and not failed: a later batch starts another thread, which finds the library
         except Exception as error:  # noqa: BLE001 - whatever fails, the plain steps give the same numbers
             self.error = f"{type(error).__name__}: {error}"
             self.failed = True
@@ -491,7 +494,7 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
             loops[key].nodes.append(n)
         else:
             numpy_steps.setdefault(level[n.id], []).append(n)
-    loops = _cut(loops)
+    _check_sizes(loops)
     loop_of = {n.id: loop for loop in loops.values() for n in loop.nodes}
     readers: dict[int, set] = {}  # slot -> the loops reading it (None: a NumPy step, the caller)
     for n in plan._computed:
@@ -511,7 +514,7 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
                 sources.append(_scatter_source(scatter))
             else:
                 ordered.append((steps[n.id], [slot[a.id] for a in n.args], [slot[n.id]]))
-        for (at, _, _), loop in loops.items():
+        for (at, _), loop in loops.items():
             if at == k:
                 _plan_loop(loop, slot, constant_slots, readers)
                 ordered.append((loop, loop.reads, loop.writes))
@@ -522,19 +525,13 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
     return _with_releases(plan, ordered), constants, "\n".join(sources)
 
 
-def _cut(loops: dict) -> dict:
-    """Each loop cut into loops of at most LOOP_NODES operations, in order (a
-    later part reads what an earlier one writes), so that the compiler's time
-    stays linear in the plan's size. Keys (level, shape, part)."""
-    if sum(len(loop.nodes) for loop in loops.values()) > MAX_FUSED:
-        raise BuildError(f"more than {MAX_FUSED} operations to compile")
-    parts = {}
-    for (level, shape), loop in loops.items():
-        for start in range(0, len(loop.nodes), LOOP_NODES):
-            part = Loop(f"{loop.name}_{start // LOOP_NODES}", shape)
-            part.nodes = loop.nodes[start:start + LOOP_NODES]
-            parts[(level, shape, start)] = part
-    return parts
+def _check_sizes(loops: dict) -> None:
+    """A BuildError (so the plain steps) for a loop longer than LOOP_NODES or
+    more than MAX_FUSED operations in all: their build would outlast its gain."""
+    longest = max((len(loop.nodes) for loop in loops.values()), default=0)
+    if longest > LOOP_NODES or sum(len(loop.nodes) for loop in loops.values()) > MAX_FUSED:
+        raise BuildError(f"a loop of {longest} operations: too long to compile (more than {LOOP_NODES}, "
+                         f"or more than {MAX_FUSED} in all)")
 
 
 def _plan_loop(loop: Loop, slot, constant_slots, readers):
@@ -746,6 +743,7 @@ def _cache_dir() -> Path:
     return Path(base) / "diffcli"
 
 
+@functools.lru_cache(maxsize=1)
 def _machine() -> str:
     """What the compiled code depends on besides its source: -march=native
     means the CPU's model and features (x86's "flags", ARM's "Features" and
@@ -762,7 +760,7 @@ def _machine() -> str:
                     found.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return f"{platform.machine()} {platform.platform()} {platform.processor()} {sorted(found.items())}"
+    return f"{platform.machine()} {platform.system()} {platform.processor()} {sorted(found.items())}"
 
 
 def _key(*parts: str) -> str:
@@ -800,32 +798,97 @@ def _remove_stale_partials(directory: Path) -> None:
             pass
 
 
+class BuildingElsewhere(Exception):
+    """Another process (or thread) is compiling this very library: try again later."""
+
+
+# At most two compilers at once per process (many plans could start builds together).
+_compilers = threading.BoundedSemaphore(2)
+# The compiler writes a partial file and the shell renames it into place, so the
+# build lands (and the next process finds it) even when this process ends first:
+# a short command-line run starts a build without waiting for it. The marker
+# file says the build is on, so that other processes do not start it again.
+_SCRIPT = ('c="$1"; p="$2"; f="$3"; m="$4"; shift 4; '
+           '"$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"; s=$?; rm -f "$m"; exit $s')
+
+
 def _compiled(source: str) -> ctypes.CDLL:
     library = _cache_dir() / "kernels" / f"{_key('kernel', source)}.so"
     if library.exists():
-        try:
-            return ctypes.CDLL(str(library))
-        except OSError:  # a damaged file (a full disk, a copied cache): build it again
-            library.unlink()
+        if _complete(library):
+            return ctypes.CDLL(str(library))  # (an OSError here, as on a noexec mount, is a failed build)
+        library.unlink()  # cut short (a full disk, a copied cache): loading it could crash the process
     library.parent.mkdir(parents=True, exist_ok=True)
+    marker = library.with_name(library.name + ".building")
+    _claim(marker)
     partial = library.with_name(f"{library.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    # The compiler writes a partial file and the shell renames it into place, so
-    # the build lands (and the next process finds it) even when this process
-    # ends first: a short command-line run starts a build without waiting for it.
-    script = 'c="$1"; p="$2"; f="$3"; shift 3; "$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"'
-    build = subprocess.Popen(["sh", "-c", script, "sh", _compiler(), str(partial), str(library), *FLAGS],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    try:
-        _, errors = build.communicate(source, timeout=COMPILE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(build.pid, signal.SIGKILL)  # the compiler too, not just the shell
-        build.communicate()
-        raise BuildError(f"the C compiler took more than {COMPILE_TIMEOUT} s") from None
-    finally:
-        if build.returncode != 0 and partial.exists():
-            partial.unlink()
+    with _compilers:
+        build = subprocess.Popen(["sh", "-c", _SCRIPT, "sh", _compiler(), str(partial), str(library), str(marker),
+                                  *FLAGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)
+        try:
+            _, errors = build.communicate(source, timeout=COMPILE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(build)
+            raise BuildError(f"the C compiler took more than {COMPILE_TIMEOUT} s") from None
+        finally:
+            if build.returncode != 0:
+                for leftover in (partial, marker):
+                    if leftover.exists():
+                        leftover.unlink()
     if build.returncode != 0:
         raise BuildError(f"the C compiler failed: {errors.strip()[:2000]}")
     _remove_stale_partials(library.parent)
     return ctypes.CDLL(str(library))
+
+
+def _claim(marker: Path) -> None:
+    """Create the marker of a build, or raise BuildingElsewhere while a build of
+    the same library (not older than a compile may take) holds it."""
+    import time
+
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        try:
+            fresh = time.time() - marker.stat().st_mtime < COMPILE_TIMEOUT
+        except OSError:
+            fresh = False
+        if fresh:
+            raise BuildingElsewhere(str(marker)) from None
+        marker.unlink(missing_ok=True)  # left by a build that died
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+
+
+def _stop(build: subprocess.Popen) -> None:
+    """End a compile: SIGTERM first (gcc removes its temporary files), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(build.pid, sig)
+            build.communicate(timeout=2)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+def _complete(library: Path) -> bool:
+    """Whether a cached ELF library is whole: the linker puts the section
+    header table last, so it must end where the file does. (dlopen of a cut
+    file can kill the process with SIGBUS instead of failing.) Other formats pass."""
+    import struct
+
+    try:
+        with open(library, "rb") as file:
+            header = file.read(64)
+            size = os.fstat(file.fileno()).st_size
+    except OSError:
+        return False
+    if header[:4] != b"\x7fELF" or len(header) < 64:
+        return header[:4] != b"\x7fELF"
+    order = "<" if header[5] == 1 else ">"
+    wide = header[4] == 2  # 64-bit: e_shoff at 0x28, e_shentsize and e_shnum at 0x3A; 32-bit: 0x20, 0x2E
+    (table,) = struct.unpack_from(order + ("Q" if wide else "I"), header, 0x28 if wide else 0x20)
+    entry, count = struct.unpack_from(order + "HH", header, 0x3A if wide else 0x2E)
+    return table + entry * count == size
