@@ -22,9 +22,8 @@ nothing is compiled with -ffast-math: the compiler may vectorise, not reassociat
 
 The C text is generated from the op names in the tables below, shapes and slot
 numbers, nothing else: constants reach it as an array at run time, and no user
-text ever does. It is compiled once per machine and plan shape (cached by the
-hash of source, compiler and CPU in DIFFCLI_CACHE_DIR, else ~/.cache/diffcli),
-in a background thread: a batch that arrives before its loops are built runs
+text ever does. cbuild.py compiles it once per machine and plan shape (cached on
+disk), in a background thread: a batch that arrives before its loops are built runs
 the plain steps instead; a batch big enough to amortise a compile (or any, with
 DIFFCLI_NATIVE=wait) waits for it. Without a C compiler, with a failed build, or
 with DIFFCLI_NATIVE=0, plans run their plain steps.
@@ -32,19 +31,14 @@ with DIFFCLI_NATIVE=0, plans run their plain steps.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
 import os
-import shutil
-import signal
-import subprocess
 import threading
 import weakref
 from pathlib import Path
 
 import numpy as np
 
+from . import cbuild
 from .ops import OPS
 
 # A C expression per operation, over its operands a, b, c. Only operations whose
@@ -91,11 +85,6 @@ static inline double cdiv(double a, double b) {
     return (!isfinite(r) && a == 0.0) ? 0.0 : r;
 }
 """
-# -ffp-contract=off: no fused multiply-add, which rounds once instead of twice.
-# -fno-math-errno: sqrt is the instruction, the same correctly rounded result.
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
-FORMAT = "1"  # bump when the generated code changes meaning
-COMPILE_TIMEOUT = 300  # seconds
 
 # Rough costs on the machine class this was measured on, for deciding whether a
 # batch waits for its loops: a plain NumPy step costs about 1.5 ns per entry; a
@@ -111,6 +100,8 @@ BUILD_SECONDS_PER_STEP = 0.6e-3
 # review). Cutting it well is a partitioning problem not solved here.
 LOOP_NODES = 1024
 MAX_FUSED = 4096
+
+
 def mode() -> str:
     """DIFFCLI_NATIVE: "off" (0, off, false, no), "wait", or "on" (the default)."""
     value = os.environ.get("DIFFCLI_NATIVE", "").strip().lower()
@@ -233,13 +224,13 @@ class Fusion:
     def _build(self):
         try:
             actions, constants, source = _regroup(self.plan, _exact_nodes(_agreed()))
-            library = _compiled(source)
+            library = cbuild.compiled(source)
             for action, _ in actions:
                 if type(action) in (Loop, Scatter):
-                    action.function = _function(library, action.name, 3)
+                    action.function = cbuild.function(library, action.name, 3)
             self.constants = constants
             self.actions = actions
-        except BuildingElsewhere:
+        except cbuild.BuildingElsewhere:
             pass  # no result and not failed: a later batch starts another thread, which finds the library
         except Exception as error:  # noqa: BLE001 - whatever fails, the plain steps give the same numbers
             self.error = f"{type(error).__name__}: {error}"
@@ -368,14 +359,6 @@ def _size(shape) -> int:
     for n in shape:
         size *= n
     return size
-
-
-def _function(library, name: str, arguments: int):
-    """A C function taking a count and then pointers."""
-    function = getattr(library, name)
-    function.argtypes = (ctypes.c_ssize_t,) + (ctypes.c_void_p,) * (arguments - 1)
-    function.restype = None
-    return function
 
 
 def _address(array: np.ndarray) -> int:
@@ -526,11 +509,11 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
 
 
 def _check_sizes(loops: dict) -> None:
-    """A BuildError (so the plain steps) for a loop longer than LOOP_NODES or
+    """A cbuild.BuildError (so the plain steps) for a loop longer than LOOP_NODES or
     more than MAX_FUSED operations in all: their build would outlast its gain."""
     longest = max((len(loop.nodes) for loop in loops.values()), default=0)
     if longest > LOOP_NODES or sum(len(loop.nodes) for loop in loops.values()) > MAX_FUSED:
-        raise BuildError(f"a loop of {longest} operations: too long to compile (more than {LOOP_NODES}, "
+        raise cbuild.BuildError(f"a loop of {longest} operations: too long to compile (more than {LOOP_NODES}, "
                          f"or more than {MAX_FUSED} in all)")
 
 
@@ -665,15 +648,15 @@ def _probe_cached() -> frozenset:
     numpy_build = Path(_multiarray_umath.__file__)
     features = sorted(name for name, on in getattr(_multiarray_umath, "__cpu_features__", {}).items() if on)
     chosen = [os.environ.get(name, "") for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")]
-    key = _key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
+    key = cbuild.key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
                " ".join(platform.libc_ver()), " ".join(features), *chosen, _probe_source())
-    remembered = _cache_dir() / "probes" / f"{key}.txt"
+    remembered = cbuild.cache_dir() / "probes" / f"{key}.txt"
     try:
         return frozenset(remembered.read_text().split())
     except OSError:
         pass
     agreed = _probe()
-    _write_atomically(remembered, lambda partial: partial.write_text(" ".join(sorted(agreed))))
+    cbuild.write_atomically(remembered, lambda partial: partial.write_text(" ".join(sorted(agreed))))
     return agreed
 
 
@@ -698,7 +681,7 @@ def _probe_source() -> str:
 
 
 def _probe() -> frozenset:
-    library = _compiled(_probe_source())
+    library = cbuild.compiled(_probe_source())
     x = _probe_values()
     from .evaluate import quiet_floating_point
 
@@ -710,185 +693,11 @@ def _probe() -> frozenset:
         numpy_results = {name: OPS[name].kernel(None)(x) for name in LIBRARY}
         for name in LIBRARY:
             y = np.empty_like(x)
-            _function(library, f"probe_{name}", 3)(x.size, _address(x), _address(y))
+            cbuild.function(library, f"probe_{name}", 3)(x.size, _address(x), _address(y))
             if same(y, numpy_results[name]):
                 agreed.add(name)
         s, c = np.empty_like(x), np.empty_like(x)
-        _function(library, "probe_sincos", 4)(x.size, _address(x), _address(s), _address(c))
+        cbuild.function(library, "probe_sincos", 4)(x.size, _address(x), _address(s), _address(c))
         if not (same(s, numpy_results["sin"]) and same(c, numpy_results["cos"])):
             agreed -= {"sin", "cos"}
     return frozenset(agreed)
-
-
-# ---------------------------------------------------------------- compiling, cached
-
-
-class BuildError(Exception):
-    pass
-
-
-def _compiler() -> str | None:
-    for name in ("cc", "gcc", "clang"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _cache_dir() -> Path:
-    configured = os.environ.get("DIFFCLI_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "diffcli"
-
-
-@functools.lru_cache(maxsize=1)
-def _machine() -> str:
-    """What the compiled code depends on besides its source: -march=native
-    means the CPU's model and features (x86's "flags", ARM's "Features" and
-    part numbers), else what the platform module says."""
-    import platform
-
-    wanted = ("flags", "Features", "model name", "CPU implementer", "CPU architecture", "CPU variant", "CPU part")
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                name, _, value = line.partition(":")
-                if name.strip() in wanted:
-                    found.setdefault(name.strip(), value.strip())
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.system()} {platform.processor()} {sorted(found.items())}"
-
-
-def _key(*parts: str) -> str:
-    """A cache key: the parts, and what any compiled code depends on besides its source."""
-    compiler = _compiler()
-    if compiler is None:
-        raise BuildError("no C compiler (cc, gcc or clang) on PATH")
-    text = "\0".join((FORMAT, compiler, " ".join(FLAGS), _machine()) + parts)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _write_atomically(path: Path, write) -> None:
-    """write(partial path), then the file renamed into place, so that no reader
-    (another process) ever sees half of it; the partial file goes on failure.
-    Partial files more than an hour old (a process that died meanwhile) go too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    _remove_stale_partials(path.parent)
-
-
-def _remove_stale_partials(directory: Path) -> None:
-    import time
-
-    for stale in directory.glob("*.tmp"):
-        try:
-            if time.time() - stale.stat().st_mtime > 3600:
-                stale.unlink()
-        except OSError:
-            pass
-
-
-class BuildingElsewhere(Exception):
-    """Another process (or thread) is compiling this very library: try again later."""
-
-
-# At most two compilers at once per process (many plans could start builds together).
-_compilers = threading.BoundedSemaphore(2)
-# The compiler writes a partial file and the shell renames it into place, so the
-# build lands (and the next process finds it) even when this process ends first:
-# a short command-line run starts a build without waiting for it. The marker
-# file says the build is on, so that other processes do not start it again.
-_SCRIPT = ('c="$1"; p="$2"; f="$3"; m="$4"; shift 4; '
-           '"$c" "$@" -o "$p" -x c - && mv -f "$p" "$f"; s=$?; rm -f "$m"; exit $s')
-
-
-def _compiled(source: str) -> ctypes.CDLL:
-    library = _cache_dir() / "kernels" / f"{_key('kernel', source)}.so"
-    if library.exists():
-        if _complete(library):
-            return ctypes.CDLL(str(library))  # (an OSError here, as on a noexec mount, is a failed build)
-        library.unlink()  # cut short (a full disk, a copied cache): loading it could crash the process
-    library.parent.mkdir(parents=True, exist_ok=True)
-    marker = library.with_name(library.name + ".building")
-    _claim(marker)
-    partial = library.with_name(f"{library.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with _compilers:
-        build = subprocess.Popen(["sh", "-c", _SCRIPT, "sh", _compiler(), str(partial), str(library), str(marker),
-                                  *FLAGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, start_new_session=True)
-        try:
-            _, errors = build.communicate(source, timeout=COMPILE_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _stop(build)
-            raise BuildError(f"the C compiler took more than {COMPILE_TIMEOUT} s") from None
-        finally:
-            if build.returncode != 0:
-                for leftover in (partial, marker):
-                    if leftover.exists():
-                        leftover.unlink()
-    if build.returncode != 0:
-        raise BuildError(f"the C compiler failed: {errors.strip()[:2000]}")
-    _remove_stale_partials(library.parent)
-    return ctypes.CDLL(str(library))
-
-
-def _claim(marker: Path) -> None:
-    """Create the marker of a build, or raise BuildingElsewhere while a build of
-    the same library (not older than a compile may take) holds it."""
-    import time
-
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        try:
-            fresh = time.time() - marker.stat().st_mtime < COMPILE_TIMEOUT
-        except OSError:
-            fresh = False
-        if fresh:
-            raise BuildingElsewhere(str(marker)) from None
-        marker.unlink(missing_ok=True)  # left by a build that died
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-
-
-def _stop(build: subprocess.Popen) -> None:
-    """End a compile: SIGTERM first (gcc removes its temporary files), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(build.pid, sig)
-            build.communicate(timeout=2)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
-
-
-def _complete(library: Path) -> bool:
-    """Whether a cached ELF library is whole: the linker puts the section
-    header table last, so it must end where the file does. (dlopen of a cut
-    file can kill the process with SIGBUS instead of failing.) Other formats pass."""
-    import struct
-
-    try:
-        with open(library, "rb") as file:
-            header = file.read(64)
-            size = os.fstat(file.fileno()).st_size
-    except OSError:
-        return False
-    if header[:4] != b"\x7fELF" or len(header) < 64:
-        return header[:4] != b"\x7fELF"
-    order = "<" if header[5] == 1 else ">"
-    wide = header[4] == 2  # 64-bit: e_shoff at 0x28, e_shentsize and e_shnum at 0x3A; 32-bit: 0x20, 0x2E
-    (table,) = struct.unpack_from(order + ("Q" if wide else "I"), header, 0x28 if wide else 0x20)
-    entry, count = struct.unpack_from(order + "HH", header, 0x3A if wide else 0x2E)
-    return table + entry * count == size

@@ -6,13 +6,14 @@ one, with the cache, and with the probe of the C library."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 
 import numpy as np
 import pytest
 
 import diffcli
-from diffcli import native
+from diffcli import cbuild, native
 from diffcli.ops import OPS
 
 T1 = "sin(x) * exp(-x^2 / 2) + log(1 + x^2) + tanh(x)^2"
@@ -262,7 +263,7 @@ def test_disabled_by_environment(monkeypatch):
 
 
 def test_without_a_compiler_the_plain_steps_run(monkeypatch):
-    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(cbuild, "_compiler", lambda: None)
     monkeypatch.setattr(native, "_agreement", frozenset())  # as if probed without sin and cos
     monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(monkeypatch_tmp(monkeypatch)))
     values = _values("xyz")
@@ -285,7 +286,7 @@ def monkeypatch_tmp(monkeypatch):
 def test_a_failing_compiler_leaves_no_partial_file(monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_agreement", frozenset())
-    monkeypatch.setattr(native, "FLAGS", native.FLAGS + ("-fno-such-flag-diffcli",))
+    monkeypatch.setattr(cbuild, "FLAGS", cbuild.FLAGS + ("-fno-such-flag-diffcli",))
     f = diffcli.compile(T2)
     values = _values("xyz", special=False)
     got = f.grad(values, batch_ndim=1)
@@ -304,7 +305,7 @@ def test_kernels_are_cached_on_disk(monkeypatch, tmp_path):
 
     def no_compiler(*args, **kwargs):
         raise AssertionError("compiled again instead of loading the cached kernel")
-    monkeypatch.setattr(subprocess, "run", no_compiler)
+    monkeypatch.setattr(subprocess, "Popen", no_compiler)
     runs = _counting_runs(monkeypatch)
     again = diffcli.compile(T2).grad(values, batch_ndim=1)  # a new plan, the same source
     assert runs
@@ -315,11 +316,11 @@ def test_kernels_are_cached_on_disk(monkeypatch, tmp_path):
 def test_the_probe_keeps_only_functions_that_agree_with_numpy():
     agreed = native._agreed()
     assert agreed <= set(native.LIBRARY)
-    library = native._compiled(native._probe_source())
+    library = cbuild.compiled(native._probe_source())
     x = np.random.default_rng(99).uniform(-50, 50, 100_000)
     for name in agreed:
         y = np.empty_like(x)
-        native._function(library, f"probe_{name}", 3)(x.size, native._address(x), native._address(y))
+        cbuild.function(library, f"probe_{name}", 3)(x.size, native._address(x), native._address(y))
         _assert_identical(y, OPS[name].kernel(None)(x))
 
 
@@ -357,7 +358,7 @@ def test_partial_files_of_dead_processes_are_removed(monkeypatch, tmp_path):
     for partial in (old, recent):
         partial.write_text("half a library")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    native._compiled("void nothing(void) {}")
+    cbuild.compiled("void nothing(void) {}")
     assert not old.exists() and recent.exists()
 
 
@@ -450,19 +451,19 @@ def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
     """Loading a cut library can kill the process (SIGBUS): it is checked first.
     (The damaged files are new files: writing into a loaded library would crash this test.)"""
     monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
-    whole = native._compiled("double once(double x) { return x; } /* test_a_damaged_cached_library */")
+    whole = cbuild.compiled("double once(double x) { return x; } /* test_a_damaged_cached_library */")
     assert whole.once is not None
     (built,) = (tmp_path / "kernels").glob("*.so")
     content = built.read_bytes()
     for i, damaged in enumerate((content[:len(content) // 2], content[:-1], b"\x7fELF half a library")):
         source = f"double twice(double x) {{ return 2 * x; }} /* test_a_damaged_cached_library {i} */"
-        library = tmp_path / "kernels" / f"{native._key('kernel', source)}.so"  # (a path never loaded)
+        library = tmp_path / "kernels" / f"{cbuild.key('kernel', source)}.so"  # (a path never loaded)
         library.write_bytes(damaged)
-        assert not native._complete(library)
-        rebuilt = native._compiled(source)
-        rebuilt.twice.restype, rebuilt.twice.argtypes = native.ctypes.c_double, (native.ctypes.c_double,)
+        assert not cbuild._complete(library)
+        rebuilt = cbuild.compiled(source)
+        rebuilt.twice.restype, rebuilt.twice.argtypes = ctypes.c_double, (ctypes.c_double,)
         assert rebuilt.twice(21.0) == 42.0
-        assert native._complete(library)
+        assert cbuild._complete(library)
 
 
 def test_a_library_another_process_is_building_is_not_built_twice(monkeypatch, tmp_path):
@@ -471,16 +472,16 @@ def test_a_library_another_process_is_building_is_not_built_twice(monkeypatch, t
 
     monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
     source = "double thrice(double x) { return 3 * x; } /* test_another_process */"
-    library = tmp_path / "kernels" / f"{native._key('kernel', source)}.so"
+    library = tmp_path / "kernels" / f"{cbuild.key('kernel', source)}.so"
     library.parent.mkdir()
     marker = library.with_name(library.name + ".building")
     marker.touch()
-    with pytest.raises(native.BuildingElsewhere):
-        native._compiled(source)
+    with pytest.raises(cbuild.BuildingElsewhere):
+        cbuild.compiled(source)
     assert not library.exists()
-    old = time.time() - native.COMPILE_TIMEOUT - 10  # a marker its build left when it died
+    old = time.time() - cbuild.COMPILE_TIMEOUT - 10  # a marker its build left when it died
     os.utime(marker, (old, old))
-    assert native._compiled(source).thrice is not None
+    assert cbuild.compiled(source).thrice is not None
     assert library.exists() and not marker.exists()
 
 
@@ -520,9 +521,9 @@ def test_a_compile_that_times_out_leaves_nothing_behind(monkeypatch, tmp_path):
     scratch = tmp_path / "compiler-scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # where gcc keeps its temporary files
-    monkeypatch.setattr(native, "COMPILE_TIMEOUT", 0.3)
+    monkeypatch.setattr(cbuild, "COMPILE_TIMEOUT", 0.3)
     body = "\n".join(f"double f{i}(double x) {{ return x * {i} + f{i - 1}(x) / 3; }}" for i in range(1, 20_000))
-    with pytest.raises(native.BuildError, match="took more than"):
-        native._compiled("double f0(double x) { return x; }\n" + body)
+    with pytest.raises(cbuild.BuildError, match="took more than"):
+        cbuild.compiled("double f0(double x) { return x; }\n" + body)
     assert list(scratch.iterdir()) == []
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
