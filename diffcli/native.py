@@ -31,6 +31,7 @@ with DIFFCLI_NATIVE=0, plans run their plain steps.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -267,7 +268,7 @@ class Fusion:
         plan = self.plan
         slots = plan.fresh_slots(values)
         batch = next(v.shape[:v.ndim - len(shape)] for v, shape in zip(values, self._input_shapes) if shape is not None)
-        points = _size(batch)
+        points = math.prod(batch)
         targets = plan.targets(into) or {}
         with quiet_floating_point():
             for action, releases in self.actions:
@@ -296,19 +297,11 @@ class Fusion:
             elif not array.flags.c_contiguous:
                 array = np.ascontiguousarray(array)
             operands.append(array)
-        pointers = [_address(a) for a in operands]
-        written = []
-        for s in loop.writes:
-            written.append(_writable(targets.get(s), shape))
-        pointers += [_address(w) for w in written]
-        strides = np.array(strides + [0], dtype=np.intp)
-        pointers.append(_address(strides))
-        count = points * _size(loop.shape) // loop.width if loop.nested else points * _size(loop.shape)
-        pointers = np.array(pointers, dtype=np.uintp)  # a name, so it lives through the call
-        loop.function(count, _address(pointers), _address(self.constants))
+        written = [_writable(targets.get(s), shape) for s in loop.writes]
+        count = points * math.prod(loop.shape) // (loop.width if loop.nested else 1)
+        _call(loop.function, count, operands + written, strides, self.constants)
         for s, w in zip(loop.writes, written):
             slots[s] = w
-
 
     def _run_scatter(self, scatter: Scatter, slots, batch, points, targets):
         operands, strides = [], []
@@ -317,10 +310,16 @@ class Fusion:
             operands.append(array)
             strides.append(stride)
         out = _writable(targets.get(scatter.writes[0]), batch + scatter.node.shape)
-        strides = np.array(strides, dtype=np.intp)
-        pointers = np.array([_address(a) for a in operands] + [_address(out), _address(strides)], dtype=np.uintp)
-        scatter.function(points, _address(pointers), _address(self.constants))
+        _call(scatter.function, points, operands + [out], strides, self.constants)
         slots[scatter.writes[0]] = out
+
+
+def _call(function, count: int, arrays: list, strides: list, constants: np.ndarray) -> None:
+    """function(count, p, k) as every generated function takes it: p the arrays'
+    addresses (inputs, then outputs), then the address of the row strides."""
+    strides = np.array(strides + [0], dtype=np.intp)
+    pointers = np.array([_address(a) for a in arrays] + [_address(strides)], dtype=np.uintp)
+    function(count, _address(pointers), _address(constants))  # (arrays, strides, pointers live through the call)
 
 
 def _writable(target: np.ndarray | None, shape: tuple) -> np.ndarray:
@@ -352,13 +351,6 @@ def _rows(array: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     if (width > 1 and rows.strides[1] != 8) or rows.strides[0] % 8:
         rows = np.ascontiguousarray(rows)
     return rows, (rows.strides[0] // 8 if rows.shape[0] > 1 else width)
-
-
-def _size(shape) -> int:
-    size = 1
-    for n in shape:
-        size *= n
-    return size
 
 
 def _address(array: np.ndarray) -> int:
@@ -520,7 +512,7 @@ def _check_sizes(loops: dict) -> None:
 def _plan_loop(loop: Loop, slot, constant_slots, readers):
     """A loop's operands, results, and whether (and how wide) it is nested."""
     inside = {n.id for n in loop.nodes}
-    size = _size(loop.shape)
+    size = math.prod(loop.shape)
     views = False
     for n in loop.nodes:
         for a in n.args:
@@ -564,7 +556,7 @@ def _loop_source(loop: Loop, slot, constant_slots) -> str:
         lines.append(f"    const double v{s} = k[{constant_slots[s]}];")
     lines.append("    (void)stride;")
     if loop.nested:
-        width, per_point = loop.width, _size(loop.shape) // loop.width
+        width, per_point = loop.width, math.prod(loop.shape) // loop.width
         lines.append("    for (ptrdiff_t r = 0; r < n; r++) {")
         full = 0
         for i, (s, kind) in enumerate(zip(loop.reads, loop.kinds)):
@@ -649,7 +641,7 @@ def _probe_cached() -> frozenset:
     features = sorted(name for name, on in getattr(_multiarray_umath, "__cpu_features__", {}).items() if on)
     chosen = [os.environ.get(name, "") for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")]
     key = cbuild.key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
-               " ".join(platform.libc_ver()), " ".join(features), *chosen, _probe_source())
+                     " ".join(platform.libc_ver()), " ".join(features), *chosen, _probe_source())
     remembered = cbuild.cache_dir() / "probes" / f"{key}.txt"
     try:
         return frozenset(remembered.read_text().split())
