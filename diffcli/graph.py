@@ -368,13 +368,14 @@ def _simplify_add(graph, args, shape):
         return a
     if _zero_signed(a.scalar, negative=True) and b.shape == shape:
         return b
-    if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape:
-        # Derivative graphs only (no user can write a scatter: index's and cumprod's
-        # rules make them). Slices of one array gathered back (x[1:] and x[:-1] in a
-        # gradient): one array filled part by part instead of a zero array per part
-        # and an add. The same sums, except that an entry that is -0 in every part
-        # covering it comes out +0 ((-0 + 0) + -0 where the adds give -0 + -0): the
-        # sign of a zero derivative, which no rule divides by or takes the sign of.
+    if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape and _in_derivative(graph):
+        # Derivative graphs only (index's and cumprod's rules make the scatters): slices
+        # of one array gathered back (x[1:] and x[:-1] in a gradient), one array filled
+        # part by part instead of a zero array per part and an add. The same sums,
+        # except that an entry that is -0 in every part covering it comes out +0
+        # ((-0 + 0) + -0 where the adds give -0 + -0): the sign of a zero cotangent,
+        # which rules only multiply, divide (as numerator) or select, so it can
+        # change only the sign of a zero derivative.
         parts = _scatter_parts(a) + _scatter_parts(b)
         return graph.apply("scatter_sum", tuple(p for p, _ in parts), (tuple(k for _, k in parts), shape))
     if b.op == "neg" and _in_derivative(graph):  # a + (-b) is a - b, by IEEE's definition of subtraction
