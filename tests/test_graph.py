@@ -39,12 +39,12 @@ def reference_values(outputs, values: dict) -> list[np.ndarray]:
     return [computed[node.id] for node in outputs]
 
 
-def unsimplified(text: str, values: dict) -> np.ndarray:
+def unsimplified(text: str, values: dict, batch_ndim: int = 0) -> np.ndarray:
     """text evaluated as written: parsed into a graph that neither rewrites nor
-    folds, every operation run through its kernel."""
-    shapes = {name: np.shape(v) for name, v in values.items()}
-    graph = Graph(rewrite=False)
-    out = parse(text).build(graph, {k: shapes[k] for k in parse(text).variables})
+    folds, every operation run through its kernel (values may lead with batch axes)."""
+    program = parse(text)
+    shapes = {name: np.shape(values[name])[batch_ndim:] for name in program.variables}
+    out = program.build(Graph(rewrite=False), shapes)
     return reference_values([out], values)[0]
 
 
