@@ -3,7 +3,8 @@
 A Graph is an arena. `Graph.apply` is the only way to make an operation node:
 it infers the shape (raising ShapeError at the operator's span before any
 numeric work), inserts the reshapes broadcasting needs, simplifies the cheap
-and safe cases (x*1, x+0, --x, ...), folds constants, and interns the result
+cases that are exact in IEEE arithmetic (x*1, x-0, --x, ...; not x+0 or 0-x,
+which differ in the sign of a zero), folds constants, and interns the result
 by (op, argument identities, attribute), so equal subexpressions are one node
 and `sin(x)*exp(sin(x))` computes sin once. Nodes compare by identity; nothing here
 recurses on the depth of an expression.
@@ -81,7 +82,10 @@ class Node:
 
 
 class Graph:
-    def __init__(self):
+    def __init__(self, rewrite: bool = True):
+        """rewrite=False keeps every operation as built: no rewrites, no constant
+        folding (a reference the tests hold the simplifier to)."""
+        self.rewrite = rewrite
         self.nodes: list[Node] = []
         self._interned: dict[tuple, Node] = {}
         self._origin: Node | None = None  # the forward node whose rule is running
@@ -157,12 +161,15 @@ class Graph:
         if len(shape) > 1 or shape and shape[0] > 1 << 20:
             _check_size(name, shape, span)
         if op.broadcasting:
-            args = self._uniform_as_scalar(args, shape)
+            if self.rewrite:
+                args = self._uniform_as_scalar(args, shape)
             rank = len(shape)
             for a in args:
                 if len(a.shape) != rank:
                     args = tuple([self._lift_rank(a, rank) for a in args])
                     break
+        if not self.rewrite:
+            return self._intern(name, args, attr, shape, span)
         simplify = _SIMPLIFY.get(name)
         if simplify is not None:
             outer, self._rewriting = self._rewriting, span  # what a rewrite builds points where this would
@@ -179,6 +186,9 @@ class Graph:
                 break
         if constant:
             return self._fold(op, args, attr, shape, span)
+        return self._intern(name, args, attr, shape, span)
+
+    def _intern(self, name, args, attr, shape, span) -> Node:
         key = (name, tuple([a.id for a in args]), attr)
         node = self._interned.get(key)
         if node is None:
@@ -243,8 +253,12 @@ class Graph:
 
 
 def _uniform(array: np.ndarray) -> float | None:
+    """The one number every entry is, bit for bit (so [-0, 0] is not uniform), or None."""
     first = float(array.flat[0])
-    return first if first == first and bool((array == first).all()) else None
+    if first != first:
+        return None
+    bits = np.ascontiguousarray(array).view(np.uint64)
+    return first if bool((bits == bits.flat[0]).all()) else None
 
 
 def _finite(array: np.ndarray) -> bool:
@@ -307,12 +321,16 @@ def _entry_text(x, shape, position) -> str:
         return f"an array of shape {x.shape}"
 
 
-# Cheap rewrites that are exact in IEEE arithmetic, by operation; each returns a
-# simpler node or None. Those that move a power of two between constant factors
-# fold only into a normal number, and are exact wherever the original's
-# intermediate neither overflows nor underflows (where it does, the rewritten
-# form is the more accurate one). A constant only stands for its value when it cannot
-# change the other operand's shape by broadcasting (hence the shape checks).
+# Cheap rewrites, by operation; each returns a simpler node or None. Every one is
+# exact in IEEE double arithmetic: the simpler node gives, bit for bit, what the
+# operation's NumPy kernel gives, for every input, the sign of a zero included (NaN
+# as NaN, whatever its payload) -- except the few marked "derivative graphs only"
+# below, which apply only while autodiff builds a derivative (graph.deriving), say why,
+# and are tested bit for bit in tests/test_parse.py. Signed zeros are the trap:
+# x + 0 is not x (-0 + 0 = +0), 0 - x is not -x (0 - 0 = +0, -0 = -0), 0 * x is not
+# 0 (inf, nan, and -x * 0 = -0); those are left alone. A constant only stands for its
+# value when it cannot change the other operand's shape by broadcasting (hence the
+# shape checks).
 
 def _normal(c: float) -> bool:
     """A finite, nonzero number with all its bits (not subnormal, not underflowed
@@ -336,22 +354,33 @@ def _power_of_two(c: float | None) -> bool:
     return abs(mantissa) == 0.5 and -1000 < exponent < 1000
 
 
+def _zero_signed(c: float | None, negative: bool) -> bool:
+    """c is the zero of that sign (-0.0 when negative, +0.0 otherwise)."""
+    return c == 0.0 and (math.copysign(1.0, c) < 0) == negative
+
+
 def _simplify_add(graph, args, shape):
     a, b = args
-    if a is b:  # x + x is exactly 2 * x, and reads better in formulas
+    if a is b:  # x + x is 2x rounded once, as 2 * x is (-0 + -0 = -0 = 2 * -0); and reads better
         return graph.apply("mul", (2.0, a))
-    if b.scalar == 0.0 and a.shape == shape:
+    # x + (-0) is x for every x (-0 + -0 = -0, +0 + -0 = +0); x + (+0) is not (-0 + +0 = +0).
+    if _zero_signed(b.scalar, negative=True) and a.shape == shape:
         return a
-    if a.scalar == 0.0 and b.shape == shape:
+    if _zero_signed(a.scalar, negative=True) and b.shape == shape:
         return b
-    if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape:
-        # Slices of one array gathered back (x[1:] and x[:-1] in a gradient): one
-        # array filled part by part instead of a zero array per part and an add.
+    if a.op in _SCATTERS and b.op in _SCATTERS and a.shape == b.shape == shape and _in_derivative(graph):
+        # Derivative graphs only (index's and cumprod's rules make the scatters): slices
+        # of one array gathered back (x[1:] and x[:-1] in a gradient), one array filled
+        # part by part instead of a zero array per part and an add. The same sums,
+        # except that an entry that is -0 in every part covering it comes out +0
+        # ((-0 + 0) + -0 where the adds give -0 + -0): the sign of a zero cotangent,
+        # which rules only multiply, divide (as numerator) or select, so it can
+        # change only the sign of a zero derivative.
         parts = _scatter_parts(a) + _scatter_parts(b)
         return graph.apply("scatter_sum", tuple(p for p, _ in parts), (tuple(k for _, k in parts), shape))
     if b.op == "neg" and _in_derivative(graph):  # a + (-b) is a - b, by IEEE's definition of subtraction
         return graph.apply("sub", (a, b.args[0]))
-    if a.op == "neg" and _in_derivative(graph):
+    if a.op == "neg" and _in_derivative(graph):  # (-a) + b = b + (-a): addition commutes exactly
         return graph.apply("sub", (b, a.args[0]))
     return None
 
@@ -368,11 +397,13 @@ def _scatter_parts(node) -> list:
 
 def _simplify_sub(graph, args, shape):
     a, b = args
-    if b.scalar == 0.0 and a.shape == shape:
+    # x - (+0) = x + (-0) is x for every x; x - (-0) = x + (+0) is not.
+    if _zero_signed(b.scalar, negative=False) and a.shape == shape:
         return a
-    if a.scalar == 0.0 and b.shape == shape:
+    # (-0) - x = -0 + (-x) is -x for every x; (+0) - x is not (+0 - +0 = +0, but -(+0) = -0).
+    if _zero_signed(a.scalar, negative=True) and b.shape == shape:
         return graph.apply("neg", (b,))
-    if b.op == "neg" and _in_derivative(graph):  # a - (-b) is a + b
+    if b.op == "neg" and _in_derivative(graph):  # a - (-b) = a + (-(-b)) = a + b: negation is exact
         return graph.apply("add", (a, b.args[0]))
     return None
 
@@ -383,14 +414,19 @@ def _simplify_mul(graph, args, shape):
         return graph.apply("pow", (a, 2.0))  # ans * ans is then the user's tanh(x)^2
     for one, other in ((b, a), (a, b)):
         if other.shape == shape and one.scalar is not None:
-            if one.scalar == 1.0:
+            if one.scalar == 1.0:  # x * 1 is x for every x (-0 * 1 = -0, inf, nan)
                 return other
-            if one.scalar == -1.0:
+            if one.scalar == -1.0:  # x * -1 flips the sign bit only, as -x does
                 return graph.apply("neg", (other,))
-            if other.op == "neg":  # (-x) * c is exactly x * (-c)
+            if other.op == "neg":  # (-x) * c = x * (-c): the sign of a product is the xor of the
+                # signs and rounding to nearest is symmetric, so only the sign moves (c = 0 included)
                 return graph.apply("mul", (other.args[0], -one.scalar))
             if not _in_derivative(graph):
                 continue
+            # Derivative graphs only, where there is no user-written order of operations to
+            # reproduce: these equal the original wherever neither an intermediate nor the
+            # result overflows or is subnormal (checked bit for bit in tests/test_parse.py);
+            # where one does, the rewritten form is the more accurate.
             if other.op == "mul":  # (x * c1) * c2 = x * (c1 c2) when either is a power of two
                 for c, x in (other.args[::-1], other.args):
                     if c.scalar is not None and x.shape == shape and _normal(c.scalar * one.scalar) and \
@@ -405,29 +441,32 @@ def _simplify_mul(graph, args, shape):
 
 def _simplify_div(graph, args, shape):
     a, b = args
-    if b.scalar == 1.0 and a.shape == shape:
+    if b.scalar == 1.0 and a.shape == shape:  # x / 1 is x for every x
         return a
     if not _in_derivative(graph):
         return None
-    if _power_of_two(b.scalar) and a.shape == shape:  # x / 2^k is x * 2^-k, and one multiply is cheaper
+    # x / 2^k and x * 2^-k are the same real number rounded once: equal for every x
+    # (and one multiply is cheaper); derivative graphs only, so warnings name the user's div.
+    if _power_of_two(b.scalar) and a.shape == shape:
         return graph.apply("mul", (a, 1.0 / b.scalar))
-    if a.scalar is not None and b.op == "mul" and b.shape == shape:  # c / (2^k x) = (c / 2^k) / x
+    # Derivative graphs only: c / (2^k x) = (c / 2^k) / x, equal as (x * c1) * c2 above.
+    if a.scalar is not None and b.op == "mul" and b.shape == shape:
         for c, x in (b.args, b.args[::-1]):
             if _power_of_two(c.scalar) and x.shape == shape and _normal(a.scalar / c.scalar):
                 return graph.apply("div", (a.scalar / c.scalar, x))
     return None
 
 
-def _simplify_by_one(graph, args, shape):  # x ** 1
+def _simplify_by_one(graph, args, shape):  # x ** 1 is x for every x (C's pow(x, 1), and pow's kernel)
     a, b = args
     return a if b.scalar == 1.0 and a.shape == shape else None
 
 
 def _simplify_neg(graph, args, shape):
     x = args[0]
-    if x.op == "neg":
+    if x.op == "neg":  # two sign flips
         return x.args[0]
-    if x.op == "mul":  # -(a * c) is exactly a * (-c): one pass over the data instead of two
+    if x.op == "mul":  # -(a * c) is exactly a * (-c) (see mul): one pass over the data instead of two
         a, b = x.args
         if b.scalar is not None and a.shape == shape:
             return graph.apply("mul", (a, -b.scalar))
@@ -437,11 +476,14 @@ def _simplify_neg(graph, args, shape):
 
 
 def _same_shape(graph, args, shape):
+    # broadcast_to its own shape is a view of the same numbers; sum_to its own shape
+    # sums over no axis, which is the identity (NumPy's kernel would add +0 and turn a
+    # -0 into +0; only derivative rules make sum_to, and _fit does not when shapes agree).
     return args[0] if args[0].shape == shape else None
 
 
 def _simplify_reshape(graph, args, shape):
-    x = args[0]
+    x = args[0]  # reshapes only move numbers, never change them
     if x.shape == shape:
         return x
     if x.op == "reshape":
@@ -450,17 +492,20 @@ def _simplify_reshape(graph, args, shape):
 
 
 def _identity_on_scalars(graph, args, shape):
+    # max, min, cumsum and cumprod of one number are that number, -0 included (their
+    # kernels start from the first element). Not sum or logsumexp: NumPy's sum starts
+    # from +0 (sum(-0) = +0), and logsumexp(-0) = log(1) + -0 = +0.
     return args[0] if not args[0].shape else None
 
 
 def _simplify_transpose(graph, args, shape):
-    return args[0] if len(args[0].shape) < 2 else None
+    return args[0] if len(args[0].shape) < 2 else None  # nothing to permute
 
 
 _SIMPLIFY = {"add": _simplify_add, "sub": _simplify_sub, "mul": _simplify_mul, "div": _simplify_div,
              "pow": _simplify_by_one, "neg": _simplify_neg, "reshape": _simplify_reshape,
              "broadcast_to": _same_shape, "sum_to": _same_shape, "transpose": _simplify_transpose}
-for _name in ("sum", "max", "min", "logsumexp", "cumsum", "cumprod"):
+for _name in ("max", "min", "cumsum", "cumprod"):
     _SIMPLIFY[_name] = _identity_on_scalars
 
 

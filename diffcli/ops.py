@@ -408,9 +408,32 @@ _pow_kernel.elementwise = True
 
 
 def _pow_vjp(g, ans, a, b):
-    # d/db a**b = log(a) a**b, taken as 0 where a == 0 (the limit for b > 0).
-    return (g * b * a ** (b - 1.0),
-            g * G.where(G.eq(a, 0.0), 0.0, G.log(a) * ans))
+    return _pow_base_vjp(g, a, b), _pow_exponent_vjp(g, ans, a, b)
+
+
+def _pow_base_vjp(g, a, b):
+    """d/da a**b = b a**(b-1), and 0 where b == 0, as PyTorch (pow_backward_self) and
+    autograd: a**0 is 1 for every a, while the formula gives 0 * 0**-1 = nan at a = 0.
+    The where makes every higher derivative zero-dominant there too (x^2 at 0: order
+    3 is 0, not 2 * 1 * 0 * 0**-1)."""
+    if a.op == "const":
+        return None  # a constant needs no cotangent
+    if b.op == "const" and b.value.all():
+        return g * b * a ** (b - 1.0)
+    if b.op == "const" and not b.value.any():
+        return None
+    return G.where(G.eq(b, 0.0), 0.0, g * b * a ** (b - 1.0))
+
+
+def _pow_exponent_vjp(g, ans, a, b):
+    """d/db a**b = log(a) a**b, and 0 where a == 0 and b >= 0 (0**b is 0 for every
+    b > 0): PyTorch's pow_backward_exponent, which JAX agrees with for b >= 0. At a = 0
+    with b < 0 it is log(0) * inf = -inf (for a = +0), the limit as a -> +0, as PyTorch."""
+    if b.op == "const":
+        return None
+    if a.op == "const" and a.value.all():
+        return g * (G.log(a) * ans)
+    return g * G.where(G.mul(G.eq(a, 0.0), G.ge(b, 0.0)), 0.0, G.log(a) * ans)
 
 
 def _extreme_vjp(g, ans, x):

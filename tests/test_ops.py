@@ -3,6 +3,8 @@ subgradients chosen at kinks against their documented values."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,71 @@ def test_a_box_slice_written_first_and_zeros_around_it_give_the_separate_adds():
     untouched = np.ones((4, 6), dtype=bool)
     untouched[1:, :-2] = untouched[:-1, 2:] = untouched[1:3, 1:] = False
     assert untouched.any() and np.all(got[:, untouched] == 0)
+
+
+# ---------------------------------------------------------------- pow where its formulas meet 0 * inf
+
+
+def test_a_zero_exponent_has_derivative_zero_everywhere_at_every_order():
+    """x^0 is 1 for every x, 0 included (autograd's test_power_arg0, PyTorch): the
+    formula 0 * x^-1 gave nan with an "inf" warning at x = 0."""
+    for expression in ("x^0", "pow(x, 0)", "x^(1 - 1)"):
+        function = diffcli.compile(expression)
+        for x in (0.0, -0.0, 2.0, -3.0):
+            result = function.grad(x=x)
+            assert result["x"] == 0.0 and result.diagnostics == [], (expression, x)
+            for order in (2, 3):
+                assert function.derivative(order, x=x)["x"] == 0.0, (expression, x, order)
+
+
+def test_pow_at_the_origin_as_pytorch():
+    result = diffcli.compile("pow(x, y)").grad(x=0.0, y=0.0)
+    assert (result.value, result["x"], result["y"], result.diagnostics) == (1.0, 0.0, 0.0, [])
+
+
+@pytest.mark.parametrize("x", [0.0, -0.0, 2.0, 0.5, -2.0])
+@pytest.mark.parametrize("y", [-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 3.0])
+def test_pow_exponent_derivative_is_pytorchs(x, y):
+    """d/dy x^y = x^y log(x), but 0 where x == 0 and y >= 0 (0^y is 0 for every
+    y > 0): torch's pow_backward_exponent, JAX's pow jvp for y >= 0. At x = 0 with
+    y < 0 it is x^y log(x), infinite, as in PyTorch; for x < 0, log(x) is nan."""
+    with np.errstate(all="ignore"):
+        want = 0.0 if x == 0 and y >= 0 else np.power(x, y) * np.log(x)
+    got = diffcli.compile("pow(x, y)").grad(x=x, y=y)["y"]
+    np.testing.assert_array_equal(got, want)
+
+
+def _power_derivative(n: int, order: int, x: float) -> float:
+    """d^order/dx^order x^n = n (n-1) ... (n-order+1) x^(n-order), and exactly 0 when
+    the coefficient is (the polynomial ran out of powers), whatever x^(n-order) is."""
+    coefficient = math.prod(n - j for j in range(order))
+    if coefficient == 0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        return coefficient * np.power(x, float(n - order))
+
+
+@pytest.mark.parametrize("form", ["x^{n}", "pow(x, {n})", "pow(x, y)"])
+@pytest.mark.parametrize("n", range(-3, 6))
+def test_integer_powers_at_every_order_match_the_closed_form(form, n):
+    """x^2 at 0: order 3 is 0; x^3 at 0: order 3 is 6, order 4 is 0; x^-1 at -0: -inf,
+    then -inf, then ... as IEEE evaluates the closed form. With a constant exponent and
+    with a variable one (y = n), at 0, -0, negative and positive bases, orders 1 to 4.
+    Values compared (inf and nan included), not the sign of a zero derivative."""
+    function = diffcli.compile(form.format(n=n))
+    for x in (0.0, -0.0, -2.0, -0.5, 1.5):
+        at = {"x": x, "y": float(n)} if "y" in form else {"x": x}
+        for order in range(1, 5):
+            got = function.derivative(order, at, wrt="x")["x"]
+            np.testing.assert_array_equal(got, _power_derivative(n, order, x),
+                                          err_msg=f"{form.format(n=n)}, order {order}, x = {x!r}")
+
+
+@pytest.mark.parametrize("y,want", [(2.0, [[2.0, 0.0], [0.0, 0.0]]), (3.0, [[0.0, 0.0], [0.0, 0.0]])])
+def test_pow_hessian_at_a_zero_base(y, want):
+    """At x = 0, y > 1: d2/dx2 = y(y-1) x^(y-2), d2/dxdy = x^(y-1) (1 + y log x) -> 0,
+    d2/dy2 = x^y log(x)^2 -> 0; no 0 * inf on the way."""
+    result = diffcli.compile("pow(x, y)").hessian(x=0.0, y=y)
+    got = [[result["x"]["x"], result["x"]["y"]], [result["y"]["x"], result["y"]["y"]]]
+    np.testing.assert_array_equal(np.array(got, dtype=float), want)
+    assert result.diagnostics == []

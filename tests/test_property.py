@@ -93,6 +93,12 @@ def mismatch(expression: str, at: dict) -> str | None:
     return None
 
 
+def coordinate(rng: random.Random) -> float:
+    """Uniform in (-2, 2), or one of the signed zeros one time in five (every generated
+    expression is smooth at 0 too; norm(v) is kept off its kink, at most v[0] is 0)."""
+    return rng.choice([0.0, -0.0]) if rng.random() < 0.2 else rng.uniform(-2, 2)
+
+
 def test_random_expressions_match_finite_differences():
     """A differential test over thousands of seeded cases; a failure is shrunk
     and printed as a diffcli command to paste."""
@@ -100,8 +106,9 @@ def test_random_expressions_match_finite_differences():
     failures = []
     for case in range(CASES):
         tree = random_tree(rng, rng.randint(1, 5))
-        point = {"x": rng.uniform(-2, 2), "y": rng.uniform(-2, 2),
-                 "v": [rng.uniform(-2, 2) for _ in range(3)], "w": [rng.uniform(0.5, 2) for _ in range(3)]}
+        point = {"x": coordinate(rng), "y": coordinate(rng),
+                 "v": [coordinate(rng)] + [rng.uniform(-2, 2) for _ in range(2)],
+                 "w": [rng.uniform(0.5, 2) for _ in range(3)]}
         if mismatch(render(tree), point) is not None:
             small = shrink(tree, lambda t: mismatch(render(t), point) is not None)
             failures.append(mismatch(render(small), point))
@@ -131,3 +138,69 @@ def test_batched_evaluation_equals_pointwise(seed):
         np.testing.assert_array_equal(together.value[i], alone.value, err_msg=expression)
         for name in function.variables:
             np.testing.assert_array_equal(together[name][i], alone[name], err_msg=expression)
+
+
+# ---------------------------------------------------------------- signed zeros, bit for bit
+
+# Expressions full of the rewrites' look-alikes and of zeros of both signs, with
+# operations that turn the sign of a zero into a different number (atan2, 1 / x,
+# sign): the simplified graph must give, bit for bit, what NumPy's kernels give on
+# the expression as written (tests/test_graph.py's reference: no rewrites, no folding).
+ZERO_LEAVES = ["x", "y", "0", "-0", "(x - x)", "(0 * y)", "(-0 * x)", "(x * -0)", "1", "-1", "0.5",
+               "v[0]", "v[2]", "sum(v)", "max(v)", "min(v * 0)"]
+ZERO_UNARY = ["-({})", "--({})", "({}) * 1", "1 * ({})", "({}) * -1", "({}) / 1", "({})^1", "({})^2", "({})^0",
+              "({}) + 0", "0 + ({})", "({}) + -0", "-0 + ({})", "({}) - 0", "({}) - -0", "0 - ({})",
+              "-0 - ({})", "({}) * 0", "-0 * ({})", "2 * ({})", "({}) / 2", "({}) * 0.25", "-(({}) * 3)",
+              "(-({})) * 3", "sum({})", "max({})", "min({})", "mean({})", "logsumexp({})", "transpose({})",
+              "atan2({}, -1)", "1 / ({})", "sign({})", "sin({})", "tanh({})", "sqrt({})", "abs({})", "relu({})",
+              "floor({})", "cbrt({})", "expm1({})", "log1p({})",
+              "sum(v * ({}))", "(v * [1, 1, 1])[1] + ({})", "([0, -0, 0] + ({}))[1]",
+              "([-0, -0, -0] - v * ({}))[2]", "([2, 2, 2] * ({}))[0]", "max([1, 1, 1] * ({}))",
+              "cumsum(v * ({}))[1]", "prod([{}, -0])"]
+ZERO_BINARY = ["({}) + ({})", "({}) - ({})", "({}) * ({})", "({}) / ({})", "atan2({}, {})", "hypot({}, {})",
+               "minimum({}, {})", "maximum({}, {})", "pow({}, {})", "({}) + -({})", "-({}) + ({})",
+               "({}) - -({})", "where({} >= 0, {}, -0)"]
+ZERO_VALUES = [0.0, -0.0, 0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324]
+
+
+def zero_tree(rng: random.Random, depth: int):
+    if depth == 0 or rng.random() < 0.2:
+        return (rng.choice(ZERO_LEAVES),)
+    if rng.random() < 0.6:
+        return (rng.choice(ZERO_UNARY), zero_tree(rng, depth - 1))
+    return (rng.choice(ZERO_BINARY), zero_tree(rng, depth - 1), zero_tree(rng, depth - 1))
+
+
+def bits_differ(expression: str, batch: dict) -> str | None:
+    """None if simplified and as-written evaluation agree bit for bit at every point
+    of the batch (nan matching nan); else the first point that differs, as a command."""
+    from .test_graph import unsimplified
+
+    function = diffcli.compile(expression)
+    batch = {k: batch[k] for k in function.variables}
+    got = np.asarray(function.eval(batch, batch_ndim=1).value, dtype=np.float64)
+    want = unsimplified(expression, batch, batch_ndim=1)
+    got = np.broadcast_to(got, want.shape)  # (a value that does not vary over the batch)
+    same = (got.view(np.uint64) == want.view(np.uint64)) | (np.isnan(got) & np.isnan(want))
+    if same.all():
+        return None
+    i = int(np.flatnonzero(~same)[0])
+    at = " ".join(f"--at '{k}={np.asarray(v[i]).tolist()}'" for k, v in batch.items())
+    return f"diffcli eval '{expression}' {at}   # {got.ravel()[i]!r}, NumPy as written: {want.ravel()[i]!r}"
+
+
+def test_signed_zeros_evaluate_bit_for_bit_as_written():
+    """A differential test of the simplifier: seeded random expressions over ±0 (and
+    values making ±0: x - x, 0 * y), inf, nan and subnormals, each at a batch of 24
+    points; a failure is shrunk and printed as a command."""
+    rng = random.Random(20261203)
+    data = np.random.default_rng(20261203)
+    failures = []
+    for case in range(max(CASES // 2, 1)):
+        tree = zero_tree(rng, rng.randint(1, 4))
+        batch = {"x": data.choice(ZERO_VALUES, 24), "y": data.choice(ZERO_VALUES, 24),
+                 "v": data.choice(ZERO_VALUES, (24, 3))}
+        if bits_differ(render(tree), batch) is not None:
+            small = shrink(tree, lambda t: bits_differ(render(t), batch) is not None)
+            failures.append(bits_differ(render(small), batch))
+    assert not failures, "\n".join(failures[:5])
