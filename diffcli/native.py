@@ -23,8 +23,9 @@ nothing is compiled with -ffast-math: the compiler may vectorise, not reassociat
 The C text is generated from the op names in the tables below, shapes and slot
 numbers, nothing else: constants reach it as an array at run time, and no user
 text ever does. cbuild.py compiles it once per machine and plan shape (cached on
-disk), in a background thread: a batch that arrives before its loops are built runs
-the plain steps instead; a batch big enough to amortise a compile (or any, with
+disk, privately, each library checked before it is loaded), in a background
+thread: a batch that arrives before its loops are built runs the plain steps
+instead; a batch big enough to amortise a compile (or any, with
 DIFFCLI_NATIVE=wait) waits for it. Without a C compiler, with a failed build, or
 with DIFFCLI_NATIVE=0, plans run their plain steps.
 """

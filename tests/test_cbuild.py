@@ -542,3 +542,13 @@ def test_a_compile_that_times_out_leaves_nothing_behind(monkeypatch, tmp_path):
             cbuild.compiled("double f0(double x) { return x; }\n" + body)
     assert list(scratch.iterdir()) == []
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []
+
+
+def test_without_memfd_a_private_temporary_file_is_loaded_and_removed(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path))
+    monkeypatch.delattr(os, "memfd_create")
+    source = "double half(double x) { return x / 2; } /* test_without_memfd */"
+    half = cbuild.compiled(source).half
+    half.restype, half.argtypes = ctypes.c_double, (ctypes.c_double,)
+    assert half(3.0) == 1.5
+    assert [p.suffix for p in (tmp_path / "kernels").iterdir()] == [".kernel"]
