@@ -39,11 +39,12 @@ def _fresh_process_state(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(cbuild, "_timed_out", False)
 
 
-def _plain(expression, values):
-    previous = os.environ.get("DIFFCLI_NATIVE")
+def _plain(expression, values, function=None):
+    """The plain steps' result (of `function`, else of a new compile of the expression)."""
+    previous = os.environ["DIFFCLI_NATIVE"]
     os.environ["DIFFCLI_NATIVE"] = "0"
     try:
-        return diffcli.compile(expression).grad(values, batch_ndim=1)
+        return (function or diffcli.compile(expression)).grad(values, batch_ndim=1)
     finally:
         os.environ["DIFFCLI_NATIVE"] = previous
 
@@ -61,9 +62,7 @@ def _sources(expression, values) -> list[str]:
     """The C sources a run of the expression loads: the probe's and its loops'
     (from the safe shared cache, before a test makes an unsafe one)."""
     f = diffcli.compile(expression)
-    os.environ["DIFFCLI_NATIVE"] = "0"
-    f.grad(values, batch_ndim=1)
-    os.environ["DIFFCLI_NATIVE"] = "wait"
+    _plain(expression, values, f)  # (its plan made, without loops)
     _, _, source = native._regroup(_plan_of(f), native._exact_nodes(native._agreed()))
     return [native._probe_source(), source]
 
@@ -209,7 +208,7 @@ def test_a_world_writable_cache_dir_is_refused_in_one_line_by_the_cli(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     cache.chmod(0o777)
-    rows = "x,y,z\n" + "".join(f"{1 + i / 70_000!r},0.5,-0.25\n" for i in range(70_000))
+    rows = "x,y,z\n" + "".join(f"{1 + i / 40_000!r},0.5,-0.25\n" for i in range(40_000))
     outputs = {}
     for mode in ("wait", "0"):
         proc = subprocess.run(_diffcli_command() + ["grad", T2, "--points", "-", "--in", "csv", "--format", "csv"],
