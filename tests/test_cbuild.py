@@ -421,7 +421,12 @@ def hung_compiler(monkeypatch, tmp_path):
     monkeypatch.setattr(cbuild, "COMPILE_TIMEOUT", 0.5)
     monkeypatch.setattr(cbuild, "STOP_GRACE", 0.2)
     monkeypatch.setattr(native, "_agreement", None)
-    return pids
+    yield pids
+    for pid in pids.read_text().split() if pids.exists() else ():  # (a failed test leaves no orphan either)
+        try:
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
 
 
 def _alive(pid: int) -> bool:
