@@ -23,8 +23,9 @@ nothing is compiled with -ffast-math: the compiler may vectorise, not reassociat
 The C text is generated from the op names in the tables below, shapes and slot
 numbers, nothing else: constants reach it as an array at run time, and no user
 text ever does. cbuild.py compiles it once per machine and plan shape (cached on
-disk), in a background thread: a batch that arrives before its loops are built runs
-the plain steps instead; a batch big enough to amortise a compile (or any, with
+disk, privately, each library checked before it is loaded), in a background
+thread: a batch that arrives before its loops are built runs the plain steps
+instead; a batch big enough to amortise a compile (or any, with
 DIFFCLI_NATIVE=wait) waits for it. Without a C compiler, with a failed build, or
 with DIFFCLI_NATIVE=0, plans run their plain steps.
 """
@@ -629,7 +630,10 @@ def _agreed() -> frozenset:
 def _probe_cached() -> frozenset:
     """_probe(), remembered on disk (about 30 ms saved per process) for this
     NumPy build and the CPU features it uses (NPY_DISABLE_CPU_FEATURES changes
-    which loops it runs), C library, compiler and CPU."""
+    which loops it runs), C library, compiler and CPU. A remembered answer is
+    sealed with its key (cbuild.recall) and checked again on a few hundred
+    values before this process uses it, so an edited file cannot let a function
+    that differs from NumPy into the loops: then the whole probe runs again."""
     import platform
 
     try:
@@ -642,24 +646,29 @@ def _probe_cached() -> frozenset:
     chosen = [os.environ.get(name, "") for name in ("NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES")]
     key = cbuild.key("probe", np.__version__, str(numpy_build), str(numpy_build.stat().st_mtime_ns),
                      " ".join(platform.libc_ver()), " ".join(features), *chosen, _probe_source())
-    remembered = cbuild.cache_dir() / "probes" / f"{key}.txt"
-    try:
-        return frozenset(remembered.read_text().split())
-    except OSError:
-        pass
+    remembered = cbuild.recall("probes", key)
+    if remembered is not None:
+        agreed = frozenset(remembered.split())
+        if agreed <= set(LIBRARY) and not _disagreeing(agreed, _probe_values(spot=True)):
+            return agreed
     agreed = _probe()
-    cbuild.write_atomically(remembered, lambda partial: partial.write_text(" ".join(sorted(agreed))))
+    cbuild.remember("probes", key, " ".join(sorted(agreed)))
     return agreed
 
 
-def _probe_values() -> np.ndarray:
-    rng = np.random.default_rng(20261127)
-    magnitudes = 10.0 ** rng.uniform(-310, 308, 16384)
+def _probe_values(spot: bool = False) -> np.ndarray:
+    """40,000 values (a few hundred for a spot check) where C libraries and
+    NumPy's SIMD code tend to differ: small, big, tiny and huge magnitudes,
+    multiples of pi/4, whole numbers, and the special values."""
+    rng = np.random.default_rng(20261128 if spot else 20261127)
+    sizes = (64, 64, 32, 128) if spot else (8192, 8192, 4096, 16384)
+    magnitudes = 10.0 ** rng.uniform(-310, 308, sizes[3])
     special = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.pi, np.pi / 2, np.pi / 4, 1e-300, 5e-324, 1e300,
                1.7976931348623157e308, 710.0, -745.0, np.inf, -np.inf, np.nan]
-    return np.concatenate([rng.uniform(-4, 4, 8192), rng.uniform(-1000, 1000, 8192), rng.uniform(0, 1, 4096),
-                           magnitudes * rng.choice([-1.0, 1.0], magnitudes.size), np.arange(-64, 65) * (np.pi / 4),
-                           np.arange(-300.0, 301.0), special])
+    whole = np.arange(-20.0, 21.0) if spot else np.arange(-300.0, 301.0)
+    return np.concatenate([rng.uniform(-4, 4, sizes[0]), rng.uniform(-1000, 1000, sizes[1]),
+                           rng.uniform(0, 1, sizes[2]), magnitudes * rng.choice([-1.0, 1.0], magnitudes.size),
+                           np.arange(-64, 65) * (np.pi / 4), whole, special])
 
 
 def _probe_source() -> str:
@@ -673,23 +682,31 @@ def _probe_source() -> str:
 
 
 def _probe() -> frozenset:
+    return frozenset(LIBRARY) - _disagreeing(LIBRARY, _probe_values())
+
+
+def _disagreeing(names, x: np.ndarray) -> set:
+    """Those of the named LIBRARY functions whose C results on x differ from
+    NumPy's in any bit (sin and cos both, if one sincos call differs)."""
+    if not names:
+        return set()
     library = cbuild.compiled(_probe_source())
-    x = _probe_values()
     from .evaluate import quiet_floating_point
 
     def same(a, b):
         return np.array_equal(a.view(np.uint64), b.view(np.uint64))
 
-    agreed = set()
+    differ = set()
     with quiet_floating_point():
-        numpy_results = {name: OPS[name].kernel(None)(x) for name in LIBRARY}
-        for name in LIBRARY:
+        numpy_results = {name: OPS[name].kernel(None)(x) for name in names}
+        for name in names:
             y = np.empty_like(x)
             cbuild.function(library, f"probe_{name}", 3)(x.size, _address(x), _address(y))
-            if same(y, numpy_results[name]):
-                agreed.add(name)
-        s, c = np.empty_like(x), np.empty_like(x)
-        cbuild.function(library, "probe_sincos", 4)(x.size, _address(x), _address(s), _address(c))
-        if not (same(s, numpy_results["sin"]) and same(c, numpy_results["cos"])):
-            agreed -= {"sin", "cos"}
-    return frozenset(agreed)
+            if not same(y, numpy_results[name]):
+                differ.add(name)
+        if {"sin", "cos"} <= set(names):
+            s, c = np.empty_like(x), np.empty_like(x)
+            cbuild.function(library, "probe_sincos", 4)(x.size, _address(x), _address(s), _address(c))
+            if not (same(s, numpy_results["sin"]) and same(c, numpy_results["cos"])):
+                differ |= {"sin", "cos"}
+    return differ
