@@ -40,6 +40,7 @@ _COLUMN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+(?:,[0-9]+)*)\])?$")
 # array. A longer one is refused after reading this much plus a byte, and the
 # reading stops there. A chunk ends once it holds this much text, too.
 MAX_RECORD_BYTES = 64 << 20
+JSON_BLOCK = 1 << 20  # a JSON array is read this many bytes at a time
 
 
 class DataError(DiffcliError):
@@ -153,9 +154,8 @@ class _Input:
     record, and every good one before it is still used); for a JSON array,
     blocks decoded with their incomplete last character carried over."""
 
-    def __init__(self, raw, limit: int = MAX_RECORD_BYTES):
+    def __init__(self, raw):
         self.raw = raw
-        self.limit = limit
         self.carry = b""  # bytes read but not yet decoded (JSON blocks)
         self.failed: _Bad | None = None  # why the text blocks ended early
 
@@ -164,7 +164,7 @@ class _Input:
         number = 1
         while True:
             data = self._readline()
-            if isinstance(data, _Bad) or not data or data.strip() or len(data) > self.limit:
+            if isinstance(data, _Bad) or not data or data.strip() or len(data) > MAX_RECORD_BYTES:
                 return data, number
             number += 1
 
@@ -181,9 +181,8 @@ class _Input:
                 return
 
     def decode(self, data: bytes) -> str | _Bad:
-        if len(data) > self.limit and not data.endswith(b"\n"):
-            return _Bad(f"a record longer than {_size(self.limit)}; diffcli reads records of at "
-                        f"most {_size(self.limit)} and stops reading here", last=True)
+        if len(data) > MAX_RECORD_BYTES and not data.endswith(b"\n"):
+            return _too_long("a record")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -212,7 +211,7 @@ class _Input:
 
     def _readline(self) -> bytes | _Bad:
         try:
-            return self.raw.readline(self.limit + 1)
+            return self.raw.readline(MAX_RECORD_BYTES + 1)
         except _READ_ERRORS as e:
             return _read_failure(e)
 
@@ -224,6 +223,12 @@ _READ_ERRORS = (EOFError, OSError, zlib.error)
 def _read_failure(error: Exception) -> _Bad:
     reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return _Bad(f"cannot read the points: {reason}; diffcli stops reading here", last=True)
+
+
+def _too_long(what: str) -> _Bad:
+    limit = _size(MAX_RECORD_BYTES)
+    return _Bad(f"{what} longer than {limit}; diffcli reads records of at most {limit} and stops "
+                "reading here", last=True)
 
 
 def _size(n: int) -> str:
@@ -437,14 +442,14 @@ def _json_failure(error: Exception) -> _Bad:
     return _Bad(f"a number with more than {sys.get_int_max_str_digits():,} digits")
 
 
-def _json_array_records(source: _Input, first_line: int = 1,
-                        block: int = 1 << 20) -> Iterator[tuple[int, object, int]]:
+def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[int, object, int]]:
     """The objects of one JSON array, decoded one at a time from the text blocks
     of source: the array as a whole is streamed, each element is held whole and
     may be at most MAX_RECORD_BYTES long. (line, object or _Bad, size) per element;
     nothing is read after a bad one (where the next would start is unknown)."""
     decoder = json.JSONDecoder()
     buffer, pos, line = "", 0, first_line
+    block = JSON_BLOCK
 
     def fill(size=block):
         nonlocal buffer, pos
@@ -486,9 +491,7 @@ def _json_array_records(source: _Input, first_line: int = 1,
             except json.JSONDecodeError as e:
                 held = len(buffer) - pos
                 if held > MAX_RECORD_BYTES:
-                    yield line, _Bad(f"an array element longer than {_size(MAX_RECORD_BYTES)}; diffcli "
-                                     f"reads records of at most {_size(MAX_RECORD_BYTES)} and stops "
-                                     "reading here"), 0
+                    yield line, _too_long("an array element"), 0
                     return
                 # Doubling: a long element is decoded O(log n) times, and never past the limit.
                 if not fill(min(max(block, held), MAX_RECORD_BYTES + 1 - held)):
@@ -497,6 +500,9 @@ def _json_array_records(source: _Input, first_line: int = 1,
             except (ValueError, RecursionError) as e:
                 yield line, _json_failure(e), 0
                 return
+        if end - pos > MAX_RECORD_BYTES:
+            yield line, _too_long("an array element"), 0
+            return
         yield line, obj, end - pos
         line += buffer.count("\n", pos, end)
         pos = end
@@ -593,7 +599,7 @@ def _value(name: str, text: str, shapes: dict) -> object:
 
 def _json_value(name: str, value, shapes: dict):
     if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
-        raise _Bad(f"{name}: {_shorten(json.dumps(value))} is not a number or an array of numbers")
+        raise _Bad(f"{name}: {_cut(json.dumps(value))} is not a number or an array of numbers")
     try:
         if isinstance(value, (int, float)):
             return _check_shape(name, float(value), (), shapes)
@@ -613,8 +619,14 @@ def _check_shape(name, value, shape, shapes):
 
 
 def _shorten(text: str, width: int = 40) -> str:
-    """User text quoted in a message, cut so that a 64 MiB cell makes a one-line message."""
+    """User text quoted in a message (escaped: one line), cut so that a 64 MiB cell
+    makes a short message."""
     return repr(text) if len(text) <= width else repr(text[:width]) + f"... ({len(text):,} characters)"
+
+
+def _cut(text: str, width: int = 40) -> str:
+    """JSON text (already escaped by json.dumps), cut like _shorten."""
+    return text if len(text) <= width else text[:width] + f"... ({len(text):,} characters)"
 
 
 def _listing(names: list[str], most: int = 10) -> str:
