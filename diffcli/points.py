@@ -36,11 +36,12 @@ EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".ndjson": "ndjson", 
               ".json": "json"}
 _COLUMN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+(?:,[0-9]+)*)\])?$")
 
-# The largest record: a line of CSV, TSV or NDJSON, or one element of a JSON
-# array. A longer one is refused after reading this much plus a byte, and the
-# reading stops there. A chunk ends once it holds this much text, too.
-MAX_RECORD_BYTES = 64 << 20
-JSON_BLOCK = 1 << 20  # a JSON array is read this many bytes at a time
+# The longest record, in characters (64 MiB of ASCII): a line of CSV, TSV or
+# NDJSON, or one element of a JSON array. A longer one is refused after reading
+# this much and one more, and the reading stops there. A chunk ends once it
+# holds this much text, too.
+MAX_RECORD = 64 << 20
+JSON_BLOCK = 1 << 20  # a JSON array is read this many characters at a time
 
 
 class DataError(DiffcliError):
@@ -105,8 +106,8 @@ def sniff(first_line: str) -> str:
 
 class PointSource:
     """Chunks of points for the given variables from one binary stream
-    (open_points). Nothing is read whole: a line at most MAX_RECORD_BYTES long
-    at a time, a chunk at most chunk_size records and MAX_RECORD_BYTES of text.
+    (open_points). Nothing is read whole: a record at most MAX_RECORD characters
+    long at a time, a chunk at most chunk_size records and MAX_RECORD characters.
 
     defaults: --at values, used for variables the points do not give (a
     point's own value wins). keep: columns to copy to the output;
@@ -123,22 +124,22 @@ class PointSource:
         self.shapes: dict[str, tuple] = {}
         self.input = _Input(stream)
         first, self.first_line = self.input.first_line()
-        if isinstance(first, _Bad):  # the stream could not be read at all
+        if isinstance(first, _Bad):  # a read error, before anything could be read
             raise DataError(f"line {self.first_line}: {first}")
         if fmt is None:
-            fmt = sniff(first.decode("utf-8", "replace"))
+            fmt = sniff(first)
             self.sniffed = True
         self.format = fmt
         if fmt == "json":  # read in blocks, not lines: a whole array may be on one line
             self.input.carry = first
             return
-        text = self.input.decode(first)
+        first = self.input.check(first)
         if not first:
             self._lines = iter(())
-        elif isinstance(text, _Bad) and text.last:
-            self._lines = iter([text])
+        elif isinstance(first, _Bad) and first.last:
+            self._lines = iter([first])
         else:
-            self._lines = itertools.chain([text], self.input.lines())
+            self._lines = itertools.chain([first], self.input.lines())
 
     def chunks(self) -> Iterator[Chunk]:
         if self.format in ("csv", "tsv"):
@@ -149,75 +150,98 @@ class PointSource:
 
 
 class _Input:
-    """The bytes of the points, never more than one record held: lines through a
-    bounded readline, each decoded on its own (an undecodable line is one bad
-    record, and every good one before it is still used); for a JSON array,
-    blocks decoded with their incomplete last character carried over."""
+    """The text of the points, never more than one record held: lines through
+    readline(MAX_RECORD + 1); a JSON array in blocks. Bytes that are not UTF-8
+    are kept as surrogate escapes until their line is checked, so they make one
+    bad record and every good one before them is still used."""
 
     def __init__(self, raw):
-        self.raw = raw
-        self.carry = b""  # bytes read but not yet decoded (JSON blocks)
-        self.failed: _Bad | None = None  # why the text blocks ended early
+        self.stream = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        self.carry = ""  # text read ahead: the first line, when a JSON array is read in blocks
+        self.failed: _Bad | None = None  # why the JSON blocks ended early
 
-    def first_line(self) -> tuple[bytes | _Bad, int]:
-        """The first line that is not blank (possibly cut at the limit), and its number."""
+    def first_line(self) -> tuple[str, int]:
+        """The first line that is not blank (possibly cut at the limit), and its number;
+        a read error instead of the line is a _Bad."""
         number = 1
         while True:
-            data = self._readline()
-            if isinstance(data, _Bad) or not data or data.strip() or len(data) > MAX_RECORD_BYTES:
-                return data, number
+            text = self._readline()
+            if isinstance(text, _Bad) or not text or text.strip() or len(text) > MAX_RECORD:
+                return text, number
             number += 1
 
     def lines(self) -> Iterator[str | _Bad]:
-        """Each further line as text, or a _Bad; nothing is read after a bad
-        record that ends the input (a record too long, a read error)."""
+        """Each further line, or a _Bad; nothing is read after a bad record that
+        ends the input (a record too long, a read error). The common case, a
+        short ASCII line, costs a readline and an isascii: this loop runs per record."""
+        readline, limit = self.stream.readline, MAX_RECORD + 1
         while True:
-            data = self._readline()
-            if not data:
+            try:
+                text = readline(limit)
+            except _READ_ERRORS as e:
+                yield _read_failure(e)
                 return
-            text = data if isinstance(data, _Bad) else self.decode(data)
+            if not text:
+                return
+            if len(text) < limit and text.isascii():
+                yield text
+                continue
+            text = self.check(text)
             yield text
             if isinstance(text, _Bad) and text.last:
                 return
 
-    def decode(self, data: bytes) -> str | _Bad:
-        if len(data) > MAX_RECORD_BYTES and not data.endswith(b"\n"):
+    def check(self, text: str | _Bad) -> str | _Bad:
+        if isinstance(text, _Bad):
+            return text
+        if len(text) > MAX_RECORD and text[-1] not in "\r\n":
             return _too_long("a record")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return _Bad(f"not UTF-8 text (byte 0x{data[e.start]:02x} at byte offset {e.start:,} of the "
-                        f"line: {e.reason})")
+        bad = _ESCAPED.search(text)
+        if bad:
+            return _Bad(f"not UTF-8 text ({_undecodable(text, bad.start())})")
+        return text
 
     def text(self, size: int) -> str:
-        """About size more characters ('' at the end, or with self.failed set)."""
-        if self.failed is not None:
-            return ""
-        try:
-            block = self.raw.read(size)
-        except _READ_ERRORS as e:
-            self.failed = _read_failure(e)
-            return ""
-        data, self.carry = self.carry + block, b""
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            if block and e.reason == "unexpected end of data" and e.end == len(data):
-                self.carry = data[e.start:]  # a character cut by the block boundary
-            else:
-                self.failed = _Bad(f"not UTF-8 text (byte 0x{data[e.start]:02x}: {e.reason}); diffcli "
-                                   "stops reading here", last=True)
-            return data[:e.start].decode("utf-8")
+        """About size more characters of a JSON array ('' at the end, or when
+        self.failed says why not)."""
+        text, self.carry = self.carry, ""
+        if not text and self.failed is None:
+            try:
+                text = self.stream.read(size)
+            except _READ_ERRORS as e:
+                self.failed = _read_failure(e)
+        bad = _ESCAPED.search(text)
+        if bad:
+            self.failed = _Bad(f"not UTF-8 text ({_undecodable(text, bad.start(), False)}); diffcli stops "
+                               "reading here", last=True)
+            return text[:bad.start()]
+        return text
 
-    def _readline(self) -> bytes | _Bad:
+    def _readline(self) -> str | _Bad:
         try:
-            return self.raw.readline(MAX_RECORD_BYTES + 1)
+            return self.stream.readline(MAX_RECORD + 1)
         except _READ_ERRORS as e:
             return _read_failure(e)
 
 
 # A truncated or corrupt .gz, an unreadable file.
 _READ_ERRORS = (EOFError, OSError, zlib.error)
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as errors="surrogateescape" keeps it
+
+
+def _undecodable(text: str, index: int, in_line: bool = True) -> str:
+    """Which byte, where in its line (counted in bytes), and why, for the escaped
+    byte at text[index]."""
+    data = text[index:index + 4].encode("utf-8", "surrogateescape")
+    try:
+        data.decode("utf-8")
+        reason = "not UTF-8"
+    except UnicodeDecodeError as e:
+        reason = e.reason
+    if not in_line:
+        return f"byte 0x{data[0]:02x}: {reason}"
+    offset = len(text[:index].encode("utf-8", "surrogateescape"))
+    return f"byte 0x{data[0]:02x} at byte offset {offset:,} of the line: {reason}"
 
 
 def _read_failure(error: Exception) -> _Bad:
@@ -226,13 +250,8 @@ def _read_failure(error: Exception) -> _Bad:
 
 
 def _too_long(what: str) -> _Bad:
-    limit = _size(MAX_RECORD_BYTES)
-    return _Bad(f"{what} longer than {limit}; diffcli reads records of at most {limit} and stops "
+    return _Bad(f"{what} longer than {MAX_RECORD:,} characters, the most diffcli reads; it stops "
                 "reading here", last=True)
-
-
-def _size(n: int) -> str:
-    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
 
 
 # ---------------------------------------------------------------- CSV / TSV
@@ -304,7 +323,7 @@ class _DelimitedReader:
             if text.strip():
                 pending.append((line_number, text))
                 size += len(text)
-            if len(pending) >= source.chunk_size or size >= MAX_RECORD_BYTES:
+            if len(pending) >= source.chunk_size or size >= MAX_RECORD:
                 yield from self._parse(pending)
                 pending, size = [], 0
         yield from self._parse(pending)
@@ -445,7 +464,7 @@ def _json_failure(error: Exception) -> _Bad:
 def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[int, object, int]]:
     """The objects of one JSON array, decoded one at a time from the text blocks
     of source: the array as a whole is streamed, each element is held whole and
-    may be at most MAX_RECORD_BYTES long. (line, object or _Bad, size) per element;
+    may be at most MAX_RECORD long. (line, object or _Bad, size) per element;
     nothing is read after a bad one (where the next would start is unknown)."""
     decoder = json.JSONDecoder()
     buffer, pos, line = "", 0, first_line
@@ -490,17 +509,17 @@ def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[i
                 break
             except json.JSONDecodeError as e:
                 held = len(buffer) - pos
-                if held > MAX_RECORD_BYTES:
+                if held > MAX_RECORD:
                     yield line, _too_long("an array element"), 0
                     return
                 # Doubling: a long element is decoded O(log n) times, and never past the limit.
-                if not fill(min(max(block, held), MAX_RECORD_BYTES + 1 - held)):
+                if not fill(min(max(block, held), MAX_RECORD + 1 - held)):
                     yield failed(f"not valid JSON ({e.msg})")
                     return
             except (ValueError, RecursionError) as e:
                 yield line, _json_failure(e), 0
                 return
-        if end - pos > MAX_RECORD_BYTES:
+        if end - pos > MAX_RECORD:
             yield line, _too_long("an array element"), 0
             return
         yield line, obj, end - pos
@@ -529,7 +548,7 @@ class _ObjectReader:
                 rows, lines, kept, size = [], [], [], 0
                 continue
             size += length
-            if len(rows) >= source.chunk_size or size >= MAX_RECORD_BYTES:
+            if len(rows) >= source.chunk_size or size >= MAX_RECORD:
                 yield self._chunk(rows, lines, kept, None)
                 rows, lines, kept, size = [], [], [], 0
         if rows:

@@ -179,8 +179,8 @@ def test_an_undecodable_byte_in_a_json_array_names_its_line():
     assert "line 3: not UTF-8 text (byte 0xff: invalid start byte); diffcli stops reading here" in result.stderr
 
 
-def test_a_json_array_is_streamed_and_characters_cut_by_a_block_still_decode(monkeypatch):
-    """JSON_BLOCK of 7 bytes: every element and many 2-byte characters cross a block."""
+def test_a_json_array_is_streamed_in_blocks_that_cut_elements_and_characters(monkeypatch):
+    """JSON_BLOCK of 7 characters: every element crosses a block, the same records come out."""
     monkeypatch.setattr(points, "JSON_BLOCK", 7)
     records = [{"x": i, "note": "é" * (i % 5)} for i in range(60)]
     result = run("eval", "2*x", "--points", "-", "--in", "json", "--nl", "--keep", "note",
@@ -210,7 +210,7 @@ def test_a_gzip_bomb_with_no_newline_is_refused_at_the_record_limit(tmp_path):
     proc = _limited(["eval", "x", "--points", "bomb.csv.gz", "--csv"], tmp_path)
     assert proc.returncode == 3
     assert proc.out == "value\n1.0\n"
-    assert ("line 3: a record longer than 64 MiB; diffcli reads records of at most 64 MiB and stops "
+    assert ("line 3: a record longer than 67,108,864 characters, the most diffcli reads; it stops "
             "reading here\n") in proc.err
     assert proc.seconds < 30
 
@@ -220,7 +220,7 @@ def test_a_gzip_bomb_inside_a_json_array_is_refused_at_the_record_limit(tmp_path
     proc = _limited(["eval", "x", "--points", "bomb.json.gz", "--json"], tmp_path)
     assert proc.returncode == 3
     assert [r["value"] for r in json.loads(proc.out)] == [1.0]
-    assert "line 2: an array element longer than 64 MiB; diffcli reads records of at most 64 MiB" in proc.err
+    assert "line 2: an array element longer than 67,108,864 characters, the most diffcli reads" in proc.err
 
 
 def test_an_endless_line_on_stdin_is_refused_at_the_record_limit(tmp_path):
@@ -228,13 +228,13 @@ def test_an_endless_line_on_stdin_is_refused_at_the_record_limit(tmp_path):
                     shell_input="(printf '{\"x\": 1}\\n'; yes 1 | tr -d '\\n')")
     assert proc.returncode == 3
     assert proc.out == '{"value": 1.0}\n'
-    assert "line 2: a record longer than 64 MiB" in proc.err
+    assert "line 2: a record longer than 67,108,864 characters" in proc.err
 
 
 def test_the_record_limit_is_exact_and_stops_the_reading(monkeypatch):
     """A record of exactly the limit is read; one byte more is refused, and nothing after
     it is read, even with --skip-bad (where the next record starts is unknown)."""
-    monkeypatch.setattr(points, "MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr(points, "MAX_RECORD", 100)
     fits = '{"x": 1, "pad": "' + "a" * (100 - 19) + '"}'
     assert len(fits) == 100
     text = f'{{"x": 0}}\n{fits}\n{fits[:-2]}a"}}\n{{"x": 3}}\n'
@@ -242,12 +242,12 @@ def test_the_record_limit_is_exact_and_stops_the_reading(monkeypatch):
     assert result.exit_code == 3
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
         {"value": 0.0}, {"value": 1.0},
-        {"line": 3, "error": "a record longer than 100 bytes; diffcli reads records of at most 100 "
-                             "bytes and stops reading here"}]
+        {"line": 3, "error": "a record longer than 100 characters, the most diffcli reads; it stops "
+                             "reading here"}]
 
 
 def test_a_json_array_on_one_line_is_streamed_but_each_element_is_limited(monkeypatch):
-    monkeypatch.setattr(points, "MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr(points, "MAX_RECORD", 100)
     monkeypatch.setattr(points, "JSON_BLOCK", 64)
     records = [{"x": i} for i in range(200)]  # 2 KB on one line, each element far below 100
     result = run("eval", "x", "--points", "-", "--in", "json", "-q", input=json.dumps(records))
@@ -255,13 +255,13 @@ def test_a_json_array_on_one_line_is_streamed_but_each_element_is_limited(monkey
     result = run("eval", "x", "--points", "-", "--in", "json", "-q",
                  input=json.dumps([{"x": 1}, {"x": 2, "pad": "a" * 100}, {"x": 3}]))
     assert result.exit_code == 3 and result.stdout == "1.0\n"
-    assert "line 1: an array element longer than 100 bytes" in result.stderr
+    assert "line 1: an array element longer than 100 characters" in result.stderr
 
 
 def test_a_chunk_ends_at_the_record_limit_of_text(monkeypatch):
-    """Many small records make chunks of at most MAX_RECORD_BYTES of text, whatever --chunk
+    """Many small records make chunks of at most MAX_RECORD of text, whatever --chunk
     says; the results are the same as one big chunk's."""
-    monkeypatch.setattr(points, "MAX_RECORD_BYTES", 50)
+    monkeypatch.setattr(points, "MAX_RECORD", 50)
     seen = []
     original = points.PointSource.chunks
     monkeypatch.setattr(points.PointSource, "chunks",
