@@ -600,7 +600,7 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
     from .pipeline import run_points
 
     path = options["points"]
-    if path == "-" and sys.stdin.isatty():
+    if path == "-" and sys.stdin is not None and sys.stdin.isatty():
         _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
     stream = points_module.open_points(path)
     input_format = options["input_format"] or (None if path == "-" else points_module.format_from_name(path))
@@ -719,12 +719,15 @@ def _read_expression_file(path: str) -> str:
     limit = 4 * MAX_EXPRESSION_CHARS  # UTF-8 takes at most 4 bytes a character
     try:
         if path == "-":
+            if sys.stdin is None:
+                raise OSError("stdin is closed")
             data = sys.stdin.buffer.read(limit + 1)
         else:
             with open(path, "rb") as file:
                 data = file.read(limit + 1)
     except OSError as e:
-        raise UsageError(f"-f: cannot read the expression from {path}: {e.strerror or e}") from None
+        source = "stdin" if path == "-" else path
+        raise UsageError(f"-f: cannot read the expression from {source}: {e.strerror or e}") from None
     if len(data) > limit:
         raise ExpressionError(f"-f: the expression is longer than {limit:,} bytes; diffcli reads "
                               f"expressions of at most {MAX_EXPRESSION_CHARS:,} characters")

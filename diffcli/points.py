@@ -4,7 +4,9 @@ gzip-compressed or not, in chunks of good records.
 A chunk is a run of good records, converted to one array per variable with a
 leading batch axis, and ends early at the first bad record, which it carries
 along (with its line number) so the caller can stop or go on. Memory is
-bounded by the chunk size whatever the length of the input.
+bounded whatever the input: nothing is read past MAX_RECORD characters of one
+record (a longer one, like a read error, is a bad record that ends the input),
+and a chunk holds at most chunk_size records and MAX_RECORD characters.
 
 CSV and TSV: a header row, a column per scalar variable; a vector or matrix
 variable as columns x[0], x[1], ... / A[0,0], A[0,1], ... or as one column
@@ -73,6 +75,8 @@ class Chunk:
 def open_points(path: str):
     """A binary stream for PATH ('-' = stdin), transparently gunzipped."""
     if path == "-":
+        if sys.stdin is None:
+            raise DataError("cannot read points from stdin: it is closed")
         raw = sys.stdin.buffer
     else:
         try:
@@ -160,7 +164,7 @@ class _Input:
         self.carry = ""  # text read ahead: the first line, when a JSON array is read in blocks
         self.failed: _Bad | None = None  # why the JSON blocks ended early
 
-    def first_line(self) -> tuple[str, int]:
+    def first_line(self) -> tuple[str | _Bad, int]:
         """The first line that is not blank (possibly cut at the limit), and its number;
         a read error instead of the line is a _Bad."""
         number = 1

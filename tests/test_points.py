@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import resource
 import shlex
@@ -144,6 +145,14 @@ def test_expression_file_errors_name_the_file():
     assert result.stderr == "error: -f: cannot read the expression from /nonexistent/e.txt: No such file or directory\n"
     result = run("eval", "-f", "-", "--points", "-", input="x")
     assert result.exit_code == 2 and result.stderr == "error: -f - and --points - cannot both read stdin\n"
+
+
+def test_a_closed_stdin_is_an_error_not_a_traceback(tmp_path):
+    for args, want in ((["eval", "-f", "-"], (2, "error: -f: cannot read the expression from stdin: stdin is closed\n")),
+                       (["eval", "x", "--points", "-"], (3, "error: cannot read points from stdin: it is closed\n"))):
+        proc = subprocess.run(_diffcli_command() + args, capture_output=True, text=True, cwd=tmp_path,
+                              env=_env(), preexec_fn=lambda: os.close(0), timeout=60)
+        assert (proc.returncode, proc.stderr) == want and proc.stdout == ""
 
 
 def test_an_expression_file_with_windows_line_ends_still_reads():
