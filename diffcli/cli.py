@@ -730,7 +730,7 @@ def _read_expression_file(path: str) -> str:
         raise UsageError(f"-f: cannot read the expression from {source}: {e.strerror or e}") from None
     if len(data) > limit:
         raise ExpressionError(f"-f: the expression is longer than {limit:,} bytes; diffcli reads "
-                              f"expressions of at most {MAX_EXPRESSION_CHARS:,} characters")
+                              f"at most {MAX_EXPRESSION_CHARS:,} characters")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -119,7 +119,7 @@ def test_an_undecodable_expression_file_stdin_and_argument(tmp_path):
 def test_an_expression_file_is_read_no_further_than_its_limit(tmp_path):
     """/dev/zero and `yes x+` are endless: refused after the limit plus one byte, at once."""
     want = (f"error: -f: the expression is longer than {EXPRESSION_BYTES:,} bytes; diffcli reads "
-            f"expressions of at most {MAX_EXPRESSION_CHARS:,} characters\n")
+            f"at most {MAX_EXPRESSION_CHARS:,} characters\n")
     for proc in (_limited(["eval", "-f", "/dev/zero"], tmp_path),
                  _limited(["eval", "-f", "-"], tmp_path, shell_input="yes x+")):
         assert (proc.returncode, proc.out, proc.err) == (2, "", want)
