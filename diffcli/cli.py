@@ -26,10 +26,12 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     DiffcliError,
+    ExpressionError,
     NumericError,
     UsageError,
     format_message,
 )
+from .parse import MAX_EXPRESSION_CHARS
 from .render import (
     DelimitedWriter,
     check_document,
@@ -121,7 +123,7 @@ def _shared_options() -> list:
     """The expression, the point(s) and the output options every command shares."""
     options = [
         click.argument("expression", required=False),
-        click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
+        click.option("-f", "--file", "expression_file", metavar="FILE",
                      help="Read the expression from FILE ('-' for stdin) instead of the argument."),
         click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
                      help="A variable's value: a number or a literal like [1, 2] (arithmetic and "
@@ -328,7 +330,7 @@ def hvp_command(**options):
 
 @cli.command("graph", epilog=EPILOG)
 @click.argument("expression", required=False)
-@click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
+@click.option("-f", "--file", "expression_file", metavar="FILE",
               help="Read the expression from FILE ('-' for stdin).")
 @click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
               help="A point: adds the backward pass, node by node, as a table.")
@@ -368,7 +370,7 @@ def graph_command(expression, expression_file, at, dot, digits, color):
 
 @cli.command("plot", epilog=EPILOG)
 @click.argument("expression", required=False)
-@click.option("-f", "--file", "expression_file", type=click.File("r", encoding="utf-8"),
+@click.option("-f", "--file", "expression_file", metavar="FILE",
               help="Read the expression from FILE ('-' for stdin).")
 @click.option("--over", required=True, metavar="NAME=FROM:TO",
               help="The variable to vary and its range, like x=-3:3 or x=-pi:pi; one component "
@@ -472,10 +474,9 @@ def _wants_color(color: str) -> bool:
 
 
 def _run(kind: str, options: dict) -> None:
-    source = _read_expression(options["expression"], options["expression_file"])
-    if options["points"] == "-" and options["expression_file"] is not None \
-            and options["expression_file"].name == "<stdin>":
+    if options["points"] == "-" and options["expression_file"] == "-":
         raise UsageError("-f - and --points - cannot both read stdin")
+    source = _read_expression(options["expression"], options["expression_file"])
     at = parse_at(options["at"])
     request = {"wrt": list(options.get("wrt") or ()) or None, "order": options.get("order", 1)}
     if kind == "vjp":
@@ -599,9 +600,9 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
     from .pipeline import run_points
 
     path = options["points"]
-    if path == "-" and sys.stdin.isatty():
+    if path == "-" and sys.stdin is not None and sys.stdin.isatty():
         _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
-    stream = points_module.open_text(path)
+    stream = points_module.open_points(path)
     input_format = options["input_format"] or (None if path == "-" else points_module.format_from_name(path))
     source = points_module.PointSource(stream, input_format, function.variables, at,
                                        chunk_size=options["chunk"], keep=tuple(options["keep"]),
@@ -697,14 +698,54 @@ def _progress(fmt: str):
             progress.stop()
 
 
-def _read_expression(argument: str | None, file) -> str:
-    if argument is not None and file is not None:
+def _read_expression(argument: str | None, path: str | None) -> str:
+    if argument is not None and path is not None:
         raise UsageError("give the expression as an argument or with -f FILE, not both")
-    if file is not None:
-        return file.read()
+    if path is not None:
+        return _read_expression_file(path)
     if argument is None:
         raise UsageError("no expression: give it as an argument (in quotes) or with -f FILE")
+    # Python decodes argv with surrogateescape: a byte that is not UTF-8 arrives as U+DC80..U+DCFF.
+    bad = re.search("[\udc80-\udcff]", argument)
+    if bad:
+        data = argument.encode("utf-8", "surrogateescape")
+        raise _undecodable(data, len(argument[:bad.start()].encode("utf-8", "surrogateescape")))
     return argument
+
+
+def _read_expression_file(path: str) -> str:
+    """The expression in FILE ('-' = stdin). At most the size limit plus one byte
+    is read, so `-f /dev/zero` or `yes | diffcli eval -f -` is refused at once."""
+    limit = 4 * MAX_EXPRESSION_CHARS  # UTF-8 takes at most 4 bytes a character
+    try:
+        if path == "-":
+            if sys.stdin is None:
+                raise OSError("stdin is closed")
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as file:
+                data = file.read(limit + 1)
+    except OSError as e:
+        source = "stdin" if path == "-" else path
+        raise UsageError(f"-f: cannot read the expression from {source}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise ExpressionError(f"-f: the expression is longer than {limit:,} bytes; diffcli reads "
+                              f"at most {MAX_EXPRESSION_CHARS:,} characters")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _undecodable(data, e.start) from None
+
+
+def _undecodable(data: bytes, offset: int) -> ExpressionError:
+    """The expression's bytes are not UTF-8 at offset: say which byte, where, and why."""
+    try:
+        data[offset:offset + 4].decode("utf-8")
+        reason = "not UTF-8"
+    except UnicodeDecodeError as e:
+        reason = e.reason
+    return ExpressionError(f"the expression is not UTF-8 text: byte 0x{data[offset]:02x} at byte offset "
+                           f"{offset:,} ({reason})")
 
 
 def parse_at(items: tuple[str, ...], option: str = "--at") -> dict:

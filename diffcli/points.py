@@ -4,7 +4,9 @@ gzip-compressed or not, in chunks of good records.
 A chunk is a run of good records, converted to one array per variable with a
 leading batch axis, and ends early at the first bad record, which it carries
 along (with its line number) so the caller can stop or go on. Memory is
-bounded by the chunk size whatever the length of the input.
+bounded whatever the input: nothing is read past MAX_RECORD characters of one
+record (a longer one, like a read error, is a bad record that ends the input),
+and a chunk holds at most chunk_size records and MAX_RECORD characters.
 
 CSV and TSV: a header row, a column per scalar variable; a vector or matrix
 variable as columns x[0], x[1], ... / A[0,0], A[0,1], ... or as one column
@@ -19,8 +21,10 @@ import gzip
 import io
 import itertools
 import json
+import math
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +36,14 @@ from .errors import EXIT_BAD_DATA, DiffcliError
 FORMATS = ("csv", "tsv", "ndjson", "json")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson",
               ".json": "json"}
-_COLUMN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9,\s]+)\])?$")
+_COLUMN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+(?:,[0-9]+)*)\])?$")
+
+# The longest record, in characters (64 MiB of ASCII): a line of CSV, TSV or
+# NDJSON, or one element of a JSON array. A longer one is refused after reading
+# this much and one more, and the reading stops there. A chunk ends once it
+# holds this much text, too.
+MAX_RECORD = 64 << 20
+JSON_BLOCK = 1 << 20  # a JSON array is read this many characters at a time
 
 
 class DataError(DiffcliError):
@@ -61,9 +72,11 @@ class Chunk:
 # ---------------------------------------------------------------- opening
 
 
-def open_text(path: str):
-    """A text stream for PATH ('-' = stdin), transparently gunzipped."""
+def open_points(path: str):
+    """A binary stream for PATH ('-' = stdin), transparently gunzipped."""
     if path == "-":
+        if sys.stdin is None:
+            raise DataError("cannot read points from stdin: it is closed")
         raw = sys.stdin.buffer
     else:
         try:
@@ -71,9 +84,12 @@ def open_text(path: str):
         except OSError as e:
             raise DataError(f"cannot read points from {path}: {e.strerror}") from None
     raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        raw = gzip.GzipFile(fileobj=raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    try:
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            raw = gzip.GzipFile(fileobj=raw)
+    except OSError as e:
+        raise DataError(f"cannot read points from {path}: {e.strerror or e}") from None
+    return raw
 
 
 def format_from_name(path: str) -> str | None:
@@ -93,7 +109,9 @@ def sniff(first_line: str) -> str:
 
 
 class PointSource:
-    """Chunks of points for the given variables from one text stream.
+    """Chunks of points for the given variables from one binary stream
+    (open_points). Nothing is read whole: a record at most MAX_RECORD characters
+    long at a time, a chunk at most chunk_size records and MAX_RECORD characters.
 
     defaults: --at values, used for variables the points do not give (a
     point's own value wins). keep: columns to copy to the output;
@@ -107,33 +125,137 @@ class PointSource:
         self.keep = list(keep)
         self.keep_all = keep_all
         self.sniffed = False
-        lines = _readable(stream)
-        first, self.first_line = next(lines, ""), 1
-        while first.strip() == "" and first != "":  # blank lines before the data
-            first, self.first_line = next(lines, ""), self.first_line + 1
+        self.shapes: dict[str, tuple] = {}
+        self.input = _Input(stream)
+        first, self.first_line = self.input.first_line()
+        if isinstance(first, _Bad):  # a read error, before anything could be read
+            raise DataError(f"line {self.first_line}: {first}")
         if fmt is None:
             fmt = sniff(first)
             self.sniffed = True
         self.format = fmt
-        self._lines = itertools.chain([first], lines) if first else iter(())
-        self.shapes: dict[str, tuple] = {}
+        if fmt == "json":  # read in blocks, not lines: a whole array may be on one line
+            self.input.carry = first
+            return
+        first = self.input.check(first)
+        if not first:
+            self._lines = iter(())
+        elif isinstance(first, _Bad) and first.last:
+            self._lines = iter([first])
+        else:
+            self._lines = itertools.chain([first], self.input.lines())
 
     def chunks(self) -> Iterator[Chunk]:
         if self.format in ("csv", "tsv"):
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
             return _ObjectReader(self).chunks(_ndjson_records(self._lines, self.first_line))
-        return _ObjectReader(self).chunks(_json_array_records(self._lines, self.first_line))
+        return _ObjectReader(self).chunks(_json_array_records(self.input, self.first_line))
 
 
-def _readable(stream) -> Iterator[str]:
-    """The stream's lines; undecodable or truncated input becomes a DataError."""
+class _Input:
+    """The text of the points, never more than one record held: lines through
+    readline(MAX_RECORD + 1); a JSON array in blocks. Bytes that are not UTF-8
+    are kept as surrogate escapes until their line is checked, so they make one
+    bad record and every good one before them is still used."""
+
+    def __init__(self, raw):
+        self.stream = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        self.carry = ""  # text read ahead: the first line, when a JSON array is read in blocks
+        self.failed: _Bad | None = None  # why the JSON blocks ended early
+
+    def first_line(self) -> tuple[str | _Bad, int]:
+        """The first line that is not blank (possibly cut at the limit), and its number;
+        a read error instead of the line is a _Bad."""
+        number = 1
+        while True:
+            text = self._readline()
+            if isinstance(text, _Bad) or not text or text.strip() or len(text) > MAX_RECORD:
+                return text, number
+            number += 1
+
+    def lines(self) -> Iterator[str | _Bad]:
+        """Each further line, or a _Bad; nothing is read after a bad record that
+        ends the input (a record too long, a read error). The common case, a
+        short ASCII line, costs a readline and an isascii: this loop runs per record."""
+        readline, limit = self.stream.readline, MAX_RECORD + 1
+        while True:
+            try:
+                text = readline(limit)
+            except _READ_ERRORS as e:
+                yield _read_failure(e)
+                return
+            if not text:
+                return
+            if len(text) < limit and text.isascii():
+                yield text
+                continue
+            text = self.check(text)
+            yield text
+            if isinstance(text, _Bad) and text.last:
+                return
+
+    def check(self, text: str | _Bad) -> str | _Bad:
+        if isinstance(text, _Bad):
+            return text
+        if len(text) > MAX_RECORD and text[-1] not in "\r\n":
+            return _too_long("a record")
+        bad = _ESCAPED.search(text)
+        if bad:
+            return _Bad(f"not UTF-8 text ({_undecodable(text, bad.start())})")
+        return text
+
+    def text(self, size: int) -> str:
+        """About size more characters of a JSON array ('' at the end, or when
+        self.failed says why not)."""
+        text, self.carry = self.carry, ""
+        if not text and self.failed is None:
+            try:
+                text = self.stream.read(size)
+            except _READ_ERRORS as e:
+                self.failed = _read_failure(e)
+        bad = _ESCAPED.search(text)
+        if bad:
+            self.failed = _Bad(f"not UTF-8 text ({_undecodable(text, bad.start(), False)}); diffcli stops "
+                               "reading here", last=True)
+            return text[:bad.start()]
+        return text
+
+    def _readline(self) -> str | _Bad:
+        try:
+            return self.stream.readline(MAX_RECORD + 1)
+        except _READ_ERRORS as e:
+            return _read_failure(e)
+
+
+# A truncated or corrupt .gz, an unreadable file.
+_READ_ERRORS = (EOFError, OSError, zlib.error)
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as errors="surrogateescape" keeps it
+
+
+def _undecodable(text: str, index: int, in_line: bool = True) -> str:
+    """Which byte, where in its line (counted in bytes), and why, for the escaped
+    byte at text[index]."""
+    data = text[index:index + 4].encode("utf-8", "surrogateescape")
     try:
-        yield from stream
+        data.decode("utf-8")
+        reason = "not UTF-8"
     except UnicodeDecodeError as e:
-        raise DataError(f"the points are not UTF-8 text (byte {e.start} of a block: {e.reason})") from None
-    except (EOFError, OSError) as e:  # a truncated or corrupt .gz, an unreadable file
-        raise DataError(f"cannot read the points: {e}") from None
+        reason = e.reason
+    if not in_line:
+        return f"byte 0x{data[0]:02x}: {reason}"
+    offset = len(text[:index].encode("utf-8", "surrogateescape"))
+    return f"byte 0x{data[0]:02x} at byte offset {offset:,} of the line: {reason}"
+
+
+def _read_failure(error: Exception) -> _Bad:
+    reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return _Bad(f"cannot read the points: {reason}; diffcli stops reading here", last=True)
+
+
+def _too_long(what: str) -> _Bad:
+    return _Bad(f"{what} longer than {MAX_RECORD:,} characters, the most diffcli reads; it stops "
+                "reading here", last=True)
 
 
 # ---------------------------------------------------------------- CSV / TSV
@@ -146,7 +268,12 @@ class _DelimitedReader:
         header_line = next(source._lines, None)
         if header_line is None:
             raise DataError("the points input is empty (expected a header row)")
-        header = next(csv.reader([header_line], delimiter=delimiter))
+        try:
+            if isinstance(header_line, _Bad):
+                raise header_line
+            header = _fields(header_line, delimiter)
+        except _Bad as e:
+            raise DataError(f"line {source.first_line}: the header: {e}") from None
         self.columns = [re.sub(r"\s+", "", c) for c in header]
         self._plan_columns()
 
@@ -164,42 +291,51 @@ class _DelimitedReader:
             if index is None:
                 plain[name] = i
             else:
-                by_name.setdefault(name, {})[tuple(int(k) for k in index.split(","))] = i
+                by_name.setdefault(name, {})[_index(column, index, len(self.columns), source.first_line)] = i
         self.plain: dict[str, int] = {}
         self.indexed: dict[str, tuple[tuple, list[int]]] = {}
         for name in source.variables:
             if name in plain:
                 self.plain[name] = plain[name]
             elif name in by_name:
-                self.indexed[name] = _indexed_layout(name, by_name[name])
+                self.indexed[name] = _indexed_layout(name, by_name[name], source.first_line)
                 source.shapes[name] = self.indexed[name][0]
             elif name not in source.defaults:
-                raise DataError(f"line 1: the points have no column for '{name}' and --at does not "
-                                f"give it (columns: {', '.join(self.columns)})")
+                raise DataError(f"line {source.first_line}: the points have no column for '{name}' and "
+                                f"--at does not give it (columns: {_listing(self.columns)})")
         used = set(self.plain.values()) | {i for _, cols in self.indexed.values() for i in cols}
         if source.keep_all:
             source.keep = [c for i, c in enumerate(self.columns) if i not in used]
         missing = [c for c in source.keep if c not in self.columns]
         if missing:
-            raise DataError(f"--keep: no column named {', '.join(missing)} "
-                            f"(columns: {', '.join(self.columns)})")
+            raise DataError(f"--keep: no column named {_listing(missing)} "
+                            f"(columns: {_listing(self.columns)})")
         self.keep_index = [self.columns.index(c) for c in source.keep]
 
     def chunks(self) -> Iterator[Chunk]:
-        line_number = self.source.first_line
+        source = self.source
+        line_number = source.first_line
         pending: list[tuple[int, str]] = []
-        for text in self.source._lines:
+        size = 0
+        for text in source._lines:
             line_number += 1
+            if isinstance(text, _Bad):  # undecodable or too long: the records before it first
+                yield from self._parse(pending)
+                pending, size = [], 0
+                yield self._chunk([], [], [], BadRecord(line_number, str(text)))
+                continue
             if text.strip():
                 pending.append((line_number, text))
-            if len(pending) >= self.source.chunk_size:
+                size += len(text)
+            if len(pending) >= source.chunk_size or size >= MAX_RECORD:
                 yield from self._parse(pending)
-                pending = []
-        if pending:
-            yield from self._parse(pending)
+                pending, size = [], 0
+        yield from self._parse(pending)
 
     def _parse(self, numbered: list[tuple[int, str]]) -> Iterator[Chunk]:
         """Good records in runs; each run ends at a bad record or at the end."""
+        if not numbered:
+            return
         fast = self._parse_fast(numbered)
         if fast is not None:
             yield fast
@@ -210,7 +346,7 @@ class _DelimitedReader:
             for line, text in numbered[start:]:
                 consumed += 1
                 try:
-                    fields = next(csv.reader([text], delimiter=self.delimiter))
+                    fields = _fields(text, self.delimiter)
                     rows.append(self._record(fields))
                     kept.append([fields[i] if i < len(fields) else "" for i in self.keep_index])
                 except _Bad as e:
@@ -270,47 +406,80 @@ class _DelimitedReader:
         return Chunk(values, lines, kept_columns, bad)
 
 
-def _indexed_layout(name: str, found: dict[tuple, int]) -> tuple[tuple, list[int]]:
+def _fields(text: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([text], delimiter=delimiter))
+    except csv.Error as e:  # e.g. a cell longer than the csv module's limit (128 KiB)
+        raise _Bad(f"not a valid {'CSV' if delimiter == ',' else 'TSV'} record ({e})") from None
+
+
+def _index(column: str, index: str, columns: int, line: int) -> tuple[int, ...]:
+    """The indices of a column like A[1,2]. A vector or matrix needs a column per
+    element, so an index past the number of columns is refused before anything
+    is sized by it (nor is a 5,000-digit index ever converted)."""
+    pieces = index.split(",")
+    if any(len(k) > len(str(columns)) or int(k) >= columns for k in pieces):
+        raise DataError(f"line {line}: column {_shorten(column)} names an element past the "
+                        f"header's {_count(columns, 'column')} (one column per element)")
+    return tuple(int(k) for k in pieces)
+
+
+def _indexed_layout(name: str, found: dict[tuple, int], line: int) -> tuple[tuple, list[int]]:
     ranks = {len(k) for k in found}
     if len(ranks) != 1:
-        raise DataError(f"line 1: columns for '{name}' mix different numbers of indices")
+        raise DataError(f"line {line}: columns for '{name}' mix different numbers of indices")
     shape = tuple(max(k[d] for k in found) + 1 for d in range(ranks.pop()))
-    order = list(np.ndindex(*shape))
-    missing = [k for k in order if k not in found]
-    if missing:
-        label = f"{name}[{','.join(map(str, missing[0]))}]"
-        raise DataError(f"line 1: the columns for '{name}' are incomplete: no column {label}")
-    return shape, [found[k] for k in order]
+    if math.prod(shape) != len(found):  # some column missing; the first one is among the first len+1
+        for k in itertools.product(*(range(n) for n in shape)):
+            if k not in found:
+                label = f"{name}[{','.join(map(str, k))}]"
+                raise DataError(f"line {line}: the columns for '{name}' are incomplete: no column {label}")
+    return shape, [found[k] for k in itertools.product(*(range(n) for n in shape))]
 
 
 # ---------------------------------------------------------------- NDJSON / JSON
 
 
-def _ndjson_records(lines, first_line: int = 1) -> Iterator[tuple[int, object]]:
+def _ndjson_records(lines, first_line: int = 1) -> Iterator[tuple[int, object, int]]:
+    """(line, object or _Bad, size of its text) per record."""
     for number, text in enumerate(lines, start=first_line):
-        if not text.strip():
-            continue
-        try:
-            yield number, json.loads(text)
-        except json.JSONDecodeError as e:
-            yield number, _Bad(f"not valid JSON ({e.msg} at column {e.colno})")
+        if isinstance(text, _Bad):
+            yield number, text, 0
+        elif text.strip():
+            yield number, _loads(text), len(text)
 
 
-def _json_array_records(lines, first_line: int = 1, block: int = 1 << 20) -> Iterator[tuple[int, object]]:
-    """The objects of one JSON array, decoded one at a time from a text stream."""
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return _json_failure(e)
+
+
+def _json_failure(error: Exception) -> _Bad:
+    if isinstance(error, json.JSONDecodeError):
+        return _Bad(f"not valid JSON ({error.msg} at column {error.colno})")
+    if isinstance(error, RecursionError):
+        return _Bad("JSON nested too deeply to read (the limit is about "
+                    f"{sys.getrecursionlimit():,} levels)")
+    return _Bad(f"a number with more than {sys.get_int_max_str_digits():,} digits")
+
+
+def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[int, object, int]]:
+    """The objects of one JSON array, decoded one at a time from the text blocks
+    of source: the array as a whole is streamed, each element is held whole and
+    may be at most MAX_RECORD long. (line, object or _Bad, size) per element;
+    nothing is read after a bad one (where the next would start is unknown)."""
     decoder = json.JSONDecoder()
-    buffer, pos, line, exhausted = "", 0, first_line, False
-    chars = _text_blocks(lines, block)
+    buffer, pos, line = "", 0, first_line
+    block = JSON_BLOCK
 
-    def fill():
-        nonlocal buffer, pos, exhausted
-        more = next(chars, None)
-        if more is None:
-            exhausted = True
-            return False
+    def fill(size=block):
+        nonlocal buffer, pos
+        more = source.text(size)
         buffer = buffer[pos:] + more
         pos = 0
-        return True
+        return bool(more)
 
     def skip(allowed):
         nonlocal pos, line
@@ -321,15 +490,20 @@ def _json_array_records(lines, first_line: int = 1, block: int = 1 << 20) -> Ite
             if pos < len(buffer) or not fill():
                 return
 
+    def failed(default: str) -> tuple[int, _Bad, int]:
+        if source.failed is not None:  # the bytes, not the JSON, went wrong: say where
+            return line + buffer.count("\n", pos), source.failed, 0
+        return line, _Bad(default), 0
+
     skip("")
     if pos >= len(buffer) or buffer[pos] != "[":
-        yield line, _Bad("expected a JSON array of objects")
+        yield failed("expected a JSON array of objects")
         return
     pos += 1
     while True:
         skip(",")
         if pos >= len(buffer):
-            yield line, _Bad("the JSON array is not closed")
+            yield failed("the JSON array is not closed")
             return
         if buffer[pos] == "]":
             return
@@ -338,24 +512,23 @@ def _json_array_records(lines, first_line: int = 1, block: int = 1 << 20) -> Ite
                 obj, end = decoder.raw_decode(buffer, pos)
                 break
             except json.JSONDecodeError as e:
-                if exhausted or not fill():
-                    yield line, _Bad(f"not valid JSON ({e.msg})")
+                held = len(buffer) - pos
+                if held > MAX_RECORD:
+                    yield line, _too_long("an array element"), 0
                     return
-        yield line, obj
+                # Doubling: a long element is decoded O(log n) times, and never past the limit.
+                if not fill(min(max(block, held), MAX_RECORD + 1 - held)):
+                    yield failed(f"not valid JSON ({e.msg})")
+                    return
+            except (ValueError, RecursionError) as e:
+                yield line, _json_failure(e), 0
+                return
+        if end - pos > MAX_RECORD:
+            yield line, _too_long("an array element"), 0
+            return
+        yield line, obj, end - pos
         line += buffer.count("\n", pos, end)
         pos = end
-
-
-def _text_blocks(lines, block):
-    pending, size = [], 0
-    for text in lines:
-        pending.append(text)
-        size += len(text)
-        if size >= block:
-            yield "".join(pending)
-            pending, size = [], 0
-    if pending:
-        yield "".join(pending)
 
 
 class _ObjectReader:
@@ -364,8 +537,8 @@ class _ObjectReader:
 
     def chunks(self, records) -> Iterator[Chunk]:
         source = self.source
-        rows, lines, kept = [], [], []
-        for line, obj in records:
+        rows, lines, kept, size = [], [], [], 0
+        for line, obj, length in records:
             try:
                 if isinstance(obj, _Bad):
                     raise obj
@@ -376,11 +549,12 @@ class _ObjectReader:
                 kept.append(self._kept(obj))
             except _Bad as e:
                 yield self._chunk(rows, lines, kept, BadRecord(line, str(e)))
-                rows, lines, kept = [], [], []
+                rows, lines, kept, size = [], [], [], 0
                 continue
-            if len(rows) >= source.chunk_size:
+            size += length
+            if len(rows) >= source.chunk_size or size >= MAX_RECORD:
                 yield self._chunk(rows, lines, kept, None)
-                rows, lines, kept = [], [], []
+                rows, lines, kept, size = [], [], [], 0
         if rows:
             yield self._chunk(rows, lines, kept, None)
 
@@ -419,24 +593,28 @@ class _ObjectReader:
 
 
 class _Bad(Exception):
-    """A record that cannot be used; the message says why (the line is added later)."""
+    """A record that cannot be used; the message says why (the line is added later).
+    last: nothing after it can be read (a record too long, a read error)."""
+
+    def __init__(self, message: str, last: bool = False):
+        super().__init__(message)
+        self.last = last
 
 
 def _number(column: str, text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise _Bad(f"{column}: '{text.strip()}' is not a number") from None
+        raise _Bad(f"{column}: {_shorten(text.strip())} is not a number") from None
 
 
 def _value(name: str, text: str, shapes: dict) -> object:
     """A plain CSV cell: a number, or a literal like [1, 2, 3] for a vector variable."""
     text = text.strip()
     if text.startswith("["):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise _Bad(f"{name}: '{text}' is not a literal like [1, 2, 3]") from None
+        value = _loads(text)
+        if isinstance(value, _Bad):
+            raise _Bad(f"{name}: {_shorten(text)} is not a literal like [1, 2, 3]") from None
         return _json_value(name, value, shapes)
     number = _number(name, text)
     return _check_shape(name, number, (), shapes)
@@ -444,11 +622,13 @@ def _value(name: str, text: str, shapes: dict) -> object:
 
 def _json_value(name: str, value, shapes: dict):
     if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
-        raise _Bad(f"{name}: {json.dumps(value)} is not a number or an array of numbers")
-    if isinstance(value, (int, float)):
-        return _check_shape(name, float(value), (), shapes)
+        raise _Bad(f"{name}: {_cut(json.dumps(value))} is not a number or an array of numbers")
     try:
+        if isinstance(value, (int, float)):
+            return _check_shape(name, float(value), (), shapes)
         array = np.array(value, dtype=np.float64)
+    except OverflowError:  # an integer of hundreds of digits (a float's 1e400 is inf, as in CSV)
+        raise _Bad(f"{name}: an integer too large for a float") from None
     except (ValueError, TypeError):
         raise _Bad(f"{name}: not a rectangular array of numbers") from None
     return _check_shape(name, array, array.shape, shapes)
@@ -459,3 +639,23 @@ def _check_shape(name, value, shape, shapes):
     if shape != expected:
         raise _Bad(f"{name} has shape {shape}, but earlier points gave shape {expected}")
     return value
+
+
+def _shorten(text: str, width: int = 40) -> str:
+    """User text quoted in a message (escaped: one line), cut so that a 64 MiB cell
+    makes a short message."""
+    return repr(text) if len(text) <= width else repr(text[:width]) + f"... ({len(text):,} characters)"
+
+
+def _cut(text: str, width: int = 40) -> str:
+    """JSON text (already escaped by json.dumps), cut like _shorten."""
+    return text if len(text) <= width else text[:width] + f"... ({len(text):,} characters)"
+
+
+def _listing(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(n if n.isprintable() and len(n) <= 20 else _shorten(n, 20) for n in names[:most])
+    return shown + (f", ... ({len(names):,} in all)" if len(names) > most else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -322,7 +322,7 @@ def test_one_point_in_csv_for_every_kind_of_result():
 @pytest.mark.parametrize("content,message", [
     (b"x\n1\n\xff\xfe\n", "not UTF-8"),
     (lambda: (lambda data: data[:len(data) // 2])(gzip.compress(
-        ("x\n" + "".join(f"{v!r}\n" for v in np.random.default_rng(0).uniform(size=20_000))).encode())),
+        ("x\n" + "".join(f"{float(v)!r}\n" for v in np.random.default_rng(0).uniform(size=20_000))).encode())),
      "cannot read the points"),
 ])
 def test_unreadable_points_are_bad_data_not_a_crash(tmp_path, content, message):

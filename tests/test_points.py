@@ -1,0 +1,349 @@
+"""Reading points (and the expression file): every input bounded before it is
+read. Bombs, endless lines, undecodable bytes, absurd headers and numbers each
+end with one clear line naming where, exit status 3 (2 for the expression),
+every good record before them written, no traceback, in bounded memory (the
+big ones run in a real process under RLIMIT_AS)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import resource
+import shlex
+import subprocess
+import time
+import zlib
+
+import pytest
+from click.testing import CliRunner
+
+from diffcli import points
+from diffcli.cli import cli
+from diffcli.parse import MAX_EXPRESSION_CHARS
+from tests.test_cli import _diffcli_command, _env
+
+MEMORY_LIMIT = 1 << 30  # address space of each child: a 3 GB or 10 GiB read would fail loudly
+EXPRESSION_BYTES = 4 * MAX_EXPRESSION_CHARS
+
+
+def run(*args, input=None):
+    result = CliRunner().invoke(cli, list(args), input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def _limited(args: list, tmp_path, stdin=None, shell_input: str | None = None, timeout=60):
+    """diffcli in a real process with at most MEMORY_LIMIT of address space;
+    shell_input: a shell command whose output is piped into it."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    command = _diffcli_command() + args
+    if shell_input is not None:
+        command = ["bash", "-c", f"{shell_input} | {shlex.join(command)}"]
+    started = time.monotonic()
+    proc = subprocess.run(command, input=stdin, capture_output=True, cwd=tmp_path, env=_env(),
+                          preexec_fn=limit, timeout=timeout)
+    proc.seconds = time.monotonic() - started
+    proc.out, proc.err = proc.stdout.decode(), proc.stderr.decode()
+    assert "Traceback" not in proc.err, proc.err
+    return proc
+
+
+def _gzip_bomb(path, prefix: bytes, gib: int, fill: bytes = b"0"):
+    """A gzip file of about gib MB that expands to prefix + gib GiB of fill with no
+    newline. One MiB of fill is compressed once and full-flushed, so the bytes stand
+    alone and can be repeated (deflate's best is about 1,000:1). The CRC in the
+    trailer is left 0 (it would mean hashing the GiBs): a reader has to stop long
+    before it, and a reader that did not would fail on it, not pass."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    mebibyte = deflate.compress(fill * (1 << 20)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    tail = deflate.flush(zlib.Z_FINISH)
+    size = len(prefix) + (gib << 30)
+    with open(path, "wb") as f:
+        f.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + head)
+        for _ in range(gib << 10):
+            f.write(mebibyte)
+        f.write(tail + (0).to_bytes(4, "little") + (size % (1 << 32)).to_bytes(4, "little"))
+
+
+def test_the_gzip_bomb_builder_makes_what_it_says(tmp_path):
+    path = tmp_path / "b.gz"
+    _gzip_bomb(path, b"x\n1\n", 1)
+    assert path.stat().st_size < 2 << 20
+    with gzip.open(path) as f:
+        assert f.read(4) == b"x\n1\n"
+        assert f.read(100 << 20) == b"0" * (100 << 20)
+
+
+# ---------------------------------------------------------------- the expression
+
+
+def test_random_bytes_in_an_expression_file_are_an_error_naming_the_byte(tmp_path):
+    """The issue's 175 random-byte files (158 were a traceback): each is exit 2 with one
+    error; those that are not UTF-8 name the first bad byte's offset, as Python finds it."""
+    rng = random.Random(14)
+    path = tmp_path / "e.txt"
+    undecodable = 0
+    for _ in range(175):
+        data = rng.randbytes(rng.randint(1, 200))
+        path.write_bytes(data)
+        result = run("eval", "-f", str(path), "--at", "x=1")
+        assert result.exit_code == 2, (data, result.output)
+        assert result.stdout == ""
+        assert result.stderr.startswith("error: ")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            undecodable += 1
+            assert result.stderr.splitlines()[0] == (
+                f"error: the expression is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset "
+                f"{e.start} ({e.reason})")
+    assert undecodable > 150
+
+
+def test_an_undecodable_expression_file_stdin_and_argument(tmp_path):
+    bad = b"x + 1\n+ \xc3("
+    (tmp_path / "e.txt").write_bytes(bad)
+    want = "error: the expression is not UTF-8 text: byte 0xc3 at byte offset 8 (invalid continuation byte)\n"
+    for args, stdin in ((["-f", str(tmp_path / "e.txt")], None), (["-f", "-"], bad)):
+        result = run("eval", *args, "--at", "x=1", input=stdin)
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", want)
+    # The argument arrives from argv with surrogate escapes for its undecodable bytes.
+    proc = _limited(["eval", bad, "--at", "x=1"], tmp_path)
+    assert (proc.returncode, proc.out, proc.err) == (2, "", want)
+
+
+def test_an_expression_file_is_read_no_further_than_its_limit(tmp_path):
+    """/dev/zero and `yes x+` are endless: refused after the limit plus one byte, at once."""
+    want = (f"error: -f: the expression is longer than {EXPRESSION_BYTES:,} bytes; diffcli reads "
+            f"at most {MAX_EXPRESSION_CHARS:,} characters\n")
+    for proc in (_limited(["eval", "-f", "/dev/zero"], tmp_path),
+                 _limited(["eval", "-f", "-"], tmp_path, shell_input="yes x+")):
+        assert (proc.returncode, proc.out, proc.err) == (2, "", want)
+        assert proc.seconds < 20
+
+
+def test_the_expression_limit_is_exact(tmp_path):
+    """limit bytes are read and parsed (and refused by the parser for their length);
+    one byte more is refused without parsing."""
+    path = tmp_path / "e.txt"
+    path.write_bytes(b"1" * EXPRESSION_BYTES)
+    result = run("eval", "-f", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: the expression is {EXPRESSION_BYTES:,} characters long")
+    path.write_bytes(b"1" * (EXPRESSION_BYTES + 1))
+    result = run("eval", "-f", str(path))
+    assert result.exit_code == 2 and "longer than 8,000,000 bytes" in result.stderr
+
+
+def test_expression_file_errors_name_the_file():
+    result = run("eval", "-f", "/nonexistent/e.txt")
+    assert result.exit_code == 2
+    assert result.stderr == "error: -f: cannot read the expression from /nonexistent/e.txt: No such file or directory\n"
+    result = run("eval", "-f", "-", "--points", "-", input="x")
+    assert result.exit_code == 2 and result.stderr == "error: -f - and --points - cannot both read stdin\n"
+
+
+def test_a_closed_stdin_is_an_error_not_a_traceback(tmp_path):
+    for args, want in ((["eval", "-f", "-"], (2, "error: -f: cannot read the expression from stdin: stdin is closed\n")),
+                       (["eval", "x", "--points", "-"], (3, "error: cannot read points from stdin: it is closed\n"))):
+        proc = subprocess.run(_diffcli_command() + args, capture_output=True, text=True, cwd=tmp_path,
+                              env=_env(), preexec_fn=lambda: os.close(0), timeout=60)
+        assert (proc.returncode, proc.stderr) == want and proc.stdout == ""
+
+
+def test_an_expression_file_with_windows_line_ends_still_reads():
+    result = run("grad", "-f", "-", "--at", "x=1", "-q", input=b"r = x*2\r\nr^2\r\n")
+    assert (result.exit_code, result.stdout) == (0, "8.0\n")
+
+
+# ---------------------------------------------------------------- undecodable points
+
+
+def test_an_undecodable_record_comes_after_every_good_one(tmp_path):
+    proc = _limited(["eval", "x", "--points", "-", "--csv"], tmp_path, stdin=b"x\n1\n\xff\n2\n")
+    assert proc.returncode == 3
+    assert proc.out == "value\n1.0\n"
+    assert "line 3: not UTF-8 text (byte 0xff at byte offset 0 of the line: invalid start byte)\n" in proc.err
+    skipped = run("eval", "x", "--points", "-", "--csv", "--skip-bad", input=b"x\n1\n2\xe9\n3\n")
+    assert skipped.exit_code == 3 and skipped.stdout == "value\n1.0\n3.0\n"
+    assert "line 3: not UTF-8 text (byte 0xe9 at byte offset 1 of the line: invalid continuation byte)" \
+        in skipped.stderr
+
+
+def test_an_undecodable_header_is_bad_data():
+    result = run("eval", "x", "--points", "-", "--in", "csv", input=b"\xfex\n1\n")
+    assert result.exit_code == 3 and result.stdout == ""
+    assert result.stderr == ("error: line 1: the header: not UTF-8 text (byte 0xfe at byte offset 0 of "
+                             "the line: invalid start byte)\n")
+
+
+def test_an_undecodable_byte_in_a_json_array_names_its_line():
+    result = run("eval", "x", "--points", "-", "--json", input=b'[{"x": 1},\n {"x": 2},\n {"x": \xff}]')
+    assert result.exit_code == 3
+    assert [r["value"] for r in json.loads(result.stdout)] == [1.0, 2.0]  # the array is closed
+    assert "line 3: not UTF-8 text (byte 0xff: invalid start byte); diffcli stops reading here" in result.stderr
+
+
+def test_a_json_array_is_streamed_in_blocks_that_cut_elements_and_characters(monkeypatch):
+    """JSON_BLOCK of 7 characters: every element crosses a block, the same records come out."""
+    monkeypatch.setattr(points, "JSON_BLOCK", 7)
+    records = [{"x": i, "note": "é" * (i % 5)} for i in range(60)]
+    result = run("eval", "2*x", "--points", "-", "--in", "json", "--nl", "--keep", "note",
+                 input=json.dumps(records).encode())
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == \
+        [{"note": r["note"], "value": 2.0 * r["x"]} for r in records]
+
+
+def test_a_corrupt_gzip_mid_stream_ends_a_closed_json_array(tmp_path):
+    data = gzip.compress(b"x\n" + b"".join(b"%d\n" % i for i in range(50_000)))
+    path = tmp_path / "p.csv.gz"
+    path.write_bytes(data[:len(data) // 2])
+    result = run("eval", "x", "--points", str(path), "--json")
+    assert result.exit_code == 3
+    values = [r["value"] for r in json.loads(result.stdout)]
+    assert values and values == [float(i) for i in range(len(values))]
+    assert "cannot read the points: Compressed file ended before the end-of-stream marker was " \
+           "reached; diffcli stops reading here" in result.stderr
+
+
+# ---------------------------------------------------------------- records too long
+
+
+def test_a_gzip_bomb_with_no_newline_is_refused_at_the_record_limit(tmp_path):
+    _gzip_bomb(tmp_path / "bomb.csv.gz", b"x\n1\n", 10)  # 10 MB on disk, 10 GiB inside
+    proc = _limited(["eval", "x", "--points", "bomb.csv.gz", "--csv"], tmp_path)
+    assert proc.returncode == 3
+    assert proc.out == "value\n1.0\n"
+    assert ("line 3: a record longer than 67,108,864 characters, the most diffcli reads; it stops "
+            "reading here\n") in proc.err
+    assert proc.seconds < 30
+
+
+def test_a_gzip_bomb_inside_a_json_array_is_refused_at_the_record_limit(tmp_path):
+    _gzip_bomb(tmp_path / "bomb.json.gz", b'[{"x": 1},\n{"x": 2, "note": "', 10)
+    proc = _limited(["eval", "x", "--points", "bomb.json.gz", "--json"], tmp_path)
+    assert proc.returncode == 3
+    assert [r["value"] for r in json.loads(proc.out)] == [1.0]
+    assert "line 2: an array element longer than 67,108,864 characters, the most diffcli reads" in proc.err
+
+
+def test_an_endless_line_on_stdin_is_refused_at_the_record_limit(tmp_path):
+    proc = _limited(["eval", "x", "--points", "-", "--nl"], tmp_path,
+                    shell_input="(printf '{\"x\": 1}\\n'; yes 1 | tr -d '\\n')")
+    assert proc.returncode == 3
+    assert proc.out == '{"value": 1.0}\n'
+    assert "line 2: a record longer than 67,108,864 characters" in proc.err
+
+
+def test_the_record_limit_is_exact_and_stops_the_reading(monkeypatch):
+    """A record of exactly the limit is read; one byte more is refused, and nothing after
+    it is read, even with --skip-bad (where the next record starts is unknown)."""
+    monkeypatch.setattr(points, "MAX_RECORD", 100)
+    fits = '{"x": 1, "pad": "' + "a" * (100 - 19) + '"}'
+    assert len(fits) == 100
+    text = f'{{"x": 0}}\n{fits}\n{fits[:-2]}a"}}\n{{"x": 3}}\n'
+    result = run("eval", "x", "--points", "-", "--nl", "--skip-bad", input=text)
+    assert result.exit_code == 3
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"value": 0.0}, {"value": 1.0},
+        {"line": 3, "error": "a record longer than 100 characters, the most diffcli reads; it stops "
+                             "reading here"}]
+
+
+def test_a_json_array_on_one_line_is_streamed_but_each_element_is_limited(monkeypatch):
+    monkeypatch.setattr(points, "MAX_RECORD", 100)
+    monkeypatch.setattr(points, "JSON_BLOCK", 64)
+    records = [{"x": i} for i in range(200)]  # 2 KB on one line, each element far below 100
+    result = run("eval", "x", "--points", "-", "--in", "json", "-q", input=json.dumps(records))
+    assert result.exit_code == 0 and result.stdout == "".join(f"{float(i)}\n" for i in range(200))
+    result = run("eval", "x", "--points", "-", "--in", "json", "-q",
+                 input=json.dumps([{"x": 1}, {"x": 2, "pad": "a" * 100}, {"x": 3}]))
+    assert result.exit_code == 3 and result.stdout == "1.0\n"
+    assert "line 1: an array element longer than 100 characters" in result.stderr
+
+
+def test_a_chunk_ends_at_the_record_limit_of_text(monkeypatch):
+    """Many small records make chunks of at most MAX_RECORD of text, whatever --chunk
+    says; the results are the same as one big chunk's."""
+    monkeypatch.setattr(points, "MAX_RECORD", 50)
+    seen = []
+    original = points.PointSource.chunks
+    monkeypatch.setattr(points.PointSource, "chunks",
+                        lambda self: (seen.append(len(c)) or c for c in original(self)))
+    text = "x\n" + "".join(f"{i}.25\n" for i in range(100))
+    result = run("eval", "x^2", "--points", "-", "--in", "csv", "-q", input=text)
+    assert result.exit_code == 0
+    assert result.stdout == "".join(f"{(i + 0.25) ** 2}\n" for i in range(100))
+    assert len(seen) > 1 and sum(seen) == 100 and max(seen) <= 50 // 5 + 1
+
+
+# ---------------------------------------------------------------- absurd headers and values
+
+
+@pytest.mark.parametrize("header,named,count,memory_bomb", [
+    ("x[200000000]", "'x[200000000]'", "1 column", True),  # 3 GB of column plan before
+    ("x[100000000000]", "'x[100000000000]'", "1 column", True),  # a MemoryError traceback before
+    ("x[" + "9" * 5000 + "]", "'x[" + "9" * 38 + "'... (5,003 characters)", "1 column",
+     False),  # int() refused 5,000 digits: a traceback before
+    ("x[0],x[3]", "'x[3]'", "2 columns", False),
+])
+def test_a_header_cannot_declare_more_elements_than_it_has_columns(tmp_path, header, named, count,
+                                                                   memory_bomb):
+    args, text = ["eval", "sum(x)", "--points", "-", "--in", "csv"], f"{header}\n1\n"
+    if memory_bomb:
+        proc = _limited(args, tmp_path, stdin=text.encode())
+        status, out, err = proc.returncode, proc.out, proc.err
+    else:
+        result = run(*args, input=text)
+        status, out, err = result.exit_code, result.stdout, result.stderr
+    assert (status, out) == (3, "")
+    assert err == (f"error: line 1: column {named} names an element past the header's {count} "
+                   "(one column per element)\n")
+
+
+def test_a_matrix_header_with_a_gap_names_the_first_missing_column():
+    result = run("eval", "sum(A)", "--points", "-", "--in", "csv", input='"A[0,0]","A[0,1]","A[1,1]","A[2,0]"\n1,2,3,4\n')
+    assert result.exit_code == 3
+    assert result.stderr == "error: line 1: the columns for 'A' are incomplete: no column A[1,0]\n"
+
+
+@pytest.mark.parametrize("record,message", [
+    ('{"x": 1' + "0" * 400 + "}", "line 2: x: an integer too large for a float"),
+    ('{"x": [1, 1' + "0" * 400 + "]}", "line 2: x: an integer too large for a float"),
+    ('{"x": 1' + "0" * 5000 + "}", "line 2: a number with more than 4,300 digits"),
+    ('{"x": ' + "[" * 100_000 + "}", "line 2: JSON nested too deeply to read"),
+    ("[" * 100_000, "line 2: JSON nested too deeply to read"),
+    ('{"x": "' + "a" * 1_000_000 + '"}', 'line 2: x: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... '
+                                         '(1,000,002 characters) is not a number or an array of numbers'),
+])
+def test_absurd_ndjson_values_are_bad_records(record, message):
+    result = run("eval", "x", "--points", "-", "--in", "ndjson", "-q", input=f'{{"x": 5}}\n{record}\n')
+    assert result.exit_code == 3 and result.stdout == "5.0\n"
+    assert result.stderr.splitlines()[0].startswith(message)
+    assert len(result.stderr.splitlines()[0]) < 200
+
+
+def test_absurd_json_array_elements_end_the_array():
+    for element, message in (("[" * 100_000, "line 2: JSON nested too deeply to read"),
+                             ('{"x": 1' + "0" * 5000 + "}", "line 2: a number with more than 4,300 digits")):
+        result = run("eval", "x", "--points", "-", "--in", "json", "--json", input=f'[{{"x": 5}},\n{element}]')
+        assert result.exit_code == 3
+        assert json.loads(result.stdout) == [{"value": 5.0}]
+        assert result.stderr.splitlines()[0].startswith(message)
+
+
+@pytest.mark.parametrize("cell,message", [
+    ('"' + "a" * 200_000 + '"', "line 3: not a valid CSV record (field larger than field limit (131072))"),
+    ("[" * 100_000, "line 3: x: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['... (100,000 characters) is "
+                    "not a literal like [1, 2, 3]"),
+])
+def test_absurd_csv_cells_are_bad_records(cell, message):
+    result = run("eval", "x", "--points", "-", "--in", "csv", "--csv", "--keep", "id",
+                 input=f"id,x\na,5\nb,{cell}\n")
+    assert result.exit_code == 3 and result.stdout == "id,value\na,5.0\n"
+    assert result.stderr.splitlines()[0] == message
