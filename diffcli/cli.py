@@ -672,13 +672,13 @@ def _count(n: int, noun: str) -> str:
 def _writer(fmt: str, options):
     out = sys.stdout
     if fmt == "ndjson":
-        return NdjsonWriter(out)
+        return NdjsonWriter(out, _interrupts_deferred)
     if fmt == "json":
-        return JsonArrayWriter(out)
+        return JsonArrayWriter(out, _interrupts_deferred)
     if fmt in ("csv", "tsv"):
-        return DelimitedWriter(out, "," if fmt == "csv" else "\t")
+        return DelimitedWriter(out, "," if fmt == "csv" else "\t", _interrupts_deferred)
     if fmt == "quiet":
-        return QuietWriter(out)
+        return QuietWriter(out, _interrupts_deferred)
     return TableWriter(_console(options["color"]), options["digits"])
 
 

@@ -9,6 +9,7 @@ Non-finite numbers: JSON has no NaN or Infinity, so they are written as null
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -316,7 +317,8 @@ def _leaf_tables(leaf: Leaf, digits: int):
         return
     widths = None
     for block in _batched(rows(), TABLE_BLOCK):
-        widths = [max(w, len(c)) for w, c in zip(widths, _widest(block))] if widths else _widest(block)
+        widest = _widest(block)
+        widths = [max(w, c) for w, c in zip(widths, widest)] if widths else widest
     for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
         yield _table(leaf, block, matrix, widths, first=i == 0)
 
@@ -362,7 +364,7 @@ def _table(leaf: Leaf, rows, matrix: bool, widths=None, first: bool = True):
         table.add_column(style="bold", **width(0))
         table.add_column(justify="right", **width(1))
     else:
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2), show_header=first, show_edge=first)
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2), show_header=first)
         table.add_column("", **width(0))
         for i, c in enumerate(iter_component_labels(leaf.col_name, leaf.col_shape), 1):
             table.add_column(c, justify="right", **width(i, c))
@@ -397,10 +399,14 @@ def _cell(value) -> str:
 
 
 class Writer:
-    """Streams one batched result after another to a text stream."""
+    """Streams one batched result after another to a text stream. Each write
+    is one stream.write call of whole records, or, for a record too wide to
+    build as one string, several calls inside whole(): a context in which the
+    caller keeps the pieces together (the CLI defers Ctrl-C in it)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, whole=contextlib.nullcontext):
         self.stream = stream
+        self.whole = whole
         self.nonfinite = False  # set when a non-finite number was written as null
 
     def write(self, result, kept: dict[str, list]) -> None:
@@ -438,8 +444,8 @@ class NdjsonWriter(Writer):
 class JsonArrayWriter(NdjsonWriter):
     """The NDJSON records as one JSON array (written as they come)."""
 
-    def __init__(self, stream):
-        super().__init__(stream)
+    def __init__(self, stream, whole=contextlib.nullcontext):
+        super().__init__(stream, whole)
         self.first = True
 
     def _emit(self, lines):
@@ -479,20 +485,64 @@ def quote_cell(text: str, delimiter: str = ",") -> str:
     return text
 
 
+WIDE = 65536  # numbers (or labels) in one piece of text: more in a CSV row and it is written in pieces
+
+
+def _columns(leaf: Leaf) -> int:
+    return math.prod(np.shape(leaf.array)[1:])
+
+
+def _point_rows(leaf: Leaf) -> np.ndarray:
+    """The leaf as an (n points, components) matrix (a view where it can be)."""
+    array = np.asarray(leaf.array, dtype=np.float64)
+    return array.reshape(len(array), -1)
+
+
+def _row_pieces(row: np.ndarray, delimiter: str):
+    for start in range(0, len(row), WIDE):
+        # repr is plain_number for a Python float
+        yield delimiter.join(map(repr, row[start:start + WIDE].tolist()))
+
+
 class DelimitedWriter(Writer):
     """CSV or TSV with one header row; non-finite numbers as nan, inf, -inf."""
 
-    def __init__(self, stream, delimiter: str):
-        super().__init__(stream)
+    def __init__(self, stream, delimiter: str, whole=contextlib.nullcontext):
+        super().__init__(stream, whole)
         self.delimiter = delimiter
         self.header_written = False
         self.skipped = 0
 
     def write(self, result, kept):
-        labels, matrix = result_columns(result)
-        if not self.header_written:
-            self.stream.write(self._row(list(kept) + labels))
-            self.header_written = True
+        found = leaves(result, 1)
+        with self.whole():
+            if not self.header_written:
+                self._write_header(kept, found)
+                self.header_written = True
+            if sum(_columns(leaf) for leaf in found) > WIDE:
+                self._write_wide(found, kept)
+            else:
+                self._write_rows(np.concatenate([_point_rows(leaf) for leaf in found], axis=1), kept)
+        self.stream.flush()
+
+    def _write_header(self, kept, found):
+        """The header, WIDE labels at a time (a 5,000 x 5,000 Jacobian has 25 million)."""
+        labels = itertools.chain(kept, *(leaf.iter_labels() for leaf in found))
+        for i, batch in enumerate(_batched(labels, WIDE)):
+            self.stream.write(("" if i == 0 else self.delimiter) + self.delimiter.join(map(self._quote, batch)))
+        self.stream.write("\n")
+
+    def _write_wide(self, found, kept):
+        """Each point's row in pieces of WIDE numbers."""
+        d = self.delimiter
+        for i in range(len(np.asarray(found[0].array))):
+            pieces = itertools.chain([self._quote(_cell(values[i])) for values in kept.values()],
+                                     *(_row_pieces(_point_rows(leaf)[i], d) for leaf in found))
+            for j, piece in enumerate(pieces):
+                self.stream.write(piece if j == 0 else d + piece)
+            self.stream.write("\n")
+
+    def _write_rows(self, matrix, kept):
         rows = matrix.tolist()
         d = self.delimiter
         # repr is plain_number for a Python float; map keeps the per-number work in C
@@ -503,10 +553,6 @@ class DelimitedWriter(Writer):
         else:
             out = [d.join(map(repr, row)) for row in rows]
         self.stream.write("\n".join(out) + "\n" if out else "")
-        self.stream.flush()
-
-    def _row(self, cells):
-        return self.delimiter.join(self._quote(c) for c in cells) + "\n"
 
     def _quote(self, text: str) -> str:
         return quote_cell(text, self.delimiter)
@@ -579,7 +625,8 @@ def node_label(node) -> str:
     if node.op == "var":
         detail = node.attr
     elif node.op == "const":
-        detail = format_number(float(node.value), 6) if node.size == 1 else "array"
+        # a one-element constant may be a vector ([1]): its number, not float() of an array
+        detail = format_number(float(np.ravel(node.value)[0]), 6) if node.size == 1 else "array"
     elif node.op == "index":
         detail = "[" + ", ".join(str(i) if isinstance(i, int) else
                                  ":".join("" if p is None else str(p) for p in i) for i in node.attr) + "]"
