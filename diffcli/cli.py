@@ -830,15 +830,22 @@ def _output_errors():
 
 @contextlib.contextmanager
 def _interrupts_deferred():
-    """Ctrl-C (SIGINT) during the block takes effect when it ends."""
-    if threading.current_thread() is not threading.main_thread():
+    """Ctrl-C (SIGINT) during the block takes effect when it ends. SIGINT is
+    blocked in this thread, not only caught: a blocking write to a pipe that a
+    caught signal interrupts loses the rest of its data (Python 3.11 reported
+    3,000,000 characters written of which 131,072 reached the reader). The
+    handler catches a SIGINT that another thread (OpenBLAS, the progress
+    display) receives meanwhile."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGINT arrives here, noted
         signal.signal(signal.SIGINT, previous)
         if received and callable(previous):
             previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
