@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -25,6 +28,7 @@ from .errors import (
     EXIT_CHECK_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT_FAILED,
     DiffcliError,
     ExpressionError,
     NumericError,
@@ -46,9 +50,10 @@ from .render import (
     QuietWriter,
     TableWriter,
     has_nonfinite,
-    json_document,
+    json_document_pieces,
+    new_console,
     print_tables,
-    quiet_lines,
+    quiet_pieces,
     to_json_value,
 )
 
@@ -59,6 +64,7 @@ EXIT STATUS
   1  a check you asked for failed
   2  usage, expression or shape error
   3  bad input data
+  4  cannot write output (a full disk, an I/O error)
   130  interrupted
 """
 
@@ -359,11 +365,12 @@ def graph_command(expression, expression_file, at, dot, digits, color):
         if dot:
             click.echo(dot_text(root), nl=False)
             return
+        steps = function.backward_pass(values) if values else None  # an error here leaves stdout empty
         console = _console(color)
         print_graph_tree(console, root)
-        if values:
+        if steps is not None:
             console.print()
-            print_backward_table(console, function.backward_pass(values), digits)
+            print_backward_table(console, steps, digits)
     except DiffcliError as e:
         raise e.with_source(source)
 
@@ -577,12 +584,12 @@ def _output_format(options) -> str:
 
 def _write_single(source, at, result, fmt, options, extra=None, report=None) -> None:
     if fmt == "quiet":
-        click.echo("\n".join(quiet_lines(result)))
+        _write_pieces(quiet_pieces(result))
     elif fmt == "json":
         if has_nonfinite(result):
             _stderr("warning: non-finite numbers are written as null in JSON")
         trailer = {"check": check_document(report, CHECK_METHOD)} if report is not None else None
-        click.echo(json_document(source, at, result, extra, trailer))
+        _write_pieces(itertools.chain(json_document_pieces(source, at, result, extra, trailer), ["\n"]))
     elif fmt == "table":
         console = _console(options["color"])
         print_tables(console, result, options["digits"])
@@ -593,6 +600,16 @@ def _write_single(source, at, result, fmt, options, extra=None, report=None) -> 
         writer.write(result.with_batch_axis(), {})
         writer.close()
         _warn_nonfinite(writer)
+
+
+def _write_pieces(pieces) -> None:
+    """A one-point document, piece by piece (a big array is never one string);
+    Ctrl-C waits until the whole document is written, so it is never cut."""
+    out = sys.stdout
+    with _interrupts_deferred():
+        for piece in pieces:
+            out.write(piece)
+        out.flush()
 
 
 def _run_points(function, kind, at, request, fmt, options) -> int:
@@ -614,11 +631,17 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
             _stderr(f"warning: '{name}' is given but not used by the expression")
     writer = _writer(fmt, options)
     with _progress(fmt) as on_progress:
-        outcome = run_points(function, kind, source.chunks(), writer, request=request,
-                             skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
-                             stop_on_nonfinite=options["strict"],
-                             on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
-                             on_progress=on_progress)
+        try:
+            outcome = run_points(function, kind, source.chunks(), writer, request=request,
+                                 skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
+                                 stop_on_nonfinite=options["strict"],
+                                 on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
+                                 on_progress=on_progress)
+        except KeyboardInterrupt:
+            # Every write is whole (_Stdout), so the output so far ends on a record;
+            # a JSON array gets its closing bracket.
+            writer.close()
+            raise
     kinks = [] if outcome.failure is not None else list(outcome.kinks.values())
     for diagnostic in outcome.diagnostics + kinks:
         _stderr("warning: " + diagnostic.format(function.source))
@@ -636,13 +659,11 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
 
 
 def _console(color: str):
-    from rich.console import Console
-
     if color == "always":
-        return Console(force_terminal=True, highlight=False)
+        return new_console(force_terminal=True, highlight=False)
     if color == "never" or os.environ.get("NO_COLOR"):
-        return Console(no_color=True, color_system=None, highlight=False)
-    return Console(highlight=False)
+        return new_console(no_color=True, color_system=None, highlight=False)
+    return new_console(highlight=False)
 
 
 def _count(n: int, noun: str) -> str:
@@ -652,13 +673,13 @@ def _count(n: int, noun: str) -> str:
 def _writer(fmt: str, options):
     out = sys.stdout
     if fmt == "ndjson":
-        return NdjsonWriter(out)
+        return NdjsonWriter(out, _interrupts_deferred)
     if fmt == "json":
-        return JsonArrayWriter(out)
+        return JsonArrayWriter(out, _interrupts_deferred)
     if fmt in ("csv", "tsv"):
-        return DelimitedWriter(out, "," if fmt == "csv" else "\t")
+        return DelimitedWriter(out, "," if fmt == "csv" else "\t", _interrupts_deferred)
     if fmt == "quiet":
-        return QuietWriter(out)
+        return QuietWriter(out, _interrupts_deferred)
     return TableWriter(_console(options["color"]), options["digits"])
 
 
@@ -793,23 +814,120 @@ def _stderr(message: str) -> None:
 
 def _quiet_broken_pipe() -> None:
     # The reader went away (e.g. `| head -1`): stop quietly, as cat does.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
+    _discard_stdout()
     sys.exit(EXIT_OK)
 
 
-def main() -> None:
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered (and Python's
+    flush at exit) goes nowhere instead of failing again outside any handler."""
     try:
-        cli(prog_name="diffcli")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class OutputFailed(Exception):
+    """stdout could not be written: a full disk, an I/O error (not a closed pipe)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+        self.reason = error.strerror or str(error)
+
+
+class _Stdout:
+    """sys.stdout of the diffcli process. Each write and flush is whole with
+    respect to Ctrl-C (it waits until the call is over), and the writers write
+    whole records in one call, so an interrupted run ends on a record boundary;
+    a failed write becomes OutputFailed, so main() can tell it from every other
+    OSError. A closed pipe stays BrokenPipeError."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        with _interrupts_deferred(), _output_errors():
+            return self.stream.write(text)
+
+    def flush(self):
+        with _interrupts_deferred(), _output_errors():
+            self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _output_errors():
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise OutputFailed(e) from None
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Ctrl-C (SIGINT) during the block takes effect when it ends. SIGINT is
+    blocked in this thread, not only caught: a blocking write to a pipe that a
+    caught signal interrupts loses the rest of its data (Python 3.11 reported
+    3,000,000 characters written of which 131,072 reached the reader). The
+    handler catches a SIGINT that another thread (OpenBLAS, the progress
+    display) receives meanwhile."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGINT arrives here, noted
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+        elif received and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
+
+
+def main() -> None:
+    stdout = sys.stdout
+    sys.stdout = _Stdout(stdout)
+    try:
+        status = _run_guarded()
+    finally:
+        sys.stdout = stdout
+    sys.exit(status)
+
+
+def _run_guarded() -> int:
+    """Run the command and flush its output here, where a failure to write (the
+    flush at interpreter exit would report it as an ignored exception) can still
+    be reported: one line and status 4 for a full disk or an I/O error, status 0
+    for a reader that went away, 130 for Ctrl-C."""
+    try:
+        try:
+            cli(prog_name="diffcli")
+            status = EXIT_OK
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else EXIT_OK if e.code is None else 1
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_OK
+    except OutputFailed as e:
+        _discard_stdout()
+        _stderr(f"diffcli: cannot write output: {e.reason}")
+        return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _stderr("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-

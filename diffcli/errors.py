@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BAD_DATA = 3
+EXIT_OUTPUT_FAILED = 4  # stdout could not be written (a full disk, an I/O error)
 EXIT_INTERRUPTED = 130
 
 Span = tuple[int, int]  # [start, end) character offsets into the source text

@@ -9,17 +9,47 @@ Non-finite numbers: JSON has no NaN or Infinity, so they are written as null
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
+import operator
 from itertools import product
 
 import numpy as np
 
+_console_class = None
+
+
+def new_console(**options):
+    """A rich Console for stdout whose closed pipe raises BrokenPipeError, as
+    every other write does. rich's own answer (Console.on_broken_pipe) is to
+    exit with status 1, which made `diffcli jac ... --format table | head -1`
+    fail under `set -o pipefail` where every other format ends with status 0."""
+    global _console_class
+    if _console_class is None:
+        from rich.console import Console
+
+        class PipeConsole(Console):
+            def on_broken_pipe(self) -> None:
+                self.quiet = True  # nothing more to a reader that has gone
+                raise BrokenPipeError(32, "Broken pipe")
+
+        _console_class = PipeConsole
+    return _console_class(**options)
+
+
 def component_labels(name: str, shape: tuple) -> list[str]:
     """x, or x[0], x[1], ..., or A[0,0], A[0,1], ... in the language's own index syntax."""
+    return list(iter_component_labels(name, shape))
+
+
+def iter_component_labels(name: str, shape: tuple):
     if not shape:
-        return [name]
-    return [f"{name}[{','.join(map(str, index))}]" for index in product(*(range(n) for n in shape))]
+        yield name
+        return
+    for index in product(*(range(n) for n in shape)):
+        yield f"{name}[{','.join(map(str, index))}]"
 
 
 # ---------------------------------------------------------------- a result as leaves
@@ -36,9 +66,10 @@ def component_labels(name: str, shape: tuple) -> list[str]:
 
 class Leaf:
     """One array of a result (batch axes first), where it goes in JSON (path), how a
-    table shows it (heading, rows and columns), and its CSV column labels."""
+    table shows it (heading, rows and columns), and its CSV column labels (made
+    when asked for: a 5,000 x 5,000 Jacobian has 25 million of them)."""
 
-    __slots__ = ("path", "array", "heading", "row_name", "row_shape", "col_name", "col_shape", "labels")
+    __slots__ = ("path", "array", "heading", "row_name", "row_shape", "col_name", "col_shape", "_labels")
 
     def __init__(self, path, array, heading, row_name, row_shape, col_name=None, col_shape=(), labels=None):
         self.path = path
@@ -48,14 +79,21 @@ class Leaf:
         self.row_shape = row_shape
         self.col_name = col_name
         self.col_shape = col_shape
-        self.labels = [] if labels is None else labels
+        self._labels = labels or (lambda: iter(()))  # a function giving an iterator
+
+    def iter_labels(self):
+        return self._labels()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self._labels())
 
 
 def leaves(result, batch_ndim: int = 0) -> list[Leaf]:
     value = np.asarray(result.value)
     vshape = value.shape[batch_ndim:]
     found = [Leaf(("value",), value, "value", "value", vshape,
-                  labels=component_labels("value", vshape))]
+                  labels=lambda: iter_component_labels("value", vshape))]
     kind = result.kind
     if kind in ("gradient", "vjp", "hvp"):
         prefix = {"gradient": "d/d", "vjp": "vjp/d", "hvp": "hvp/d"}[kind]
@@ -63,37 +101,48 @@ def leaves(result, batch_ndim: int = 0) -> list[Leaf]:
         for name, d in result.derivatives.items():
             shape = np.shape(d)[batch_ndim:]
             found.append(Leaf((kind, name), d, heading.format(name), name, shape,
-                              labels=[prefix + c for c in component_labels(name, shape)]))
+                              labels=lambda name=name, shape=shape: (
+                                  prefix + c for c in iter_component_labels(name, shape))))
     elif kind == "jacobian":
         for name, d in result.derivatives.items():
             shape = np.shape(d)[batch_ndim + len(vshape):]
-            labels = [f"d{o}/d{c}" for o in component_labels("value", vshape)
-                      for c in component_labels(name, shape)]
-            found.append(Leaf((kind, name), d, f"∂value/∂{name}", "value", vshape, name, shape, labels))
+            found.append(Leaf((kind, name), d, f"∂value/∂{name}", "value", vshape, name, shape,
+                              lambda name=name, shape=shape: _product_labels(
+                                  "d{}/d{}", ("value", vshape), (name, shape))))
     elif kind == "hessian":
         for a, row in result.derivatives.items():
             for b, d in row.items():
                 sa, sb = result.shapes[a], result.shapes[b]
-                labels = [f"d2/d{i}d{j}" for i in component_labels(a, sa) for j in component_labels(b, sb)]
-                found.append(Leaf((kind, a, b), d, f"∂²value/∂{a}∂{b}", a, sa, b, sb, labels))
+                found.append(Leaf((kind, a, b), d, f"∂²value/∂{a}∂{b}", a, sa, b, sb,
+                                  lambda a=a, b=b, sa=sa, sb=sb: _product_labels("d2/d{}d{}", (a, sa), (b, sb))))
     elif kind == "derivative":
         ((name, d),) = result.derivatives.items()
         n, xshape = result.order, result.shapes[name]
         shape = vshape + xshape * n
-        labels = []
-        for index in np.ndindex(*shape):
-            out = f"value[{','.join(map(str, index[:len(vshape)]))}]" if vshape else ""
-            rest = index[len(vshape):]
-            k = len(xshape)
-            labels.append(f"d{n}{out}/" + "".join(
-                f"d{name}" + (f"[{','.join(map(str, rest[i * k:(i + 1) * k]))}]" if k else "")
-                for i in range(n)))
         found.append(Leaf(("derivative", "value"), d, f"order-{n} derivative with respect to {name}",
-                          "", shape[:len(shape) - len(xshape)], "" if xshape else None, xshape, labels))
+                          "", shape[:len(shape) - len(xshape)], "" if xshape else None, xshape,
+                          lambda: _derivative_labels(name, n, vshape, xshape)))
     elif kind == "jvp":
         found.append(Leaf(("jvp",), np.asarray(result.jvp), "jvp (J·v)", "jvp", vshape,
-                          labels=component_labels("jvp", vshape)))
+                          labels=lambda: iter_component_labels("jvp", vshape)))
     return found
+
+
+def _product_labels(template: str, rows: tuple, columns: tuple):
+    """template filled with each row label and each column label, rows first."""
+    for r in iter_component_labels(*rows):
+        for c in iter_component_labels(*columns):
+            yield template.format(r, c)
+
+
+def _derivative_labels(name: str, n: int, vshape: tuple, xshape: tuple):
+    k = len(xshape)
+    for index in np.ndindex(*(vshape + xshape * n)):
+        out = f"value[{','.join(map(str, index[:len(vshape)]))}]" if vshape else ""
+        rest = index[len(vshape):]
+        yield f"d{n}{out}/" + "".join(
+            f"d{name}" + (f"[{','.join(map(str, rest[i * k:(i + 1) * k]))}]" if k else "")
+            for i in range(n))
 
 
 def to_json_value(array):
@@ -127,22 +176,106 @@ def _nest(pairs, result) -> dict:
 
 def json_document(source: str, at: dict, result, extra: dict | None = None,
                   trailer: dict | None = None) -> str:
+    """The one-point document as one string (json_document_pieces joined)."""
+    return "".join(json_document_pieces(source, at, result, extra, trailer))
+
+
+def json_document_pieces(source: str, at: dict, result, extra: dict | None = None,
+                         trailer: dict | None = None):
     """The one-point document: expression, at, extra inputs (seed, tangent), the
-    value and derivatives, then trailer (check)."""
-    doc = {"expression": source, "at": {k: to_json_value(v) for k, v in at.items()}}
+    value and derivatives, then trailer (check), as pieces of text. A big array
+    comes a few rows at a time, so a 5,000 x 5,000 Jacobian is never one
+    ~500 MB string (nor 25 million Python floats) next to the result itself."""
+    arrays: list = []
+
+    def hole(array):  # a big array is written later, in place of its marker
+        arrays.append(array)
+        return _HOLE
+    doc = {"expression": source, "at": {k: _small_or_hole(v, hole) for k, v in at.items()}}
     doc.update(extra or {})
-    doc.update(_nest([(leaf.path, to_json_value(leaf.array)) for leaf in leaves(result)], result))
+    doc.update(_nest([(leaf.path, _small_or_hole(leaf.array, hole)) for leaf in leaves(result)], result))
     doc.update(trailer or {})
-    return json.dumps(doc, allow_nan=False)
+    skeleton = json.dumps(doc, allow_nan=False).split(json.dumps(_HOLE))
+    yield skeleton[0]
+    for array, text in zip(arrays, skeleton[1:]):
+        yield from json_array_pieces(array)
+        yield text
 
 
-def quiet_lines(result) -> list[str]:
+_HOLE = "\0diffcli-array\0"  # cannot come from user text: json.dumps escapes a NUL
+_SMALL = 4096  # arrays up to this size go into the document as lists
+
+
+def _small_or_hole(array, hole):
+    array = np.asarray(array)
+    return to_json_value(array) if array.size <= _SMALL else hole(array)
+
+
+def json_array_pieces(array, numbers_per_piece: int = 65536):
+    """The JSON text of an array (nested lists, null for non-finite numbers) in
+    pieces of at most about numbers_per_piece numbers: the text of
+    json.dumps(to_json_value(array)), without building it whole."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 0 or array.size == 0:
+        yield json.dumps(to_json_value(array))
+        return
+    width = array.shape[-1]
+    rows = array.reshape(-1, width)
+    brackets = _Brackets(array.shape[:-1])
+    if width > numbers_per_piece:  # a long row, in segments
+        for k, row in enumerate(rows):
+            yield brackets.before(k) + "["
+            for start in range(0, width, numbers_per_piece):
+                text = json.dumps(_finite_or_none(row[start:start + numbers_per_piece]))[1:-1]
+                yield text if start == 0 else ", " + text
+            yield "]" + brackets.after(k)
+        return
+    step = numbers_per_piece // width
+    for start in range(0, len(rows), step):
+        block = _finite_or_none(rows[start:start + step])
+        yield "".join(brackets.before(k) + json.dumps(row) + brackets.after(k)
+                      for k, row in enumerate(block, start))
+
+
+class _Brackets:
+    """The brackets around row k of an array whose leading axes are outer, when
+    its rows (last axis) are written one after another: before a row, its
+    separator and an opening bracket for each axis it starts; after it, a closing
+    bracket for each axis it ends."""
+
+    def __init__(self, outer: tuple):
+        self.blocks = list(itertools.accumulate(reversed(outer), operator.mul))  # rows per axis
+
+    def before(self, k: int) -> str:
+        opened = sum(1 for _ in itertools.takewhile(lambda n: k % n == 0, self.blocks))
+        return ("" if k == 0 else ", ") + "[" * opened
+
+    def after(self, k: int) -> str:
+        return "]" * sum(1 for _ in itertools.takewhile(lambda n: (k + 1) % n == 0, self.blocks))
+
+
+def _finite_or_none(numbers) -> list:
+    if np.all(np.isfinite(numbers)):
+        return numbers.tolist()
+    return np.where(np.isfinite(numbers), numbers, None).tolist()
+
+
+def quiet_pieces(result, numbers_per_piece: int = 65536):
     """Bare numbers, one per line: the derivative's components (in the order of
-    the CSV columns) for derivative commands, the value's for eval."""
+    the CSV columns) for derivative commands, the value's for eval; a few
+    thousand lines per piece of text."""
     chosen = leaves(result)
     if result.kind != "value":
         chosen = chosen[1:]
-    return [plain_number(float(v)) for leaf in chosen for v in np.asarray(leaf.array).ravel()]
+    written = False
+    for leaf in chosen:
+        flat = np.asarray(leaf.array, dtype=np.float64).ravel()
+        for start in range(0, flat.size, numbers_per_piece):
+            # repr is plain_number for a Python float
+            yield "\n".join(map(repr, flat[start:start + numbers_per_piece].tolist())) + "\n"
+            written = True
+    if not written:
+        yield "\n"
 
 
 def plain_number(v: float) -> str:
@@ -166,35 +299,77 @@ def print_tables(console, result, digits: int) -> None:
         if i:
             console.print()
             console.print(leaf.heading, style="bold", highlight=False)
-        console.print(_leaf_table(leaf, digits))
+        for table in _leaf_tables(leaf, digits):
+            console.print(table)
 
 
-def _leaf_table(leaf: Leaf, digits: int):
-    from rich import box
-    from rich.table import Table
+TABLE_BLOCK = 1000  # rows drawn at a time: rich holds every cell of a table it draws
 
-    rows = component_labels(leaf.row_name, leaf.row_shape)
+
+def _leaf_tables(leaf: Leaf, digits: int):
+    """The leaf as one rich Table; a leaf of more than TABLE_BLOCK rows as
+    several tables of that many rows with the same column widths, so that
+    memory stays near the array's own size however long the table."""
+    rows, matrix = _table_rows(leaf, digits)
+    count = int(np.prod(leaf.row_shape)) if matrix else np.size(leaf.array)
+    if count <= TABLE_BLOCK:
+        yield _table(leaf, list(rows()), matrix)
+        return
+    widths = None
+    for block in _batched(rows(), TABLE_BLOCK):
+        widest = _widest(block)
+        widths = [max(w, c) for w, c in zip(widths, widest)] if widths else widest
+    for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
+        yield _table(leaf, block, matrix, widths, first=i == 0)
+
+
+def _batched(items, n: int):
+    iterator = iter(items)
+    while block := list(itertools.islice(iterator, n)):
+        yield block
+
+
+def _widest(block) -> list[int]:
+    return [max(len(cell) for cell in column) for column in zip(*block)]
+
+
+def _table_rows(leaf: Leaf, digits: int):
+    """A function giving the leaf's table rows (label, then numbers), and whether
+    the table is a matrix (labelled columns) rather than a column of components."""
     array = np.asarray(leaf.array, dtype=np.float64)
     if leaf.col_name is None or not leaf.col_shape or not leaf.row_shape:
         if leaf.col_name is None:
-            labels = rows if leaf.row_shape or leaf.path == ("value",) else leaf.labels
+            labels = (lambda: iter_component_labels(leaf.row_name, leaf.row_shape)) \
+                if leaf.row_shape or leaf.path == ("value",) else leaf.iter_labels
         elif not leaf.row_shape and not leaf.col_shape:
-            labels = leaf.labels  # one number: name it d2/dxdy, dvalue/dx, ...
+            labels = leaf.iter_labels  # one number: name it d2/dxdy, dvalue/dx, ...
         else:
-            labels = component_labels(leaf.col_name, leaf.col_shape) if leaf.col_shape else rows
+            labels = (lambda: iter_component_labels(leaf.col_name, leaf.col_shape)) if leaf.col_shape \
+                else (lambda: iter_component_labels(leaf.row_name, leaf.row_shape))
+        flat = array.ravel()
+        return (lambda: ((label, format_number(float(v), digits)) for label, v in zip(labels(), flat))), False
+    matrix = array.reshape(int(np.prod(leaf.row_shape)), -1)
+    return (lambda: ((label, *(format_number(v, digits) for v in row.tolist()))
+                     for label, row in zip(iter_component_labels(leaf.row_name, leaf.row_shape), matrix))), True
+
+
+def _table(leaf: Leaf, rows, matrix: bool, widths=None, first: bool = True):
+    from rich import box
+    from rich.table import Table
+
+    def width(i, header=""):  # fixed widths keep the blocks of a long table aligned
+        return {} if widths is None else {"width": max(widths[i], len(header)), "no_wrap": True}
+    if not matrix:
         table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
-        table.add_column(style="bold")
-        table.add_column(justify="right")
-        for label, v in zip(labels, array.ravel()):
-            table.add_row(label, format_number(float(v), digits))
-        return table
-    columns = component_labels(leaf.col_name, leaf.col_shape)
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2))
-    table.add_column("")
-    for c in columns:
-        table.add_column(c, justify="right")
-    for label, row in zip(rows, array.reshape(len(rows), len(columns))):
-        table.add_row(label, *(format_number(float(v), digits) for v in row))
+        table.add_column(style="bold", **width(0))
+        table.add_column(justify="right", **width(1))
+    else:
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2), show_header=first)
+        table.add_column("", **width(0))
+        for i, c in enumerate(iter_component_labels(leaf.col_name, leaf.col_shape), 1):
+            table.add_column(c, justify="right", **width(i, c))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -224,10 +399,14 @@ def _cell(value) -> str:
 
 
 class Writer:
-    """Streams one batched result after another to a text stream."""
+    """Streams one batched result after another to a text stream. Each write
+    is one stream.write call of whole records, or, for a record too wide to
+    build as one string, several calls inside whole(): a context in which the
+    caller keeps the pieces together (the CLI defers Ctrl-C in it)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, whole=contextlib.nullcontext):
         self.stream = stream
+        self.whole = whole
         self.nonfinite = False  # set when a non-finite number was written as null
 
     def write(self, result, kept: dict[str, list]) -> None:
@@ -265,8 +444,8 @@ class NdjsonWriter(Writer):
 class JsonArrayWriter(NdjsonWriter):
     """The NDJSON records as one JSON array (written as they come)."""
 
-    def __init__(self, stream):
-        super().__init__(stream)
+    def __init__(self, stream, whole=contextlib.nullcontext):
+        super().__init__(stream, whole)
         self.first = True
 
     def _emit(self, lines):
@@ -306,20 +485,64 @@ def quote_cell(text: str, delimiter: str = ",") -> str:
     return text
 
 
+WIDE = 65536  # numbers (or labels) in one piece of text: more in a CSV row and it is written in pieces
+
+
+def _columns(leaf: Leaf) -> int:
+    return math.prod(np.shape(leaf.array)[1:])
+
+
+def _point_rows(leaf: Leaf) -> np.ndarray:
+    """The leaf as an (n points, components) matrix (a view where it can be)."""
+    array = np.asarray(leaf.array, dtype=np.float64)
+    return array.reshape(len(array), -1)
+
+
+def _row_pieces(row: np.ndarray, delimiter: str):
+    for start in range(0, len(row), WIDE):
+        # repr is plain_number for a Python float
+        yield delimiter.join(map(repr, row[start:start + WIDE].tolist()))
+
+
 class DelimitedWriter(Writer):
     """CSV or TSV with one header row; non-finite numbers as nan, inf, -inf."""
 
-    def __init__(self, stream, delimiter: str):
-        super().__init__(stream)
+    def __init__(self, stream, delimiter: str, whole=contextlib.nullcontext):
+        super().__init__(stream, whole)
         self.delimiter = delimiter
         self.header_written = False
         self.skipped = 0
 
     def write(self, result, kept):
-        labels, matrix = result_columns(result)
-        if not self.header_written:
-            self.stream.write(self._row(list(kept) + labels))
-            self.header_written = True
+        found = leaves(result, 1)
+        with self.whole():
+            if not self.header_written:
+                self._write_header(kept, found)
+                self.header_written = True
+            if sum(_columns(leaf) for leaf in found) > WIDE:
+                self._write_wide(found, kept)
+            else:
+                self._write_rows(np.concatenate([_point_rows(leaf) for leaf in found], axis=1), kept)
+        self.stream.flush()
+
+    def _write_header(self, kept, found):
+        """The header, WIDE labels at a time (a 5,000 x 5,000 Jacobian has 25 million)."""
+        labels = itertools.chain(kept, *(leaf.iter_labels() for leaf in found))
+        for i, batch in enumerate(_batched(labels, WIDE)):
+            self.stream.write(("" if i == 0 else self.delimiter) + self.delimiter.join(map(self._quote, batch)))
+        self.stream.write("\n")
+
+    def _write_wide(self, found, kept):
+        """Each point's row in pieces of WIDE numbers."""
+        d = self.delimiter
+        for i in range(len(np.asarray(found[0].array))):
+            pieces = itertools.chain([self._quote(_cell(values[i])) for values in kept.values()],
+                                     *(_row_pieces(_point_rows(leaf)[i], d) for leaf in found))
+            for j, piece in enumerate(pieces):
+                self.stream.write(piece if j == 0 else d + piece)
+            self.stream.write("\n")
+
+    def _write_rows(self, matrix, kept):
         rows = matrix.tolist()
         d = self.delimiter
         # repr is plain_number for a Python float; map keeps the per-number work in C
@@ -330,10 +553,6 @@ class DelimitedWriter(Writer):
         else:
             out = [d.join(map(repr, row)) for row in rows]
         self.stream.write("\n".join(out) + "\n" if out else "")
-        self.stream.flush()
-
-    def _row(self, cells):
-        return self.delimiter.join(self._quote(c) for c in cells) + "\n"
 
     def _quote(self, text: str) -> str:
         return quote_cell(text, self.delimiter)
@@ -406,7 +625,8 @@ def node_label(node) -> str:
     if node.op == "var":
         detail = node.attr
     elif node.op == "const":
-        detail = format_number(float(node.value), 6) if node.size == 1 else "array"
+        # a one-element constant may be a vector ([1]): its number, not float() of an array
+        detail = format_number(float(np.ravel(node.value)[0]), 6) if node.size == 1 else "array"
     elif node.op == "index":
         detail = "[" + ", ".join(str(i) if isinstance(i, int) else
                                  ":".join("" if p is None else str(p) for p in i) for i in node.attr) + "]"

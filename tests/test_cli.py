@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -221,3 +224,128 @@ def test_real_process_quiet_for_shell_substitution(tmp_path):
                            + " grad 'x^2' --at x=3 -q"], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=60)
     assert proc.stdout == "6.0\n"
+
+
+# ---------------------------------------------------------------- output: full disks, closed pipes, Ctrl-C
+
+
+def _diffcli_shell(args: str) -> str:
+    return " ".join(map(shlex.quote, _diffcli_command())) + " " + args
+
+
+@pytest.mark.parametrize("args", [
+    "--help", "--version", "grad --help", "grad 'x^2' --at x=3", "grad 'x^2' --at x=3 -q",
+    "jac 'x^2' --at 'x=[1,2]' --format table", "grad 'x^2' --at x=3 --csv", "grad 'x^2' --at x=3 --tsv",
+    "grad 'x^2' --at x=3 --nl", "grad 'sin(x)' --symbolic", "grad 'sin(x)' --symbolic --json",
+    "graph 'x*y + y'", "graph 'x*y' --dot", "plot 'sin(x)' --over x=0:1 --format csv",
+    "plot 'sin(x)' --over x=0:1 --format json", "eval 'x' --points examples/points.csv --in csv --json",
+])
+def test_a_full_disk_is_one_line_and_status_4(args):
+    proc = subprocess.run(["bash", "-c", _diffcli_shell(args) + " > /dev/full"], capture_output=True,
+                          text=True, cwd=REPO, env=_env(), timeout=60)
+    assert proc.stderr == "diffcli: cannot write output: No space left on device\n"
+    assert proc.returncode == 4
+
+
+@pytest.mark.parametrize("args", [
+    "jac 'x^2' --at 'x=[" + ",".join(map(str, range(60))) + "]' --format table --color never",
+    "hess 'sum(x^3)' --at 'x=[" + ",".join(map(str, range(60))) + "]' --format table --color never",
+    "graph '" + " + ".join(f"sin({i}*x)" for i in range(60)) + "' --at x=1 --color never",
+])
+def test_head_after_a_wide_table_is_quiet_with_status_0(args):
+    """rich's Console exits with status 1 on a closed pipe; the other formats end with 0."""
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", _diffcli_shell(args) + " | head -1"],
+                          capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def many_points(tmp_path_factory):
+    path = tmp_path_factory.mktemp("points") / "points.csv"
+    path.write_text("x\n" + "\n".join(str(i / 1000) for i in range(300_000)) + "\n")
+    return path
+
+
+def _complete_records(fmt: str, text: str) -> int:
+    """The number of records in text, asserting that it ends on a record boundary."""
+    if fmt == "json":
+        return len(json.loads(text))  # a closed array
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    if fmt == "ndjson":
+        for line in lines:
+            assert set(json.loads(line)) == {"value", "gradient"}
+        return len(lines)
+    delimiter = "," if fmt == "csv" else "\t"
+    assert lines[0].split(delimiter) == ["value", "d/dx"]
+    for line in lines[1:]:
+        value, derivative = map(float, line.split(delimiter))
+        assert derivative == pytest.approx(2 * math.sqrt(value))
+    return len(lines) - 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "ndjson", "json"])
+def test_ctrl_c_mid_stream_ends_on_a_record_boundary(fmt, many_points):
+    """SIGINT while a chunk is being written (the pipe is full, so the write is
+    blocked): the chunk is finished, the JSON array closed, status 130."""
+    proc = subprocess.Popen(_diffcli_command() + ["grad", "x^2", "--points", str(many_points), "--format", fmt],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+    try:
+        first = proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read().decode()
+        status = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert status == 130, stderr
+    assert stderr.endswith("interrupted\n") and "Traceback" not in stderr
+    records = _complete_records(fmt, (first + rest).decode())
+    assert 0 < records < 300_000
+
+
+def _limited_memory(megabytes: int):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+    return limit
+
+
+@pytest.mark.parametrize("fmt", ["--json", "-q", "--csv"])
+def test_a_big_jacobian_is_written_in_bounded_memory(fmt, tmp_path):
+    """A 1,500 x 1,500 Jacobian (18 MB of float64) under a 300 MB address-space
+    limit: the whole-string output (25 bytes a number as text, 32 more as a Python
+    float in a list, 60 more for every CSV label) needed over 450 MB."""
+    n = 1500
+    at = "x=[" + ",".join(str(i / n) for i in range(n)) + "]"
+    env = dict(_env(), OPENBLAS_NUM_THREADS="1")  # OpenBLAS reserves address space per thread
+    out = tmp_path / "out"
+    with out.open("w") as stdout:
+        proc = subprocess.run(_diffcli_command() + ["jac", "cumsum(x)", "--at", at, fmt], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, timeout=120,
+                              preexec_fn=_limited_memory(300))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    if fmt == "--json":
+        jacobian = np.array(json.loads(text)["jacobian"]["x"])
+    elif fmt == "-q":
+        jacobian = np.array(text.split(), dtype=float).reshape(n, n)
+    else:
+        header, row = text.splitlines()
+        assert header.split(",")[n + 1] == "dvalue[0]/dx[1]"
+        jacobian = np.array(row.split(",")[n:], dtype=float).reshape(n, n)
+    np.testing.assert_array_equal(jacobian, np.tril(np.ones((n, n))))  # d cumsum(x)[i] / dx[j]
+
+
+def test_graph_of_a_constant_vector_draws_it():
+    result = run("graph", "[1] + x", "--color", "never")
+    assert result.exit_code == 0, result.stderr
+    assert "const 1 1" in result.stdout
+
+
+def test_graph_checks_the_backward_pass_before_writing_anything():
+    result = run("graph", "x", "--at", "x=[1,2]")
+    assert result.exit_code == 2
+    assert "needs a scalar expression" in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,100 @@
+"""render.py: the pieces a big result is written in add up to the text the
+whole-string code wrote, long tables stay aligned, and a closed pipe under a
+rich Console is a BrokenPipeError (as for every other writer)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from diffcli import api, render
+
+
+def _result(kind, expression, at, **request):
+    return api.compile(expression).compute(kind, at, **request)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (1,), (7,), (3, 4), (2, 3, 4), (1, 1, 1), (2, 0, 3), (3, 70)])
+@pytest.mark.parametrize("per_piece", [1, 2, 5, 64, 65536])
+def test_json_array_pieces_add_up_to_json_dumps(shape, per_piece):
+    array = np.random.default_rng(1).standard_normal(shape)
+    if array.size > 1:
+        array.flat[1] = np.nan
+        array.flat[-1] = -np.inf
+    pieces = list(render.json_array_pieces(array, per_piece))
+    assert "".join(pieces) == json.dumps(render.to_json_value(array))
+    if array.size > per_piece:  # really written in pieces, none much longer than asked
+        assert len(pieces) > 1
+
+
+def test_json_document_pieces_are_the_document():
+    at = {"x": np.linspace(0, 1, 80)}
+    result = _result("jacobian", "cumsum(x) * x[0]", at)
+    text = "".join(render.json_document_pieces("cumsum(x) * x[0]", at, result))
+    doc = json.loads(text)
+    assert list(doc) == ["expression", "at", "value", "jacobian"]
+    np.testing.assert_array_equal(doc["jacobian"]["x"], result.derivatives["x"])  # 6,400 > _SMALL: a hole
+    assert text == json.dumps(doc)  # the same spelling as one json.dumps
+
+
+def test_quiet_pieces_are_one_number_per_line():
+    result = _result("gradient", "sum(x^2)", {"x": np.arange(5.0)})
+    pieces = list(render.quiet_pieces(result, numbers_per_piece=2))
+    assert len(pieces) == 3
+    assert "".join(pieces) == "0.0\n2.0\n4.0\n6.0\n8.0\n"
+
+
+def test_a_wide_csv_row_is_written_in_pieces_with_the_same_text(monkeypatch):
+    result = _result("jacobian", "[x * y, sin(y), x]", {"x": 2.0, "y": 3.0}).with_batch_axis()
+    whole = io.StringIO()
+    render.DelimitedWriter(whole, ",").write(result, {"id": ["a,b"]})
+    monkeypatch.setattr(render, "WIDE", 2)
+    pieces = io.StringIO()
+    render.DelimitedWriter(pieces, ",").write(result, {"id": ["a,b"]})
+    assert pieces.getvalue() == whole.getvalue()
+    header, row = whole.getvalue().splitlines()
+    assert header.startswith('id,value[0],value[1],value[2]') and row.startswith("\"a,b\",6.0,")
+
+
+def _render(console_width, tables):
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=console_width, color_system=None)
+    for table in tables:
+        console.print(table)
+    return console.file.getvalue()
+
+
+def test_a_long_table_is_drawn_in_aligned_blocks(monkeypatch):
+    result = _result("jacobian", "x^2", {"x": np.array([1.0, -2.0, 30.0, 4.5, 1e-7])})
+    (leaf,) = render.leaves(result)[1:]
+    one = _render(120, render._leaf_tables(leaf, 6))
+    monkeypatch.setattr(render, "TABLE_BLOCK", 2)
+    blocks = list(render._leaf_tables(leaf, 6))
+    assert len(blocks) == 3
+    text = _render(120, blocks)
+    rows = [line.rstrip() for line in text.splitlines() if line.strip().startswith("value[")]
+    assert [r.split() for r in rows] == [line.split() for line in one.splitlines()
+                                          if line.strip().startswith("value[")]
+    assert len({len(r) for r in rows}) == 1  # every block has the same column widths
+    assert rows[4].split()[-1] == "2e-07"
+
+
+def test_a_closed_pipe_under_rich_is_broken_pipe_error():
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    console = render.new_console(file=ClosedPipe(), color_system=None)
+    with pytest.raises(BrokenPipeError):  # rich's own Console exits with status 1 here
+        console.print("x")
+
+
+def test_a_constant_vector_node_is_labelled():
+    function = api.compile("[1] + x")
+    graph, root = function.graph({"x": (1,)})
+    labels = [render.node_label(node) for node in [root, *root.args]]
+    assert any(label.endswith("const 1 1") for label in labels), labels
