@@ -234,26 +234,18 @@ class Function:
         Variables are scalars unless shapes says otherwise."""
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
-        graph, out = binding.graph, binding.output
+        out = binding.output
         names = self._check_wrt(wrt)
         if kind in ("gradient", "hessian"):
             _require_scalar(out.shape, "grad" if kind == "gradient" else "hess")
         if kind == "derivative" and len(names) != 1:
             raise UsageError("--order needs one --wrt variable")
-        with binding.lock, _collector_paused(), self._forgotten_if_over(binding):
-            if kind == "derivative":
-                node, x = out, binding.by_name[names[0]]
-                growth = _OrderGrowth(graph, order, f"the order-{order} formula")
-                for level in range(1, order + 1):
-                    node = autodiff.jacobian_node(graph, node, x)
-                    growth.after(level)
-                nodes = {names[0]: node}
-            elif kind == "hessian":
-                gradient = dict(zip(names, binding.gradient(names)))
-                nodes = {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
-                         for a in names}
-            else:
-                nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+        with binding.lock, _collector_paused():
+            try:
+                nodes = _formula_nodes(binding, kind, names, order)
+            except BudgetError:
+                self._forget(binding)
+                raise
         from .formula import formula  # only --symbolic needs it
 
         reserved = self.variables
@@ -291,14 +283,25 @@ class Function:
         batch = _batch_shape(arrays, batch_ndim)
         binding = self._binding(shapes)
         request.check(binding, shapes, batch)
-        result_bytes = 8 * (request.result_entries(binding.output.shape, shapes, batch)
-                            + (_size(binding.output.shape) * _size(batch) if request.with_value else 0))
-        self._within_budget(result_bytes, request, batch)  # before building anything
-        with self._forgotten_if_over(binding):
-            compiled = binding.plan(request, self.kink == "nan")
+        compiled = binding.built_plan(request, self.kink == "nan")
+        # One point's result, the same every time at the binding's shapes, is checked once.
+        result_bytes = None if batch or compiled is None else compiled.later.get("point result bytes")
+        if result_bytes is None:
+            result_bytes = 8 * (request.result_entries(binding.output.shape, shapes, batch)
+                                + (_size(binding.output.shape) * _size(batch) if request.with_value else 0))
+            self._within_budget(result_bytes, request, batch)  # before building anything
+        if compiled is None:
+            try:
+                compiled = binding.plan(request, self.kink == "nan")
+            except BudgetError:
+                self._forget(binding)
+                raise
+        if not batch:
+            compiled.later["point result bytes"] = result_bytes
         first = 1 if request.with_value else 0  # the value comes first, when asked for
         end = first + compiled.derivative_count
-        copies = result_bytes if request.copies_result else 0  # laid out anew from the plan's outputs
+        # Derivatives laid out anew from the plan's outputs are a copy the size of the result.
+        copies = result_bytes if request.copies_result else 0
         outputs, finite, inputs, shared = self._evaluate(request, binding, compiled, arrays, shapes, batch,
                                                          derivatives=slice(first, end), copies=copies)
         value = _materialise(outputs[0], batch + binding.output.shape) if first else None
@@ -324,8 +327,14 @@ class Function:
         shared = request.shared_rows(binding) if self.kink != "nan" else None
 
         def evaluate(shared):
-            inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
-            self._within_budget(compiled.plan.peak_bytes(inputs, batch) + copies, request, batch)
+            extra = request.inputs(binding, shapes, batch, shared)
+            inputs = [arrays[name] for name in self.variables] + extra
+            if batch or extra:
+                peak = compiled.plan.peak_bytes(inputs, batch)
+            else:  # the variables alone, at one point: the same layout every time
+                peak = compiled.later.get("point peak") or compiled.later.setdefault(
+                    "point peak", compiled.plan.peak_bytes(inputs, batch))
+            self._within_budget(peak + copies, request, batch)
             return compiled.plan.run_checked(inputs, batch) + (inputs,)
         outputs, finite, inputs = evaluate(shared)
         if shared is not None and not all(finite[derivatives]):
@@ -375,16 +384,11 @@ class Function:
                 self._bindings[key] = binding
         return binding
 
-    @contextmanager
-    def _forgotten_if_over(self, binding: _Binding):
+    def _forget(self, binding: _Binding) -> None:
         """A derivative graph refused halfway through leaves its nodes in the
         binding's graph: the binding is dropped, so that they can be freed."""
-        try:
-            yield
-        except BudgetError:
-            with self._lock:
-                self._bindings = {k: b for k, b in self._bindings.items() if b is not binding}
-            raise
+        with self._lock:
+            self._bindings = {k: b for k, b in self._bindings.items() if b is not binding}
 
     def _within_budget(self, estimate: int, request: _Request, batch: tuple) -> None:
         if estimate <= self.max_memory:
@@ -393,7 +397,7 @@ class Function:
         points = _size(batch)
         if points > 1:
             fits = self.max_memory * points // estimate
-            advice = f"evaluate at most {fits:,} points at a time (--chunk)" if fits else advice
+            advice = f"evaluate at most {fits:,} points at a time (--chunk {fits})" if fits else advice
         raise BudgetError(f"{request.what} would need about {format_size(estimate)} of memory, over the "
                           f"budget of {format_size(self.max_memory)} (--max-memory): {advice}")
 
@@ -414,6 +418,10 @@ class _Binding:
         self._gradients: dict[tuple, list[Node]] = {}
         self._compressions: dict[tuple, list] = {}
         self._forward_order: list[Node] | None = None
+
+    def built_plan(self, request: _Request, kink_nan: bool = False) -> _Compiled | None:
+        """The plan for request if it is built already, else None."""
+        return self._plans.get(request.key() + (kink_nan,))
 
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
         key = request.key() + (kink_nan,)
@@ -512,6 +520,23 @@ class _Binding:
 _Compiled = namedtuple("_Compiled", "plan diagnostics derivative_count watched watched_if_infinite later")
 
 
+def _formula_nodes(binding: _Binding, kind: str, names: list[str], order: int) -> dict:
+    """The derivative nodes Function.formulas prints, by variable (by pair for a Hessian)."""
+    graph, out = binding.graph, binding.output
+    if kind == "derivative":
+        node, x = out, binding.by_name[names[0]]
+        growth = _OrderGrowth(graph, order, f"the order-{order} formula")
+        for level in range(1, order + 1):
+            node = autodiff.jacobian_node(graph, node, x)
+            growth.after(level)
+        return {names[0]: node}
+    if kind == "hessian":
+        gradient = dict(zip(names, binding.gradient(names)))
+        return {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
+                for a in names}
+    return {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+
+
 def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
     reports = []
     for (node, _), flags in zip(watched, indicators):
@@ -536,7 +561,7 @@ class _Request:
     kind = "value"
     with_value = True  # the plan's first output is the expression's value
     what = "the value"  # for messages
-    advice = "evaluate fewer points at a time"  # what to do when over the memory budget
+    advice = "give a larger --max-memory, or smaller arrays"  # what to do when over the memory budget
     copies_result = False  # collect() lays the derivatives out anew (a copy the size of the result)
 
     def key(self) -> tuple:
@@ -824,7 +849,7 @@ class _Jvp(_Along):
     def __init__(self, tangents):
         super().__init__(tangents, 1)
         self.what = "the Jacobian-vector product"
-        self.advice = "evaluate fewer points at a time"
+        self.advice = _Request.advice
 
     def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.jvp = _materialise(outputs[0], batch + out_shape)
