@@ -289,7 +289,9 @@ class Function:
         if result_bytes is None:
             result_bytes = 8 * (request.result_entries(binding.output.shape, shapes, batch)
                                 + (_size(binding.output.shape) * _size(batch) if request.with_value else 0))
-            self._within_budget(result_bytes, request, batch)  # before building anything
+            # Before building anything, one point's result; a batch's whole peak is
+            # checked below, so that the advice on how many points fit is sound.
+            self._within_budget(result_bytes // max(1, _size(batch)), request, ())
         if compiled is None:
             try:
                 compiled = binding.plan(request, self.kink == "nan")
@@ -396,7 +398,8 @@ class Function:
         advice = request.advice
         points = _size(batch)
         if points > 1:
-            fits = self.max_memory * points // estimate
+            # The points' share of the budget, less a fifth for what does not scale with them.
+            fits = self.max_memory * points * 4 // (estimate * 5)
             advice = f"evaluate at most {fits:,} points at a time (--chunk {fits})" if fits else advice
         raise BudgetError(f"{request.what} would need about {format_size(estimate)} of memory, over the "
                           f"budget of {format_size(self.max_memory)} (--max-memory): {advice}")
