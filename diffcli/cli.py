@@ -55,7 +55,8 @@ EXIT STATUS
   0  success (warnings, if any, went to stderr; also when the reader
      of stdout went away, as with | head)
   1  a check you asked for failed
-  2  usage, expression or shape error
+  2  usage, expression or shape error; a request over
+     the memory budget (--max-memory)
   3  bad input data
   130  interrupted
 """
