@@ -9,6 +9,7 @@ This module imports neither click nor rich.
 
 from .api import Check, Function, Result, check, compile, constant
 from .errors import (
+    BudgetError,
     DiffcliError,
     ExpressionError,
     NumericError,
@@ -18,5 +19,5 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-__all__ = ["Check", "Function", "Result", "check", "compile", "constant", "DiffcliError", "ExpressionError",
+__all__ = ["Check", "Function", "Result", "check", "compile", "constant", "BudgetError", "DiffcliError", "ExpressionError",
            "NumericError", "ShapeError", "UsageError", "__version__"]

@@ -26,15 +26,25 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import autodiff
-from .errors import Diagnostic, UsageError
+from . import autodiff, budget
+from .budget import BYTES_PER_NODE, format_size
+from .errors import BudgetError, Diagnostic, UsageError
 from .evaluate import Plan
 from .functions import CONSTANTS
 from .graph import Graph, Node, topological_order
 from .ops import COMPARISONS, KINKS, describe
 from .parse import Program, parse
 
-MAX_RESULT_BYTES = 4 << 30
+# NumPy arrays have at most this many axes (an order-N derivative tensor has N
+# axes per axis of its variable, and its plan one seed axis per order).
+NUMPY_MAX_AXES = 64
+# Each order of a derivative differentiates the whole graph of the one before,
+# so building order N walks about the sum of every order's graph, and makes
+# the new nodes: past this much work (in node visits, about 0.7 us each; a
+# new node costs about 15 us, NODE_COST visits; so about 7 s), an order is
+# refused before it is built.
+MAX_BUILD_WORK = 10_000_000
+NODE_COST = 20
 
 
 class Result:
@@ -89,12 +99,17 @@ class Result:
         return f"Result(kind={self.kind!r}, value={self.value!r}, derivatives={self.derivatives!r})"
 
 
-def compile(source: str, *, kink: str = "subgradient") -> Function:  # noqa: A001 - like re.compile
+def compile(source: str, *, kink: str = "subgradient",  # noqa: A001 - like re.compile
+            max_memory: int | str | None = None) -> Function:
     """Parse an expression once; evaluate and differentiate it many times.
     kink: at a point where an operation is not differentiable, answer with the
     documented subgradient ('subgradient') or with nan ('nan'); either way the
-    Result lists the kinks it met."""
-    return Function(source, kink=kink)
+    Result lists the kinks it met.
+    max_memory: the memory budget of each request, in bytes or as a size like
+    '2G' or '500M' (default: half of the smallest of physical memory, the
+    address-space limit and the cgroup's limit). A request whose estimate
+    exceeds it raises BudgetError before it runs."""
+    return Function(source, kink=kink, max_memory=max_memory)
 
 
 def constant(text: str) -> np.ndarray:
@@ -113,11 +128,12 @@ class Function:
     """A compiled expression. Methods take the point as keyword arguments (or a
     mapping as the first argument, for names like 'wrt')."""
 
-    def __init__(self, source: str, *, kink: str = "subgradient"):
+    def __init__(self, source: str, *, kink: str = "subgradient", max_memory: int | str | None = None):
         if kink not in ("subgradient", "nan"):
             raise UsageError(f"kink must be 'subgradient' or 'nan', not {kink!r}")
         self.source = source
         self.kink = kink
+        self.max_memory: int = budget.resolve(max_memory)  # bytes
         with _collector_paused():
             self.program: Program = parse(source)
         self._bindings: dict[tuple, _Binding] = {}
@@ -218,24 +234,18 @@ class Function:
         Variables are scalars unless shapes says otherwise."""
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
-        graph, out = binding.graph, binding.output
+        out = binding.output
         names = self._check_wrt(wrt)
         if kind in ("gradient", "hessian"):
             _require_scalar(out.shape, "grad" if kind == "gradient" else "hess")
         if kind == "derivative" and len(names) != 1:
             raise UsageError("--order needs one --wrt variable")
         with binding.lock, _collector_paused():
-            if kind == "derivative":
-                node, x = out, binding.by_name[names[0]]
-                for _ in range(order):
-                    node = autodiff.jacobian_node(graph, node, x)
-                nodes = {names[0]: node}
-            elif kind == "hessian":
-                gradient = dict(zip(names, binding.gradient(names)))
-                nodes = {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
-                         for a in names}
-            else:
-                nodes = {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+            try:
+                nodes = _formula_nodes(binding, kind, names, order)
+            except BudgetError:
+                self._forget(binding)
+                raise
         from .formula import formula  # only --symbolic needs it
 
         reserved = self.variables
@@ -272,12 +282,30 @@ class Function:
         shapes = {name: a.shape[batch_ndim:] for name, a in arrays.items()}
         batch = _batch_shape(arrays, batch_ndim)
         binding = self._binding(shapes)
-        request.check(binding.output.shape, shapes, batch)
-        compiled = binding.plan(request, self.kink == "nan")
+        request.check(binding, shapes, batch)
+        compiled = binding.built_plan(request, self.kink == "nan")
+        # One point's result, the same every time at the binding's shapes, is checked once.
+        result_bytes = None if batch or compiled is None else compiled.later.get("point result bytes")
+        if result_bytes is None:
+            result_bytes = 8 * (request.result_entries(binding.output.shape, shapes, batch)
+                                + (_size(binding.output.shape) * _size(batch) if request.with_value else 0))
+            # Before building anything, one point's result; a batch's whole peak is
+            # checked below, so that the advice on how many points fit is sound.
+            self._within_budget(result_bytes // max(1, _size(batch)), request, ())
+        if compiled is None:
+            try:
+                compiled = binding.plan(request, self.kink == "nan")
+            except BudgetError:
+                self._forget(binding)
+                raise
+        if not batch:
+            compiled.later["point result bytes"] = result_bytes
         first = 1 if request.with_value else 0  # the value comes first, when asked for
         end = first + compiled.derivative_count
+        # Derivatives laid out anew from the plan's outputs are a copy the size of the result.
+        copies = result_bytes if request.copies_result else 0
         outputs, finite, inputs, shared = self._evaluate(request, binding, compiled, arrays, shapes, batch,
-                                                         derivatives=slice(first, end))
+                                                         derivatives=slice(first, end), copies=copies)
         value = _materialise(outputs[0], batch + binding.output.shape) if first else None
         result = Result(value, request.kind, shapes=shapes)
         request.collect(result, outputs[first:end], binding.output.shape, shapes, batch, shared)
@@ -293,13 +321,22 @@ class Function:
         result.diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
         return result
 
-    def _evaluate(self, request, binding, compiled, arrays, shapes, batch, derivatives: slice):
+    def _evaluate(self, request, binding, compiled, arrays, shapes, batch, derivatives: slice, copies: int):
         """(outputs, whether each is finite, the plan's inputs, the shared seeds
-        used or None), evaluated with shared seeds where the request has them."""
+        used or None), evaluated with shared seeds where the request has them,
+        each time after the plan's memory estimate (plus copies bytes made
+        afterwards) is found within the budget."""
         shared = request.shared_rows(binding) if self.kink != "nan" else None
 
         def evaluate(shared):
-            inputs = [arrays[name] for name in self.variables] + request.inputs(binding, shapes, batch, shared)
+            extra = request.inputs(binding, shapes, batch, shared)
+            inputs = [arrays[name] for name in self.variables] + extra
+            if batch or extra:
+                peak = compiled.plan.peak_bytes(inputs, batch)
+            else:  # the variables alone, at one point: the same layout every time
+                peak = compiled.later.get("point peak") or compiled.later.setdefault(
+                    "point peak", compiled.plan.peak_bytes(inputs, batch))
+            self._within_budget(peak + copies, request, batch)
             return compiled.plan.run_checked(inputs, batch) + (inputs,)
         outputs, finite, inputs = evaluate(shared)
         if shared is not None and not all(finite[derivatives]):
@@ -344,18 +381,39 @@ class Function:
         binding = self._bindings.get(key)
         if binding is None:
             with self._lock, _collector_paused():
-                binding = self._bindings.get(key) or _Binding(self.program, shapes, self._lock)
+                binding = self._bindings.get(key) or _Binding(self.program, shapes, self._lock,
+                                                              self.max_memory // BYTES_PER_NODE)
                 self._bindings[key] = binding
         return binding
+
+    def _forget(self, binding: _Binding) -> None:
+        """A derivative graph refused halfway through leaves its nodes in the
+        binding's graph: the binding is dropped, so that they can be freed."""
+        with self._lock:
+            self._bindings = {k: b for k, b in self._bindings.items() if b is not binding}
+
+    def _within_budget(self, estimate: int, request: _Request, batch: tuple) -> None:
+        if estimate <= self.max_memory:
+            return
+        advice = request.advice
+        points = _size(batch)
+        if points > 1:
+            # The points' share of the budget, less a fifth for what does not scale with them.
+            fits = self.max_memory * points * 4 // (estimate * 5)
+            advice = f"evaluate at most {fits:,} points at a time (--chunk {fits})" if fits else advice
+        raise BudgetError(f"{request.what} would need about {format_size(estimate)} of memory, over the "
+                          f"budget of {format_size(self.max_memory)} (--max-memory): {advice}")
 
 
 class _Binding:
     """The graph of one expression at one set of variable shapes, with its plans."""
 
-    def __init__(self, program: Program, shapes: dict[str, tuple], lock):
+    def __init__(self, program: Program, shapes: dict[str, tuple], lock, max_nodes: int | None = None):
         self.lock = lock
         self.graph = Graph()
         self.output = program.build(self.graph, shapes)
+        # Derivative graphs built here stop past this many nodes (autodiff.py).
+        self.graph.max_nodes = max_nodes
         self.forward_diagnostics = list(self.graph.diagnostics)
         self.inputs = [self.graph.var(n, shapes[n]) for n in program.variables]
         self.by_name = dict(zip(program.variables, self.inputs))
@@ -363,6 +421,10 @@ class _Binding:
         self._gradients: dict[tuple, list[Node]] = {}
         self._compressions: dict[tuple, list] = {}
         self._forward_order: list[Node] | None = None
+
+    def built_plan(self, request: _Request, kink_nan: bool = False) -> _Compiled | None:
+        """The plan for request if it is built already, else None."""
+        return self._plans.get(request.key() + (kink_nan,))
 
     def plan(self, request: _Request, kink_nan: bool = False) -> _Compiled:
         key = request.key() + (kink_nan,)
@@ -461,6 +523,23 @@ class _Binding:
 _Compiled = namedtuple("_Compiled", "plan diagnostics derivative_count watched watched_if_infinite later")
 
 
+def _formula_nodes(binding: _Binding, kind: str, names: list[str], order: int) -> dict:
+    """The derivative nodes Function.formulas prints, by variable (by pair for a Hessian)."""
+    graph, out = binding.graph, binding.output
+    if kind == "derivative":
+        node, x = out, binding.by_name[names[0]]
+        growth = _OrderGrowth(graph, order, f"the order-{order} formula")
+        for level in range(1, order + 1):
+            node = autodiff.jacobian_node(graph, node, x)
+            growth.after(level)
+        return {names[0]: node}
+    if kind == "hessian":
+        gradient = dict(zip(names, binding.gradient(names)))
+        return {a: {b: autodiff.jacobian_node(graph, gradient[a], binding.by_name[b]) for b in names}
+                for a in names}
+    return {n: autodiff.jacobian_node(graph, out, binding.by_name[n]) for n in names}
+
+
 def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
     reports = []
     for (node, _), flags in zip(watched, indicators):
@@ -484,12 +563,19 @@ def _kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
 class _Request:
     kind = "value"
     with_value = True  # the plan's first output is the expression's value
+    what = "the value"  # for messages
+    advice = "give a larger --max-memory, or smaller arrays"  # what to do when over the memory budget
+    copies_result = False  # collect() lays the derivatives out anew (a copy the size of the result)
 
     def key(self) -> tuple:
         return (self.kind,)
 
-    def check(self, out_shape, shapes, batch) -> None:
-        pass
+    def check(self, binding: _Binding, shapes, batch) -> None:
+        """Refuse, before anything is built, a request that cannot work."""
+
+    def result_entries(self, out_shape, shapes, batch) -> int:
+        """How many numbers the derivatives hold (the value's are counted apart)."""
+        return 0
 
     def build(self, binding: _Binding) -> tuple[list[Node], list[Node]]:
         return [], []
@@ -523,6 +609,7 @@ class _ByVariables(_Request):
 
 class _Gradient(_ByVariables):
     kind = "gradient"
+    what = "the gradient"
 
     def __init__(self, wrt, with_value=True):
         super().__init__(wrt)
@@ -531,8 +618,11 @@ class _Gradient(_ByVariables):
     def key(self):
         return (self.kind, tuple(self.wrt), self.with_value)
 
-    def check(self, out_shape, shapes, batch):
-        _require_scalar(out_shape, "grad")
+    def check(self, binding, shapes, batch):
+        _require_scalar(binding.output.shape, "grad")
+
+    def result_entries(self, out_shape, shapes, batch):
+        return _size(batch) * sum(_size(shapes[n]) for n in self.wrt)
 
     def build(self, binding):
         return binding.gradient(self.wrt), []
@@ -543,12 +633,14 @@ class _Gradient(_ByVariables):
 
 class _Vjp(_Gradient):
     kind = "vjp"
+    what = "the vector-Jacobian product"
 
     def __init__(self, wrt, seed):
         super().__init__(wrt)
         self.seed = seed
 
-    def check(self, out_shape, shapes, batch):
+    def check(self, binding, shapes, batch):
+        out_shape = binding.output.shape
         if self.seed.shape not in (out_shape, batch + out_shape):
             raise UsageError(f"the seed is {describe(self.seed.shape)} but the expression's value is "
                              f"{describe(out_shape)}: they must have the same shape")
@@ -565,14 +657,18 @@ class _Jacobian(_Vjp):
     """All rows at once: identity seeds stacked on a new leading axis."""
 
     kind = "jacobian"
+    what = "the Jacobian"
+    advice = "use vjp with a seed, or grad of a scalar, instead"
+    copies_result = True
 
     def __init__(self, wrt):
         super().__init__(wrt, None)
 
-    def check(self, out_shape, shapes, batch):
-        rows = _size(out_shape)
-        _refuse_oversized(rows * _size(batch) * sum(_size(shapes[n]) for n in self.wrt), "the Jacobian",
-                    "use vjp with a seed, or grad of a scalar, instead")
+    def check(self, binding, shapes, batch):
+        pass
+
+    def result_entries(self, out_shape, shapes, batch):
+        return _size(out_shape) * _size(batch) * sum(_size(shapes[n]) for n in self.wrt)
 
     def shared_rows(self, binding):
         return _any_shared(binding.row_compression([binding.output], self.wrt))
@@ -589,11 +685,15 @@ class _Hessian(_ByVariables):
     """Rows of each block d(grad_a)/d(b), with identity seeds of a's shape."""
 
     kind = "hessian"
+    what = "the Hessian"
+    advice = "use hvp with a tangent instead"
+    copies_result = True
 
-    def check(self, out_shape, shapes, batch):
-        _require_scalar(out_shape, "hess")
-        total = sum(_size(shapes[n]) for n in self.wrt)
-        _refuse_oversized(total * total * _size(batch), "the Hessian", "use hvp with a tangent instead")
+    def check(self, binding, shapes, batch):
+        _require_scalar(binding.output.shape, "hess")
+
+    def result_entries(self, out_shape, shapes, batch):
+        return sum(_size(shapes[n]) for n in self.wrt) ** 2 * _size(batch)
 
     def build(self, binding):
         outputs, seeds = [], []
@@ -627,42 +727,72 @@ class _Derivative(_Request):
     on one more leading axis (so no Python loop over entries)."""
 
     kind = "derivative"
+    advice = "lower the order"
+    copies_result = True
 
     def __init__(self, name: str, order: int):
         self.name = name
         self.order = order
+        self.what = f"the order-{order} derivative"
 
     def key(self):
         return (self.kind, self.name, self.order)
 
-    def check(self, out_shape, shapes, batch):
-        entries = _size(out_shape) * _size(shapes[self.name]) ** self.order * _size(batch)
-        _refuse_oversized(entries, f"the order-{self.order} derivative", "lower the order")
+    def check(self, binding, shapes, batch):
+        """The tensor's axes and the plan's (a seed axis per order where the
+        seed has more than one row, then the batch's, then a node's own) must
+        fit in a NumPy array."""
+        out_shape, x_shape = binding.output.shape, shapes[self.name]
+        tensor_axes = len(batch) + len(out_shape) + self.order * len(x_shape)
+        seed_axes = (_size(out_shape) > 1) + (self.order - 1) * (_size(x_shape) > 1)
+        plan_axes = seed_axes + len(batch) + max(len(n.shape) for n in binding.forward_order())
+        if max(tensor_axes, plan_axes) > NUMPY_MAX_AXES:
+            which = f"its tensor has {tensor_axes:,} axes" if tensor_axes > NUMPY_MAX_AXES else \
+                f"computing it needs arrays of {plan_axes:,} axes"
+            raise UsageError(f"{self.what} with respect to {describe(x_shape)} {self.name}: {which}, and "
+                             f"NumPy arrays have at most {NUMPY_MAX_AXES}: lower the order")
+
+    def result_entries(self, out_shape, shapes, batch):
+        m = _size(shapes[self.name])
+        if m > 1 and self.order * math.log2(m) > 100:  # far past any budget: no need for the exact number
+            return 1 << 100
+        return _size(out_shape) * m ** self.order * _size(batch)
 
     def build(self, binding):
         x = binding.by_name[self.name]
         node, seeds = binding.output, []
+        growth = _OrderGrowth(binding.graph, self.order, self.what)
         for k in range(self.order):
             seed = binding.seed(f"seed{k}", node.shape if k == 0 else x.shape)
             seeds.append(seed)
             (node,) = autodiff.vjp(binding.graph, node, seed, [x])
+            growth.after(k + 1)
         return [node], seeds
 
+    def _levels(self, out_shape, x_shape) -> list[tuple]:
+        """The seeds' shapes: the output's, then the variable's at each order above 1."""
+        return [out_shape] + [x_shape] * (self.order - 1)
+
     def inputs(self, binding, shapes, batch, shared=None):
-        # Seed k sits on leading axis order-1-k, so later seeds vary slowest.
-        shapes_per_level = [binding.output.shape] + [shapes[self.name]] * (self.order - 1)
+        # Seed k sits on its own leading axis, later seeds further left (varying
+        # slowest); a seed of one row (a scalar's) needs no axis at all, so
+        # scalars reach any order without NumPy's limit on axes.
+        levels = self._levels(binding.output.shape, shapes[self.name])
+        axes = [_size(shape) > 1 for shape in levels]
         arrays = []
-        for k, shape in enumerate(shapes_per_level):
+        for k, shape in enumerate(levels):
             m = _size(shape)
-            lead = (1,) * (self.order - 1 - k) + (m,) + (1,) * k
+            lead = (1,) * sum(axes[k + 1:]) + ((m,) if axes[k] else ()) + (1,) * sum(axes[:k])
             arrays.append(np.eye(m).reshape(lead + (1,) * len(batch) + shape))
         return arrays
 
     def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
-        levels = [out_shape] + [shapes[self.name]] * (self.order - 1)
+        x_shape = shapes[self.name]
+        levels = self._levels(out_shape, x_shape)
         (d,) = outputs
+        rows = _unstack_rows(d, [shape for shape in levels if _size(shape) > 1], batch, x_shape)
         result.order = self.order
-        result.derivatives = {self.name: _unstack_rows(d, levels, batch, shapes[self.name])}
+        result.derivatives = {self.name: rows.reshape(batch + sum(levels, ()) + x_shape)}
 
 
 class _Along(_Request):
@@ -672,16 +802,21 @@ class _Along(_Request):
     output-shaped at every order, so no N x shape(x) tensor is ever formed."""
 
     kind = "along"
+    advice = "lower the order"
 
     def __init__(self, tangents, order: int):
         self.tangents = tangents
         self.order = order
+        self.what = f"the derivatives up to order {order}"
 
     def key(self):
         return (self.kind, tuple(self.tangents), self.order)
 
-    def check(self, out_shape, shapes, batch):
+    def check(self, binding, shapes, batch):
         _check_tangents(self.tangents, shapes, batch)
+
+    def result_entries(self, out_shape, shapes, batch):
+        return self.order * _size(out_shape) * _size(batch)
 
     def build(self, binding):
         graph = binding.graph
@@ -689,12 +824,14 @@ class _Along(_Request):
         variables = [binding.by_name[n] for n in names]
         tangent_vars = [binding.seed(f"along:tangent:{n}", v.shape) for n, v in zip(names, variables)]
         node, outputs, cotangents = binding.output, [], []
+        growth = _OrderGrowth(graph, self.order, self.what)
         for k in range(self.order):
             u = binding.seed(f"along:u{k}", binding.output.shape)
             cotangents.append(u)
             pullbacks = autodiff.vjp(graph, node, u, variables)
             (node,) = autodiff.vjp_many(graph, list(zip(pullbacks, tangent_vars)), [u])
             outputs.append(node)
+            growth.after(k + 1)
         return outputs, tangent_vars + cotangents
 
     def inputs(self, binding, shapes, batch, shared=None):
@@ -714,6 +851,8 @@ class _Jvp(_Along):
 
     def __init__(self, tangents):
         super().__init__(tangents, 1)
+        self.what = "the Jacobian-vector product"
+        self.advice = _Request.advice
 
     def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.jvp = _materialise(outputs[0], batch + out_shape)
@@ -723,6 +862,7 @@ class _Hvp(_Request):
     """H v = d/dx (grad f . v): reverse over reverse, never forming H."""
 
     kind = "hvp"
+    what = "the Hessian-vector product"
 
     def __init__(self, wrt, tangents):
         self.wrt = wrt
@@ -731,9 +871,12 @@ class _Hvp(_Request):
     def key(self):
         return (self.kind, tuple(self.tangents))
 
-    def check(self, out_shape, shapes, batch):
-        _require_scalar(out_shape, "hvp")
+    def check(self, binding, shapes, batch):
+        _require_scalar(binding.output.shape, "hvp")
         _check_tangents(self.tangents, shapes, batch)
+
+    def result_entries(self, out_shape, shapes, batch):
+        return _size(batch) * sum(_size(shapes[n]) for n in self.wrt)
 
     def build(self, binding):
         names = list(self.tangents)
@@ -785,11 +928,70 @@ def _size(shape) -> int:
     return math.prod(shape)
 
 
-def _refuse_oversized(entries: int, what: str, advice: str) -> None:
-    """Refuse, before allocating, a result that would not fit in memory."""
-    if entries * 8 > MAX_RESULT_BYTES:
-        raise UsageError(f"{what} would have {entries:,} entries ({entries * 8 / 2**30:.1f} GiB); "
-                         f"{advice}")
+class _OrderGrowth:
+    """Watches a derivative graph grow order by order, and refuses, as soon as
+    three orders show how it grows, an order whose graph would outgrow the
+    memory budget or take too long to build (MAX_BUILD_WORK). The growth is
+    extrapolated from the increments: each the last one times the smaller of
+    the last two ratios between them (tan(x) grows about 2.8x per order, sin(x)
+    by 5 nodes). graph.max_nodes is the budget (autodiff.py enforces it too)."""
+
+    def __init__(self, graph: Graph, order: int, what: str):
+        self.graph = graph
+        self.order = order
+        self.what = what
+        self.sizes = [len(graph.nodes)]
+
+    def after(self, level: int) -> None:
+        """Called after each order (1, 2, ...) is built."""
+        self.sizes.append(len(self.graph.nodes))
+        remaining = self.order - level
+        if level < 3 or remaining <= 0 or self.graph.max_nodes is None:
+            return
+        n, (d1, d2, d3) = self.sizes[-1], [max(1, b - a) for a, b in zip(self.sizes[-4:-1], self.sizes[-3:])]
+        ratio = min(d3 / d2, d2 / d1)
+        nodes = n + d3 * _geometric_sum(ratio, remaining)
+        work = remaining * n + d3 * _sum_of_geometric_sums(ratio, remaining) + NODE_COST * (nodes - n)
+        if nodes > self.graph.max_nodes:
+            raise BudgetError(
+                f"{self.what} would need a derivative graph of {_about(nodes)} nodes "
+                f"({_about(nodes * BYTES_PER_NODE, format_size)} at {BYTES_PER_NODE:,} bytes a node; it has "
+                f"{n:,} at order {level} and grows {_growth(ratio, d3)} an order), over the memory budget "
+                f"of {format_size(self.graph.max_nodes * BYTES_PER_NODE)} (--max-memory): lower the order")
+        if work > MAX_BUILD_WORK:
+            raise BudgetError(
+                f"{self.what} would take too long to build: each order differentiates the whole graph of "
+                f"the one before ({n:,} nodes at order {level}, growing {_growth(ratio, d3)} an order), "
+                f"{_about(work)} units of work (a node visited is 1, a node made {NODE_COST}), over the "
+                f"limit of {MAX_BUILD_WORK:,} (several seconds): lower the order")
+
+
+def _about(count: float, unit=lambda n: f"{n:.3g}") -> str:
+    """'about 2.5e+10', or for the astronomical 'more than 1e+15' (in unit's words)."""
+    return f"about {unit(count)}" if count < 1e15 else f"more than {unit(1e15)}"
+
+
+def _growth(ratio: float, increment: int) -> str:
+    return f"{ratio:.2g}x" if ratio > 1.05 else f"by about {increment:,} nodes"
+
+
+def _geometric_sum(q: float, r: int) -> float:
+    """q + q^2 + ... + q^r, as a float (inf when it overflows)."""
+    r_float = float(min(r, 10 ** 300))
+    if abs(q - 1.0) < 1e-9:
+        return r_float
+    try:
+        return q * (q ** r_float - 1.0) / (q - 1.0)
+    except OverflowError:
+        return math.inf
+
+
+def _sum_of_geometric_sums(q: float, r: int) -> float:
+    """The sum over i = 1..r of q + ... + q^i."""
+    r_float = float(min(r, 10 ** 300))
+    if abs(q - 1.0) < 1e-9:
+        return r_float * (r_float + 1.0) / 2.0
+    return q / (q - 1.0) * (_geometric_sum(q, r) - r_float)
 
 
 # From about this many rows, identity seeds are passed as a diagonal.Diagonal,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .budget import BYTES_PER_NODE, format_size
+from .errors import BudgetError
 from .graph import Graph, Node, topological_order
 from .ops import KINKS, OPS
 
@@ -107,6 +109,9 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node],
 
 
 def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
+    # A graph may carry max_nodes (api.py sets it from the memory budget): a
+    # derivative graph that would grow past it is refused while it is built.
+    max_nodes = getattr(graph, "max_nodes", None) or float("inf")
     active = depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
     for output, seed in pairs:
@@ -118,6 +123,10 @@ def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
         parts = cotangents.pop(node.id, None)
         if parts is None:
             continue
+        if len(graph.nodes) > max_nodes:
+            raise BudgetError(f"the derivative graph grew past {max_nodes:,} nodes while being built "
+                              f"(about {format_size(max_nodes * BYTES_PER_NODE)} at {BYTES_PER_NODE:,} bytes "
+                              f"a node), the memory budget (--max-memory)")
         g = adjoints[node.id] = _accumulate(graph, parts)
         if node.op == "var":
             continue

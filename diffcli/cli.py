@@ -62,7 +62,8 @@ EXIT STATUS
   0  success (warnings, if any, went to stderr; also when the reader
      of stdout went away, as with | head)
   1  a check you asked for failed
-  2  usage, expression or shape error
+  2  usage, expression or shape error; a request over
+     the memory budget (--max-memory)
   3  bad input data
   4  cannot write output (a full disk, an I/O error)
   130  interrupted
@@ -167,6 +168,7 @@ def _shared_options() -> list:
                      help="Where an operation is not differentiable (abs at 0, a tie in max, ...): "
                           "warn and use the documented subgradient, fail with status 1, or give nan."),
         click.option("--strict", is_flag=True, help="Exit with status 1 if any result is nan or infinite."),
+        _max_memory_option(),
     ]
 
     def collect():
@@ -174,6 +176,28 @@ def _shared_options() -> list:
     for option in reversed(options):
         collect = option(collect)
     return list(reversed(collect.__click_params__))
+
+
+class _MemorySize(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from .budget import parse_size
+
+        try:
+            return parse_size(value)
+        except DiffcliError as e:
+            self.fail(e.message, param, ctx)
+
+
+def _max_memory_option():
+    return click.option("--max-memory", "max_memory", type=_MemorySize(),
+                        help="The memory one request may use, like 2G or 500M (K, M, G, T are powers of "
+                             "1024): a request estimated to need more is refused (status 2) before it runs. "
+                             "Default: half of physical memory, or of ulimit -v or the cgroup's limit "
+                             "when smaller.")
 
 
 def _symbolic_option(command):
@@ -402,9 +426,10 @@ def graph_command(expression, expression_file, at, dot, digits, color):
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
               show_default=True, help="Colour; NO_COLOR is honoured (without colour, each curve "
                                       "has its own mark).")
+@_max_memory_option()
 @_handle_errors
 def plot_command(expression, expression_file, over, at, order, points, tangent_at, width, height,
-                 output, output_format, digits, color):
+                 output, output_format, digits, color, max_memory):
     """Plot EXPRESSION and its derivatives over a range: in the terminal, to
     an SVG/PNG/PDF figure, or as data. All curves come from one vectorised
     evaluation over the samples.
@@ -435,7 +460,7 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
     if points is None:
         points = 101 if output_format else 1001 if output else 4 * width
     try:
-        function = compile_expression(source)
+        function = compile_expression(source, max_memory=max_memory)
         samples = plotting.sample(function, axis, values, order, points, tangent)
         for diagnostic in samples.diagnostics[:1] + samples.kinks:
             _stderr("warning: " + diagnostic.format(source))
@@ -492,7 +517,8 @@ def _run(kind: str, options: dict) -> None:
         request["tangents"] = parse_at(options["tangent"], "--tangent")
     fmt = _output_format(options)
     try:
-        function = compile_expression(source, kink="nan" if options["kink"] == "nan" else "subgradient")
+        function = compile_expression(source, kink="nan" if options["kink"] == "nan" else "subgradient",
+                                      max_memory=options["max_memory"])
         if options.get("symbolic"):
             _run_symbolic(function, kind, at, request, fmt, options)
             return

@@ -49,6 +49,12 @@ class UsageError(DiffcliError):
     """Command-line values (--at, --seed, --wrt ...) that do not fit the expression."""
 
 
+class BudgetError(UsageError):
+    """A request whose memory estimate exceeds the budget (max_memory, the CLI's
+    --max-memory), or whose derivative graph would take too long to build:
+    refused before it runs, with the estimate and the limit (exit status 2)."""
+
+
 class NumericError(DiffcliError):
     """A numeric failure the user asked to be strict about."""
 

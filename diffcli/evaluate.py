@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from _thread import allocate_lock
+from functools import lru_cache
 from operator import itemgetter
 
 import numpy as np
@@ -149,6 +150,8 @@ class Plan:
         self._windowed: list | None = None
         self._fusion = None  # native.Fusion, False where it does not apply, None before asked
         self._point_size = max((n.size for n in order), default=1)
+        self._peaks: dict[tuple, int] = {}  # peak_bytes by input layout
+        self._diagonal_slots: dict[tuple, set[int]] = {}  # slots that may hold a Diagonal, by which inputs do
         _keep_freed_memory()
 
     def run_batched(self, values: list[np.ndarray], batch: tuple) -> list[np.ndarray]:
@@ -170,18 +173,27 @@ class Plan:
     def _run_batched(self, values, batch, check: bool) -> tuple[list[np.ndarray], list[bool] | None]:
         if not batch:
             return self.run(values), None
-        sliced = self._sliced(values, batch)
-        lead = max((int(np.prod(np.shape(v)[:np.ndim(v) - len(node.shape) - len(batch)]))
-                    for v, node, s in zip(values, self.inputs, sliced) if not s and np.ndim(v) > len(node.shape)),
-                   default=1)
-        per_point = max(1, self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64)))
-        n, threads = batch[0], _threads()
+        sliced, per_point, block, threads = self._blocking(values, batch)
+        n = batch[0]
         fusion = self._fusion_for(values, sliced, n * per_point)
         if fusion is not None:
             run_whole = fusion.run
         else:
             def run_whole(values, into=None):
                 return self.run(values, into, windows=True)
+        if block is None:
+            return run_whole(values), None
+        return self._run_blocks(values, sliced, len(batch), n, block, threads, check, run_whole)
+
+    def _blocking(self, values, batch) -> tuple[list[bool], int, int | None, int]:
+        """How a batch runs: (which inputs are cut into blocks, elements per point
+        of the largest array, rows per block or None to run it whole, threads)."""
+        sliced = self._sliced(values, batch)
+        lead = max((int(np.prod(np.shape(v)[:np.ndim(v) - len(node.shape) - len(batch)]))
+                    for v, node, s in zip(values, self.inputs, sliced) if not s and np.ndim(v) > len(node.shape)),
+                   default=1)
+        per_point = max(1, self._point_size * lead * int(np.prod(batch[1:], dtype=np.int64)))
+        n, threads = batch[0], _threads()
         block = max(2, BLOCK_ELEMENTS // per_point)
         parallel = threads > 1 and len(self._steps) * n * per_point >= PARALLEL_MIN_WORK
         if parallel:
@@ -189,10 +201,10 @@ class Plan:
             # would get too small to pay: each thread claims blocks in turn.
             block = min(block, max(-(-n // threads), MIN_BLOCK_ELEMENTS // per_point, 2))
         elif n <= 4 * block:
-            return run_whole(values), None
+            return sliced, per_point, None, 1
         if n <= block:
-            return run_whole(values), None
-        return self._run_blocks(values, sliced, len(batch), n, block, threads if parallel else 1, check, run_whole)
+            return sliced, per_point, None, 1
+        return sliced, per_point, block, threads if parallel else 1
 
     def _fusion_for(self, values, sliced, elements: int):
         """native.Fusion for this batch when it applies and its kernels are built
@@ -356,19 +368,22 @@ class Plan:
         if self._windowed is None:
             from .windows import wrap_step
 
-            self._windowed = self._specialised_steps(set(), wrap_step)
+            self._windowed = self._specialised_steps(set(), wrap_step)[0]
         return self._windowed
 
     def _structured_steps(self, which: tuple) -> list:
         from .diagonal import wrap_step
 
-        return self._specialised_steps({self._input_slots[i] for i in which} - {None}, wrap_step)
+        steps, self._diagonal_slots[which] = self._specialised_steps({self._input_slots[i] for i in which} - {None},
+                                                                     wrap_step)
+        return steps
 
-    def _specialised_steps(self, special: set[int], wrap) -> list:
+    def _specialised_steps(self, special: set[int], wrap) -> tuple[list, set[int]]:
         """The steps, each one that may receive a special operand (a Diagonal, a
         Window: from the slots in special, or from a step that passes one on)
         replaced as wrap(node, kernel, unary, receives: a bool per argument)
-        says; wrap returns the kernel to use and whether its result may be special."""
+        says; wrap returns the kernel to use and whether its result may be special.
+        Also the slots that may hold a special operand."""
         special = set(special)
         steps = []
         for step, node in zip(self._steps, self._computed):
@@ -377,7 +392,76 @@ class Plan:
             if passes_on:
                 special.add(out)
             steps.append(step if wrapped is kernel else (wrapped, unary, arguments, out, releases))
-        return steps
+        return steps, special
+
+    # ------------------------------------------------------------ memory estimate
+
+    def peak_bytes(self, values: list, batch: tuple = ()) -> int:
+        """An estimate, made without evaluating anything, of the most memory a run
+        with these inputs holds at once: the inputs, plus the arrays alive together
+        as the steps run (a step's result lives until its last use). A batch run
+        in blocks counts its threads' blocks in flight and the full-size outputs.
+        A node's array has the node's shape behind the leading (seed and batch)
+        axes its arguments broadcast to; a seed kept diagonal (diagonal.py) counts
+        as its diagonal, views as copies (so it errs high); temporaries inside one
+        NumPy call are not counted. Cached per layout of the inputs."""
+        key = (batch, tuple([(v.shape, type(v)) for v in values]))
+        found = self._peaks.get(key)
+        if found is None:
+            found = self._peaks[key] = self._estimate(values, batch)
+        return found
+
+    def _estimate(self, values: list, batch: tuple) -> int:
+        leads = [_leading_axes(v, node) for v, node in zip(values, self.inputs)]
+        diagonal = self._diagonal_inputs(values)
+        inputs = sum(_array_bytes(lead, node.size, i in diagonal)
+                     for i, (lead, node) in enumerate(zip(leads, self.inputs)))
+        if diagonal:
+            self._steps_for(values)  # finds which slots may hold a Diagonal
+        special = self._diagonal_slots.get(diagonal, set())
+        peak, outputs = self._live_peak(leads, special)
+        if not batch:
+            return inputs + peak
+        sliced, _, block, threads = self._blocking(values, batch)
+        if block is None:
+            return inputs + peak
+        block_leads = [(block,) + lead[1:] if s else lead for lead, s in zip(leads, sliced)]
+        return inputs + outputs + threads * self._live_peak(block_leads, special)[0]
+
+    def _diagonal_inputs(self, values) -> tuple:
+        if all(type(v) is np.ndarray for v in values):
+            return ()
+        from .diagonal import Diagonal
+
+        return tuple(i for i, v in enumerate(values) if type(v) is Diagonal)
+
+    def _live_peak(self, leads: list[tuple], special: set[int]) -> tuple[int, int]:
+        """(the most bytes the steps hold at once, the outputs' bytes), for inputs
+        with these leading axes (the inputs themselves not counted)."""
+        slot = self._slot
+        lead_of: list[tuple] = [()] * self._size
+        for s, lead in zip(self._input_slots, leads):
+            if s is not None:
+                lead_of[s] = lead
+        held = [0] * self._size  # inputs and constants: 0, they exist before the run
+        live = peak = 0
+        for node, (_, _, _, out, releases) in zip(self._computed, self._steps):
+            lead = ()
+            for a in node.args:
+                other = lead_of[slot[a.id]]
+                if other and other != lead:
+                    lead = _broadcast(lead, other) if lead else other
+            lead_of[out] = lead
+            held[out] = _array_bytes(lead, node.size, out in special)
+            live += held[out]
+            peak = max(peak, live)
+            for r in releases:
+                live -= held[r]
+        # Outputs are made dense, and copied where they are inputs or repeat an output.
+        outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self._output_slots, self.outputs)]
+        extra = sum(size - held[s] if s in special else size * copy
+                    for s, size, copy in zip(self._output_slots, outputs, self._copy_output))
+        return max(peak, live + extra), sum(outputs)
 
     def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None,
                  steps: list | None = None) -> list:
@@ -452,6 +536,33 @@ class Plan:
                               for a in node.origin.args]
             found = derivative_diagnostic(node.origin, result, forward_inputs, culprits)
         return found._replace(point=_point_of(np.broadcast_to(culprits, np.shape(result)), batch))
+
+
+# The bytes of an ndarray besides its data (sys.getsizeof(np.empty(0))).
+ARRAY_OVERHEAD = 112
+
+
+def _leading_axes(value, node: Node) -> tuple:
+    """The axes of an input's array in front of its node's shape (seed and batch axes)."""
+    shape = value.shape
+    return tuple(shape[:len(shape) - len(node.shape)])
+
+
+def _array_bytes(lead: tuple, size: int, diagonal: bool) -> int:
+    """The bytes of a node's array with these leading axes (as a diagonal.Diagonal,
+    without its row axis, the first)."""
+    elements = math.prod(lead[1:] if diagonal and lead else lead) * size
+    return 8 * elements + ARRAY_OVERHEAD
+
+
+@lru_cache(maxsize=1024)
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:  # not expected; an estimate errs high
+        n = max(len(a), len(b))
+        a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+        return tuple(max(x, y) for x, y in zip(a, b))
 
 
 def _sum_is_finite(array) -> bool:

@@ -113,12 +113,24 @@ class Graph:
         return node
 
     def _const_array(self, array: np.ndarray) -> Node:
+        if not any(array.strides):  # one number broadcast (a fold of uniform operands): kept so
+            return self._const_fill(float(array.flat[0]), array.shape)
         key = ("const", array.shape, array.tobytes())
         node = self._interned.get(key)
         if node is None:
             array = array.copy()
             array.flags.writeable = False
             node = self._add(key, Node(self, "const", (), None, array.shape, None, value=array))
+        return node
+
+    def _const_fill(self, number: float, shape: tuple) -> Node:
+        """A constant array of one number, held as that number broadcast (read-only):
+        not copied, nor hashed in full, whatever its size."""
+        key = ("const", shape, "fill", number if number == number else "nan", math.copysign(1.0, number))
+        node = self._interned.get(key)
+        if node is None:
+            value = np.broadcast_to(np.float64(number), shape)
+            node = self._add(key, Node(self, "const", (), None, shape, None, value=value))
         return node
 
     def var(self, name: str, shape: tuple, span: Span | None = None) -> Node:
@@ -244,11 +256,17 @@ class Graph:
 
     def _fold(self, op, args, attr, shape, span):
         probe = Node(self, op.name, args, attr, shape, span)
+        operands = [a.value for a in args]
+        if shape and getattr(op.kernel, "elementwise", False) and all(a.uniform is not None for a in args):
+            # Uniform operands give a uniform result: computed on their numbers and kept as
+            # one number (a broadcast of ones times 2 once made three n x n arrays).
+            operands = [np.float64(a.uniform) for a in args]
         with np.errstate(all="ignore"):
-            value = np.asarray(op.kernel(probe)(*(a.value for a in args)), dtype=np.float64)
-        if not _finite(value) and all(_finite(a.value) for a in args):
-            self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value,
-                                                         [a.value for a in args], span))
+            value = np.asarray(op.kernel(probe)(*operands), dtype=np.float64)
+        if not _finite(value) and all(_finite(np.asarray(v)) for v in operands):
+            self.diagnostics.append(nonfinite_diagnostic(self._label(op.name), value, operands, span))
+        if value.shape != shape:
+            value = np.broadcast_to(value, shape)
         return self.const(value)
 
 
@@ -257,13 +275,15 @@ def _uniform(array: np.ndarray) -> float | None:
     first = float(array.flat[0])
     if first != first:
         return None
+    if not any(array.strides):  # one number broadcast to a shape (_const_fill): uniform by construction
+        return first
     bits = np.ascontiguousarray(array).view(np.uint64)
     return first if bool((bits == bits.flat[0]).all()) else None
 
 
 def _finite(array: np.ndarray) -> bool:
-    if array.size == 1:
-        return math.isfinite(array.item())
+    if array.size == 1 or not any(array.strides):
+        return math.isfinite(array.flat[0])
     return bool(np.isfinite(array).all())
 
 

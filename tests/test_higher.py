@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import time
 
 import numpy as np
 import pytest
@@ -236,3 +237,48 @@ def test_backward_pass_table_is_the_notebooks_hand_calculation():
     assert adjoints == {"add": 1.0, "sin": 1.0, "cos": 1.0, "var": -np.sin(2) + np.cos(2)}
     lines = _render(print_backward_table, rows, 6)
     assert lines[-2].split() == ["#0", "var", "x", "2", "-1.32544"]
+
+
+# ---------------------------------------------------------------- the limits of --order (issue 14)
+
+
+@pytest.mark.parametrize("order", [65, 1100])
+def test_a_scalars_order_past_numpys_64_axes_is_answered(order):
+    """A scalar's seeds need no axes, so any order the graph allows is answered:
+    sin's derivatives cycle, sin^(n)(x) = sin(x + n pi / 2)."""
+    x = 0.3
+    got = float(diffcli.compile("sin(x)").derivative(order, x=x)["x"])
+    assert got == pytest.approx(np.sin(x + order * np.pi / 2), rel=1e-12)
+
+
+def test_high_orders_of_a_growing_graph_match_the_closed_form_while_they_fit():
+    """tan's odd derivatives at 0 are the tangent numbers; exp is its own derivative."""
+    assert float(diffcli.compile("tan(x)").derivative(9, x=0.0)["x"]) == pytest.approx(7936, rel=1e-12)
+    assert float(diffcli.compile("exp(x)").derivative(300, x=0.5)["x"]) == pytest.approx(np.exp(0.5), rel=1e-12)
+    t = diffcli.compile("[sum(x^3), x[0] * x[1]^2]").derivative(3, x=np.array([0.5, -1.0]))["x"]
+    assert t.shape == (2, 2, 2, 2)  # a vector's tensor keeps its axes
+
+
+def test_a_vectors_order_past_64_axes_is_refused_naming_the_limit():
+    f = diffcli.compile("sum(x^2)")
+    with pytest.raises(diffcli.UsageError, match="the order-65 derivative with respect to a 2-vector x: its tensor "
+                                                 "has 65 axes, and NumPy arrays have at most 64: lower the order"):
+        f.derivative(65, x=np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("expression,order,message", [
+    ("sin(x)", 100_000, "would take too long to build: each order differentiates the whole graph"),
+    ("tan(x)", 16, "the order-16 derivative would take too long to build"),
+    ("tan(x)", 40, "the order-40 derivative would need a derivative graph of about"),
+])
+def test_orders_whose_graphs_grow_too_much_are_refused_before_they_are_built(expression, order, message):
+    started = time.monotonic()
+    with pytest.raises(diffcli.BudgetError, match=message):
+        diffcli.compile(expression, max_memory="1G").derivative(order, x=0.7)
+    assert time.monotonic() - started < 5
+
+
+def test_symbolic_orders_are_bounded_too():
+    result = CliRunner().invoke(cli, ["grad", "sin(x)", "--symbolic", "--order", "100000"])
+    assert result.exit_code == 2
+    assert "the order-100000 formula would take too long to build" in result.stderr
