@@ -960,10 +960,9 @@ class _OrderGrowth:
                 f"of {format_size(self.graph.max_nodes * BYTES_PER_NODE)} (--max-memory): lower the order")
         if work > MAX_BUILD_WORK:
             raise BudgetError(
-                f"{self.what} would take too long to build: each order differentiates the whole graph of "
-                f"the one before ({n:,} nodes at order {level}, growing {_growth(ratio, d3)} an order), "
-                f"{_about(work)} units of work (a node visited is 1, a node made {NODE_COST}), over the "
-                f"limit of {MAX_BUILD_WORK:,} (several seconds): lower the order")
+                f"{self.what} would take too long to build ({_about(work)} steps against a limit of "
+                f"{MAX_BUILD_WORK:.0e}): each order differentiates the graph of the one before, which "
+                f"grows {_growth(ratio, d3)} an order here; lower the order")
 
 
 def _about(count: float, unit=lambda n: f"{n:.3g}") -> str:

@@ -267,7 +267,7 @@ def test_a_vectors_order_past_64_axes_is_refused_naming_the_limit():
 
 
 @pytest.mark.parametrize("expression,order,message", [
-    ("sin(x)", 100_000, "would take too long to build: each order differentiates the whole graph"),
+    ("sin(x)", 100_000, r"would take too long to build \(about "),
     ("tan(x)", 16, "the order-16 derivative would take too long to build"),
     ("tan(x)", 40, "the order-40 derivative would need a derivative graph of about"),
 ])
