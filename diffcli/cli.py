@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import click
 import numpy as np
@@ -29,6 +30,8 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT_FAILED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
     DiffcliError,
     ExpressionError,
     NumericError,
@@ -67,6 +70,7 @@ EXIT STATUS
   3  bad input data
   4  cannot write output (a full disk, an I/O error)
   130  interrupted
+  143  terminated (SIGTERM)
 """
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
@@ -835,7 +839,30 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def _stderr(message: str) -> None:
-    click.echo(message, err=True)
+    # A stderr that cannot be written (2>/dev/full) must not stop the run or
+    # turn a warning into a traceback: the exit status still says how it ended.
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """diffcli's own warnings (the kernel cache refused, a compiler stopped) as
+    one 'warning:' line like every other; anyone else's as Python prints them."""
+    if category.__module__.startswith("diffcli."):
+        _stderr(f"warning: {message}")
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _terminated(signum, frame) -> None:
+    # SIGTERM (kill, a CI timeout) ends the run through SystemExit, so that the
+    # exit handlers run: a compiler started for the kernel cache is stopped too.
+    sys.exit(EXIT_TERMINATED)
 
 
 def _quiet_broken_pipe() -> None:
@@ -921,6 +948,8 @@ def _interrupts_deferred():
 
 
 def main() -> None:
+    warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _terminated)
     stdout = sys.stdout
     sys.stdout = _Stdout(stdout)
     try:
@@ -937,10 +966,23 @@ def _run_guarded() -> int:
     for a reader that went away, 130 for Ctrl-C."""
     try:
         try:
-            cli(prog_name="diffcli")
-            status = EXIT_OK
+            # Not click's standalone mode: it turns Ctrl-C during parsing into
+            # "Aborted!" and status 1, and a closed pipe into status 1.
+            returned = cli.main(prog_name="diffcli", standalone_mode=False)
+            status = returned if isinstance(returned, int) else EXIT_OK  # --help, --version: 0
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else EXIT_OK if e.code is None else 1
+        except click.ClickException as e:
+            e.show()
+            status = e.exit_code
+        except click.Abort:
+            raise KeyboardInterrupt from None
+        except MemoryError:
+            # The estimate before a run (--max-memory) should prevent this; if it
+            # was too low, still one line and no traceback.
+            _stderr("error: out of memory: the request needs more memory than is available "
+                    "(lower --max-memory, --chunk or the size of the request)")
+            status = EXIT_USAGE
         sys.stdout.flush()
         return status
     except BrokenPipeError:

@@ -13,6 +13,7 @@ EXIT_USAGE = 2
 EXIT_BAD_DATA = 3
 EXIT_OUTPUT_FAILED = 4  # stdout could not be written (a full disk, an I/O error)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a process it ended
 
 Span = tuple[int, int]  # [start, end) character offsets into the source text
 

@@ -218,7 +218,7 @@ def test_a_world_writable_cache_dir_is_refused_in_one_line_by_the_cli(tmp_path):
         outputs[mode] = proc.stdout, proc.stderr
     assert outputs["wait"][0] == outputs["0"][0] and outputs["0"][1] == ""
     (line,) = outputs["wait"][1].splitlines()
-    assert "CacheWarning: the kernel cache is not used" in line and "writable by others" in line
+    assert line.startswith("warning: the kernel cache is not used") and "writable by others" in line
     assert list(cache.iterdir()) == []
 
 
@@ -556,3 +556,29 @@ def test_without_memfd_a_private_temporary_file_is_loaded_and_removed(monkeypatc
     half.restype, half.argtypes = ctypes.c_double, (ctypes.c_double,)
     assert half(3.0) == 1.5
     assert [p.suffix for p in (tmp_path / "kernels").iterdir()] == [".kernel"]
+
+
+def test_sigterm_stops_the_compiler_with_diffcli(tmp_path, hung_compiler):
+    """A CLI run killed with SIGTERM (a CI timeout, kill) while its build is
+    under way exits 143 and takes its compiler with it."""
+    from tests.test_cli import _diffcli_command, _env
+
+    rows = "x,y,z\n" + "".join(f"{1 + i / 40_000!r},0.5,-0.25\n" for i in range(40_000))
+    env = {**_env(), "DIFFCLI_NATIVE": "on", "PATH": os.environ["PATH"],
+           "DIFFCLI_CACHE_DIR": str(tmp_path / "cache")}
+    # Ten copies of the rows through a pipe that stays open: the run is still reading
+    # when the compiler has started.
+    proc = subprocess.Popen(_diffcli_command() + ["grad", T2, "--points", "-", "--in", "csv", "--chunk", "40000",
+                                                   "--format", "csv"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write(rows.encode())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not (hung_compiler.exists() and len(hung_compiler.read_text().split()) >= 2):
+        assert time.monotonic() < deadline, "the build never started"
+        time.sleep(0.05)
+    proc.terminate()
+    _, errors = proc.communicate(timeout=30)
+    assert proc.returncode == 143, errors
+    assert b"Traceback" not in errors
+    assert _all_ended(hung_compiler)

@@ -349,3 +349,48 @@ def test_graph_checks_the_backward_pass_before_writing_anything():
     assert result.exit_code == 2
     assert "needs a scalar expression" in result.stderr
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- the last safety nets of main()
+
+
+def test_a_stderr_that_cannot_be_written_does_not_stop_the_answer():
+    """2>/dev/full: the warning is lost, the answer is still written and the status is 0."""
+    proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command())
+                           + " eval 'log(x)' --at x=-1 --json 2>/dev/full"],
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["value"] is None
+
+
+def _main_with(patch: str, *args: str) -> subprocess.CompletedProcess:
+    """diffcli's main() in a child after one line of monkeypatching."""
+    script = f"import sys, click, diffcli.api, diffcli.cli as cli\n{patch}\nsys.argv = ['diffcli', *{list(args)!r}]\ncli.main()"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=60)
+
+
+def test_running_out_of_memory_is_one_line_and_status_2():
+    """Should the estimate ever be too low: no MemoryError traceback."""
+    proc = _main_with("def boom(*a, **k): raise MemoryError()\ndiffcli.api.Function.compute = boom",
+                      "grad", "sin(x)", "--at", "x=1", "--json")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith("error: out of memory") and len(proc.stderr.splitlines()) == 1
+
+
+def test_ctrl_c_while_click_parses_is_interrupted_not_aborted():
+    """click's standalone mode says 'Aborted!' with status 1; diffcli's statuses say 130."""
+    proc = _main_with("def boom(*a, **k): raise KeyboardInterrupt\ncli.parse_at = boom",
+                      "grad", "sin(x)", "--at", "x=1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
+    proc = _main_with("def boom(*a, **k): raise click.Abort()\nclick.core.Context.invoke = boom",
+                      "grad", "sin(x)", "--at", "x=1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
+
+
+def test_usage_errors_and_help_keep_their_statuses_outside_standalone_mode():
+    proc = _main_with("", "grad", "sin(x)", "--digits", "99")
+    assert proc.returncode == 2 and "Invalid value for '--digits'" in proc.stderr and proc.stdout == ""
+    proc = _main_with("", "--help")
+    assert proc.returncode == 0 and "EXIT STATUS" in proc.stdout and "143" in proc.stdout
+    proc = _main_with("", "--version")
+    assert (proc.returncode, proc.stdout.split()[0]) == (0, "diffcli,")
