@@ -410,10 +410,8 @@ class _Binding:
 
     def __init__(self, program: Program, shapes: dict[str, tuple], lock, max_nodes: int | None = None):
         self.lock = lock
-        self.graph = Graph()
+        self.graph = Graph(max_nodes=max_nodes)
         self.output = program.build(self.graph, shapes)
-        # Derivative graphs built here stop past this many nodes (autodiff.py).
-        self.graph.max_nodes = max_nodes
         self.forward_diagnostics = list(self.graph.diagnostics)
         self.inputs = [self.graph.var(n, shapes[n]) for n in program.variables]
         self.by_name = dict(zip(program.variables, self.inputs))

@@ -109,9 +109,7 @@ def adjoint_nodes(graph: Graph, pairs: list[tuple[Node, Node]], wrt: list[Node],
 
 
 def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
-    # A graph may carry max_nodes (api.py sets it from the memory budget): a
-    # derivative graph that would grow past it is refused while it is built.
-    max_nodes = getattr(graph, "max_nodes", None) or float("inf")
+    max_nodes = graph.max_nodes or float("inf")  # the memory budget, in nodes
     active = depends_on(order, {w.id for w in wrt})
     cotangents: dict[int, list[Node]] = {}
     for output, seed in pairs:

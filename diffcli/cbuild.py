@@ -30,8 +30,9 @@ could make it do, so the cache is private and every library is checked:
   most COMPILE_TIMEOUT seconds; after a timeout the process compiles nothing
   more (a hung compiler holds up one run by at most that, DIFFCLI_NATIVE=wait
   included). Compilers run in their own process group, which is stopped when
-  diffcli exits: a build started by a process that ends first is not kept (an
-  earlier version let it land); the next run builds it again. Two processes do
+  diffcli exits, after at most EXIT_WAIT seconds for builds under way to land
+  (none if the run was interrupted: abandon_builds), so no compiler is left an
+  orphan and a short run still leaves its build to the next. Two processes do
   not compile the same library at once (a marker file).
 """
 
@@ -58,6 +59,9 @@ FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC"
 FORMAT = "2"  # bump when the generated code or the cache's files change meaning
 COMPILE_TIMEOUT = 60  # seconds, waiting for a compiler slot included
 STOP_GRACE = 2  # seconds between SIGTERM (gcc removes its temporary files) and SIGKILL
+# At the end of a run, a build under way gets this long to land in the cache, so
+# that a short run which never waited for its loops still leaves them to the next.
+EXIT_WAIT = 5.0
 MAX_FILE = 64 << 20  # a cached file bigger than this is not read (a kernel is far smaller)
 
 
@@ -399,9 +403,49 @@ def _load(image: bytes, kernels: _Private) -> ctypes.CDLL:
 _children: dict = {}
 _children_lock = threading.Lock()
 _exiting = False
+_abandoned = False  # interrupted: stop builds at exit without waiting for them
 _timed_out = False
 # At most two compilers at once per process (many plans could start builds together).
 _compilers = threading.BoundedSemaphore(2)
+_builds_under_way = 0
+
+
+def _after_fork_in_child() -> None:
+    """A forked child does not own its parent's compilers: its exit must not stop
+    them, and locks held by the parent's other threads would stay held."""
+    global _children, _children_lock, _compilers, _builds_under_way
+    _children, _children_lock = {}, threading.Lock()
+    _compilers, _builds_under_way = threading.BoundedSemaphore(2), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def abandon_builds() -> None:
+    """The run was interrupted (Ctrl-C, SIGTERM): at exit, stop builds at once."""
+    global _abandoned
+    _abandoned = True
+
+
+def in_background(build, name: str) -> threading.Thread:
+    """Run build() in a daemon thread that the end of the process waits for, up
+    to EXIT_WAIT (counted from the moment it is started, so a process that ends
+    at once still waits for it)."""
+    global _builds_under_way
+    with _children_lock:
+        _builds_under_way += 1
+
+    def counted():
+        global _builds_under_way
+        try:
+            build()
+        finally:
+            with _children_lock:
+                _builds_under_way -= 1
+    thread = threading.Thread(target=counted, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _build(kernels: _Private, name: str, source: str) -> bytes:
@@ -494,8 +538,11 @@ def _stop(build: subprocess.Popen, grace: float | None = None, reap: bool = True
 @atexit.register
 def _stop_compilers() -> None:
     """No compiler outlives diffcli (nor starts while it ends); their partial
-    files and markers go too. (Build threads are daemons: they are not waited for.)"""
+    files and markers go too. Builds under way first get EXIT_WAIT seconds to
+    finish, unless the run was interrupted. (Build threads are daemons.)"""
     global _exiting
+    if not _abandoned:
+        _wait_for_builds(EXIT_WAIT)
     with _children_lock:
         _exiting = True
         running = list(_children.items())
@@ -506,6 +553,15 @@ def _stop_compilers() -> None:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _wait_for_builds(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    try:
+        while _builds_under_way and time.monotonic() < end:
+            time.sleep(0.02)
+    except BaseException:  # Ctrl-C or SIGTERM while waiting: stop them now, quietly
+        pass
 
 
 def function(library, name: str, arguments: int):

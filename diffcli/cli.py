@@ -33,10 +33,12 @@ from .errors import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     DiffcliError,
+    ESCAPED_BYTE,
     ExpressionError,
     NumericError,
     UsageError,
     format_message,
+    not_utf8,
 )
 from .parse import MAX_EXPRESSION_CHARS
 from .render import (
@@ -757,7 +759,7 @@ def _read_expression(argument: str | None, path: str | None) -> str:
     if argument is None:
         raise UsageError("no expression: give it as an argument (in quotes) or with -f FILE")
     # Python decodes argv with surrogateescape: a byte that is not UTF-8 arrives as U+DC80..U+DCFF.
-    bad = re.search("[\udc80-\udcff]", argument)
+    bad = re.search(ESCAPED_BYTE, argument)
     if bad:
         data = argument.encode("utf-8", "surrogateescape")
         raise _undecodable(data, len(argument[:bad.start()].encode("utf-8", "surrogateescape")))
@@ -790,13 +792,8 @@ def _read_expression_file(path: str) -> str:
 
 def _undecodable(data: bytes, offset: int) -> ExpressionError:
     """The expression's bytes are not UTF-8 at offset: say which byte, where, and why."""
-    try:
-        data[offset:offset + 4].decode("utf-8")
-        reason = "not UTF-8"
-    except UnicodeDecodeError as e:
-        reason = e.reason
-    return ExpressionError(f"the expression is not UTF-8 text: byte 0x{data[offset]:02x} at byte offset "
-                           f"{offset:,} ({reason})")
+    byte, reason = not_utf8(data[offset:])
+    return ExpressionError(f"the expression is not UTF-8 text: {byte} at byte offset {offset:,} ({reason})")
 
 
 def parse_at(items: tuple[str, ...], option: str = "--at") -> dict:
@@ -862,7 +859,15 @@ _python_show_warning = warnings.showwarning
 def _terminated(signum, frame) -> None:
     # SIGTERM (kill, a CI timeout) ends the run through SystemExit, so that the
     # exit handlers run: a compiler started for the kernel cache is stopped too.
+    _abandon_builds()
     sys.exit(EXIT_TERMINATED)
+
+
+def _abandon_builds() -> None:
+    """An interrupted run does not wait at exit for a compile it started."""
+    cbuild = sys.modules.get("diffcli.cbuild")  # (loaded only if a build may have started)
+    if cbuild is not None:
+        cbuild.abandon_builds()
 
 
 def _quiet_broken_pipe() -> None:
@@ -950,6 +955,9 @@ def _interrupts_deferred():
 def main() -> None:
     warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _terminated)
+    if sys.stdout is None:  # started with stdout closed (>&-): Python gives None
+        _stderr("diffcli: cannot write output: stdout is closed")
+        sys.exit(EXIT_OUTPUT_FAILED)
     stdout = sys.stdout
     sys.stdout = _Stdout(stdout)
     try:
@@ -973,7 +981,8 @@ def _run_guarded() -> int:
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else EXIT_OK if e.code is None else 1
         except click.ClickException as e:
-            e.show()
+            with contextlib.suppress(OSError):  # (2>/dev/full: the status still tells)
+                e.show()
             status = e.exit_code
         except click.Abort:
             raise KeyboardInterrupt from None
@@ -993,6 +1002,7 @@ def _run_guarded() -> int:
         _stderr(f"diffcli: cannot write output: {e.reason}")
         return EXIT_OUTPUT_FAILED
     except KeyboardInterrupt:
+        _abandon_builds()
         _stderr("interrupted")
         return EXIT_INTERRUPTED
 

@@ -101,3 +101,17 @@ def format_message(message: str, span: Span | None, source: str | None) -> str:
         width = min(width, 100 - column + len(left))
     line = "".join(ch if ch.isprintable() else "?" for ch in line)
     return f"{message}\n  {prefix}{line}\n  {' ' * len(prefix)}{' ' * column}{'^' * width}"
+
+
+# A byte that is not UTF-8, as errors="surrogateescape" keeps it in text.
+ESCAPED_BYTE = "[\udc80-\udcff]"
+
+
+def not_utf8(data: bytes) -> tuple[str, str]:
+    """('byte 0xNN', UTF-8's reason for refusing it), for bytes that start at it."""
+    try:
+        data[:4].decode("utf-8")
+        reason = "not UTF-8"
+    except UnicodeDecodeError as e:
+        reason = e.reason
+    return f"byte 0x{data[0]:02x}", reason

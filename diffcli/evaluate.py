@@ -444,22 +444,41 @@ class Plan:
             if s is not None:
                 lead_of[s] = lead
         held = [0] * self._size  # inputs and constants: 0, they exist before the run
+        # A broadcast_to is a view: it holds no memory of its own but keeps its
+        # source's alive. Memory is counted per array (an id), freed when the last
+        # slot that shows it is released; ids below _size are the inputs' own.
+        array_of = list(range(self._size))
+        array_bytes: dict[int, int] = {}
+        showing: dict[int, int] = {}
+        views = set()
         live = peak = 0
-        for node, (_, _, _, out, releases) in zip(self._computed, self._steps):
+        for step, (node, (_, _, _, out, releases)) in enumerate(zip(self._computed, self._steps)):
             lead = ()
             for a in node.args:
                 other = lead_of[slot[a.id]]
                 if other and other != lead:
                     lead = _broadcast(lead, other) if lead else other
             lead_of[out] = lead
-            held[out] = _array_bytes(lead, node.size, out in special)
-            live += held[out]
+            source = slot[node.args[0].id] if node.op == "broadcast_to" else None
+            if source is not None and source not in special:
+                views.add(out)
+                held[out] = 0
+                array_of[out] = array_of[source]
+                showing[array_of[out]] = showing.get(array_of[out], 1) + 1
+            else:
+                held[out] = _array_bytes(lead, node.size, out in special)
+                array_of[out] = self._size + step
+                array_bytes[array_of[out]], showing[array_of[out]] = held[out], 1
+                live += held[out]
             peak = max(peak, live)
             for r in releases:
-                live -= held[r]
-        # Outputs are made dense, and copied where they are inputs or repeat an output.
+                shown = array_of[r]
+                showing[shown] = showing.get(shown, 1) - 1
+                if showing[shown] == 0:
+                    live -= array_bytes.get(shown, 0)
+        # Outputs are made dense, and copied where they are inputs, views or repeat an output.
         outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self._output_slots, self.outputs)]
-        extra = sum(size - held[s] if s in special else size * copy
+        extra = sum(size - held[s] if s in special or s in views else size * copy
                     for s, size, copy in zip(self._output_slots, outputs, self._copy_output))
         return max(peak, live + extra), sum(outputs)
 

@@ -82,10 +82,13 @@ class Node:
 
 
 class Graph:
-    def __init__(self, rewrite: bool = True):
+    def __init__(self, rewrite: bool = True, max_nodes: int | None = None):
         """rewrite=False keeps every operation as built: no rewrites, no constant
-        folding (a reference the tests hold the simplifier to)."""
+        folding (a reference the tests hold the simplifier to). max_nodes: the
+        memory budget in nodes; a derivative that would grow the graph past it is
+        refused while it is built (autodiff.py, api.py's order growth)."""
         self.rewrite = rewrite
+        self.max_nodes = max_nodes
         self.nodes: list[Node] = []
         self._interned: dict[tuple, Node] = {}
         self._origin: Node | None = None  # the forward node whose rule is running

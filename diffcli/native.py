@@ -217,8 +217,7 @@ class Fusion:
             return False
         with self._lock:
             if self._building is None or not (self._building.is_alive() or self.actions is not None or self.failed):
-                self._building = threading.Thread(target=self._build, name="diffcli-compile", daemon=True)
-                self._building.start()
+                self._building = cbuild.in_background(self._build, "diffcli-compile")
             building = self._building
         building.join(patience)
         return self.actions is not None

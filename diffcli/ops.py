@@ -433,7 +433,9 @@ def _pow_exponent_vjp(g, ans, a, b):
         return None
     if a.op == "const" and a.value.all():
         return g * (G.log(a) * ans)
-    return g * G.where(G.mul(G.eq(a, 0.0), G.ge(b, 0.0)), 0.0, G.log(a) * ans)
+    at_zero = G.mul(G.eq(a, 0.0), G.ge(b, 0.0))
+    # log(1) in the branch not taken: no -inf is made there, nor warned about
+    return g * G.where(at_zero, 0.0, G.log(G.where(at_zero, 1.0, a)) * ans)
 
 
 def _extreme_vjp(g, ans, x):

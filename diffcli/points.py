@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EXIT_BAD_DATA, DiffcliError
+from .errors import ESCAPED_BYTE, EXIT_BAD_DATA, DiffcliError, not_utf8
 
 FORMATS = ("csv", "tsv", "ndjson", "json")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson",
@@ -230,22 +230,17 @@ class _Input:
 
 # A truncated or corrupt .gz, an unreadable file.
 _READ_ERRORS = (EOFError, OSError, zlib.error)
-_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as errors="surrogateescape" keeps it
+_ESCAPED = re.compile(ESCAPED_BYTE)
 
 
 def _undecodable(text: str, index: int, in_line: bool = True) -> str:
     """Which byte, where in its line (counted in bytes), and why, for the escaped
     byte at text[index]."""
-    data = text[index:index + 4].encode("utf-8", "surrogateescape")
-    try:
-        data.decode("utf-8")
-        reason = "not UTF-8"
-    except UnicodeDecodeError as e:
-        reason = e.reason
+    byte, reason = not_utf8(text[index:index + 4].encode("utf-8", "surrogateescape"))
     if not in_line:
-        return f"byte 0x{data[0]:02x}: {reason}"
+        return f"{byte}: {reason}"
     offset = len(text[:index].encode("utf-8", "surrogateescape"))
-    return f"byte 0x{data[0]:02x} at byte offset {offset:,} of the line: {reason}"
+    return f"{byte} at byte offset {offset:,} of the line: {reason}"
 
 
 def _read_failure(error: Exception) -> _Bad:

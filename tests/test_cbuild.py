@@ -478,7 +478,8 @@ def test_a_compiler_does_not_outlive_diffcli(tmp_path, hung_compiler):
     """A short run starts a build in the background and ends: the compiler is
     stopped with it, and its marker and partial file go."""
     script = textwrap.dedent(f"""
-        import numpy as np, diffcli
+        import numpy as np, diffcli, diffcli.cbuild
+        diffcli.cbuild.EXIT_WAIT = 0.5  # (the hung compiler never finishes: only the stop is tested)
         f = diffcli.compile({T2!r})
         f.grad({{k: np.ones(40_000) for k in "xyz"}}, batch_ndim=1)
         import time
@@ -582,3 +583,59 @@ def test_sigterm_stops_the_compiler_with_diffcli(tmp_path, hung_compiler):
     assert proc.returncode == 143, errors
     assert b"Traceback" not in errors
     assert _all_ended(hung_compiler)
+
+
+@pytest.fixture
+def slow_compiler(monkeypatch, tmp_path):
+    """The machine's compiler behind a one-second delay, first on PATH."""
+    real = cbuild._compiler()
+    bin_dir = tmp_path / "slow-bin"
+    bin_dir.mkdir()
+    cc = bin_dir / "cc"
+    cc.write_text(f"#!/bin/sh\nsleep 1\nexec {real} \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DIFFCLI_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "kernels"
+
+
+def _short_run(extra: str = "") -> subprocess.CompletedProcess:
+    script = textwrap.dedent(f"""
+        import numpy as np, diffcli
+        f = diffcli.compile({T2!r})
+        f.grad({{k: np.ones(40_000) for k in "xyz"}}, batch_ndim=1)  # starts a build, does not wait
+        {extra}
+        print("done")
+    """)
+    env = {**os.environ, "DIFFCLI_NATIVE": "on", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_a_short_run_leaves_its_build_to_the_next(slow_compiler):
+    """A run that ends while its build is under way waits (up to EXIT_WAIT) for
+    it to land, so the next run loads it instead of compiling again: without
+    that, every short run on a machine started a compile and killed it."""
+    proc = _short_run()
+    assert proc.stdout == "done\n", proc.stderr
+    assert [p.suffix for p in slow_compiler.iterdir()] == [".kernel", ".kernel"]  # the probe's and the plan's
+
+
+def test_an_interrupted_run_does_not_wait_for_its_build(slow_compiler):
+    started = time.monotonic()
+    proc = _short_run("import diffcli.cbuild; diffcli.cbuild.abandon_builds()")
+    assert proc.stdout == "done\n", proc.stderr
+    assert time.monotonic() - started < 1 + 5  # (python and NumPy start; the compile alone is 1 s + gcc)
+    assert not slow_compiler.exists() or [p.suffix for p in slow_compiler.iterdir()] != [".kernel", ".kernel"]
+
+
+def test_a_forked_child_leaves_its_parents_compiler_alone(slow_compiler):
+    """The child's exit must not stop the build its parent started."""
+    proc = _short_run("import os, time, diffcli.cbuild as c\n"
+                      "        while not c._children: time.sleep(0.01)  # fork while a compiler runs\n"
+                      "        pid = os.fork()\n"
+                      "        if pid == 0:\n"
+                      "            import sys\n"
+                      "            c.EXIT_WAIT = 0; sys.exit(0)\n"
+                      "        os.waitpid(pid, 0)\n")
+    assert proc.stdout == "done\n", proc.stderr
+    assert [p.suffix for p in slow_compiler.iterdir()] == [".kernel", ".kernel"]

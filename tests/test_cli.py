@@ -394,3 +394,16 @@ def test_usage_errors_and_help_keep_their_statuses_outside_standalone_mode():
     assert proc.returncode == 0 and "EXIT STATUS" in proc.stdout and "143" in proc.stdout
     proc = _main_with("", "--version")
     assert (proc.returncode, proc.stdout.split()[0]) == (0, "diffcli,")
+
+
+def test_a_closed_stdout_is_one_line_and_status_4():
+    proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command()) + " eval x --at x=1 >&-"],
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert (proc.returncode, proc.stderr) == (4, "diffcli: cannot write output: stdout is closed\n")
+
+
+@pytest.mark.parametrize("args", ["nonexist", "eval --bogus"])
+def test_a_usage_error_keeps_its_status_when_stderr_is_full(args):
+    proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command()) + f" {args} 2>/dev/full"],
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "")

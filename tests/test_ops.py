@@ -242,3 +242,14 @@ def test_pow_hessian_at_a_zero_base(y, want):
     got = [[result["x"]["x"], result["x"]["y"]], [result["y"]["x"], result["y"]["y"]]]
     np.testing.assert_array_equal(np.array(got, dtype=float), want)
     assert result.diagnostics == []
+
+
+def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
+    """d/dy 0^y is 0 for y >= 0, made without computing log(0) in the branch not
+    taken (a warning about -inf for a finite answer, before); for y < 0 it is
+    -inf, and that is said."""
+    f = diffcli.compile("pow(0, y)")
+    quiet = f.grad(y=0.0)
+    assert (float(quiet["y"]), quiet.diagnostics) == (0.0, [])
+    loud = f.grad(y=-1.0)
+    assert float(loud["y"]) == -np.inf and loud.diagnostics
