@@ -313,11 +313,17 @@ class _DelimitedReader:
         self.keep_index = [self.columns.index(c) for c in source.keep]
 
     def chunks(self) -> Iterator[Chunk]:
+        if self.source.keep or any(self.source.shapes.get(n, ()) != () for n in self.plain):
+            return self._careful_chunks(self.source._lines, self.source.first_line)
+        return _ArrowBlocks(self).chunks()
+
+    def _careful_chunks(self, lines, line_number: int) -> Iterator[Chunk]:
+        """Line by line with the csv module: every bad record named with its line.
+        line_number: the line before the first of lines."""
         source = self.source
-        line_number = source.first_line
         pending: list[tuple[int, str]] = []
         size = 0
-        for text in source._lines:
+        for text in lines:
             line_number += 1
             if isinstance(text, _Bad):  # undecodable or too long: the records before it first
                 yield from self._parse(pending)
@@ -336,10 +342,6 @@ class _DelimitedReader:
         """Good records in runs; each run ends at a bad record or at the end."""
         if not numbered:
             return
-        fast = self._parse_fast(numbered)
-        if fast is not None:
-            yield fast
-            return
         start = 0
         while start < len(numbered):
             rows, kept, bad, consumed = [], [], None, 0
@@ -355,32 +357,6 @@ class _DelimitedReader:
             lines = [line for line, _ in numbered[start:start + len(rows)]]
             yield self._chunk(rows, lines, kept, bad)
             start += consumed
-
-    def _parse_fast(self, numbered) -> Chunk | None:
-        """The whole chunk through np.loadtxt when every cell used is a plain number;
-        None (and the careful path) if anything is unusual, e.g. a bad record."""
-        if self.keep_index or any(self.source.shapes.get(n, ()) != () for n in self.plain):
-            return None
-        try:
-            table = np.loadtxt([text for _, text in numbered], delimiter=self.delimiter, ndmin=2,
-                               dtype=np.float64, comments=None, quotechar='"')
-        except ValueError:
-            return None
-        if table.shape[1] != len(self.columns):
-            return None
-        n = table.shape[0]
-        values = {}
-        for name in self.source.variables:
-            if name in self.plain:
-                self.source.shapes.setdefault(name, ())
-                values[name] = table[:, self.plain[name]].copy()
-            elif name in self.indexed:
-                shape, columns = self.indexed[name]
-                values[name] = table[:, columns].reshape((n,) + shape)
-            else:
-                default = np.asarray(self.source.defaults[name], dtype=np.float64)
-                values[name] = np.broadcast_to(default, (n,) + default.shape)
-        return Chunk(values, [line for line, _ in numbered], {}, None)
 
     def _record(self, fields: list[str]) -> dict[str, object]:
         if len(fields) != len(self.columns):
@@ -404,6 +380,199 @@ class _DelimitedReader:
                 values[name] = np.broadcast_to(default, (n,) + default.shape)
         kept_columns = {c: [k[j] for k in kept] for j, c in enumerate(self.source.keep)}
         return Chunk(values, lines, kept_columns, bad)
+
+
+# CSV / TSV text parsed by Arrow at a time: big enough for its threads, small
+# against MAX_RECORD (a block holds at most this and one record more).
+ARROW_BLOCK = 8 << 20
+READ_PIECE = 8192  # characters per read: as much as a read error can cut
+
+
+class _ArrowBlocks:
+    """CSV / TSV read in blocks of about ARROW_BLOCK characters, each parsed by
+    pyarrow (multi-threaded, straight to float64 columns). A block it rejects (a
+    cell that is not a number as Arrow reads them, a short row, a blank line, a
+    byte that is not UTF-8) is read again by the careful path, which names the
+    line; a good file never takes it. Chunks of chunk_size points are cut across
+    blocks, so the chunks (and so the results) do not depend on the blocks."""
+
+    def __init__(self, reader: _DelimitedReader):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self.reader = reader
+        self.source = reader.source
+        self.pa, self.pacsv = pa, pacsv
+        names = [f"c{i}" for i in range(len(reader.columns))]
+        used = sorted(set(reader.plain.values()) | {i for _, cols in reader.indexed.values() for i in cols})
+        self.name = names.__getitem__
+        self.options = dict(
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(delimiter=reader.delimiter, quote_char='"', double_quote=True,
+                                             escape_char=False, newlines_in_values=False,
+                                             ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={names[i]: pa.float64() for i in used}, include_columns=[names[i] for i in used],
+                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False))
+        self.stopped = False  # a record too long or a read error: nothing after it is read
+
+    def chunks(self) -> Iterator[Chunk]:
+        batcher = _Batcher(self.source)
+        line = self.source.first_line  # the line before the block's first
+        for text, failure in self._blocks():
+            values = self._parse(text) if failure is None else None
+            if values is not None:
+                n = len(next(iter(values.values()))) if values else _rows(text)
+                yield from batcher.add(values, line + 1, n, len(text))
+                line += n
+                continue
+            yield from batcher.flush()
+            counted = _Counted(self._careful_lines(text, failure))
+            yield from self.reader._careful_chunks(counted, line)
+            line += counted.count
+            if self.stopped:
+                return
+        yield from batcher.flush()
+
+    def _blocks(self) -> Iterator[tuple[str, _Bad | None]]:
+        """Blocks of whole lines (the last one possibly cut at MAX_RECORD + 1
+        characters, as the careful path reads it), each with the read error
+        that ended the input after it, if any."""
+        stream, limit = self.source.input.stream, MAX_RECORD + 1
+        while True:
+            pieces, failure, end = [], None, False
+            try:
+                # In small reads, as the careful path reads: a read error (a corrupt .gz)
+                # loses only the lines it cuts, not the block read so far.
+                for _ in range(ARROW_BLOCK // READ_PIECE):
+                    piece = stream.read(READ_PIECE)
+                    if not piece:
+                        end = True
+                        break
+                    pieces.append(piece)
+                text = "".join(pieces)
+                if text and text[-1] != "\n":  # finish the last line (after a \r, its \n, if any)
+                    tail = len(text) - 1 - max(text.rfind("\n"), text.rfind("\r"))
+                    text += stream.readline(limit - tail if tail else limit)
+            except _READ_ERRORS as e:
+                text, failure = "".join(pieces), _read_failure(e)
+                text = text[:max(text.rfind("\n"), text.rfind("\r")) + 1]  # the cut line is lost
+            if text or failure is not None:
+                yield text, failure
+            if end or failure is not None:
+                return
+
+    def _parse(self, text: str) -> dict[str, np.ndarray] | None:
+        """The block's columns for each variable, or None if Arrow rejects it or
+        reads a different number of records than the block has lines."""
+        if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
+            return None  # a record near the limit, or not UTF-8: the careful path says which
+        try:
+            table = self.pacsv.read_csv(self.pa.py_buffer(text.encode("utf-8")), **self.options)
+        except (self.pa.ArrowException, ValueError):
+            return None
+        if table.num_rows != _rows(text):  # e.g. a lone \r ending lines: let the careful path count
+            return None
+        n = table.num_rows
+        values = {}
+        for name, i in self.reader.plain.items():
+            values[name] = table.column(self.name(i)).to_numpy()
+            self.source.shapes.setdefault(name, ())
+        for name, (shape, columns) in self.reader.indexed.items():
+            values[name] = np.stack([table.column(self.name(i)).to_numpy() for i in columns],
+                                    axis=1).reshape((n,) + shape)
+        return values
+
+    def _careful_lines(self, text: str, failure: _Bad | None) -> Iterator[str | _Bad]:
+        """The block's lines as the careful path reads them from the stream."""
+        check = self.source.input.check
+        for match in _LINE.finditer(text):
+            line = check(match.group())
+            yield line
+            if isinstance(line, _Bad) and line.last:
+                self.stopped = True
+                return
+        if failure is not None:
+            self.stopped = True
+            yield failure
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+\Z")  # a line as readline(newline="") gives it
+
+
+def _rows(text: str) -> int:
+    """Lines in a block of whole lines (\n or \r\n endings; the last may lack one)."""
+    return text.count("\n") + (not text.endswith("\n"))
+
+
+class _Counted:
+    """An iterator that counts what it gives."""
+
+    def __init__(self, items):
+        self.items = iter(items)
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self.items)
+        self.count += 1
+        return item
+
+
+class _Batcher:
+    """Chunks of chunk_size points cut from consecutive blocks (lines without
+    gaps), or fewer once they hold MAX_RECORD characters of text."""
+
+    def __init__(self, source: PointSource):
+        self.source = source
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.first_line = 0
+        self.count = 0
+        self.size = 0
+
+    def add(self, values: dict[str, np.ndarray], first_line: int, n: int, size: int) -> Iterator[Chunk]:
+        if not self.parts:
+            self.first_line = first_line
+        self.parts.append(values)
+        self.count += n
+        self.size += size
+        limit = self.source.chunk_size
+        if self.count < limit and self.size < MAX_RECORD:
+            return
+        merged = self._merged()
+        start = 0
+        while self.count - start >= limit:
+            yield self._chunk({k: v[start:start + limit] for k, v in merged.items()}, limit)
+            start += limit
+        rest = {k: v[start:] for k, v in merged.items()}
+        self.parts, self.count = [rest], self.count - start
+        if self.size >= MAX_RECORD:
+            yield from self.flush()
+        self.size = 0 if not self.count else self.size
+
+    def flush(self) -> Iterator[Chunk]:
+        if self.count:
+            yield self._chunk(self._merged(), self.count)
+        self.parts, self.count, self.size = [], 0, 0
+
+    def _merged(self) -> dict[str, np.ndarray]:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+
+    def _chunk(self, columns: dict[str, np.ndarray], n: int) -> Chunk:
+        values = {}
+        for name in self.source.variables:
+            if name in columns:
+                values[name] = columns[name]
+            else:
+                default = np.asarray(self.source.defaults[name], dtype=np.float64)
+                values[name] = np.broadcast_to(default, (n,) + default.shape)
+        lines = range(self.first_line, self.first_line + n)
+        self.first_line += n
+        return Chunk(values, lines, {}, None)
 
 
 def _fields(text: str, delimiter: str) -> list[str]:
