@@ -92,8 +92,10 @@ def cli():
     """
 
 
-FORMATS = ["table", "json", "ndjson", "csv", "tsv"]
-INPUT_FORMATS = ["csv", "tsv", "ndjson", "json"]  # points.FORMATS, without importing it at start-up
+FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows"]
+BINARY_OUTPUTS = {"parquet": "Parquet", "arrow": "an Arrow IPC file", "arrows": "an Arrow IPC stream"}
+# points.FORMATS, without importing it at start-up
+INPUT_FORMATS = ["csv", "tsv", "ndjson", "json", "parquet", "arrow"]
 
 
 class _SharedOptionsCommand(click.Command):
@@ -151,7 +153,8 @@ def _shared_options() -> list:
                           "counted in CSV/TSV); the exit status is still 3."),
         click.option("--format", "output_format", type=click.Choice(FORMATS),
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
-                          "for --points."),
+                          "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
+                          "stream) are binary: never to a terminal."),
         click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
         click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson."),
         click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv."),
@@ -602,7 +605,11 @@ def _output_format(options) -> str:
     if options["quiet"]:
         return "quiet"
     if chosen:
-        return chosen.pop()
+        fmt = chosen.pop()
+        if fmt in BINARY_OUTPUTS and _stdout_is_terminal():
+            raise UsageError(f"--format {fmt} writes {BINARY_OUTPUTS[fmt]}, binary data, and stdout is a "
+                             f"terminal: redirect it to a file (> points.{fmt}) or pipe it")
+        return fmt
     if _stdout_is_terminal():
         return "table"
     return "ndjson" if options["points"] is not None else "json"
@@ -698,6 +705,11 @@ def _count(n: int, noun: str) -> str:
 
 def _writer(fmt: str, options):
     out = sys.stdout
+    if fmt in BINARY_OUTPUTS:
+        from .columnar import ArrowWriter
+
+        out.flush()
+        return ArrowWriter(_Stdout(out.buffer), fmt, _interrupts_deferred)
     if fmt == "ndjson":
         return NdjsonWriter(out, _interrupts_deferred)
     if fmt == "json":

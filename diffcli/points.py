@@ -33,9 +33,10 @@ import numpy as np
 
 from .errors import EXIT_BAD_DATA, DiffcliError
 
-FORMATS = ("csv", "tsv", "ndjson", "json")
+FORMATS = ("csv", "tsv", "ndjson", "json", "parquet", "arrow")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson",
-              ".json": "json"}
+              ".json": "json", ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".arrows": "arrow",
+              ".ipc": "arrow"}
 _COLUMN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+(?:,[0-9]+)*)\])?$")
 
 # The longest record, in characters (64 MiB of ASCII): a line of CSV, TSV or
@@ -99,6 +100,16 @@ def format_from_name(path: str) -> str | None:
     return EXTENSIONS.get(suffixes[-1]) if suffixes else None
 
 
+def sniff_binary(stream) -> str | None:
+    """parquet or arrow from the first bytes (their magic numbers), else None."""
+    head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "arrow"
+    return None
+
+
 def sniff(first_line: str) -> str:
     stripped = first_line.lstrip()
     if stripped.startswith("["):
@@ -126,6 +137,10 @@ class PointSource:
         self.keep_all = keep_all
         self.sniffed = False
         self.shapes: dict[str, tuple] = {}
+        self.first_line = 1
+        self.format = fmt
+        if fmt in (None, "parquet", "arrow") and self._open_binary(stream, fmt):
+            return
         self.input = _Input(stream)
         first, self.first_line = self.input.first_line()
         if isinstance(first, _Bad):  # a read error, before anything could be read
@@ -145,7 +160,23 @@ class PointSource:
         else:
             self._lines = itertools.chain([first], self.input.lines())
 
+    def _open_binary(self, stream, fmt: str | None) -> bool:
+        """Parquet or Arrow IPC (named, or sniffed by their magic numbers): read by
+        columnar.py, which imports pyarrow. False for a text format."""
+        if fmt is None:
+            fmt = sniff_binary(stream)
+            if fmt is None:
+                return False
+            self.sniffed = True
+        from .columnar import BinaryReader
+
+        self.format = fmt
+        self._binary = BinaryReader(self, stream, fmt)
+        return True
+
     def chunks(self) -> Iterator[Chunk]:
+        if self.format in ("parquet", "arrow"):
+            return self._binary.chunks()
         if self.format in ("csv", "tsv"):
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
@@ -278,39 +309,7 @@ class _DelimitedReader:
         self._plan_columns()
 
     def _plan_columns(self):
-        """Which columns hold which variable: a plain column (number or literal),
-        or indexed columns x[0], x[1], ... (a vector or matrix by index)."""
-        source = self.source
-        by_name: dict[str, dict[tuple, int]] = {}
-        plain: dict[str, int] = {}
-        for i, column in enumerate(self.columns):
-            m = _COLUMN.match(column)
-            if not m:
-                continue
-            name, index = m.group(1), m.group(2)
-            if index is None:
-                plain[name] = i
-            else:
-                by_name.setdefault(name, {})[_index(column, index, len(self.columns), source.first_line)] = i
-        self.plain: dict[str, int] = {}
-        self.indexed: dict[str, tuple[tuple, list[int]]] = {}
-        for name in source.variables:
-            if name in plain:
-                self.plain[name] = plain[name]
-            elif name in by_name:
-                self.indexed[name] = _indexed_layout(name, by_name[name], source.first_line)
-                source.shapes[name] = self.indexed[name][0]
-            elif name not in source.defaults:
-                raise DataError(f"line {source.first_line}: the points have no column for '{name}' and "
-                                f"--at does not give it (columns: {_listing(self.columns)})")
-        used = set(self.plain.values()) | {i for _, cols in self.indexed.values() for i in cols}
-        if source.keep_all:
-            source.keep = [c for i, c in enumerate(self.columns) if i not in used]
-        missing = [c for c in source.keep if c not in self.columns]
-        if missing:
-            raise DataError(f"--keep: no column named {_listing(missing)} "
-                            f"(columns: {_listing(self.columns)})")
-        self.keep_index = [self.columns.index(c) for c in source.keep]
+        self.plain, self.indexed, self.keep_index = plan_columns(self.source, self.columns)
 
     def chunks(self) -> Iterator[Chunk]:
         if self.source.keep or any(self.source.shapes.get(n, ()) != () for n in self.plain):
@@ -573,6 +572,42 @@ class _Batcher:
         lines = range(self.first_line, self.first_line + n)
         self.first_line += n
         return Chunk(values, lines, {}, None)
+
+
+def plan_columns(source: PointSource, columns: list[str]) -> tuple[dict, dict, list[int]]:
+    """Which columns hold which variable: a plain column (number or literal),
+    or indexed columns x[0], x[1], ... (a vector or matrix by index); and the
+    indices of the kept columns."""
+    by_name: dict[str, dict[tuple, int]] = {}
+    plain: dict[str, int] = {}
+    for i, column in enumerate(columns):
+        m = _COLUMN.match(column)
+        if not m:
+            continue
+        name, index = m.group(1), m.group(2)
+        if index is None:
+            plain[name] = i
+        else:
+            by_name.setdefault(name, {})[_index(column, index, len(columns), source.first_line)] = i
+    plain_of: dict[str, int] = {}
+    indexed: dict[str, tuple[tuple, list[int]]] = {}
+    for name in source.variables:
+        if name in plain:
+            plain_of[name] = plain[name]
+        elif name in by_name:
+            indexed[name] = _indexed_layout(name, by_name[name], source.first_line)
+            source.shapes[name] = indexed[name][0]
+        elif name not in source.defaults:
+            raise DataError(f"line {source.first_line}: the points have no column for '{name}' and "
+                            f"--at does not give it (columns: {_listing(columns)})")
+    used = set(plain_of.values()) | {i for _, cols in indexed.values() for i in cols}
+    if source.keep_all:
+        source.keep = [c for i, c in enumerate(columns) if i not in used]
+    missing = [c for c in source.keep if c not in columns]
+    if missing:
+        raise DataError(f"--keep: no column named {_listing(missing)} "
+                        f"(columns: {_listing(columns)})")
+    return plain_of, indexed, [columns.index(c) for c in source.keep]
 
 
 def _fields(text: str, delimiter: str) -> list[str]:

@@ -393,6 +393,16 @@ def _json_text(value) -> str:
     return json.dumps(value)
 
 
+def text_columns(kept: dict) -> dict[str, list]:
+    """Kept columns as lists of values for the text writers: an Arrow column (from
+    Parquet or Arrow input) becomes its values, timestamps and the like as text."""
+    if all(isinstance(values, list) for values in kept.values()):
+        return kept
+    from .columnar import text_values
+
+    return {k: v if isinstance(v, list) else text_values(v) for k, v in kept.items()}
+
+
 def _cell(value) -> str:
     """A kept column's value in a CSV cell: strings as they were, JSON otherwise."""
     return value if isinstance(value, str) else ("" if value is None else json.dumps(value))
@@ -424,6 +434,7 @@ class NdjsonWriter(Writer):
     """One JSON object per point: kept columns, then value and the derivative."""
 
     def write(self, result, kept):
+        kept = text_columns(kept)
         records = _record_texts(result)
         if kept:
             kept_json = [[f"{json.dumps(k)}: {json.dumps(v)}" for v in values] for k, values in kept.items()]
@@ -547,6 +558,7 @@ class DelimitedWriter(Writer):
         self.skipped = 0
 
     def write(self, result, kept):
+        kept = text_columns(kept)
         found = leaves(result, 1)
         with self.whole():
             if not self.header_written:
@@ -621,6 +633,7 @@ class TableWriter(Writer):
         self.more = 0
 
     def write(self, result, kept):
+        kept = text_columns(kept)
         labels, matrix = result_columns(result)
         if self.labels is None:
             self.labels = list(kept) + labels
