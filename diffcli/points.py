@@ -25,7 +25,7 @@ import math
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,7 @@ class BadRecord:
 @dataclass
 class Chunk:
     values: dict[str, np.ndarray]  # variable -> array of shape (n, *variable shape)
-    lines: list[int]  # the line each record started on
+    lines: Sequence[int]  # the line each record started on (a range for Arrow blocks)
     kept: dict[str, list] = field(default_factory=dict)  # copied columns, in record order
     bad: BadRecord | None = None  # the bad record that ended this chunk, if any
 
