@@ -188,3 +188,43 @@ def test_binary_output_is_refused_to_a_terminal(tmp_path, monkeypatch, fmt):
     result = run("grad", EXPR, "--points", str(tmp_path / "p.parquet"), "--format", fmt)
     assert result.exit_code == 2 and result.stdout == ""
     assert f"--format {fmt} writes" in result.stderr and "stdout is a terminal" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow", "arrows"])
+def test_binary_output_into_head_is_quiet_and_a_full_disk_is_status_4(tmp_path, fmt):
+    path = tmp_path / "p.csv"
+    path.write_text("x\n" + "".join(f"{i / 7!r}\n" for i in range(200_000)))
+    command = " ".join(_diffcli_command()) + f" grad 'x^2' --points {path} --format {fmt}"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command + " --chunk 1000 | head -c 100 > /dev/null"],
+                          capture_output=True, env=_env(), timeout=120)
+    assert proc.returncode == 0 and proc.stderr == b""
+    proc = subprocess.run(["bash", "-c", command + " > /dev/full"], capture_output=True, env=_env(), timeout=120)
+    assert proc.returncode == 4
+    assert proc.stderr == b"diffcli: cannot write output: No space left on device\n"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrows"])
+def test_ctrl_c_leaves_a_readable_binary_file_of_whole_batches(tmp_path, fmt):
+    """SIGINT mid-stream: the writer is closed (Parquet's footer, the IPC stream's end
+    marker), so what was written reads back, status 130."""
+    import signal
+
+    path = tmp_path / "p.csv"
+    path.write_text("x\n" + "".join(f"{i / 7!r}\n" for i in range(400_000)))
+    proc = subprocess.Popen(_diffcli_command() + ["grad", "x^2", "--points", str(path), "--format", fmt,
+                                                  "--chunk", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        first = proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read().decode()
+        status = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert status == 130, stderr
+    assert stderr.endswith("interrupted\n") and "Traceback" not in stderr
+    table = _read(first + rest, fmt)
+    assert 0 < table.num_rows < 400_000 and table.num_rows % 1000 == 0
+    x = np.arange(table.num_rows) / 7
+    _same_bits(table.column("d/dx").to_numpy(), 2 * x)
