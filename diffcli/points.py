@@ -312,7 +312,8 @@ class _DelimitedReader:
         self.plain, self.indexed, self.keep_index = plan_columns(self.source, self.columns)
 
     def chunks(self) -> Iterator[Chunk]:
-        if self.source.keep or any(self.source.shapes.get(n, ()) != () for n in self.plain):
+        used = set(self.plain.values()) | {i for _, cols in self.indexed.values() for i in cols}
+        if used & set(self.keep_index):  # a variable's column kept as its text: line by line
             return self._careful_chunks(self.source._lines, self.source.first_line)
         return _ArrowBlocks(self).chunks()
 
@@ -405,13 +406,15 @@ class _ArrowBlocks:
         names = [f"c{i}" for i in range(len(reader.columns))]
         used = sorted(set(reader.plain.values()) | {i for _, cols in reader.indexed.values() for i in cols})
         self.name = names.__getitem__
+        self.kept = [(name, names[i]) for name, i in zip(self.source.keep, reader.keep_index)]
+        types = {names[i]: pa.float64() for i in used} | {column: pa.string() for _, column in self.kept}
         self.options = dict(
             read_options=pacsv.ReadOptions(column_names=names),
             parse_options=pacsv.ParseOptions(delimiter=reader.delimiter, quote_char='"', double_quote=True,
                                              escape_char=False, newlines_in_values=False,
                                              ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
-                column_types={names[i]: pa.float64() for i in used}, include_columns=[names[i] for i in used],
+                column_types=types, include_columns=list(types),
                 null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False))
         self.stopped = False  # a record too long or a read error: nothing after it is read
 
@@ -419,10 +422,11 @@ class _ArrowBlocks:
         batcher = _Batcher(self.source)
         line = self.source.first_line  # the line before the block's first
         for text, failure in self._blocks():
-            values = self._parse(text) if failure is None else None
-            if values is not None:
-                n = len(next(iter(values.values()))) if values else _rows(text)
-                yield from batcher.add(values, line + 1, n, len(text))
+            parsed = self._parse(text) if failure is None else None
+            if parsed is not None:
+                values, kept = parsed
+                n = _rows(text)
+                yield from batcher.add(values, kept, line + 1, n, len(text))
                 line += n
                 continue
             yield from batcher.flush()
@@ -461,9 +465,10 @@ class _ArrowBlocks:
             if end or failure is not None:
                 return
 
-    def _parse(self, text: str) -> dict[str, np.ndarray] | None:
-        """The block's columns for each variable, or None if Arrow rejects it or
-        reads a different number of records than the block has lines."""
+    def _parse(self, text: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The block's columns for each variable and its kept columns (Arrow string
+        arrays, each cell's text as the csv module gives it), or None if Arrow
+        rejects it or reads a different number of records than the block has lines."""
         if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
             return None  # a record near the limit, or not UTF-8: the careful path says which
         try:
@@ -480,7 +485,7 @@ class _ArrowBlocks:
         for name, (shape, columns) in self.reader.indexed.items():
             values[name] = np.stack([table.column(self.name(i)).to_numpy() for i in columns],
                                     axis=1).reshape((n,) + shape)
-        return values
+        return values, {name: table.column(column).combine_chunks() for name, column in self.kept}
 
     def _careful_lines(self, text: str, failure: _Bad | None) -> Iterator[str | _Bad]:
         """The block's lines as the careful path reads them from the stream."""
@@ -526,15 +531,16 @@ class _Batcher:
 
     def __init__(self, source: PointSource):
         self.source = source
-        self.parts: list[dict[str, np.ndarray]] = []
+        self.parts: list[dict] = []  # variable -> array, and ("kept", column) -> Arrow array
         self.first_line = 0
         self.count = 0
         self.size = 0
 
-    def add(self, values: dict[str, np.ndarray], first_line: int, n: int, size: int) -> Iterator[Chunk]:
+    def add(self, values: dict[str, np.ndarray], kept: dict, first_line: int, n: int,
+            size: int) -> Iterator[Chunk]:
         if not self.parts:
             self.first_line = first_line
-        self.parts.append(values)
+        self.parts.append(values | {("kept", name): column for name, column in kept.items()})
         self.count += n
         self.size += size
         limit = self.source.chunk_size
@@ -559,9 +565,10 @@ class _Batcher:
     def _merged(self) -> dict[str, np.ndarray]:
         if len(self.parts) == 1:
             return self.parts[0]
-        return {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        return {k: _concatenated([p[k] for p in self.parts]) for k in self.parts[0]}
 
-    def _chunk(self, columns: dict[str, np.ndarray], n: int) -> Chunk:
+    def _chunk(self, columns: dict, n: int) -> Chunk:
+        kept = {key[1]: column for key, column in columns.items() if isinstance(key, tuple)}
         values = {}
         for name in self.source.variables:
             if name in columns:
@@ -571,7 +578,15 @@ class _Batcher:
                 values[name] = np.broadcast_to(default, (n,) + default.shape)
         lines = range(self.first_line, self.first_line + n)
         self.first_line += n
-        return Chunk(values, lines, {}, None)
+        return Chunk(values, lines, kept, None)
+
+
+def _concatenated(pieces: list):
+    if isinstance(pieces[0], np.ndarray):
+        return np.concatenate(pieces)
+    import pyarrow as pa
+
+    return pa.concat_arrays(pieces)
 
 
 def plan_columns(source: PointSource, columns: list[str]) -> tuple[dict, dict, list[int]]:
