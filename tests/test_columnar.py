@@ -228,3 +228,33 @@ def test_ctrl_c_leaves_a_readable_binary_file_of_whole_batches(tmp_path, fmt):
     assert 0 < table.num_rows < 400_000 and table.num_rows % 1000 == 0
     x = np.arange(table.num_rows) / 7
     _same_bits(table.column("d/dx").to_numpy(), 2 * x)
+
+
+def test_output_file_takes_its_format_from_its_extension(tmp_path):
+    points = _points(n=1000)
+    _write(pa.table(points), tmp_path / "p.parquet", "parquet")
+    source = str(tmp_path / "p.parquet")
+    to_stdout = run("grad", EXPR, "--points", source, "--csv").stdout
+    for name, fmt in [("out.csv", "csv"), ("out.parquet", "parquet"), ("out.feather", "arrow"),
+                      ("out.arrows", "arrows"), ("out.data", "csv")]:
+        target = tmp_path / name
+        extra = ["--format", "csv"] if name == "out.data" else []
+        result = run("grad", EXPR, "--points", source, "--output", str(target), *extra)
+        assert result.exit_code == 0 and result.stdout == "", result.stderr
+        if fmt == "csv":
+            assert target.read_text() == to_stdout
+        else:
+            table = _read(target.read_bytes(), fmt)
+            for j, want in enumerate(_expected(points)):
+                _same_bits(table.column(j).to_numpy(), want)
+    one = run("grad", "sin(x)", "--at", "x=1", "-o", str(tmp_path / "one.json"))
+    assert json.loads((tmp_path / "one.json").read_text())["gradient"]["x"] == 0.5403023058681398
+    assert one.stdout == ""
+
+
+def test_output_file_problems_are_usage_errors_before_any_work(tmp_path):
+    unknown = run("grad", "x", "--at", "x=1", "--output", str(tmp_path / "out.xyz"))
+    assert unknown.exit_code == 2 and "choose the format with --format" in unknown.stderr
+    assert not (tmp_path / "out.xyz").exists()
+    missing = run("grad", "x", "--at", "x=1", "--output", str(tmp_path / "no" / "such" / "out.csv"))
+    assert missing.exit_code == 2 and "cannot write it: No such file or directory" in missing.stderr
