@@ -142,8 +142,9 @@ def _shared_options() -> list:
                           "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
                           "constant shared by every point; a point's own value wins."),
         click.option("--points", "points", metavar="FILE",
-                     help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON or a JSON "
-                          "array, gzip allowed. '-' reads stdin (only then)."),
+                     help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON, a JSON "
+                          "array, Parquet or Arrow IPC; gzip, bzip2 or zstd allowed. '-' reads "
+                          "stdin (only then)."),
         click.option("--in", "input_format", type=click.Choice(INPUT_FORMATS),
                      help="Format of --points (default: from the file name, else sniffed)."),
         click.option("--chunk", type=click.IntRange(1, None), default=65536, show_default=True,

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .points import BadRecord, Chunk, DataError, PointSource, plan_columns
+from .points import BadRecord, Chunk, DataError, PointSource, decompressed, plan_columns
 from .render import Writer, result_columns
 
 BINARY_FORMATS = ("parquet", "arrow")
@@ -147,8 +147,8 @@ def _parquet(stream, source: PointSource):
     import pyarrow.parquet as pq
 
     if not _seekable(stream):
-        raise DataError("a Parquet file keeps its index at its end: give its name, not stdin "
-                        "(or send an Arrow IPC stream, --in arrow)")
+        raise DataError("a Parquet file keeps its index at its end: give its name, not stdin or a "
+                        "compressed file (Parquet compresses itself), or send an Arrow IPC stream (--in arrow)")
     parquet = pq.ParquetFile(stream)
     return parquet.schema_arrow, parquet.iter_batches(batch_size=max(1, min(source.chunk_size, 1 << 20)))
 
@@ -156,8 +156,8 @@ def _parquet(stream, source: PointSource):
 def _ipc(stream, source: PointSource):
     if stream.peek(6)[:6] == b"ARROW1":
         if not _seekable(stream):
-            raise DataError("an Arrow IPC file keeps its index at its end: give its name, not stdin "
-                            "(or send the IPC stream format, .arrows)")
+            raise DataError("an Arrow IPC file keeps its index at its end: give its name, not stdin or a "
+                            "compressed file, or send the IPC stream format (.arrows)")
         reader = pa.ipc.open_file(stream)
         return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
     reader = pa.ipc.open_stream(stream)
@@ -166,7 +166,7 @@ def _ipc(stream, source: PointSource):
 
 def _seekable(stream) -> bool:
     try:
-        return stream.seekable() and not hasattr(stream, "fileobj")  # a .gz seeks by decompressing again
+        return stream.seekable() and not decompressed(stream)  # which seeks by decompressing again
     except (OSError, ValueError):
         return False
 

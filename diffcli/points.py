@@ -17,6 +17,7 @@ array of such objects (read incrementally too).
 from __future__ import annotations
 
 import csv
+import bz2
 import gzip
 import io
 import itertools
@@ -74,7 +75,8 @@ class Chunk:
 
 
 def open_points(path: str):
-    """A binary stream for PATH ('-' = stdin), transparently gunzipped."""
+    """A binary stream for PATH ('-' = stdin), transparently decompressed when it
+    starts with the magic bytes of gzip, bzip2 or zstd."""
     if path == "-":
         if sys.stdin is None:
             raise DataError("cannot read points from stdin: it is closed")
@@ -86,23 +88,56 @@ def open_points(path: str):
             raise DataError(f"cannot read points from {path}: {e.strerror}") from None
     raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
     try:
-        if raw.peek(2)[:2] == b"\x1f\x8b":
+        head = raw.peek(4)[:4]
+        if head[:2] == b"\x1f\x8b":
             raw = gzip.GzipFile(fileobj=raw)
+        elif head[:3] == b"BZh":
+            raw = bz2.BZ2File(raw)
+        elif head == b"\x28\xb5\x2f\xfd":
+            import pyarrow as pa
+
+            raw = io.BufferedReader(_Decompressed(pa.CompressedInputStream(raw, "zstd")))
     except OSError as e:
         raise DataError(f"cannot read points from {path}: {e.strerror or e}") from None
     return raw
 
 
+class _Decompressed(io.RawIOBase):
+    """pyarrow's zstd stream as a raw stream whose failures (a corrupt or truncated
+    .zst) are OSErrors, as gzip's and bz2's are: a bad record, never a traceback."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self.stream.readinto(buffer)
+        except Exception as e:  # noqa: BLE001 - pyarrow's ArrowInvalid / ArrowIOError
+            raise OSError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def decompressed(stream) -> bool:
+    """Whether the stream is decompressed on the fly (it seeks only by reading again)."""
+    return isinstance(stream, (gzip.GzipFile, bz2.BZ2File)) or isinstance(getattr(stream, "raw", None),
+                                                                          _Decompressed)
+
+
 def format_from_name(path: str) -> str | None:
     suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst"):
         suffixes.pop()
     return EXTENSIONS.get(suffixes[-1]) if suffixes else None
 
 
 def sniff_binary(stream) -> str | None:
     """parquet or arrow from the first bytes (their magic numbers), else None."""
-    head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+    try:
+        head = stream.peek(8)[:8] if hasattr(stream, "peek") else b""
+    except _READ_ERRORS:  # the text reader reports it, with its line
+        return None
     if head.startswith(b"PAR1"):
         return "parquet"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):

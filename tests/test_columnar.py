@@ -4,6 +4,7 @@ through the real command where it matters, compared bit for bit."""
 from __future__ import annotations
 
 import datetime
+import gzip
 import io
 import json
 import subprocess
@@ -161,6 +162,9 @@ def test_parquet_on_a_pipe_is_refused_with_a_reason(tmp_path):
     assert proc.returncode == 3 and proc.stdout == b""
     assert "Parquet file keeps its index at its end: give its name, not stdin" in proc.stderr.decode()
     assert b"Traceback" not in proc.stderr
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(sink.getvalue()))
+    packed = run("grad", EXPR, "--points", str(tmp_path / "p.parquet.gz"), "--csv")
+    assert packed.exit_code == 3 and "not stdin or a compressed file" in packed.stderr
 
 
 def test_kept_string_and_timestamp_columns_pass_through(tmp_path):

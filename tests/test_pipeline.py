@@ -496,3 +496,44 @@ def test_kept_columns_on_the_arrow_path_are_the_careful_path_s_text(tmp_path, mo
     assert careful.exit_code == 0
     assert fast.stdout == careful.stdout
     assert "p2999" in fast.stdout and ("naïve" in fast.stdout or "na\\u00efve" in fast.stdout)
+
+
+def _compress(data: bytes, kind: str) -> bytes:
+    import bz2
+
+    import pyarrow as pa
+
+    if kind == "gz":
+        return gzip.compress(data)
+    if kind == "bz2":
+        return bz2.compress(data)
+    return pa.compress(data, codec="zstd", asbytes=True)
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "zst"])
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_compressed_inputs_are_recognised_by_their_magic_bytes(tmp_path, kind, fmt):
+    points = _points(n=2000)
+    plain = tmp_path / f"p.{fmt}"
+    write_points(plain, points, fmt)
+    reference = run("grad", EXPR, "--points", str(plain), "--csv").stdout
+    named = tmp_path / f"p.{fmt}.{kind}"
+    named.write_bytes(_compress(plain.read_bytes(), kind))
+    anonymous = tmp_path / "points"
+    anonymous.write_bytes(named.read_bytes())
+    assert run("grad", EXPR, "--points", str(named), "--csv").stdout == reference
+    sniffed = run("grad", EXPR, "--points", str(anonymous), "--csv")
+    assert sniffed.stdout == reference and f"reading --points as {fmt} (sniffed" in sniffed.stderr
+    assert run("grad", EXPR, "--points", "-", "--in", fmt, "--csv", input=named.read_bytes()).stdout == reference
+
+
+@pytest.mark.parametrize("kind", ["bz2", "zst"])
+def test_a_truncated_compressed_input_keeps_the_records_before_the_cut(tmp_path, kind):
+    data = b"x\n" + b"".join(b"%d\n" % i for i in range(400_000))
+    packed = _compress(data, kind)
+    path = tmp_path / f"p.csv.{kind}"
+    path.write_bytes(packed[:len(packed) // 2])
+    result = run("eval", "x", "--points", str(path), "--csv")
+    assert result.exit_code == 3 and "cannot read the points" in result.stderr
+    values = [float(v) for v in result.stdout.split()[1:]]
+    assert values and values == [float(i) for i in range(len(values))]
