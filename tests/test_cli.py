@@ -350,19 +350,3 @@ def test_graph_checks_the_backward_pass_before_writing_anything():
     assert "needs a scalar expression" in result.stderr
     assert result.stdout == ""
 
-
-@pytest.mark.parametrize("output, expected", [
-    ("--json", '"gradient": {"x": 0.5403023058681398}'),
-    ("--csv", "value,d/dx\n0.8414709848078965,0.5403023058681398\n"),
-])
-def test_one_point_imports_neither_arrow_nor_polars(tmp_path, output, expected):
-    """pyarrow and polars serve --points only: a one-point request does not pay their start-up."""
-    code = (f"import sys, runpy; sys.argv = ['diffcli', 'grad', 'sin(x)', '--at', 'x=1', '{output}'];\n"
-            "try:\n    runpy.run_module('diffcli', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'polars')), file=sys.stderr)")
-    env = {**_env(), "PYTHONPATH": REPO}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=60)
-    assert expected in proc.stdout
-    assert proc.stderr == "[]\n"

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 import diffcli
 from diffcli import cli as cli_module
 from diffcli.cli import cli
-from tests.test_cli import _diffcli_command, _env
+from tests.test_cli import REPO, _diffcli_command, _env
 from tests.test_render import _awkward_floats
 
 EXPR = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
@@ -262,3 +263,20 @@ def test_output_file_problems_are_usage_errors_before_any_work(tmp_path):
     assert not (tmp_path / "out.xyz").exists()
     missing = run("grad", "x", "--at", "x=1", "--output", str(tmp_path / "no" / "such" / "out.csv"))
     assert missing.exit_code == 2 and "cannot write it: No such file or directory" in missing.stderr
+
+
+@pytest.mark.parametrize("output, expected", [
+    ("--json", '"gradient": {"x": 0.5403023058681398}'),
+    ("--csv", "value,d/dx\n0.8414709848078965,0.5403023058681398\n"),
+])
+def test_one_point_imports_neither_arrow_nor_polars(tmp_path, output, expected):
+    """pyarrow and polars serve --points only: a one-point request does not pay their start-up."""
+    code = (f"import sys, runpy; sys.argv = ['diffcli', 'grad', 'sin(x)', '--at', 'x=1', '{output}'];\n"
+            "try:\n    runpy.run_module('diffcli', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'polars')), file=sys.stderr)")
+    env = {**_env(), "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=60)
+    assert expected in proc.stdout
+    assert proc.stderr == "[]\n"
