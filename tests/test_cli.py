@@ -349,4 +349,3 @@ def test_graph_checks_the_backward_pass_before_writing_anything():
     assert result.exit_code == 2
     assert "needs a scalar expression" in result.stderr
     assert result.stdout == ""
-
