@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import itertools
 import json
 import os
@@ -98,8 +99,12 @@ def cli():
     """
 
 
-FORMATS = ["table", "json", "ndjson", "csv", "tsv"]
-INPUT_FORMATS = ["csv", "tsv", "ndjson", "json"]  # points.FORMATS, without importing it at start-up
+FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows"]
+OUTPUT_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json",
+                     ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".arrows": "arrows"}
+BINARY_OUTPUTS = {"parquet": "Parquet", "arrow": "an Arrow IPC file", "arrows": "an Arrow IPC stream"}
+# points.FORMATS, without importing it at start-up
+INPUT_FORMATS = ["csv", "tsv", "ndjson", "json", "parquet", "arrow"]
 
 
 class _SharedOptionsCommand(click.Command):
@@ -143,8 +148,9 @@ def _shared_options() -> list:
                           "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
                           "constant shared by every point; a point's own value wins."),
         click.option("--points", "points", metavar="FILE",
-                     help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON or a JSON "
-                          "array, gzip allowed. '-' reads stdin (only then)."),
+                     help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON, a JSON "
+                          "array, Parquet or Arrow IPC; gzip, bzip2 or zstd allowed. '-' reads "
+                          "stdin (only then)."),
         click.option("--in", "input_format", type=click.Choice(INPUT_FORMATS),
                      help="Format of --points (default: from the file name, else sniffed)."),
         click.option("--chunk", type=click.IntRange(1, None), default=65536, show_default=True,
@@ -157,7 +163,12 @@ def _shared_options() -> list:
                           "counted in CSV/TSV); the exit status is still 3."),
         click.option("--format", "output_format", type=click.Choice(FORMATS),
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
-                          "for --points."),
+                          "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
+                          "stream) are binary: never to a terminal."),
+        click.option("-o", "--output", "output", metavar="FILE",
+                     help="Write to FILE instead of stdout; its extension gives the format unless "
+                          "--format does (.csv .tsv .ndjson .jsonl .json .parquet .arrow .feather "
+                          ".arrows)."),
         click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
         click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson."),
         click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv."),
@@ -522,6 +533,32 @@ def _run(kind: str, options: dict) -> None:
     if kind in ("jvp", "hvp"):
         request["tangents"] = parse_at(options["tangent"], "--tangent")
     fmt = _output_format(options)
+    with _output_file(options.get("output")):
+        _compute_and_write(kind, source, at, request, fmt, options)
+
+
+@contextlib.contextmanager
+def _output_file(path: str | None):
+    """With --output FILE, stdout is FILE for the block (opened first, so a path
+    that cannot be written fails before any work); closing it is writing it."""
+    if path is None:
+        yield
+        return
+    try:
+        raw = open(path, "wb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise UsageError(f"--output {path}: cannot write it: {e.strerror}") from None
+    previous = sys.stdout
+    sys.stdout = _Stdout(io.TextIOWrapper(raw, encoding="utf-8"))
+    try:
+        yield
+    finally:
+        stream, sys.stdout = sys.stdout, previous
+        with _output_errors():
+            stream.stream.close()
+
+
+def _compute_and_write(kind, source, at, request, fmt, options) -> None:
     try:
         function = compile_expression(source, kink="nan" if options["kink"] == "nan" else "subgradient",
                                       max_memory=options["max_memory"])
@@ -607,8 +644,18 @@ def _output_format(options) -> str:
         raise UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
     if options["quiet"]:
         return "quiet"
+    if not chosen and options.get("output"):
+        suffix = os.path.splitext(options["output"])[1].lower()
+        if suffix not in OUTPUT_EXTENSIONS:
+            raise UsageError(f"--output {options['output']}: choose the format with --format (the name's "
+                             f"extension is not one of {', '.join(OUTPUT_EXTENSIONS)})")
+        return OUTPUT_EXTENSIONS[suffix]
     if chosen:
-        return chosen.pop()
+        fmt = chosen.pop()
+        if fmt in BINARY_OUTPUTS and not options.get("output") and _stdout_is_terminal():
+            raise UsageError(f"--format {fmt} writes {BINARY_OUTPUTS[fmt]}, binary data, and stdout is a "
+                             f"terminal: redirect it to a file (> points.{fmt}) or pipe it")
+        return fmt
     if _stdout_is_terminal():
         return "table"
     return "ndjson" if options["points"] is not None else "json"
@@ -704,6 +751,11 @@ def _count(n: int, noun: str) -> str:
 
 def _writer(fmt: str, options):
     out = sys.stdout
+    if fmt in BINARY_OUTPUTS:
+        from .columnar import ArrowWriter
+
+        out.flush()
+        return ArrowWriter(_Stdout(out.buffer), fmt, _interrupts_deferred)
     if fmt == "ndjson":
         return NdjsonWriter(out, _interrupts_deferred)
     if fmt == "json":

@@ -347,3 +347,193 @@ def test_line_numbers_count_leading_blank_lines(tmp_path):
     path.write_text("\n\nx\n1\nbad\n")
     result = run("eval", "x", "--points", str(path), "-q")
     assert result.exit_code == 3 and "line 5: x: 'bad' is not a number" in result.stderr
+
+
+# ---------------------------------------------------------------- the columnar CSV / TSV path (issue 15)
+
+
+def _real_command():
+    from tests.test_cli import _diffcli_command, _env
+    return _diffcli_command(), _env()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_awkward_floats_go_through_the_real_command_bit_for_bit(tmp_path, fmt):
+    """Every float64 (signed zeros, subnormals, 1e308, both sides of 1e-4 and 1e16,
+    nan and inf, random bit patterns) read by Arrow and written back as exactly
+    Python's repr, so NumPy reads back the same bits."""
+    from tests.test_render import _awkward_floats
+
+    numbers = _awkward_floats(n_random=5000)
+    path = tmp_path / f"p.{fmt}"
+    path.write_text("x\n" + "".join(repr(v) + "\n" for v in numbers.tolist()))
+    command, env = _real_command()
+    proc = subprocess.run(command + ["eval", "x", "--points", str(path), "--format", fmt], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "value\n" + "".join(repr(v) + "\n" for v in numbers.tolist())
+    back = np.loadtxt(io.StringIO(proc.stdout), skiprows=1)
+    finite = ~np.isnan(numbers)
+    assert np.array_equal(back[finite].view(np.uint64), numbers[finite].view(np.uint64))
+    assert np.isnan(back[~finite]).all()
+
+
+def test_results_are_identical_whatever_the_chunk_and_block_sizes(tmp_path, monkeypatch):
+    """Arrow's blocks and the evaluator's chunks cut anywhere: the same text, and the
+    same as the careful (NDJSON) reader's; a blank line and CRLF endings included."""
+    from diffcli import points as points_module
+
+    points = _points(n=300)
+    write_points(tmp_path / "p.csv", points, "csv")
+    write_points(tmp_path / "p.tsv", points, "tsv")
+    write_points(tmp_path / "p.ndjson", points, "ndjson")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    (tmp_path / "crlf.csv").write_text("\r\n".join(lines[:100] + [""] + lines[100:]) + "\r\n", newline="")
+    reference = run("grad", EXPR, "--points", str(tmp_path / "p.ndjson"), "--csv").stdout
+    assert reference.count("\n") == 301
+    for block, piece in [(points_module.ARROW_BLOCK, points_module.READ_PIECE), (64, 16), (1000, 100)]:
+        monkeypatch.setattr(points_module, "ARROW_BLOCK", block)
+        monkeypatch.setattr(points_module, "READ_PIECE", piece)
+        for name in ("p.csv", "p.tsv", "crlf.csv"):
+            for chunk in (1, 7, 64, 65536):
+                result = run("grad", EXPR, "--points", str(tmp_path / name), "--csv", "--chunk", str(chunk))
+                assert result.exit_code == 0, result.stderr
+                assert result.stdout == reference, (block, name, chunk)
+
+
+BAD_RECORDS = {
+    "not a number": (b"1.5,oops,0.25", "line 50002: y: 'oops' is not a number"),
+    "a short row": (b"1.5,0.5", "line 50002: expected 3 fields, found 2"),
+    "not UTF-8": (b"1.5,0.5,\xff", "line 50002: not UTF-8 text (byte 0xff at byte offset 8 of the line"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_RECORDS)
+def test_a_bad_record_in_the_middle_of_100000_rows(tmp_path, kind):
+    """Arrow rejects the block; the careful path names the exact line, and every good
+    record before it is written (exit 3), through the real command."""
+    bad, message = BAD_RECORDS[kind]
+    points = _points(n=100_000, seed=5)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    data = path.read_bytes().split(b"\n")
+    data[50_001] = bad  # line 50,002: the header is line 1
+    path.write_bytes(b"\n".join(data))
+    command, env = _real_command()
+    proc = subprocess.run(command + ["grad", EXPR, "--points", str(path), "--csv"], capture_output=True,
+                          env=env, timeout=120)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 3, stderr
+    assert message in stderr and "after 50,000 good points" in stderr
+    values, grads = parse_output(proc.stdout.decode(), "csv")
+    good = {k: v[:50_000] for k, v in points.items()}
+    expected = _expected(good)
+    np.testing.assert_array_equal(values, expected.value)
+    for k in "xyz":
+        np.testing.assert_array_equal(grads[k], expected[k])
+
+
+def test_skip_bad_goes_on_with_the_fast_reader_after_a_bad_block(tmp_path):
+    points = _points(n=20_000, seed=6)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    lines = path.read_text().split("\n")
+    lines[10] = "1,2"
+    path.write_text("\n".join(lines))
+    result = run("grad", EXPR, "--points", str(path), "--csv", "--skip-bad")
+    assert result.exit_code == 3
+    assert "line 11: expected 3 fields, found 2" in result.stderr
+    values, _ = parse_output(result.stdout, "csv")
+    keep = np.arange(20_000) != 9
+    np.testing.assert_array_equal(values, _expected({k: v[keep] for k, v in points.items()}).value)
+
+
+def test_a_good_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_block(tmp_path, monkeypatch):
+    from diffcli import points as points_module
+
+    calls = []
+    careful = points_module._DelimitedReader._careful_chunks
+    monkeypatch.setattr(points_module._DelimitedReader, "_careful_chunks",
+                        lambda self, lines, line: calls.append(line) or careful(self, lines, line))
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points_module, "READ_PIECE", 1024)
+    points = _points(n=2000)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    assert run("grad", EXPR, "--points", str(path), "--csv").exit_code == 0
+    assert calls == []
+    lines = path.read_text().split("\n")
+    lines[1500] = "1,2,x"
+    path.write_text("\n".join(lines))
+    result = run("grad", EXPR, "--points", str(path), "--csv", "--skip-bad")
+    assert "line 1501: z: 'x' is not a number" in result.stderr
+    assert len(calls) == 1 and 1 < calls[0] < 1501 and result.stdout.count("\n") == 2000
+
+
+@pytest.mark.parametrize("keep", [["--keep", "id", "--keep", "note"], ["--keep-all"]])
+@pytest.mark.parametrize("out", ["csv", "tsv", "ndjson", "json"])
+def test_kept_columns_on_the_arrow_path_are_the_careful_path_s_text(tmp_path, monkeypatch, keep, out):
+    """Quoted delimiters, doubled quotes, empty cells, spaces and non-ASCII text in
+    kept columns: the Arrow blocks give exactly what the csv module gives."""
+    from diffcli import points as points_module
+
+    notes = ['"a,b"', '"say ""hi"""', "", "  spaced ", "naïve", "plain"]
+    rows = ["id,x,note,y,z"] + [f"p{i},{i / 3 + 0.5!r},{notes[i % len(notes)]},{-i / 7!r},{i / 11!r}"
+                                for i in range(3000)]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(rows) + "\n")
+    args = ["grad", EXPR, "--points", str(path), "--format", out, *keep]
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 20_000)
+    monkeypatch.setattr(points_module, "READ_PIECE", 4096)
+    parse, parsed = points_module._ArrowBlocks._parse, []
+    monkeypatch.setattr(points_module._ArrowBlocks, "_parse",
+                        lambda self, text: parsed.append(parse(self, text)) or parsed[-1])
+    fast = run(*args, "--chunk", "1000")
+    assert fast.exit_code == 0, fast.stderr
+    assert len(parsed) > 3 and all(p is not None for p in parsed)  # every block through Arrow
+    monkeypatch.setattr(points_module._ArrowBlocks, "_parse", lambda self, text: None)
+    careful = run(*args)
+    assert careful.exit_code == 0
+    assert fast.stdout == careful.stdout
+    assert "p2999" in fast.stdout and ("naïve" in fast.stdout or "na\\u00efve" in fast.stdout)
+
+
+def _compress(data: bytes, kind: str) -> bytes:
+    import bz2
+
+    import pyarrow as pa
+
+    if kind == "gz":
+        return gzip.compress(data)
+    if kind == "bz2":
+        return bz2.compress(data)
+    return pa.compress(data, codec="zstd", asbytes=True)
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "zst"])
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_compressed_inputs_are_recognised_by_their_magic_bytes(tmp_path, kind, fmt):
+    points = _points(n=2000)
+    plain = tmp_path / f"p.{fmt}"
+    write_points(plain, points, fmt)
+    reference = run("grad", EXPR, "--points", str(plain), "--csv").stdout
+    named = tmp_path / f"p.{fmt}.{kind}"
+    named.write_bytes(_compress(plain.read_bytes(), kind))
+    anonymous = tmp_path / "points"
+    anonymous.write_bytes(named.read_bytes())
+    assert run("grad", EXPR, "--points", str(named), "--csv").stdout == reference
+    sniffed = run("grad", EXPR, "--points", str(anonymous), "--csv")
+    assert sniffed.stdout == reference and f"reading --points as {fmt} (sniffed" in sniffed.stderr
+    assert run("grad", EXPR, "--points", "-", "--in", fmt, "--csv", input=named.read_bytes()).stdout == reference
+
+
+@pytest.mark.parametrize("kind", ["bz2", "zst"])
+def test_a_truncated_compressed_input_keeps_the_records_before_the_cut(tmp_path, kind):
+    data = b"x\n" + b"".join(b"%d\n" % i for i in range(400_000))
+    packed = _compress(data, kind)
+    path = tmp_path / f"p.csv.{kind}"
+    path.write_bytes(packed[:len(packed) // 2])
+    result = run("eval", "x", "--points", str(path), "--csv")
+    assert result.exit_code == 3 and "cannot read the points" in result.stderr
+    values = [float(v) for v in result.stdout.split()[1:]]
+    assert values and values == [float(i) for i in range(len(values))]

@@ -98,3 +98,37 @@ def test_a_constant_vector_node_is_labelled():
     graph, root = function.graph({"x": (1,)})
     labels = [render.node_label(node) for node in [root, *root.args]]
     assert any(label.endswith("const 1 1") for label in labels), labels
+
+
+def _awkward_floats(n_random=20_000, seed=3):
+    """Floats whose text is easy to get wrong: signed zeros, subnormals, the ends of
+    the range, both sides of repr's switches to an exponent (1e-4, 1e16), non-finite,
+    and random bit patterns (every exponent)."""
+    rng = np.random.default_rng(seed)
+    named = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 1e308,
+             1.7976931348623157e308, -1.7976931348623157e308, 1e16, 9999999999999998.0, 1e15, 1e22,
+             1e-4, 9.999999999999999e-05, 1e-5, 0.1, 1 / 3, 100.0, -2.5, 123456789.0,
+             float("nan"), float("inf"), float("-inf")]
+    bits = rng.integers(0, 2**64 - 1, n_random, dtype=np.uint64, endpoint=True)
+    return np.concatenate([named, bits.view(np.float64), rng.standard_normal(n_random)])
+
+
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_columnar_number_text_is_python_repr_exactly(delimiter):
+    numbers = _awkward_floats()
+    matrix = np.stack([numbers, numbers[::-1], -numbers], axis=1)
+    expected = "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
+    assert render.rows_text(matrix, delimiter) == expected
+
+
+def test_a_long_csv_is_the_same_text_as_a_short_one():
+    """From COLUMNAR_ROWS rows on the CSV writer formats by column; the text is the same."""
+    numbers = _awkward_floats(n_random=1000)
+    matrix = np.stack([numbers, -numbers], axis=1)
+    assert len(matrix) >= render.COLUMNAR_ROWS
+    columnar, by_row = io.StringIO(), io.StringIO()
+    render.DelimitedWriter(columnar, ",")._write_rows(matrix, {})
+    render.DelimitedWriter(by_row, ",")._write_rows(matrix[:1], {})
+    for start in range(1, len(matrix), render.COLUMNAR_ROWS - 1):
+        render.DelimitedWriter(by_row, ",")._write_rows(matrix[start:start + render.COLUMNAR_ROWS - 1], {})
+    assert columnar.getvalue() == by_row.getvalue()
