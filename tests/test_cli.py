@@ -290,8 +290,17 @@ def _complete_records(fmt: str, text: str) -> int:
 def test_ctrl_c_mid_stream_ends_on_a_record_boundary(fmt, many_points):
     """SIGINT while a chunk is being written (the pipe is full, so the write is
     blocked): the chunk is finished, the JSON array closed, status 130."""
-    proc = subprocess.Popen(_diffcli_command() + ["grad", "x^2", "--points", str(many_points), "--format", fmt],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+    output = interrupted_after_first_output(["grad", "x^2", "--points", str(many_points), "--format", fmt])
+    records = _complete_records(fmt, output.decode())
+    assert 0 < records < 300_000
+
+
+def interrupted_after_first_output(args: list[str]) -> bytes:
+    """Run diffcli, send SIGINT once its first byte of output arrives (the pipe
+    then fills and the write in progress blocks), and check that it ends with
+    status 130 and 'interrupted'; everything it wrote."""
+    proc = subprocess.Popen(_diffcli_command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(), cwd=REPO)
     try:
         first = proc.stdout.read(1)
         proc.send_signal(signal.SIGINT)
@@ -302,8 +311,7 @@ def test_ctrl_c_mid_stream_ends_on_a_record_boundary(fmt, many_points):
         proc.kill()
     assert status == 130, stderr
     assert stderr.endswith("interrupted\n") and "Traceback" not in stderr
-    records = _complete_records(fmt, (first + rest).decode())
-    assert 0 < records < 300_000
+    return first + rest
 
 
 def _limited_memory(megabytes: int):

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import diffcli
 from diffcli import cli as cli_module
 from diffcli.cli import cli
-from tests.test_cli import REPO, _diffcli_command, _env
+from tests.test_cli import REPO, _diffcli_command, _env, interrupted_after_first_output
 from tests.test_render import _awkward_floats
 
 EXPR = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
@@ -212,24 +212,11 @@ def test_binary_output_into_head_is_quiet_and_a_full_disk_is_status_4(tmp_path, 
 def test_ctrl_c_leaves_a_readable_binary_file_of_whole_batches(tmp_path, fmt):
     """SIGINT mid-stream: the writer is closed (Parquet's footer, the IPC stream's end
     marker), so what was written reads back, status 130."""
-    import signal
-
     path = tmp_path / "p.csv"
     path.write_text("x\n" + "".join(f"{i / 7!r}\n" for i in range(400_000)))
-    proc = subprocess.Popen(_diffcli_command() + ["grad", "x^2", "--points", str(path), "--format", fmt,
-                                                  "--chunk", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-    try:
-        first = proc.stdout.read(1)
-        proc.send_signal(signal.SIGINT)
-        rest = proc.stdout.read()
-        stderr = proc.stderr.read().decode()
-        status = proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert status == 130, stderr
-    assert stderr.endswith("interrupted\n") and "Traceback" not in stderr
-    table = _read(first + rest, fmt)
+    output = interrupted_after_first_output(["grad", "x^2", "--points", str(path), "--format", fmt,
+                                             "--chunk", "1000"])
+    table = _read(output, fmt)
     assert 0 < table.num_rows < 400_000 and table.num_rows % 1000 == 0
     x = np.arange(table.num_rows) / 7
     _same_bits(table.column("d/dx").to_numpy(), 2 * x)
