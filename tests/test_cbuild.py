@@ -564,11 +564,12 @@ def test_sigterm_stops_the_compiler_with_diffcli(tmp_path, hung_compiler):
     under way exits 143 and takes its compiler with it."""
     from tests.test_cli import _diffcli_command, _env
 
-    rows = "x,y,z\n" + "".join(f"{1 + i / 40_000!r},0.5,-0.25\n" for i in range(40_000))
+    # More than one of the CSV reader's 2 MiB blocks: a whole chunk is read while stdin stays open.
+    rows = "x,y,z\n" + "".join(f"{1 + i / 40_000!r},0.5,-0.25\n" for i in range(120_000))
     env = {**_env(), "DIFFCLI_NATIVE": "on", "PATH": os.environ["PATH"],
            "DIFFCLI_CACHE_DIR": str(tmp_path / "cache")}
-    # Ten copies of the rows through a pipe that stays open: the run is still reading
-    # when the compiler has started.
+    # The rows through a pipe that stays open: the run is still reading when the
+    # compiler has started.
     proc = subprocess.Popen(_diffcli_command() + ["grad", T2, "--points", "-", "--in", "csv", "--chunk", "40000",
                                                    "--format", "csv"],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
