@@ -444,8 +444,8 @@ class Plan:
             if s is not None:
                 lead_of[s] = lead
         held = [0] * self._size  # inputs and constants: 0, they exist before the run
-        # A broadcast_to is a view: it holds no memory of its own but keeps its
-        # source's alive. Memory is counted per array (an id), freed when the last
+        # A view (an op whose kernel returns_view) holds no memory of its own but
+        # keeps its source's alive. Memory is counted per array (an id), freed when the last
         # slot that shows it is released; ids below _size are the inputs' own.
         array_of = list(range(self._size))
         array_bytes: dict[int, int] = {}
@@ -459,7 +459,7 @@ class Plan:
                 if other and other != lead:
                     lead = _broadcast(lead, other) if lead else other
             lead_of[out] = lead
-            source = slot[node.args[0].id] if node.op == "broadcast_to" else None
+            source = slot[node.args[0].id] if getattr(OPS[node.op].kernel, "returns_view", False) else None
             if source is not None and source not in special:
                 views.add(out)
                 held[out] = 0

@@ -334,6 +334,11 @@ def _broadcast_to_kernel(node):
     return lambda a: np.broadcast_to(a, a.shape[:a.ndim - rank] + shape)
 
 
+# Its result is a view of its argument: it holds no memory of its own (evaluate.py's
+# memory estimate counts it so).
+_broadcast_to_kernel.returns_view = True
+
+
 def _sum_to_kernel(node):
     source, target = node.args[0].shape, node.shape
     axes = tuple(i - len(source) for i, (s, t) in enumerate(zip(source, target)) if t == 1 and s != 1)
