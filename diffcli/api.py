@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import autodiff, budget
+from . import autodiff, budget, switches
 from .budget import BYTES_PER_NODE, format_size
 from .errors import BudgetError, Diagnostic, UsageError
 from .evaluate import Plan
@@ -493,6 +493,8 @@ class _Binding:
         """For the derivative rows of each node in rows_of (against the variables
         in wrt): a sparsity.Compression when rows can share seeds, else None. Found
         once per binding."""
+        if not switches.enabled("sparsity"):
+            return [None] * len(rows_of)
         key = (tuple(n.id for n in rows_of), tuple(wrt))
         found = self._compressions.get(key)
         if found is None:
@@ -998,11 +1000,12 @@ DIAGONAL_MIN_ROWS = 64
 
 
 @lru_cache(maxsize=64)
-def _identity_seed(shape: tuple, batch_ndim: int):
+def _identity_seed(shape: tuple, batch_ndim: int, diagonal_allowed: bool = True):
     """Rows of the identity on a new leading axis (read-only, shared between calls):
-    an ndarray, or a diagonal.Diagonal from DIAGONAL_MIN_ROWS rows on."""
+    an ndarray, or a diagonal.Diagonal from DIAGONAL_MIN_ROWS rows on where allowed
+    (DIFFCLI_DIAGONAL=0 does not allow it)."""
     m = _size(shape)
-    if m >= DIAGONAL_MIN_ROWS and shape:
+    if m >= DIAGONAL_MIN_ROWS and shape and diagonal_allowed:
         from .diagonal import Diagonal
 
         return Diagonal.identity(shape, batch_ndim)
@@ -1019,7 +1022,7 @@ def _row_seed(compression, shape: tuple, batch_ndim: int):
     """The seed array for a Jacobian's or Hessian's rows: compressed (shared seeds),
     or the identity, which from DIAGONAL_MIN_ROWS rows on is a diagonal.Diagonal."""
     if compression is None:
-        return _identity_seed(shape, batch_ndim)
+        return _identity_seed(shape, batch_ndim, switches.enabled("diagonal"))
     from .sparsity import compressed_seed
 
     return compressed_seed(compression, shape, batch_ndim)

@@ -1,0 +1,29 @@
+"""One switch per speed-up layer, read from the environment when the layer is asked.
+
+Every layer gives the numbers the plain plan gives (the tests compare them
+bit for bit), so a switch only trades speed for simplicity, for instance to
+rule a layer out when looking for a bug:
+
+    DIFFCLI_NATIVE=0     compiled C loops for big batches (native.py); "wait" waits for them
+    DIFFCLI_DIAGONAL=0   identity seeds of big Jacobians and Hessians kept diagonal (diagonal.py)
+    DIFFCLI_WINDOWS=0    steps on column windows run over their spans (windows.py)
+    DIFFCLI_SPARSITY=0   derivative rows that cannot overlap share seeds (sparsity.py)
+
+0, off, false and no switch a layer off; anything else (or nothing) leaves it on.
+"""
+
+from __future__ import annotations
+
+import os
+
+LAYERS = ("native", "diagonal", "windows", "sparsity")
+OFF = ("0", "off", "false", "no")
+
+
+def setting(layer: str) -> str:
+    """The layer's environment variable (DIFFCLI_ and its name), lower case, "" when unset."""
+    return os.environ.get(f"DIFFCLI_{layer.upper()}", "").strip().lower()
+
+
+def enabled(layer: str) -> bool:
+    return setting(layer) not in OFF
