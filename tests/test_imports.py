@@ -171,3 +171,30 @@ def test_numpy_error_handling_is_the_callers_after_a_computation():
         result = diffcli.compile("log(x)").grad(x=0.0)  # would raise divide-by-zero unless quieted inside
         assert np.geterr()["divide"] == "raise"
     assert np.geterr() == before and result["x"] == np.inf
+
+
+def _plan_private_names() -> set[str]:
+    """The names of evaluate.Plan's private fields and methods (self._x)."""
+    tree = ast.parse((PACKAGE / "evaluate.py").read_text(encoding="utf-8"))
+    plan = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Plan")
+    names = {f.name for f in plan.body if isinstance(f, ast.FunctionDef) and f.name.startswith("_")
+             and not f.name.startswith("__")}
+    names |= {n.attr for n in ast.walk(plan) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+              and isinstance(n.value, ast.Name) and n.value.id == "self"}
+    return names
+
+
+def test_no_module_reads_the_plans_private_fields():
+    """Only evaluate.py touches Plan's fields that start with _; the back-ends
+    (native, diagonal, windows) and everyone else read its public interface."""
+    private = _plan_private_names()
+    assert {"_slot", "_steps", "_output_slots", "_input_slots", "_execute"} <= private
+    readers = []
+    for module in GRAPH:
+        if module == "evaluate":
+            continue
+        tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+        readers += [f"{module}.py:{n.lineno} .{n.attr}" for n in ast.walk(tree)
+                    if isinstance(n, ast.Attribute) and n.attr in private
+                    and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))]
+    assert readers == []
