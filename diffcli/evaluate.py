@@ -134,8 +134,8 @@ class Plan:
         self.slot = MappingProxyType(slot)
         self._size = len(order)
         self._constants = [(slot[n.id], n.value) for n in order if n.op == "const"]
-        self.input_slots = self._input_slots = tuple(slot.get(n.id) for n in inputs)
-        self.output_slots = self._output_slots = tuple(slot[n.id] for n in outputs)
+        self.input_slots = tuple(slot.get(n.id) for n in inputs)
+        self.output_slots = tuple(slot[n.id] for n in outputs)
         # An output that is an input, or the same node as an earlier output
         # (d exp(x)/dx is exp(x)), is copied: results must not alias each other or
         # the caller's arrays.
@@ -144,7 +144,7 @@ class Plan:
         for n in outputs:
             self._copy_output.append(n.op == "var" or n.id in seen)
             seen.add(n.id)
-        keep = set(self._output_slots)
+        keep = set(self.output_slots)
         last_use: dict[int, int] = {}
         computed = [n for n in order if n.op not in ("const", "var")]
         for step, node in enumerate(computed):
@@ -341,7 +341,7 @@ class Plan:
         steps = self._steps_for(values, windows)
         slots = self._execute(values, release=True, targets=self.targets(into), steps=steps)
         if steps is not self._steps:
-            for s in self._output_slots:
+            for s in self.output_slots:
                 slots[s] = np.asarray(slots[s])  # a Diagonal output made full, a Window output its view
         return self.collect(slots)
 
@@ -349,20 +349,20 @@ class Plan:
         """slot -> the array (of `into`) a step making that output may write into."""
         if into is None:
             return None
-        return {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
+        return {s: place for s, place, copy in zip(self.output_slots, into, self._copy_output)
                 if place is not None and not copy}
 
     def collect(self, slots: list) -> list:
         """The outputs from the slots: copies where an output is an input or an
         earlier output, so that results never alias each other or the caller's arrays."""
-        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
+        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self.output_slots, self._copy_output)]
 
     def fresh_slots(self, values: list) -> list:
         """A slot per node: constants and the given inputs filled in, the rest None."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
-        for s, v in zip(self._input_slots, values):
+        for s, v in zip(self.input_slots, values):
             if s is not None:
                 slots[s] = v
         return slots
@@ -394,7 +394,7 @@ class Plan:
     def _structured_steps(self, which: tuple) -> list:
         from .diagonal import wrap_step
 
-        steps, self._diagonal_slots[which] = self._specialised_steps({self._input_slots[i] for i in which} - {None},
+        steps, self._diagonal_slots[which] = self._specialised_steps({self.input_slots[i] for i in which} - {None},
                                                                      wrap_step)
         return steps
 
@@ -459,7 +459,7 @@ class Plan:
         with these leading axes (the inputs themselves not counted)."""
         slot = self._slot
         lead_of: list[tuple] = [()] * self._size
-        for s, lead in zip(self._input_slots, leads):
+        for s, lead in zip(self.input_slots, leads):
             if s is not None:
                 lead_of[s] = lead
         held = [0] * self._size  # inputs and constants: 0, they exist before the run
@@ -496,9 +496,9 @@ class Plan:
                 if showing[shown] == 0:
                     live -= array_bytes.get(shown, 0)
         # Outputs are made dense, and copied where they are inputs, views or repeat an output.
-        outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self._output_slots, self.outputs)]
+        outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self.output_slots, self.outputs)]
         extra = sum(size - held[s] if s in special or s in views else size * copy
-                    for s, size, copy in zip(self._output_slots, outputs, self._copy_output))
+                    for s, size, copy in zip(self.output_slots, outputs, self._copy_output))
         return max(peak, live + extra), sum(outputs)
 
     def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None,
@@ -552,7 +552,7 @@ class Plan:
         with quiet_floating_point():
             slots = self._execute(values, release=False)
         finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
-        node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)
+        node = next((n for n, s in zip(self.outputs, self.output_slots) if finite[s] is False), None)
         while node is not None:
             bad_args = [a for a in node.args if finite[self._slot[a.id]] is False]
             if not bad_args:

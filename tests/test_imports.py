@@ -188,7 +188,7 @@ def test_no_module_reads_the_plans_private_fields():
     """Only evaluate.py touches Plan's fields that start with _; the back-ends
     (native, diagonal, windows) and everyone else read its public interface."""
     private = _plan_private_names()
-    assert {"_slot", "_steps", "_output_slots", "_input_slots", "_execute"} <= private
+    assert {"_slot", "_steps", "_execute", "_fusion"} <= private
     readers = []
     for module in GRAPH:
         if module == "evaluate":
