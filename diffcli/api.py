@@ -493,15 +493,14 @@ class _Binding:
         """For the derivative rows of each node in rows_of (against the variables
         in wrt): a sparsity.Compression when rows can share seeds, else None. Found
         once per binding."""
-        if not switches.enabled("sparsity"):
-            return [None] * len(rows_of)
         key = (tuple(n.id for n in rows_of), tuple(wrt))
         found = self._compressions.get(key)
         if found is None:
             with self.lock, _collector_paused():
                 from . import sparsity  # only Jacobians and Hessians need it
 
-                worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of)
+                # (DIFFCLI_SPARSITY is read here, once per binding: an environment look-up costs 1-2 us)
+                worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of) and switches.enabled("sparsity")
                 patterns = sparsity.dependency(rows_of, [self.by_name[n] for n in wrt]) if worth_it else None
                 found = [None] * len(rows_of) if patterns is None else [sparsity.compress_rows(p) for p in patterns]
                 self._compressions[key] = found
@@ -1022,7 +1021,8 @@ def _row_seed(compression, shape: tuple, batch_ndim: int):
     """The seed array for a Jacobian's or Hessian's rows: compressed (shared seeds),
     or the identity, which from DIAGONAL_MIN_ROWS rows on is a diagonal.Diagonal."""
     if compression is None:
-        return _identity_seed(shape, batch_ndim, switches.enabled("diagonal"))
+        # (an environment look-up costs 1-2 us: read only where a Diagonal would be used)
+        return _identity_seed(shape, batch_ndim, _size(shape) < DIAGONAL_MIN_ROWS or switches.enabled("diagonal"))
     from .sparsity import compressed_seed
 
     return compressed_seed(compression, shape, batch_ndim)

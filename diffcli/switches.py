@@ -1,4 +1,4 @@
-"""One switch per speed-up layer, read from the environment when the layer is asked.
+"""One switch per speed-up layer, read from the environment when a layer is first asked.
 
 Every layer gives the numbers the plain plan gives (the tests compare them
 bit for bit), so a switch only trades speed for simplicity, for instance to
@@ -10,6 +10,9 @@ rule a layer out when looking for a bug:
     DIFFCLI_SPARSITY=0   derivative rows that cannot overlap share seeds (sparsity.py)
 
 0, off, false and no switch a layer off; anything else (or nothing) leaves it on.
+Set a switch before computing: whether an expression's plan uses compiled loops,
+and whether its rows share seeds, is decided once per compiled function and
+variable shapes (an environment look-up costs 1-2 us, too much for every call).
 """
 
 from __future__ import annotations
