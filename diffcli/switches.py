@@ -1,8 +1,9 @@
 """One switch per speed-up layer, read from the environment when a layer is first asked.
 
-Every layer gives the numbers the plain plan gives (the tests compare them
-bit for bit), so a switch only trades speed for simplicity, for instance to
-rule a layer out when looking for a bug:
+Every layer gives the numbers the plain plan gives (bit for bit, but that
+diagonal and shared seeds may give 0.0 where dense seeds give -0.0), so a switch
+only trades speed for simplicity, for instance to rule a layer out when looking
+for a bug:
 
     DIFFCLI_NATIVE=0     compiled C loops for big batches (native.py); "wait" waits for them
     DIFFCLI_DIAGONAL=0   identity seeds of big Jacobians and Hessians kept diagonal (diagonal.py)
