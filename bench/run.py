@@ -746,13 +746,13 @@ TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": t
 
 
 def main():
-    # Every baseline runs with the allocator settings diffcli makes once per
-    # process (glibc keeps freed memory instead of returning it), whatever the
+    # Every baseline runs with the allocator settings the diffcli command makes
+    # in its process (glibc keeps freed memory instead of returning it), whatever the
     # order of tasks: without them NumPy's fresh arrays fault in new pages, and
     # the floors of T3b and T4 are up to 2x slower (that is, easier to beat).
-    from diffcli.evaluate import _keep_freed_memory
+    from diffcli.allocator import keep_freed_memory
 
-    _keep_freed_memory()
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"some of: {', '.join(TASKS)}")
     parser.add_argument("--rss", action="store_true", help="measure peak RSS for 10^7 streamed points")

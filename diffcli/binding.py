@@ -6,11 +6,10 @@ from __future__ import annotations
 import gc
 from collections import namedtuple
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import autodiff
+from . import autodiff, switches
 from .errors import Diagnostic
 from .evaluate import Plan
 from .graph import Graph, Node, topological_order
@@ -18,8 +17,6 @@ from .growth import OrderGrowth
 from .ops import COMPARISONS, KINKS
 from .parse import Program
 
-if TYPE_CHECKING:
-    from .requests import Request
 
 class Binding:
     """The graph of one expression at one set of variable shapes, with its plans."""
@@ -36,11 +33,13 @@ class Binding:
         self._compressions: dict[tuple, list] = {}
         self._forward_order: list[Node] | None = None
 
-    def built_plan(self, request: Request, kink_nan: bool = False) -> Compiled | None:
+    # request: a requests.Request (which calls back into the binding; not imported here,
+    # so that the two modules do not import each other).
+    def built_plan(self, request, kink_nan: bool = False) -> Compiled | None:
         """The plan for request if it is built already, else None."""
         return self._plans.get(request.key() + (kink_nan,))
 
-    def plan(self, request: Request, kink_nan: bool = False) -> Compiled:
+    def plan(self, request, kink_nan: bool = False) -> Compiled:
         key = request.key() + (kink_nan,)
         compiled = self._plans.get(key)
         if compiled is None:
@@ -49,7 +48,7 @@ class Binding:
                 self._plans[key] = compiled
         return compiled
 
-    def _compile(self, request: Request, kink_nan: bool) -> Compiled:
+    def _compile(self, request, kink_nan: bool) -> Compiled:
         before = len(self.graph.diagnostics)
         self.graph.kink_nan = kink_nan
         try:
@@ -115,7 +114,8 @@ class Binding:
             with self.lock, collector_paused():
                 from . import sparsity  # only Jacobians and Hessians need it
 
-                worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of)
+                # (DIFFCLI_SPARSITY is read here, once per binding: an environment look-up costs 1-2 us)
+                worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of) and switches.enabled("sparsity")
                 patterns = sparsity.dependency(rows_of, [self.by_name[n] for n in wrt]) if worth_it else None
                 found = [None] * len(rows_of) if patterns is None else [sparsity.compress_rows(p) for p in patterns]
                 self._compressions[key] = found

@@ -23,6 +23,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .api import CHECK_METHOD, check, constant
 from .api import compile as compile_expression
 from .errors import (
@@ -1005,6 +1006,7 @@ def _interrupts_deferred():
 
 
 def main() -> None:
+    keep_freed_memory()  # the command's own process only: importing diffcli changes no allocator
     warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _terminated)
     if sys.stdout is None:  # started with stdout closed (>&-): Python gives None

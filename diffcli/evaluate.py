@@ -12,11 +12,15 @@ from __future__ import annotations
 import math
 import os
 from _thread import allocate_lock
+from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
+from . import switches
 from .errors import Diagnostic
 from .graph import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
 from .ops import OPS
@@ -37,58 +41,12 @@ PARALLEL_MIN_WORK = 1 << 22
 # Smaller batches never use native.py's compiled kernels (nor import it).
 NATIVE_MIN_ELEMENTS = 1 << 15
 _pool = None
-_allocator_tuned = False
 
 
-def _keep_freed_memory() -> None:
-    """A plan frees and reallocates arrays of the same few sizes over and over.
-    glibc serves large requests with fresh mmap()s and trims the heap top as soon
-    as 128 kB are free, so those arrays keep faulting in new pages (about 2 us a
-    page on this class of machine): measured, a 1.7x slowdown on big batches and
-    2.9x on a 100x100 Hessian. Raising the mmap threshold and not trimming lets
-    freed memory be reused. Done once per process, where glibc is the allocator."""
-    global _allocator_tuned
-    if _allocator_tuned:
-        return
-    _allocator_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-        libc.mallopt(m_trim_threshold, 256 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-def _quiet_floating_point():
-    """A context in which NumPy ignores floating-point errors (a plan looks for
-    non-finite results itself). np.errstate costs about 1 us to enter and leave,
-    a noticeable part of a one-point gradient; setting NumPy's context variable
-    directly costs a quarter of that (and a class, not a generator-based
-    contextmanager, keeps it so). Falls back to np.errstate where NumPy's
-    internals differ."""
-    try:
-        from numpy._core._ufunc_config import _extobj_contextvar
-    except ImportError:
-        return lambda: np.errstate(all="ignore")
-    with np.errstate(all="ignore"):
-        ignoring = _extobj_contextvar.get()
-    set_context, reset_context = _extobj_contextvar.set, _extobj_contextvar.reset
-
-    class Quiet:
-        __slots__ = ("token",)
-
-        def __enter__(self):
-            self.token = set_context(ignoring)
-
-        def __exit__(self, *exception):
-            reset_context(self.token)
-    return Quiet
-
-
-quiet_floating_point = _quiet_floating_point()
+def quiet_floating_point():
+    """A context in which NumPy ignores floating-point errors: a plan looks for
+    non-finite results itself. Entered once per run (about 1.4 us), never per step."""
+    return np.errstate(all="ignore")
 
 
 def _threads() -> int:
@@ -114,17 +72,70 @@ def _executor():
     return _pool
 
 
+class Step(NamedTuple):
+    """One operation of a plan, as the back-ends (diagonal, windows, native) read it.
+
+    op: the operation's name (a key of ops.OPS); inputs: the slots it reads, in
+    argument order; output: the slot it writes; shape: its value's shape
+    (behind any seed and batch axes); releases: the slots whose last use it is
+    (dropped right after it, outputs and constants never); node: the graph node
+    it computes; kernel: the NumPy function computing it, called as
+    kernel(arguments(slots)) when unary, else kernel(*arguments(slots));
+    arguments: picks its operands out of the list of slots."""
+
+    op: str
+    inputs: tuple
+    output: int
+    shape: tuple
+    releases: tuple
+    node: Node
+    kernel: Callable
+    unary: bool
+    arguments: Callable
+
+    def run(self, slots: list, target: np.ndarray | None = None) -> None:
+        """Computes slots[output] from the slots (into target when it is given
+        and the kernel can write there)."""
+        if target is not None:
+            apply_into(self.kernel, self.unary, self.arguments, self.output, slots, target)
+        else:
+            slots[self.output] = self.kernel(self.arguments(slots)) if self.unary else self.kernel(*self.arguments(slots))
+
+
+def _step(node: Node, slot: dict, releases: tuple) -> Step:
+    inputs = tuple(slot[a.id] for a in node.args)
+    return Step(node.op, inputs, slot[node.id], node.shape, releases, node, OPS[node.op].kernel(node),
+                len(inputs) == 1, itemgetter(*inputs))
+
+
+def _executable(steps) -> list[tuple]:
+    """The steps as the plain tuples the run loop unpacks (a tuple unpacks several
+    times faster than a NamedTuple, and the loop does it for every step)."""
+    return [(s.kernel, s.unary, s.arguments, s.output, s.releases) for s in steps]
+
+
 class Plan:
+    """A graph's outputs compiled into steps over numbered slots (one per node).
+
+    The interface the back-ends read (none reads the fields that start with _):
+    inputs, outputs: the graph's input and output nodes; order: every node,
+    slot i holding order[i]; slot: node id -> its slot (read-only); steps: a
+    tuple of Step, in the order they run; input_slots: the slot of each input
+    (None for an input no output depends on); output_slots: the slot of each
+    output; fresh_slots(), targets() and collect(): a run's slot list, the
+    arrays its output steps may write into, and its outputs."""
+
     def __init__(self, outputs: list[Node], inputs: list[Node]):
         self.outputs = outputs
         self.inputs = inputs
         order = topological_order(outputs)
         self.order = order
         slot = self._slot = {node.id: i for i, node in enumerate(order)}
+        self.slot = MappingProxyType(slot)
         self._size = len(order)
         self._constants = [(slot[n.id], n.value) for n in order if n.op == "const"]
-        self._input_slots = [slot.get(n.id) for n in inputs]
-        self._output_slots = [slot[n.id] for n in outputs]
+        self.input_slots = tuple(slot.get(n.id) for n in inputs)
+        self.output_slots = tuple(slot[n.id] for n in outputs)
         # An output that is an input, or the same node as an earlier output
         # (d exp(x)/dx is exp(x)), is copied: results must not alias each other or
         # the caller's arrays.
@@ -133,7 +144,7 @@ class Plan:
         for n in outputs:
             self._copy_output.append(n.op == "var" or n.id in seen)
             seen.add(n.id)
-        keep = set(self._output_slots)
+        keep = set(self.output_slots)
         last_use: dict[int, int] = {}
         computed = [n for n in order if n.op not in ("const", "var")]
         for step, node in enumerate(computed):
@@ -143,16 +154,14 @@ class Plan:
         for s, step in last_use.items():
             if s not in keep and order[s].op != "const":
                 releases[step].append(s)
-        self._steps = [(OPS[n.op].kernel(n), len(n.args) == 1, itemgetter(*(slot[a.id] for a in n.args)),
-                        slot[n.id], tuple(releases[i])) for i, n in enumerate(computed)]
-        self._computed = computed
+        self.steps = tuple(_step(n, slot, tuple(releases[i])) for i, n in enumerate(computed))
+        self._steps = _executable(self.steps)
         self._structured: dict[tuple, list] = {}
         self._windowed: list | None = None
         self._fusion = None  # native.Fusion, False where it does not apply, None before asked
         self._point_size = max((n.size for n in order), default=1)
         self._peaks: dict[tuple, int] = {}  # peak_bytes by input layout
         self._diagonal_slots: dict[tuple, set[int]] = {}  # slots that may hold a Diagonal, by which inputs do
-        _keep_freed_memory()
 
     def run_batched(self, values: list[np.ndarray], batch: tuple) -> list[np.ndarray]:
         """run(), in blocks along the first batch axis when the batch is large.
@@ -164,6 +173,10 @@ class Plan:
         """run_batched(), and per output whether every entry is finite. Checked
         block by block while each block is still in cache, instead of another
         pass over every output afterwards."""
+        if not batch:
+            with quiet_floating_point():  # once for the run and the check (a sum of big finite numbers may overflow)
+                outputs = self._run(values)
+                return outputs, [_sum_is_finite(a) for a in outputs]
         outputs, finite = self._run_batched(values, batch, check=True)
         if finite is None:
             with quiet_floating_point():  # a sum of big finite numbers may overflow: no warning for that
@@ -179,8 +192,10 @@ class Plan:
         if fusion is not None:
             run_whole = fusion.run
         else:
+            windows = switches.enabled("windows")
+
             def run_whole(values, into=None):
-                return self.run(values, into, windows=True)
+                return self.run(values, into, windows=windows)
         if block is None:
             return run_whole(values), None
         return self._run_blocks(values, sliced, len(batch), n, block, threads, check, run_whole)
@@ -318,10 +333,15 @@ class Plan:
         writes its result into instead of a fresh array (saving a copy).
         windows: let steps on windows of rows run over their spans (windows.py),
         which pays for batches, not for one point."""
+        with quiet_floating_point():
+            return self._run(values, into, windows)
+
+    def _run(self, values: list[np.ndarray], into: list | None = None, windows: bool = False) -> list[np.ndarray]:
+        """run(), for a caller that quiets floating-point errors."""
         steps = self._steps_for(values, windows)
         slots = self._execute(values, release=True, targets=self.targets(into), steps=steps)
         if steps is not self._steps:
-            for s in self._output_slots:
+            for s in self.output_slots:
                 slots[s] = np.asarray(slots[s])  # a Diagonal output made full, a Window output its view
         return self.collect(slots)
 
@@ -329,20 +349,20 @@ class Plan:
         """slot -> the array (of `into`) a step making that output may write into."""
         if into is None:
             return None
-        return {s: place for s, place, copy in zip(self._output_slots, into, self._copy_output)
+        return {s: place for s, place, copy in zip(self.output_slots, into, self._copy_output)
                 if place is not None and not copy}
 
     def collect(self, slots: list) -> list:
         """The outputs from the slots: copies where an output is an input or an
         earlier output, so that results never alias each other or the caller's arrays."""
-        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self._output_slots, self._copy_output)]
+        return [slots[s].copy() if copy else slots[s] for s, copy in zip(self.output_slots, self._copy_output)]
 
     def fresh_slots(self, values: list) -> list:
         """A slot per node: constants and the given inputs filled in, the rest None."""
         slots: list = [None] * self._size
         for s, v in self._constants:
             slots[s] = v
-        for s, v in zip(self._input_slots, values):
+        for s, v in zip(self.input_slots, values):
             if s is not None:
                 slots[s] = v
         return slots
@@ -374,7 +394,7 @@ class Plan:
     def _structured_steps(self, which: tuple) -> list:
         from .diagonal import wrap_step
 
-        steps, self._diagonal_slots[which] = self._specialised_steps({self._input_slots[i] for i in which} - {None},
+        steps, self._diagonal_slots[which] = self._specialised_steps({self.input_slots[i] for i in which} - {None},
                                                                      wrap_step)
         return steps
 
@@ -386,13 +406,12 @@ class Plan:
         Also the slots that may hold a special operand."""
         special = set(special)
         steps = []
-        for step, node in zip(self._steps, self._computed):
-            kernel, unary, arguments, out, releases = step
-            wrapped, passes_on = wrap(node, kernel, unary, [self._slot[a.id] in special for a in node.args])
+        for step in self.steps:
+            wrapped, passes_on = wrap(step.node, step.kernel, step.unary, [s in special for s in step.inputs])
             if passes_on:
-                special.add(out)
-            steps.append(step if wrapped is kernel else (wrapped, unary, arguments, out, releases))
-        return steps, special
+                special.add(step.output)
+            steps.append(step if wrapped is step.kernel else step._replace(kernel=wrapped))
+        return _executable(steps), special
 
     # ------------------------------------------------------------ memory estimate
 
@@ -440,7 +459,7 @@ class Plan:
         with these leading axes (the inputs themselves not counted)."""
         slot = self._slot
         lead_of: list[tuple] = [()] * self._size
-        for s, lead in zip(self._input_slots, leads):
+        for s, lead in zip(self.input_slots, leads):
             if s is not None:
                 lead_of[s] = lead
         held = [0] * self._size  # inputs and constants: 0, they exist before the run
@@ -452,7 +471,7 @@ class Plan:
         showing: dict[int, int] = {}
         views = set()
         live = peak = 0
-        for step, (node, (_, _, _, out, releases)) in enumerate(zip(self._computed, self._steps)):
+        for step, (node, out, releases) in enumerate((s.node, s.output, s.releases) for s in self.steps):
             lead = ()
             for a in node.args:
                 other = lead_of[slot[a.id]]
@@ -477,28 +496,28 @@ class Plan:
                 if showing[shown] == 0:
                     live -= array_bytes.get(shown, 0)
         # Outputs are made dense, and copied where they are inputs, views or repeat an output.
-        outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self._output_slots, self.outputs)]
+        outputs = [_array_bytes(lead_of[s], node.size, False) for s, node in zip(self.output_slots, self.outputs)]
         extra = sum(size - held[s] if s in special or s in views else size * copy
-                    for s, size, copy in zip(self._output_slots, outputs, self._copy_output))
+                    for s, size, copy in zip(self.output_slots, outputs, self._copy_output))
         return max(peak, live + extra), sum(outputs)
 
     def _execute(self, values: list[np.ndarray], release: bool, targets: dict | None = None,
                  steps: list | None = None) -> list:
         """Every step in order; with release, each intermediate is dropped after its
         last use (without, all are kept, for diagnosis); targets: slot -> array that
-        a ufunc step (or a kernel marked writes_into) making that slot writes into."""
+        a ufunc step (or a kernel marked writes_into) making that slot writes into.
+        The caller quiets floating-point errors (once for the whole run)."""
         if steps is None:
             steps = self._steps_for(values)
         slots = self.fresh_slots(values)
-        with quiet_floating_point():
-            for kernel, unary, arguments, out, releases in steps:
-                if targets and out in targets:
-                    apply_into(kernel, unary, arguments, out, slots, targets[out])
-                else:
-                    slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
-                if release:
-                    for r in releases:
-                        slots[r] = None
+        for kernel, unary, arguments, out, releases in steps:
+            if targets and out in targets:
+                apply_into(kernel, unary, arguments, out, slots, targets[out])
+            else:
+                slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
+            if release:
+                for r in releases:
+                    slots[r] = None
         return slots
 
     def first_nonfinite(self, values: list[np.ndarray], batch: tuple = (), outputs=None):
@@ -530,9 +549,10 @@ class Plan:
         return None
 
     def _trace(self, values, batch):
-        slots = self._execute(values, release=False)
+        with quiet_floating_point():
+            slots = self._execute(values, release=False)
         finite = [None if v is None else bool(np.all(np.isfinite(v))) for v in slots]
-        node = next((n for n, s in zip(self.outputs, self._output_slots) if finite[s] is False), None)
+        node = next((n for n, s in zip(self.outputs, self.output_slots) if finite[s] is False), None)
         while node is not None:
             bad_args = [a for a in node.args if finite[self._slot[a.id]] is False]
             if not bad_args:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cbuild
+from . import cbuild, switches
 from .ops import OPS
 
 # A C expression per operation, over its operands a, b, c. Only operations whose
@@ -106,8 +106,8 @@ MAX_FUSED = 4096
 
 def mode() -> str:
     """DIFFCLI_NATIVE: "off" (0, off, false, no), "wait", or "on" (the default)."""
-    value = os.environ.get("DIFFCLI_NATIVE", "").strip().lower()
-    if value in ("0", "off", "false", "no"):
+    value = switches.setting("native")
+    if value in switches.OFF:
         return "off"
     return "wait" if value == "wait" else "on"
 
@@ -203,7 +203,7 @@ class Fusion:
         self.error = ""
         self._building = None
         self._lock = threading.Lock()
-        self._input_shapes = [None if s is None else n.shape for n, s in zip(plan.inputs, plan._input_slots)]
+        self._input_shapes = [None if s is None else n.shape for n, s in zip(plan.inputs, plan.input_slots)]
         _fusions.add(self)
 
     def ready(self, patience: float | None) -> bool:
@@ -263,25 +263,19 @@ class Fusion:
 
     def run(self, values, into=None) -> list:
         """Plan.run() for accepted inputs, with the loops in C."""
-        from .evaluate import apply_into, quiet_floating_point
-
         plan = self.plan
         slots = plan.fresh_slots(values)
         batch = next(v.shape[:v.ndim - len(shape)] for v, shape in zip(values, self._input_shapes) if shape is not None)
         points = math.prod(batch)
         targets = plan.targets(into) or {}
-        with quiet_floating_point():
+        with np.errstate(all="ignore"):  # a plan looks for non-finite results itself
             for action, releases in self.actions:
                 if type(action) is Loop:
                     self._run_loop(action, slots, batch, points, targets)
                 elif type(action) is Scatter:
                     self._run_scatter(action, slots, batch, points, targets)
-                else:
-                    kernel, unary, arguments, out, _ = action
-                    if out in targets:
-                        apply_into(kernel, unary, arguments, out, slots, targets[out])
-                    else:
-                        slots[out] = kernel(arguments(slots)) if unary else kernel(*arguments(slots))
+                else:  # a plan's Step
+                    action.run(slots, targets.get(action.output))
                 for r in releases:
                     slots[r] = None
         return plan.collect(slots)
@@ -415,7 +409,7 @@ def fusion_of(plan) -> Fusion | None:
         elif n.op != "const":
             return None  # computed from constants alone: no batch axes
     is_exact = _exact_nodes(frozenset())
-    fused = sum(1 for n in plan._computed if is_exact(n))
+    fused = sum(1 for step in plan.steps if is_exact(step.node))
     if not 0 < fused <= MAX_FUSED:
         return None
     return Fusion(plan)
@@ -444,7 +438,7 @@ def _levels(plan, is_exact) -> dict[int, int]:
             level[n.id] = max((level[a.id] for a in n.args), default=0) + 1
     last = max(level.values(), default=0)
     latest = {n.id: last for n in plan.outputs}
-    for n in reversed(plan._computed):
+    for n in reversed([step.node for step in plan.steps]):
         if is_exact(n):
             level[n.id] = latest.get(n.id, last)
         for a in n.args:
@@ -456,12 +450,12 @@ def _levels(plan, is_exact) -> dict[int, int]:
 
 def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
     """(actions, the constants array, the C source of the loops)."""
-    slot = plan._slot
-    steps = {n.id: step for n, step in zip(plan._computed, plan._steps)}
+    slot = plan.slot
+    steps = {step.node.id: step for step in plan.steps}
     level = _levels(plan, is_exact)
     loops: dict[tuple, Loop] = {}
     numpy_steps: dict[int, list] = {}
-    for n in plan._computed:
+    for n in (step.node for step in plan.steps):
         if is_exact(n):
             key = (level[n.id], n.shape)
             if key not in loops:
@@ -472,10 +466,10 @@ def _regroup(plan, is_exact) -> tuple[list, np.ndarray, str]:
     _check_sizes(loops)
     loop_of = {n.id: loop for loop in loops.values() for n in loop.nodes}
     readers: dict[int, set] = {}  # slot -> the loops reading it (None: a NumPy step, the caller)
-    for n in plan._computed:
+    for n in (step.node for step in plan.steps):
         for a in n.args:
             readers.setdefault(slot[a.id], set()).add(loop_of.get(n.id))
-    for s in plan._output_slots:
+    for s in plan.output_slots:
         readers.setdefault(s, set()).add(None)
     constant_slots: dict[int, int] = {}
     ordered = []  # (action, slots it reads, slots it makes)
@@ -529,7 +523,7 @@ def _plan_loop(loop: Loop, slot, constant_slots, readers):
 
 def _with_releases(plan, ordered) -> list:
     """Each action with the slots to drop after it: their last reader."""
-    keep = set(plan._output_slots)
+    keep = set(plan.output_slots)
     last: dict[int, int] = {}
     for i, (_, reads, _) in enumerate(ordered):
         for s in reads:
@@ -690,13 +684,12 @@ def _disagreeing(names, x: np.ndarray) -> set:
     if not names:
         return set()
     library = cbuild.compiled(_probe_source())
-    from .evaluate import quiet_floating_point
 
     def same(a, b):
         return np.array_equal(a.view(np.uint64), b.view(np.uint64))
 
     differ = set()
-    with quiet_floating_point():
+    with np.errstate(all="ignore"):
         numpy_results = {name: OPS[name].kernel(None)(x) for name in names}
         for name in names:
             y = np.empty_like(x)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import autodiff
+from . import autodiff, switches
 from .errors import UsageError
 from .graph import Node
 from .growth import OrderGrowth
@@ -386,11 +386,12 @@ DIAGONAL_MIN_ROWS = 64
 
 
 @lru_cache(maxsize=64)
-def identity_seed(shape: tuple, batch_ndim: int):
+def identity_seed(shape: tuple, batch_ndim: int, diagonal_allowed: bool = True):
     """Rows of the identity on a new leading axis (read-only, shared between calls):
-    an ndarray, or a diagonal.Diagonal from DIAGONAL_MIN_ROWS rows on."""
+    an ndarray, or a diagonal.Diagonal from DIAGONAL_MIN_ROWS rows on where allowed
+    (DIFFCLI_DIAGONAL=0 does not allow it)."""
     m = size(shape)
-    if m >= DIAGONAL_MIN_ROWS and shape:
+    if m >= DIAGONAL_MIN_ROWS and shape and diagonal_allowed:
         from .diagonal import Diagonal
 
         return Diagonal.identity(shape, batch_ndim)
@@ -407,7 +408,8 @@ def _row_seed(compression, shape: tuple, batch_ndim: int):
     """The seed array for a Jacobian's or Hessian's rows: compressed (shared seeds),
     or the identity, which from DIAGONAL_MIN_ROWS rows on is a diagonal.Diagonal."""
     if compression is None:
-        return identity_seed(shape, batch_ndim)
+        # (an environment look-up costs 1-2 us: read only where a Diagonal would be used)
+        return identity_seed(shape, batch_ndim, size(shape) < DIAGONAL_MIN_ROWS or switches.enabled("diagonal"))
     from .sparsity import compressed_seed
 
     return compressed_seed(compression, shape, batch_ndim)

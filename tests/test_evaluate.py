@@ -320,3 +320,63 @@ def test_kinks_and_fallbacks_do_not_depend_on_blocking_when_sums_overflow(monkey
     assert g1.kinks == [] and g2.kinks == [] and g1.diagnostics == g2.diagnostics == []
     np.testing.assert_array_equal(g1["y"], g2["y"])
     assert np.array_equal(np.signbit(h1["x"]["x"]), np.signbit(h2["x"]["x"]))
+
+
+def _gradient_plan(text: str, shapes: dict):
+    """A Plan of an expression and its gradient, built from the modules' own interfaces."""
+    from diffcli import autodiff
+    from diffcli.graph import Graph
+    from diffcli.parse import parse
+
+    program = parse(text)
+    graph = Graph()
+    output = program.build(graph, shapes)
+    inputs = [graph.var(name, shapes[name]) for name in program.variables]
+    gradient = autodiff.vjp(graph, output, graph.const(1.0), inputs)
+    return evaluate.Plan([output] + gradient, inputs)
+
+
+def test_the_public_plan_describes_every_step():
+    """What a back-end reads (evaluate.Step and the plan's slots) says what the
+    plan does: each step's operation, operands, result slot and shape are its
+    node's; a slot is released after its last reader and never when it is an
+    output or a constant; and running the steps one by one through Step.run
+    (as native.py runs the steps it does not compile) gives run()'s outputs."""
+    plan = _gradient_plan("sum(sin(x) * x[0]) + log(y + 2) * y", {"x": (3,), "y": ()})
+    slot = plan.slot
+    assert [plan.order[s] for s in plan.input_slots] == plan.inputs
+    assert [plan.order[s] for s in plan.output_slots] == plan.outputs
+    last_reader = {}
+    for i, step in enumerate(plan.steps):
+        node = step.node
+        assert (step.op, step.shape, step.output) == (node.op, node.shape, slot[node.id])
+        assert step.inputs == tuple(slot[a.id] for a in node.args)
+        assert all(s < step.output for s in step.inputs)  # operands are made before (topological order)
+        for s in step.inputs:
+            last_reader[s] = i
+    released = {s: i for i, step in enumerate(plan.steps) for s in step.releases}
+    constants = {s for s, node in enumerate(plan.order) if node.op == "const"}
+    assert released == {s: i for s, i in last_reader.items() if s not in set(plan.output_slots) | constants}
+    values = [np.array([0.3, -0.7, 1.1]), np.array(0.5)]
+    slots = plan.fresh_slots(values)
+    with np.errstate(all="ignore"):
+        for step in plan.steps:
+            step.run(slots)
+    by_hand, run = plan.collect(slots), plan.run(values)
+    for a, b in zip(by_hand, run):
+        np.testing.assert_array_equal(a, b)
+    x, y = values
+    np.testing.assert_allclose(run[0], np.sum(np.sin(x) * x[0]) + np.log(y + 2) * y, rtol=1e-15)
+    np.testing.assert_allclose(run[1], np.cos(x) * x[0] + np.eye(3)[0] * np.sum(np.sin(x)), rtol=1e-15)
+    np.testing.assert_allclose(run[2], 1 / (y + 2) * y + np.log(y + 2), rtol=1e-15)
+
+
+def test_a_step_writes_into_a_given_output_array():
+    plan = _gradient_plan("x * x + 1", {"x": (4,)})
+    x = np.arange(4.0)
+    target = np.empty(4)
+    slots = plan.fresh_slots([x])
+    for step in plan.steps:
+        step.run(slots, target if step.output == plan.output_slots[0] else None)
+    assert slots[plan.output_slots[0]] is target
+    np.testing.assert_array_equal(target, x * x + 1)

@@ -3,6 +3,7 @@ never imports lark."""
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import subprocess
 import sys
@@ -14,6 +15,16 @@ import pytest
 from diffcli import _tables, lalr, parse
 
 from .test_property import random_scalar
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _generator():
+    """tools/generate_tables.py, which is not part of the package."""
+    spec = importlib.util.spec_from_file_location("generate_tables", REPO / "tools" / "generate_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 SYNTAX = [
     "x", "2x", "2x^2", "3(x+1)", "2pi", "-x**2", "2**-x", "+x", "--x", "x @ A", "a < b", "x >= 1",
@@ -55,7 +66,33 @@ def _both(text):
 def test_the_shipped_tables_are_those_of_the_grammar_file():
     assert parse._parser() is not None, (
         "grammars/diffcli.lark changed: regenerate the tables with "
-        "python -c \"from diffcli.lalr import regenerate; regenerate()\"")
+        "python tools/generate_tables.py")
+
+
+def test_the_shipped_tables_are_exactly_what_the_generator_writes_now():
+    """Regenerated from the grammar with the installed lark, byte for byte: the
+    tables cannot drift from the grammar or from the generator."""
+    shipped = (REPO / "diffcli" / "_tables.py").read_text(encoding="utf-8")
+    assert _generator().generated() == shipped, "regenerate them: python tools/generate_tables.py"
+
+
+def test_the_generator_numbers_states_the_same_whatever_the_hash_seed(tmp_path):
+    """lark numbers its LALR states as its sets happen to iterate, and names rules
+    with Tokens or strs depending on whether it built its table or loaded it from
+    its cache; the generator writes the same file either way: two processes with
+    other hash seeds building afresh (an empty temporary directory for lark's
+    cache each), and a third loading what the second cached."""
+    script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tools']\n"
+              "import generate_tables\n"
+              "sys.stdout.write(generate_tables.generated())\n")
+    shipped = (REPO / "diffcli" / "_tables.py").read_text(encoding="utf-8")
+    for seed, run in [("1", "fresh"), ("2", "fresh"), ("2", "cached")]:
+        (tmp_path / seed).mkdir(exist_ok=True)
+        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed, "TMPDIR": str(tmp_path / seed)}
+        out = subprocess.run([sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, env=env,
+                             check=True)
+        assert out.stdout == shipped, (seed, run)
+    assert any(p.name.startswith(".lark_cache") for p in (tmp_path / "2").iterdir())
 
 
 @pytest.mark.parametrize("text", SYNTAX)
@@ -87,7 +124,7 @@ def test_what_the_driver_cannot_parse_lark_cannot_either(text):
 
 
 def test_tables_generated_now_from_the_installed_lark_parse_alike():
-    fresh = lalr.tables_from_lark(parse.lark_parser())
+    fresh = _generator().tables_from_lark(parse.lark_parser())
     driver = lalr.Parser(types.SimpleNamespace(**fresh), parse._Callbacks())
     for text in SYNTAX:
         assert _shape(driver.parse(text)) == _shape(parse.lark_parser().parse(text)), text
