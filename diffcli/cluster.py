@@ -538,7 +538,7 @@ def run_files(client, request: Request, paths: Sequence[str], outputs: Sequence[
     index = {future.key: i for i, future in enumerate(futures)}
     reports: list[PartitionReport | None] = [None] * len(paths)
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             try:
                 report = future.result()
             except Exception as e:  # noqa: BLE001 - KilledWorker, a lost scheduler, a bug on a worker
