@@ -456,12 +456,14 @@ def _write(request: Request, function: Function, source: PointSource, raw, fmt: 
         return _run(request, function, source.chunks(), ArrowWriter(raw, fmt, contextlib.nullcontext), on_bad)
     from .render import DelimitedWriter, JsonArrayWriter, NdjsonWriter
 
-    with io.TextIOWrapper(raw, encoding="utf-8") as text:
-        writer = {"csv": lambda: DelimitedWriter(text, ","), "tsv": lambda: DelimitedWriter(text, "\t"),
-                  "ndjson": lambda: NdjsonWriter(text), "json": lambda: JsonArrayWriter(text)}[fmt]()
-        outcome = _run(request, function, source.chunks(), writer, on_bad)
+    text = io.TextIOWrapper(raw, encoding="utf-8")  # as the CLI's --output FILE writes text
+    writer = {"csv": lambda: DelimitedWriter(text, ","), "tsv": lambda: DelimitedWriter(text, "\t"),
+              "ndjson": lambda: NdjsonWriter(text), "json": lambda: JsonArrayWriter(text)}[fmt]()
+    try:
+        return _run(request, function, source.chunks(), writer, on_bad)
+    finally:
+        text.flush()
         text.detach()  # the caller closes raw
-    return outcome
 
 
 def _note(report: PartitionReport, outcome, source: str) -> None:
