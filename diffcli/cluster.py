@@ -504,9 +504,14 @@ def connect(scheduler: str | None = None, workers: int | None = None, memory_lim
             yield client
         return
     workers = workers or os.cpu_count() or 1
+    # The cores shared out: diffcli's evaluator (and polars' CSV writer) would
+    # otherwise start a thread per core in every worker (Dask already sets
+    # OMP_NUM_THREADS=1, which pyarrow's pool follows).
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=None, memory_limit=memory_limit or _worker_memory(workers),
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR,
+                           env={"DIFFCLI_THREADS": threads, "POLARS_MAX_THREADS": threads})
     try:
         with Client(cluster, set_as_default=False) as client:
             yield client
