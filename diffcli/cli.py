@@ -797,13 +797,17 @@ def _run_on_dask(kind, source, at, request, options) -> int:
                                    skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
                                    stop_on_nonfinite=options["strict"], input_format=options["input_format"],
                                    **request)
-        with cluster.connect(options["scheduler"], options["workers"]) as client, _progress("dask") as shown:
-            done = [0]
+        run_id = cluster.new_run_id()
+        try:
+            with cluster.connect(options["scheduler"], options["workers"]) as client, _progress("dask") as shown:
+                done = [0]
 
-            def on_done(report):
-                done[0] += report.points
-                shown(done[0])
-            reports = cluster.run_files(client, job, paths, outputs, fmt, on_done=on_done)
+                def on_done(report):
+                    done[0] += report.points
+                    shown(done[0])
+                reports = cluster.run_files(client, job, paths, outputs, fmt, on_done=on_done, run_id=run_id)
+        finally:
+            cluster.remove_temporaries(outputs, run_id)  # again, once a LocalCluster's workers are gone
     except OSError as e:
         raise UsageError(f"--output {directory}: {e.strerror or e}") from None
     except DiffcliError as e:

@@ -534,16 +534,24 @@ def _reason(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
+def new_run_id() -> str:
+    """The mark of one run's temporary files."""
+    return uuid.uuid4().hex[:12]
+
+
 def run_files(client, request: Request, paths: Sequence[str], outputs: Sequence[str], fmt: str, *,
-              on_done: Callable[[PartitionReport], None] = lambda report: None) -> list[PartitionReport]:
+              on_done: Callable[[PartitionReport], None] = lambda report: None,
+              run_id: str | None = None) -> list[PartitionReport]:
     """Each file a task on the cluster, writing its output; the reports in
     input order. A worker that dies takes its task with it and the scheduler
     runs it again elsewhere (up to distributed.scheduler.allowed-failures
     times); only when that is exhausted, or the scheduler goes away, does the
-    run fail (ClusterError). Leftover temporary files of this run are removed."""
+    run fail (ClusterError). Leftover temporary files of this run are removed
+    (call remove_temporaries again once a LocalCluster is closed: a task its
+    closing killed leaves one)."""
     from distributed import as_completed
 
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or new_run_id()
     futures = client.map(write_partition, [request] * len(paths), paths, outputs, [fmt] * len(paths),
                          [run_id] * len(paths), pure=False)
     index = {future.key: i for i, future in enumerate(futures)}
@@ -559,12 +567,13 @@ def run_files(client, request: Request, paths: Sequence[str], outputs: Sequence[
             on_done(report)
     finally:
         client.cancel(futures)
-        _remove_temporaries(outputs, run_id)
+        remove_temporaries(outputs, run_id)
     return reports
 
 
-def _remove_temporaries(outputs: Sequence[str], run_id: str) -> None:
-    """Temporary files a killed or cancelled task left behind."""
+def remove_temporaries(outputs: Sequence[str], run_id: str) -> None:
+    """Temporary files of the run that a killed or cancelled task left behind
+    (a task still running then finds its file gone and writes nothing)."""
     for directory in {os.path.dirname(o) for o in outputs}:
         with contextlib.suppress(OSError):
             for name in os.listdir(directory):

@@ -232,6 +232,34 @@ def test_cli_survives_a_killed_worker(client, tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == [f"part-{i:05d}.parquet" for i in range(5)]  # no temporaries
 
 
+def test_cli_interrupted_leaves_no_file_that_looks_complete_but_is_not(client, tmp_path):
+    """Ctrl-C while partitions are being written: status 130; what is in DIR is
+    whole files (each with all its rows), and no temporary file stays."""
+    sizes = [100_000] * 5
+    _write_csvs(tmp_path / "in", sizes)
+    run = subprocess.Popen(_diffcli_command() + ["grad", EXPRESSION, "--engine", "dask", "--scheduler",
+                                                 client.scheduler.address, "--points", str(tmp_path / "in"),
+                                                 "--output", str(tmp_path / "out"), "--chunk", "10000"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and run.poll() is None and not any(
+            "write_partition" in str(t) for tasks in client.processing().values() for t in tasks):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and err.endswith("interrupted\n"), err
+    # A task already running on a worker of this (remote) cluster cannot be stopped: it ends
+    # by renaming its whole file, or by finding its temporary file removed and writing nothing.
+    deadline = time.monotonic() + 60
+    while any(n.startswith(".") for n in os.listdir(tmp_path / "out")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    names = os.listdir(tmp_path / "out")
+    assert not [n for n in names if n.startswith(".")], names
+    assert len(names) < len(sizes)  # it was stopped before the end
+    for name in names:
+        assert pq.read_table(tmp_path / "out" / name).num_rows == 100_000
+
+
 def test_cli_unanswering_scheduler_exit_2_in_bounded_time(tmp_path):
     (tmp_path / "p.csv").write_text("x,y\n1,2\n")
     env = {**_env(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
