@@ -847,6 +847,10 @@ def _report_partitions(reports, source: str) -> int:
                     f"no output file for it (--skip-bad goes on past bad records)")
         elif report.failure is not None:
             _stderr(f"error: {report.path}: {report.failure}; no output file for it")
+    skipped = sum(report.skipped for report in reports)
+    if skipped:
+        _stderr(f"diffcli: skipped {_count(skipped, 'bad record')}; wrote "
+                f"{_count(sum(r.points for r in reports), 'point')}")
     statuses = {report.exit_status for report in reports} - {EXIT_OK}
     for status in (EXIT_USAGE, EXIT_OUTPUT_FAILED, EXIT_BAD_DATA, EXIT_CHECK_FAILED):
         if status in statuses:
