@@ -206,7 +206,8 @@ def dataframe(points, expression: str, kind: str = "gradient", *, at: Mapping | 
     request = dataclasses.replace(request, keep=tuple(kept), keep_all=False)
     example = _example_row(points, columns, shapes or {})
     output_meta = _frame_partition(example, request, columns).iloc[:0]
-    return points.map_partitions(_frame_partition, request, columns, meta=output_meta,
+    labels = [c for c in output_meta.columns if c not in kept]
+    return points.map_partitions(_frame_partition, request, columns, labels, meta=output_meta,
                                  enforce_metadata=False, align_dataframes=False)
 
 
@@ -238,7 +239,8 @@ def _example_row(points, columns: list[str], shapes: Mapping[str, tuple]):
     return frame
 
 
-def _frame_partition(frame, request: Request, columns: list[str], partition_info=None):
+def _frame_partition(frame, request: Request, columns: list[str], labels: list[str] | None = None,
+                     partition_info=None):
     """One pandas partition through the single-process pipeline: its variable
     columns as an Arrow IPC stream read by columnar.BinaryReader (nulls and
     ragged lists are bad rows, as in a file), evaluated chunk by chunk."""
@@ -259,19 +261,18 @@ def _frame_partition(frame, request: Request, columns: list[str], partition_info
         raise DataError(f"{where}row {outcome.stopped_at.line}: {outcome.stopped_at.message}")
     if outcome.failure is not None:
         raise NumericError(f"{where}{outcome.failure.format(request.source)}")
-    return _frame(collector, frame.drop(frame.index[skipped]) if skipped else frame, request.keep)
+    return _frame(collector, frame.drop(frame.index[skipped]) if skipped else frame, request.keep, labels)
 
 
-def _frame(collector: _Columns, rows, keep: tuple):
+def _frame(collector: _Columns, rows, keep: tuple, labels: list[str] | None):
+    """The kept columns as they were, then the results (labels: the meta's, for
+    a partition that gives no result at all)."""
     import pandas as pd
 
-    labels = collector.labels
-    if labels is None:  # an empty partition: the labels of one made-up point are not needed
-        return pd.DataFrame({k: rows[k] for k in keep}, index=rows.index)
+    labels = collector.labels or labels or []
     matrix = collector.matrix(len(labels))
-    out = pd.DataFrame({k: rows[k].to_numpy() for k in keep}, index=rows.index)
     values = pd.DataFrame(matrix, columns=labels, index=rows.index)
-    return pd.concat([out, values], axis=1) if keep else values
+    return pd.concat([rows[list(keep)], values], axis=1) if keep else values
 
 
 # ---------------------------------------------------------------- dask.array

@@ -80,6 +80,8 @@ def test_dataframe_is_lazy_with_the_single_process_columns_and_numbers(client):
     np.testing.assert_array_equal(got["d/dx"].to_numpy(), want["x"])
     np.testing.assert_array_equal(got["d/dx"].to_numpy(), np.cos(frame.x) * frame.y + 2 * frame.x)
     np.testing.assert_array_equal(got["d/dy"].to_numpy(), np.sin(frame.x))
+    none = client.compute(cluster.dataframe(points[points.x > 1e9], EXPRESSION, "gradient", keep=["id"])).result()
+    assert len(none) == 0 and list(none.columns) == ["id", "value", "d/dx", "d/dy"]  # empty partitions
 
 
 def test_dataframe_vector_columns_shared_values_and_jacobian(client):
