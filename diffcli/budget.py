@@ -1,7 +1,7 @@
 """The memory budget: how much memory one request may use, and the sizes it is
 written in.
 
-Every request is estimated before it runs (api.py: the result's bytes, the
+Every request is estimated before it runs (function.py: the result's bytes, the
 derivative graph's nodes while it is built, the plan's peak live bytes from
 evaluate.py) and refused with a BudgetError when an estimate exceeds the
 budget. The budget is max_memory (compile's keyword, the CLI's --max-memory),

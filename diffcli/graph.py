@@ -86,7 +86,7 @@ class Graph:
         """rewrite=False keeps every operation as built: no rewrites, no constant
         folding (a reference the tests hold the simplifier to). max_nodes: the
         memory budget in nodes; a derivative that would grow the graph past it is
-        refused while it is built (autodiff.py, api.py's order growth)."""
+        refused while it is built (autodiff.py, growth.py)."""
         self.rewrite = rewrite
         self.max_nodes = max_nodes
         self.nodes: list[Node] = []

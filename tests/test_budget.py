@@ -1,4 +1,4 @@
-"""The memory budget (budget.py, api.py, evaluate.Plan.peak_bytes): every request
+"""The memory budget (budget.py, function.py, growth.py, evaluate.Plan.peak_bytes): every request
 is estimated before it runs and refused, with the estimate and the limit, when
 it would need more than --max-memory / max_memory."""
 

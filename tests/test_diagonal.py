@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import api, sparsity
+from diffcli import requests, sparsity
 from diffcli.diagonal import Diagonal, structured_kernel
 from diffcli.graph import Graph
 
@@ -33,8 +33,8 @@ def _seeds(monkeypatch, diagonal: bool):
     """Identity seeds for every Jacobian and Hessian row (no shared seeds), as a
     Diagonal from two rows on, or always dense."""
     monkeypatch.setattr(sparsity, "MAX_PATTERN_CELLS", 0)
-    monkeypatch.setattr(api, "DIAGONAL_MIN_ROWS", 2 if diagonal else 1 << 62)
-    api._identity_seed.cache_clear()
+    monkeypatch.setattr(requests, "DIAGONAL_MIN_ROWS", 2 if diagonal else 1 << 62)
+    requests.identity_seed.cache_clear()
 
 
 def _both_ways(monkeypatch, compute):
@@ -42,7 +42,7 @@ def _both_ways(monkeypatch, compute):
     kept = compute()
     _seeds(monkeypatch, diagonal=False)
     dense = compute()
-    api._identity_seed.cache_clear()
+    requests.identity_seed.cache_clear()
     return kept, dense
 
 
