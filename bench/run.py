@@ -740,9 +740,118 @@ def task_compile():
         os.environ["DIFFCLI_CACHE_DIR"] = configured
 
 
+# ---------------------------------------------------------------- dask: partitioned files on a cluster
+
+def _write_parquet_parts(directory, n, parts, seed=0):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    for k, size in enumerate(np.diff(np.linspace(0, n, parts + 1).astype(int))):
+        columns = {"x": rng.uniform(0.5, 2, size), "y": rng.uniform(-1, 1, size), "z": rng.uniform(-1, 1, size)}
+        pq.write_table(pa.table(columns), os.path.join(directory, f"p{k:04d}.parquet"))
+
+
+def task_dask():
+    """10^7 T2 points in 8 Parquet files: the single-process pipeline (one
+    process per file, in turn), and --engine dask with 1 and 2 worker
+    processes. The cluster's start-up is shown apart from the run (the CLI pays
+    both). Then the per-partition overhead: many small partitions."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        print("\nDask: not installed (pip install 'diffcli[dask]'); task skipped")
+        return
+    from diffcli import cluster
+
+    n, parts = 10_000_000, 8
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = os.path.join(tmp, "in")
+        _write_parquet_parts(inputs, n, parts)
+        files = sorted(os.path.join(inputs, f) for f in os.listdir(inputs))
+        request = cluster.make_request(T2, "gradient")
+        print(f"\nDask: {n:,} T2 points (value + gradient) in {parts} Parquet files, Parquet out; "
+              f"{os.cpu_count()} cores")
+        start = time.perf_counter()
+        for i, path in enumerate(files):
+            subprocess.run([sys.executable, "-m", "diffcli", "grad", T2, "--points", path, "--output",
+                            os.path.join(tmp, f"single-{i}.parquet")], check=True, env=env)
+        single = time.perf_counter() - start
+        print(f"  single-process pipeline, {parts} processes in turn: {single:7.2f} s  "
+              f"{n / single / 1e6:6.2f} M points/s")
+        runs = []
+        for round_ in range(2):  # the same task function as a worker's, in this process, no Dask
+            start = time.perf_counter()
+            for i, path in enumerate(files):
+                cluster.write_partition(request, path, os.path.join(tmp, f"loop-{i}.parquet"), "parquet", "bench")
+            runs.append(time.perf_counter() - start)
+        looped = n / runs[-1]
+        print(f"  single-process pipeline, one process over the {parts} files: {runs[-1]:7.2f} s  "
+              f"{looped / 1e6:6.2f} M points/s (first round {runs[0]:.2f} s)")
+        rates = {}
+        for workers in (1, 2):
+            start = time.perf_counter()
+            with cluster.connect(workers=workers) as client:
+                ready = time.perf_counter()
+                runs = []
+                for round_ in range(2):  # the first also warms each worker (imports, compile)
+                    out = os.path.join(tmp, f"w{workers}-{round_}")
+                    os.makedirs(out)
+                    begin = time.perf_counter()
+                    reports = cluster.run_files(client, request, files, cluster.output_names(files, out, "parquet"),
+                                                "parquet")
+                    runs.append(time.perf_counter() - begin)
+                    assert sum(r.points for r in reports) == n and all(r.exit_status == 0 for r in reports)
+                overhead = _partition_overhead(client, request, tmp, workers) if workers == 2 else None
+            rates[workers] = n / runs[-1]
+            print(f"  --engine dask --workers {workers}: cluster start {ready - start:5.2f} s, run {runs[0]:6.2f} s "
+                  f"(first), {runs[1]:6.2f} s (second)  {rates[workers] / 1e6:6.2f} M points/s")
+        print(f"  scaling --workers 2 / --workers 1: {rates[2] / rates[1]:.2f}x (target >= 1.6x); "
+              f"--workers 2 / single process: {rates[2] / (n / single):.2f}x (8 processes), "
+              f"{rates[2] / looped:.2f}x (one process) (target >= 1.3x)")
+        for f in (0, parts - 1):  # the same bytes as the single-process pipeline
+            ours = os.path.join(tmp, "w2-1", f"part-{f:05d}.parquet")
+            assert Path(ours).read_bytes() == Path(os.path.join(tmp, f"single-{f}.parquet")).read_bytes()
+        print(f"  per-partition overhead (2 workers): {overhead[0] * 1e3:.1f} ms per file task "
+              f"({overhead[1]} files of 1,000 points), {overhead[2] * 1e3:.1f} ms per dask.dataframe partition "
+              f"({overhead[3]} partitions of 1,000 rows); per-worker rate {rates[1] / 1e6:.2f} M points/s")
+
+
+def _partition_overhead(client, request, tmp, workers):
+    """Seconds per partition when partitions are tiny (1,000 points): file tasks,
+    then the dataframe API, each time over the number of partitions and
+    multiplied by the workers sharing them."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from diffcli import cluster
+
+    small = os.path.join(tmp, "small")
+    files_n = 200
+    _write_parquet_parts(small, files_n * 1000, files_n, seed=1)
+    files = sorted(os.path.join(small, f) for f in os.listdir(small))
+    out = os.path.join(tmp, "small-out")
+    os.makedirs(out)
+    cluster.run_files(client, request, files[:4], cluster.output_names(files[:4], out, "parquet"), "parquet")
+    start = time.perf_counter()
+    cluster.run_files(client, request, files, cluster.output_names(files, out, "parquet"), "parquet")
+    per_file = (time.perf_counter() - start) * workers / files_n
+    frames_n = 400
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({c: rng.uniform(0.5, 2, frames_n * 1000) for c in "xyz"})
+    points = dd.from_pandas(frame, npartitions=frames_n)
+    client.compute(cluster.dataframe(points.partitions[:4], T2, "gradient")).result()
+    start = time.perf_counter()
+    client.compute(cluster.dataframe(points, T2, "gradient")).result()
+    per_frame = (time.perf_counter() - start) * workers / frames_n
+    return per_file, files_n, per_frame, frames_n
+
+
 TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
          "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
-         "pipeline": task_pipeline, "compile": task_compile}
+         "pipeline": task_pipeline, "compile": task_compile, "dask": task_dask}
 
 
 def main():

@@ -148,10 +148,11 @@ def _shared_options() -> list:
                      help="A variable's value: a number or a literal like [1, 2] (arithmetic and "
                           "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
                           "constant shared by every point; a point's own value wins."),
-        click.option("--points", "points", metavar="FILE",
+        click.option("--points", "points", metavar="FILE", multiple=True, callback=_one_or_more,
                      help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON, a JSON "
                           "array, Parquet or Arrow IPC; gzip, bzip2 or zstd allowed. '-' reads "
-                          "stdin (only then)."),
+                          "stdin (only then). With --engine dask: repeatable, and a directory, a "
+                          "glob or a URL (s3://...)."),
         click.option("--in", "input_format", type=click.Choice(INPUT_FORMATS),
                      help="Format of --points (default: from the file name, else sniffed)."),
         click.option("--chunk", type=click.IntRange(1, None), default=65536, show_default=True,
@@ -187,6 +188,7 @@ def _shared_options() -> list:
                           "warn and use the documented subgradient, fail with status 1, or give nan."),
         click.option("--strict", is_flag=True, help="Exit with status 1 if any result is nan or infinite."),
         _max_memory_option(),
+        *_engine_options(),
     ]
 
     def collect():
@@ -194,6 +196,26 @@ def _shared_options() -> list:
     for option in reversed(options):
         collect = option(collect)
     return list(reversed(collect.__click_params__))
+
+
+def _engine_options() -> list:
+    return [
+        click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="dask: evaluate --points files in parallel on a Dask cluster, one task and "
+                          "one --output DIR/ file per input file (needs: pip install 'diffcli[dask]')."),
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="With --engine dask: the dask.distributed scheduler to use, like tcp://host:8786."),
+        click.option("--workers", type=click.IntRange(1, None), metavar="N",
+                     help="With --engine dask: start N worker processes on this machine for the run "
+                          "(default: one per CPU)."),
+    ]
+
+
+def _one_or_more(ctx, param, values):
+    """--points once gives its value, as it always did; several give a tuple (--engine dask)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 class _MemorySize(click.ParamType):
@@ -533,6 +555,9 @@ def _run(kind: str, options: dict) -> None:
         request["seed"] = _value("--seed", options["seed"])
     if kind in ("jvp", "hvp"):
         request["tangents"] = parse_at(options["tangent"], "--tangent")
+    if options["engine"] == "dask":
+        sys.exit(_run_on_dask(kind, source, at, request, options))
+    _refuse_dask_options(options)
     fmt = _output_format(options)
     with _output_file(options.get("output")):
         _compute_and_write(kind, source, at, request, fmt, options)
@@ -736,6 +761,102 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
         _stderr(f"diffcli: skipped {_count(outcome.skipped, 'bad record')}; wrote "
                 f"{_count(outcome.points, 'point')}")
     return EXIT_BAD_DATA if outcome.had_bad_records else EXIT_OK
+
+
+def _refuse_dask_options(options) -> None:
+    for name in ("scheduler", "workers"):
+        if options[name] is not None:
+            raise UsageError(f"--{name} goes with --engine dask")
+    if isinstance(options["points"], tuple):
+        raise UsageError("--points once without --engine dask (which reads several files)")
+
+
+def _run_on_dask(kind, source, at, request, options) -> int:
+    """--engine dask: each --points file a task on the cluster, writing its
+    own file in --output DIR/; warnings and bad records reported per file."""
+    from . import cluster
+
+    points, directory = options["points"], options["output"]
+    if points is None or points == "-":
+        raise UsageError("--engine dask reads --points files (or a directory, a glob, URLs), not stdin")
+    if not directory:
+        raise UsageError("--engine dask writes one file per input file: give --output DIR/")
+    if options["scheduler"] is not None and options["workers"] is not None:
+        raise UsageError("choose --scheduler ADDRESS (a running cluster) or --workers N, not both")
+    if options.get("check") or options.get("symbolic"):
+        raise UsageError("--engine dask computes at --points; --check and --symbolic are single-process")
+    fmt = _dask_output_format(options)
+    cluster.require_dask()
+    try:
+        compile_expression(source, max_memory=options["max_memory"])  # a bad expression fails here, once
+        paths = cluster.expand_points([points] if isinstance(points, str) else points)
+        outputs = cluster.output_names(paths, directory, fmt)
+        os.makedirs(directory, exist_ok=True)
+        job = cluster.make_request(source, kind, at=at, kink="nan" if options["kink"] == "nan" else "subgradient",
+                                   max_memory=options["max_memory"], chunk=options["chunk"],
+                                   keep=tuple(options["keep"]), keep_all=options["keep_all"],
+                                   skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
+                                   stop_on_nonfinite=options["strict"], input_format=options["input_format"],
+                                   **request)
+        run_id = cluster.new_run_id()
+        try:
+            with cluster.connect(options["scheduler"], options["workers"]) as client, _progress("dask") as shown:
+                done = [0]
+
+                def on_done(report):
+                    done[0] += report.points
+                    shown(done[0])
+                reports = cluster.run_files(client, job, paths, outputs, fmt, on_done=on_done, run_id=run_id)
+        finally:
+            cluster.remove_temporaries(outputs, run_id)  # again, once a LocalCluster's workers are gone
+    except OSError as e:
+        raise UsageError(f"--output {directory}: {e.strerror or e}") from None
+    except DiffcliError as e:
+        raise e.with_source(source)
+    return _report_partitions(reports, source)
+
+
+def _dask_output_format(options) -> str:
+    chosen = [f for f in (options["output_format"], options["as_json"] and "json", options["as_ndjson"] and "ndjson",
+                          options["as_csv"] and "csv", options["as_tsv"] and "tsv") if f]
+    if options["quiet"] or chosen[:1] == ["table"]:
+        raise UsageError("--engine dask writes files: --format parquet (default), arrow, arrows, csv, tsv, "
+                         "ndjson or json")
+    if len(set(chosen)) > 1:
+        raise UsageError(f"choose one output format, not {' and '.join(sorted(set(chosen)))}")
+    return chosen[0] if chosen else "parquet"
+
+
+def _report_partitions(reports, source: str) -> int:
+    """Each file's warnings, bad records and failure on stderr, in input order;
+    the exit status of the worst (a partition that could not run, then bad data,
+    then a failed check)."""
+    seen_kinks = set()
+    for report in reports:
+        for text in report.warnings:
+            _stderr(f"warning: {report.path}: {text}")
+        for span, text in report.kinks:
+            if span not in seen_kinks and report.failure is None:
+                seen_kinks.add(span)
+                _stderr(f"warning: {report.path}: {text}")
+        for line, message in report.bad:
+            _stderr(f"{report.path}: line {line}: {message}")
+        if report.error is not None:
+            _stderr(f"error: {report.path}: {report.error.with_source(source)}")
+        elif report.stopped_at is not None:
+            _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
+                    f"no output file for it (--skip-bad goes on past bad records)")
+        elif report.failure is not None:
+            _stderr(f"error: {report.path}: {report.failure}; no output file for it")
+    skipped = sum(report.skipped for report in reports)
+    if skipped:
+        _stderr(f"diffcli: skipped {_count(skipped, 'bad record')}; wrote "
+                f"{_count(sum(r.points for r in reports), 'point')}")
+    statuses = {report.exit_status for report in reports} - {EXIT_OK}
+    for status in (EXIT_USAGE, EXIT_OUTPUT_FAILED, EXIT_BAD_DATA, EXIT_CHECK_FAILED):
+        if status in statuses:
+            return status
+    return max(statuses, default=EXIT_OK)
 
 
 def _console(color: str):
