@@ -26,7 +26,7 @@ STEPS = [
     ("plan back-ends", {"diagonal", "windows", "native"}),
     ("engine", {"evaluate"}),
     ("library", {"api", "function", "binding", "requests", "growth", "result", "check"}),
-    ("input and output", {"points", "columnar", "render", "plot", "pipeline"}),
+    ("input and output", {"points", "columnar", "render", "plot", "pipeline", "cluster"}),
     ("public API", {"__init__"}),
     ("command", {"cli", "__main__"}),
 ]
