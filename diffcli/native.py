@@ -55,9 +55,14 @@ def library_functions() -> tuple[str, ...]:
     return tuple(name for name, op in OPS.items() if op.c is not None and not op.c.exact)
 
 
+def _c_of(node):
+    op = OPS.get(node.op)  # (None for an input or a constant)
+    return op.c if op is not None else None
+
+
 def _template(node) -> str | None:
     """The node's C expression over {a}, {b}, {c}, if its operation has one for it."""
-    c = OPS[node.op].c
+    c = _c_of(node)
     if c is None:
         return None
     return c.expression(node) if callable(c.expression) else c.expression
@@ -351,7 +356,7 @@ def _exact_nodes(agreed: frozenset):
     operation must be exact, and each argument a value of its own shape, one
     number per point, or a constant of one number (no other broadcasting)."""
     def is_exact(node) -> bool:
-        c = OPS[node.op].c
+        c = _c_of(node)
         if c is None or not (c.exact or node.op in agreed) or _template(node) is None:
             return False
         return all(_one_number(a) if a.op == "const" else a.shape == node.shape or a.size == 1 for a in node.args)
