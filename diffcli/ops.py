@@ -681,6 +681,7 @@ function("acosh", elementwise(np.arccosh),
          lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"))
 function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"))
 function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"))
+function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"))
 function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"))
 function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"))
 function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"))

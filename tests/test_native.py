@@ -33,6 +33,7 @@ EXPRESSIONS = [
     "sigmoid(x) + softplus(y) + cbrt(x) + expm1(y) + log1p(abs(x)) + asinh(x) + atan(y)",
     "where(x > 0, sqrt(x), -x) * relu(y) + abs(y) * x",
     "sinh(y) * cosh(x) / (1 + x^2) + log2(abs(x) + 1) - log10(abs(y) + 2)",
+    "exp2(x) * y - exp2(-y)",
 ]
 N = 40_000  # past evaluate.NATIVE_MIN_ELEMENTS
 # Loops over vectors: windows of a vector (x[1:], x[2:], x[1:-1], x[3]) read in

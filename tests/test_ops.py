@@ -34,7 +34,7 @@ CASES = [
     ("asin(x)", {"x": U}), ("acos(x)", {"x": U}), ("atan(x)", {"x": V}),
     ("sinh(x)", {"x": V}), ("cosh(x)", {"x": V}), ("tanh(x)", {"x": V}),
     ("asinh(x)", {"x": V}), ("acosh(x)", {"x": [1.2, 2.0, 5.0]}), ("atanh(x)", {"x": U}),
-    ("exp(x)", {"x": V}), ("expm1(x)", {"x": V}),
+    ("exp(x)", {"x": V}), ("expm1(x)", {"x": V}), ("exp2(x)", {"x": V}),
     ("log(x)", {"x": P}), ("log1p(x)", {"x": U}), ("log2(x)", {"x": P}), ("log10(x)", {"x": P}),
     ("sqrt(x)", {"x": P}), ("cbrt(x)", {"x": V}),
     ("abs(x)", {"x": V}), ("sign(x) * x", {"x": V}), ("floor(x) + x", {"x": V}),
@@ -338,3 +338,13 @@ def test_every_operation_is_written_in_formulas():
         for node in topological_order(outputs):
             seen.setdefault(node.op, formula(node))
     assert set(OPS) - set(seen) == set()
+
+
+def test_exp2_and_its_derivatives_are_the_closed_forms():
+    """exp2(x) = 2^x, d/dx = log(2) 2^x, d2/dx2 = log(2)^2 2^x, as NumPy computes them."""
+    x = np.array([-30.0, -3.0, -0.0, 0.5, 10.0, 1023.9])
+    f = diffcli.compile("exp2(x)")
+    np.testing.assert_array_equal(f.eval(x=x, batch_ndim=1).value, np.exp2(x))
+    np.testing.assert_allclose(f.grad(x=x, batch_ndim=1)["x"], math.log(2.0) * np.exp2(x), rtol=1e-15)
+    np.testing.assert_allclose(f.derivative(2, {"x": x}, wrt="x", batch_ndim=1)["x"],
+                               math.log(2.0) ** 2 * np.exp2(x), rtol=1e-15)
