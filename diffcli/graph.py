@@ -4,7 +4,8 @@ A Graph is an arena. `Graph.apply` is the only way to make an operation node:
 it infers the shape (raising ShapeError at the operator's span before any
 numeric work), inserts the reshapes broadcasting needs, simplifies the cheap
 cases that are exact in IEEE arithmetic (x*1, x-0, --x, ...; not x+0 or 0-x,
-which differ in the sign of a zero), folds constants, and interns the result
+which differ in the sign of a zero: each operation's record names its rewrite,
+in rewrites.py), folds constants, and interns the result
 by (op, argument identities, attribute), so equal subexpressions are one node
 and `sin(x)*exp(sin(x))` computes sin once. Nodes compare by identity; nothing here
 recurses on the depth of an expression.
