@@ -46,7 +46,7 @@ among tied elements, norm'(0) = 0, floor/ceil/sign/comparisons have derivative 0
 from __future__ import annotations
 
 import math
-from collections import namedtuple
+from operator import itemgetter
 
 import numpy as np
 
@@ -58,23 +58,58 @@ class ShapeMismatch(Exception):
     """Raised by shape rules; graph.py adds the source span."""
 
 
-# (namedtuples, not dataclasses: the dataclasses module alone costs ~10 ms of start-up)
-_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-           "pattern notation names arity build")
+def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None = None):
+    """A class of immutable records: tuples with named fields and _replace, as
+    collections.namedtuple makes them, at a tenth of its start-up cost (namedtuple
+    compiles code for each class, about 70 us; a dataclass needs the dataclasses
+    module, about 10 ms), since every record is built when diffcli is imported."""
+    names = tuple(fields.split())
+    first_default = len(names) - len(defaults)
+
+    def __new__(cls, *args, **named):
+        if named or len(args) != len(names):
+            if len(args) > len(names):
+                raise TypeError(f"{name} takes {len(names)} fields, not {len(args)}")
+            args += tuple(named.pop(f) if f in named else defaults[i - first_default]
+                          for i, f in enumerate(names) if i >= len(args))
+            if named:
+                raise TypeError(f"{name} has no field {', '.join(named)}")
+        return tuple.__new__(cls, args)
+
+    def _replace(self, **changes):
+        record = tuple.__new__(type(self), [changes.pop(f, v) for f, v in zip(names, self)])
+        if changes:
+            raise ValueError(f"{name} has no field {', '.join(changes)}")
+        return record
+
+    def __repr__(self):
+        return f"{name}({', '.join(f'{f}={v!r}' for f, v in zip(names, self))})"
+
+    def __getnewargs__(self):  # (for copy and pickle, which call __new__ with the fields)
+        return tuple(self)
+
+    namespace = {f: property(itemgetter(i)) for i, f in enumerate(names)}
+    namespace.update(__slots__=(), _fields=names, __new__=__new__, _replace=_replace, __repr__=__repr__,
+                     __getnewargs__=__getnewargs__, **(methods or {}))
+    return type(name, (tuple,), namespace)
 
 
-class Op(namedtuple("Op", _FIELDS)):
-    __slots__ = ()
+_OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
+              "pattern notation names arity build")
 
-    @property
-    def zero_derivative(self) -> bool:
-        """Its derivative is 0 wherever it exists (comparisons, floor, sign)."""
-        return self.vjp is _no_derivative
 
-    @property
-    def compares(self) -> bool:
-        """A comparison: its value is 1.0 or 0.0, and jumps on a boundary."""
-        return type(self.notation) is Infix and self.notation.precedence == COMPARE
+def _zero_derivative(op) -> bool:
+    """Its derivative is 0 wherever it exists (comparisons, floor, sign)."""
+    return op.vjp is _no_derivative
+
+
+def _compares(op) -> bool:
+    """A comparison: its value is 1.0 or 0.0, and jumps on a boundary."""
+    return type(op.notation) is Infix and op.notation.precedence == COMPARE
+
+
+Op = _record("Op", _OP_FIELDS, methods={"zero_derivative": property(_zero_derivative),
+                                        "compares": property(_compares)})
 
 
 # A C expression over the operands {a}, {b}, {c} (or a function of the node giving
@@ -82,20 +117,20 @@ class Op(namedtuple("Op", _FIELDS)):
 # bit for bit, everywhere (one correctly rounded IEEE operation, or a choice between
 # such results); otherwise it is the C library's function, which NumPy calls on some
 # machines and replaces by its own SIMD code on others, so native.py probes it.
-C = namedtuple("C", "expression exact")
+C = _record("C", "expression exact")
 
 # condition(node): a node that is 1.0 where the operation is at a kink; what: why the
 # point is special; choice: what diffcli answers there with kink='subgradient'.
 # infinite: the derivative chosen there is infinite, so the kink shows wherever it
 # matters as a non-finite derivative, and is looked for only then (a zero-
 # dominant product that absorbs it, as relu(sqrt(x)) at 0, leaves no trace).
-Kink = namedtuple("Kink", "condition what choice infinite", defaults=(False,))
+Kink = _record("Kink", "condition what choice infinite", defaults=(False,))
 
 # Precedence, loosest first, as in grammars/diffcli.lark (formula.py parenthesises by it).
 COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
 # An infix operator: the symbol the formula printer writes, its precedence, and the
 # tokens the parser reads as this operation (none for the internal cmul and cdiv).
-Infix = namedtuple("Infix", "symbol precedence tokens")
+Infix = _record("Infix", "symbol precedence tokens")
 CALL = "call"  # written name(arguments), by its own name
 OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, structure)
 
