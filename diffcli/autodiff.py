@@ -25,10 +25,7 @@ import numpy as np
 from .budget import BYTES_PER_NODE, format_size
 from .errors import BudgetError
 from .graph import Graph, Node, topological_order
-from .ops import KINKS, OPS
-
-# Operations whose cotangents to their arguments can hold zeros for "not selected".
-SELECTING = {"where", "maximum", "minimum", "relu", "abs", "max", "min", "cmul", "cdiv"}
+from .ops import OPS
 
 
 class Masked:
@@ -131,12 +128,13 @@ def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
         is_masked = node.id in masked
         saved, graph._origin = graph._origin, node  # new nodes belong to node's derivative
         try:
-            contributions = OPS[node.op].vjp(Masked(g) if is_masked else g, node, *node.args)
-            if graph.kink_nan and node.op in KINKS:
+            op = OPS[node.op]
+            contributions = op.vjp(Masked(g) if is_masked else g, node, *node.args)
+            if graph.kink_nan and op.kink is not None:
                 contributions = _nan_at_kink(graph, node, g, contributions, active)
         finally:
             graph._origin = saved
-        selecting = is_masked or node.op in SELECTING or (graph.kink_nan and node.op in KINKS)
+        selecting = is_masked or op.selects or (graph.kink_nan and op.kink is not None)
         for arg, ct in zip(node.args, contributions):
             ct = _unwrap(ct)
             if ct is None or arg.id not in active or _is_zero(ct):
@@ -151,7 +149,7 @@ def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
 def _nan_at_kink(graph: Graph, node: Node, g: Node, contributions, active) -> list:
     """--kink nan: each contribution gets nan added where the operation is not
     differentiable (and its cotangent is not a structural zero there)."""
-    where_kink = graph.apply("where", (KINKS[node.op].condition(node), float("nan"), 0.0))
+    where_kink = graph.apply("where", (OPS[node.op].kink.condition(node), float("nan"), 0.0))
     poison = graph.apply("cmul", (g, where_kink))
     result = []
     for arg, ct in zip(node.args, contributions):

@@ -14,7 +14,7 @@ from .errors import Diagnostic
 from .evaluate import Plan
 from .graph import Graph, Node, topological_order
 from .growth import OrderGrowth
-from .ops import COMPARISONS, KINKS
+from .ops import OPS
 from .parse import Program
 
 
@@ -58,8 +58,8 @@ class Binding:
         watched = self._kink_watch() if request.kind != "value" else []
         # A kink whose derivative is infinite can only matter where a derivative
         # is not finite: its indicator is computed then, not at every run.
-        eager = [w for w in watched if not KINKS[w[0].op].infinite]
-        if_infinite = [w for w in watched if KINKS[w[0].op].infinite]
+        eager = [w for w in watched if not OPS[w[0].op].kink.infinite]
+        if_infinite = [w for w in watched if OPS[w[0].op].kink.infinite]
         diagnostics = self.forward_diagnostics + self.graph.diagnostics[before:]
         plan = Plan(([self.output] if request.with_value else []) + outputs + [indicator for _, indicator in eager],
                     self.inputs + extra_inputs)
@@ -80,17 +80,17 @@ class Binding:
         graph = self.graph
         order = self.forward_order()
         active = autodiff.depends_on(order, {v.id for v in self.inputs})
-        candidates = [n for n in order if n.op in KINKS and n.id in active]
-        if any(n.op in COMPARISONS for n in candidates):
+        candidates = [n for n in order if n.op in OPS and OPS[n.op].kink is not None and n.id in active]
+        if any(OPS[n.op].compares for n in candidates):
             # A comparison that only decides a where is reported (and poisoned) as that where.
             uses: dict[int, set[str]] = {}
             for node in order:
                 for i, arg in enumerate(node.args):
                     uses.setdefault(arg.id, set()).add("condition" if node.op == "where" and i == 0 else "value")
-            candidates = [n for n in candidates if not (n.op in COMPARISONS and uses.get(n.id) == {"condition"})]
+            candidates = [n for n in candidates if not (OPS[n.op].compares and uses.get(n.id) == {"condition"})]
         watched = []
         for node in candidates:
-            condition = KINKS[node.op].condition(node)
+            condition = OPS[node.op].kink.condition(node)
             indicator = graph.apply("max", (condition,)) if condition.shape else condition
             watched.append((node, indicator))
         return watched
@@ -162,7 +162,7 @@ def kink_reports(watched, indicators, batch, nan: bool) -> list[Diagnostic]:
         if count:
             first = int(np.flatnonzero(flags.ravel())[0]) if batch else None
             where = f" (at {count:,} of the points)" if batch else ""
-            kink = KINKS[node.op]
+            kink = OPS[node.op].kink
             choice = "giving nan there (kink='nan')" if nan else kink.choice
             reports.append(Diagnostic(f"{kink.what}{where}; {choice}", node.span, first))
     return reports

@@ -17,7 +17,8 @@ always did.
 
 evaluate.py decides, when a plan first runs with a Diagonal input, which of its
 steps can receive one and wraps only those (`structured_kernel`); every other
-step keeps its plain NumPy kernel.
+step keeps its plain NumPy kernel. Which rule an operation takes is a fact of
+its record in ops.py (its `diagonal`: the kind of linear map it is).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+
+from .ops import OPS
 
 
 class Diagonal:
@@ -208,10 +211,12 @@ def _cumsum(reverse: bool):
     return rule
 
 
-# op -> rule(plain kernel, *arguments); rules that may return a Diagonal are
-# listed in KEEPS_DIAGONAL.
-RULES = {"mul": _mul, "cmul": _cmul, "div": _div, "neg": _neg, "add": _add_or_sub, "sub": _add_or_sub}
-KEEPS_DIAGONAL = frozenset(RULES)
+# An operation's record names its kind of linear map (ops.py); kind -> rule(plain
+# kernel, *arguments). These rules may return a Diagonal; the cumulative sum's
+# (made per node, below) always returns a dense array.
+RULES = {"product": _mul, "zero_dominant_product": _cmul, "quotient": _div, "negation": _neg,
+         "sum": _add_or_sub}
+KINDS = frozenset(RULES) | {"cumulative_sum"}
 
 
 def _cumsum_rule(node):
@@ -221,9 +226,10 @@ def _cumsum_rule(node):
 
 
 def rule_for(node):
-    if node.op == "cumsum":
+    kind = OPS[node.op].diagonal
+    if kind == "cumulative_sum":
         return _cumsum_rule(node)
-    return RULES.get(node.op)
+    return RULES.get(kind)
 
 
 def structured_kernel(node, kernel, unary: bool):
@@ -247,4 +253,4 @@ def wrap_step(node, kernel, unary: bool, receives: list[bool]):
     whose arguments may be Diagonals where receives says so."""
     if not any(receives):
         return kernel, False
-    return structured_kernel(node, kernel, unary), node.op in KEEPS_DIAGONAL
+    return structured_kernel(node, kernel, unary), OPS[node.op].diagonal in RULES

@@ -17,18 +17,10 @@ import numpy as np
 
 from .errors import UsageError
 from .graph import Node, topological_order
+from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Infix
 
-# Precedence, loosest first, as in grammars/diffcli.lark.
-COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
-# cmul and cdiv (zero-dominant products in derivatives of where, maximum, ...) are
-# written as * and /: the same numbers wherever every value involved is finite.
-INFIX = {"add": ("+", ADD), "sub": ("-", ADD), "mul": ("*", MUL), "div": ("/", MUL),
-         "cmul": ("*", MUL), "cdiv": ("/", MUL),
-         "matmul": ("@", MUL), "lt": ("<", COMPARE), "le": ("<=", COMPARE), "gt": (">", COMPARE),
-         "ge": (">=", COMPARE), "eq": ("==", COMPARE), "ne": ("!=", COMPARE)}
-CALLS = set("sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh exp expm1 log log1p log2 "
-            "log10 sqrt cbrt abs sign floor ceil sigmoid relu softplus logsumexp softmax atan2 hypot "
-            "minimum maximum where sum max min norm cumprod transpose trace".split())
+# How each operation is written is its record's notation (ops.py): an infix
+# operator, a call by its name, or one of the rules of _render's own below.
 MAX_LITERAL = 4096  # entries a structural operation may expand into
 LONG = 400  # characters after which a subexpression gets a name of its own
 
@@ -79,20 +71,21 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
         return node.attr, ATOM
     if op == "const":
         return _constant(node.value)
-    if op in INFIX:
-        symbol, level = INFIX[op]
+    if op == "pow":  # right-associative, and binds tighter than unary minus on its left
+        a, b = args
+        return f"{_wrap(a, POSTFIX)} ^ {_wrap(b, UNARY)}", POWER
+    notation = OPS[op].notation
+    if type(notation) is Infix:
+        symbol, level = notation.symbol, notation.precedence
         a, b = (_scalar_if_uniform(node, arg, part) for arg, part in zip(node.args, args))
         if op == "add" and node.args[1].op == "neg" and b[1] == UNARY:  # x + (-y) is exactly x - y
             return f"{_wrap(a, ADD)} - {b[0][1:]}", ADD
         # Operands are parenthesised so the text parses back to exactly this tree
         # (a + (b + c) stays so: floating-point addition is not associative).
         return f"{_wrap(a, level + (level == COMPARE))} {symbol} {_wrap(b, level + 1)}", level
-    if op == "pow":
-        a, b = args
-        return f"{_wrap(a, POSTFIX)} ^ {_wrap(b, UNARY)}", POWER
     if op == "neg":
         return f"-{_wrap(args[0], UNARY)}", UNARY
-    if op in CALLS:
+    if notation == CALL:
         return f"{op}({', '.join(text for text, _ in args)})", ATOM
     if op == "cumsum":
         if node.attr:  # accumulated from the end

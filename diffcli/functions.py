@@ -1,12 +1,13 @@
-"""The functions a user can call, by name: each is a primitive of OPS or a short
-composition of primitives (whose derivatives then follow from the rule table)."""
+"""The functions a user can call, by name: each primitive of OPS under the names
+its record gives (ops.py), and the short compositions of primitives below (whose
+derivatives then follow from the rule table)."""
 
 from __future__ import annotations
 
 import math
 from collections import namedtuple
 
-from .errors import ShapeError
+from .ops import OPS
 
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
 
@@ -53,36 +54,10 @@ def _outer(graph, args, span):
     return graph.apply("mul", (graph.reshape(a, (a.size, 1)), graph.reshape(b, (1, b.size))), span=span)
 
 
-def _transpose(graph, args, span):
-    return graph.apply("transpose", args, span=span)
-
-
-def _trace(graph, args, span):
-    return graph.apply("trace", args, span=span)
-
-
-def _cumulative(name):
-    def build(graph, args, span):
-        (x,) = args
-        if not x.shape:
-            raise ShapeError(f"{name} needs a vector or an array, not a scalar", span)
-        return graph.apply(name, (x,), False, span=span)
-    return build
-
-
-FUNCTIONS: dict[str, FunctionSpec] = {}
-
-for _name in ["sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "exp", "expm1", "log", "log1p", "log2", "log10", "sqrt", "cbrt", "abs", "sign", "floor", "ceil", "sigmoid", "relu", "softplus", "logsumexp", "softmax", "sum", "max", "min", "norm"]:
-    FUNCTIONS[_name] = FunctionSpec(1, 1, _primitive(_name))
-for _name in ("atan2", "hypot", "minimum", "maximum"):
-    FUNCTIONS[_name] = FunctionSpec(2, 2, _primitive(_name))
-FUNCTIONS["pow"] = FunctionSpec(2, 2, _primitive("pow"))
-FUNCTIONS["where"] = FunctionSpec(3, 3, _primitive("where"))
-FUNCTIONS["mean"] = FunctionSpec(1, 1, _mean)
-FUNCTIONS["prod"] = FunctionSpec(1, 1, _prod)
-FUNCTIONS["cumsum"] = FunctionSpec(1, 1, _cumulative("cumsum"))
-FUNCTIONS["cumprod"] = FunctionSpec(1, 1, _cumulative("cumprod"))
-FUNCTIONS["dot"] = FunctionSpec(2, 2, _dot)
-FUNCTIONS["outer"] = FunctionSpec(2, 2, _outer)
-FUNCTIONS["transpose"] = FunctionSpec(1, 1, _transpose)
-FUNCTIONS["trace"] = FunctionSpec(1, 1, _trace)
+# By the user's name (not an operation's): every name an operation's record gives,
+# then the compositions.
+FUNCTIONS: dict[str, FunctionSpec] = {
+    name: FunctionSpec(op.arity, op.arity, op.build or _primitive(op.name))
+    for op in OPS.values() for name in op.names}
+FUNCTIONS.update(mean=FunctionSpec(1, 1, _mean), prod=FunctionSpec(1, 1, _prod), dot=FunctionSpec(2, 2, _dot),
+                 outer=FunctionSpec(2, 2, _outer))

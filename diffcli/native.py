@@ -20,7 +20,8 @@ and x86 passes on the first operand's NaN). NumPy's own SIMD exp or log are not
 replaced by the C library's, whose last bits differ. (FMA contraction is off,
 nothing is compiled with -ffast-math: the compiler may vectorise, not reassociate.)
 
-The C text is generated from the op names in the tables below, shapes and slot
+The C text is generated from the operations' C expressions (their records' c in
+ops.py), shapes and slot
 numbers, nothing else: constants reach it as an array at run time, and no user
 text ever does. cbuild.py compiles it once per machine and plan shape (cached on
 disk, privately, each library checked before it is loaded), in a background
@@ -43,35 +44,28 @@ import numpy as np
 from . import cbuild, switches
 from .ops import OPS
 
-# A C expression per operation, over its operands a, b, c. Only operations whose
-# C result is the ufunc's own, bit for bit (see the module docstring).
-EXACT = {
-    "add": "{a} + {b}",
-    "sub": "{a} - {b}",
-    "mul": "{a} * {b}",
-    "div": "{a} / {b}",
-    "neg": "-{a}",
-    "sqrt": "sqrt({a})",
-    "abs": "fabs({a})",
-    "floor": "floor({a})",
-    "ceil": "ceil({a})",
-    "cmul": "cmul({a}, {b})",
-    "cdiv": "cdiv({a}, {b})",
-    "where": "{a} != 0.0 ? {b} : {c}",
-    "lt": "{a} < {b} ? 1.0 : 0.0",
-    "le": "{a} <= {b} ? 1.0 : 0.0",
-    "gt": "{a} > {b} ? 1.0 : 0.0",
-    "ge": "{a} >= {b} ? 1.0 : 0.0",
-    "eq": "{a} == {b} ? 1.0 : 0.0",
-    "ne": "{a} != {b} ? 1.0 : 0.0",
-}
-# ops._pow_kernel's fast paths for a constant exponent, which are exact.
-EXACT_POWERS = {2.0: "{a} * {a}", 1.0: "{a}", -1.0: "1.0 / {a}"}
-# Functions of the C library that NumPy calls for float64 on some machines and
-# replaces by its own SIMD code (whose last bits differ) on others: used in a
-# loop only where a probe finds NumPy's results the C library's (`_agreed`).
-LIBRARY = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
-           "exp", "expm1", "log", "log1p", "log2", "log10", "cbrt")
+
+
+def library_functions() -> tuple[str, ...]:
+    """The operations whose C expression is a function of the C library (their
+    record's c is not exact): NumPy calls it for float64 on some machines and
+    replaces it by its own SIMD code (whose last bits differ) on others, so it is
+    used in a loop only where a probe finds NumPy's results the C library's
+    (`_agreed`)."""
+    return tuple(name for name, op in OPS.items() if op.c is not None and not op.c.exact)
+
+
+def _c_of(node):
+    op = OPS.get(node.op)  # (None for an input or a constant)
+    return op.c if op is not None else None
+
+
+def _template(node) -> str | None:
+    """The node's C expression over {a}, {b}, {c}, if its operation has one for it."""
+    c = _c_of(node)
+    if c is None:
+        return None
+    return c.expression(node) if callable(c.expression) else c.expression
 
 PRELUDE = """\
 #include <math.h>
@@ -356,11 +350,8 @@ def _exact_nodes(agreed: frozenset):
     operation must be exact, and each argument a value of its own shape, one
     number per point, or a constant of one number (no other broadcasting)."""
     def is_exact(node) -> bool:
-        if node.op == "pow":
-            exponent = node.args[1]
-            if not (exponent.op == "const" and exponent.scalar in EXACT_POWERS):
-                return False
-        elif node.op not in EXACT and node.op not in agreed:
+        c = _c_of(node)
+        if c is None or not (c.exact or node.op in agreed) or _template(node) is None:
             return False
         return all(_one_number(a) if a.op == "const" else a.shape == node.shape or a.size == 1 for a in node.args)
     return is_exact
@@ -373,18 +364,13 @@ def _one_number(constant) -> bool:
 
 
 def _expression(node, name) -> str:
-    if node.op == "pow":
-        return EXACT_POWERS[node.args[1].scalar].format(a=name(node.args[0]))
-    if node.op in EXACT:
-        return EXACT[node.op].format(**dict(zip("abc", (name(a) for a in node.args))))
-    return f"{node.op}({name(node.args[0])})"
+    return _template(node).format(**dict(zip("abc", (name(a) for a in node.args))))
 
 
 # Kernels that return their result with its axes in another order in memory
 # (np.moveaxis): NumPy's ufuncs keep that order ("K") and its reductions add in
 # memory order, so a loop, which writes C order, would change the last bits of
-# a later sum. Plans with them keep their plain steps.
-PERMUTING = frozenset({"transpose", "linscan"})
+# a later sum. Plans with them (their record says it permutes) keep their plain steps.
 
 
 def _c_ordered(array: np.ndarray) -> bool:
@@ -399,8 +385,8 @@ def _c_ordered(array: np.ndarray) -> bool:
 def fusion_of(plan) -> Fusion | None:
     """A Fusion for the plan, or None unless every value it computes depends on
     an input (so has the batch axes), none is laid out in another axis order
-    (PERMUTING), and some of them a loop can compute."""
-    if any(n.op in PERMUTING for n in plan.order):
+    (an operation that permutes), and some of them a loop can compute."""
+    if any(n.op in OPS and OPS[n.op].permutes for n in plan.order):
         return None
     varies: set[int] = set()
     for n in plan.order:
@@ -608,7 +594,7 @@ _agreement: frozenset | None = None
 
 
 def _agreed() -> frozenset:
-    """The LIBRARY functions whose C result is NumPy's, bit for bit, on every
+    """The library_functions() whose C result is NumPy's, bit for bit, on every
     probe value (once per process). Where NumPy calls the C library itself (sin
     and cos with NumPy 2.4 on x86-64) they agree everywhere; an independent
     implementation, even one within an ulp, differs on a good fraction of 40,000
@@ -642,7 +628,7 @@ def _probe_cached() -> frozenset:
     remembered = cbuild.recall("probes", key)
     if remembered is not None:
         agreed = frozenset(remembered.split())
-        if agreed <= set(LIBRARY) and not _disagreeing(agreed, _probe_values(spot=True)):
+        if agreed <= set(library_functions()) and not _disagreeing(agreed, _probe_values(spot=True)):
             return agreed
     agreed = _probe()
     cbuild.remember("probes", key, " ".join(sorted(agreed)))
@@ -666,20 +652,22 @@ def _probe_values(spot: bool = False) -> np.ndarray:
 
 def _probe_source() -> str:
     lines = [PRELUDE]
-    for name in LIBRARY:
+    for name in library_functions():
+        call = OPS[name].c.expression.format(a="x[i]")
         lines.append(f"void probe_{name}(ptrdiff_t n, const double *restrict x, double *restrict y) "
-                     f"{{ for (ptrdiff_t i = 0; i < n; i++) y[i] = {name}(x[i]); }}")
+                     f"{{ for (ptrdiff_t i = 0; i < n; i++) y[i] = {call}; }}")
     lines.append("void probe_sincos(ptrdiff_t n, const double *restrict x, double *restrict s, double *restrict c) "
                  "{ for (ptrdiff_t i = 0; i < n; i++) { s[i] = sin(x[i]); c[i] = cos(x[i]); } }")
     return "\n".join(lines)
 
 
 def _probe() -> frozenset:
-    return frozenset(LIBRARY) - _disagreeing(LIBRARY, _probe_values())
+    names = library_functions()
+    return frozenset(names) - _disagreeing(names, _probe_values())
 
 
 def _disagreeing(names, x: np.ndarray) -> set:
-    """Those of the named LIBRARY functions whose C results on x differ from
+    """Those of the named library_functions() whose C results on x differ from
     NumPy's in any bit (sin and cos both, if one sincos call differs)."""
     if not names:
         return set()

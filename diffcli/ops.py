@@ -1,12 +1,37 @@
-"""OPS: the one table of primitive operations.
+"""OPS: the one table of primitive operations, one record per operation.
 
-Each entry gives
+Each record (Op) holds every fact about its operation that some layer needs:
+
   kernel(node) -> f(*arrays)   the NumPy forward, built once per node so that
                                axis arithmetic happens at plan time, not per call;
   shape(arg_shapes, attr)      the static value shape of the result;
   vjp(g, ans, *args)           the vector-Jacobian product, written in graph
                                operations, so derivatives are graphs that can be
-                               differentiated again. None in the result = zero.
+                               differentiated again. None in the result = zero;
+  broadcasting                 operands are broadcast against each other (graph.py);
+  elementwise                  maps entry to entry (sparsity.py, windows.py);
+  kink                         where it is not differentiable, and what is answered
+                               there (Kink; api.py, autodiff.py);
+  selects                      its cotangents can hold zeros meaning "not selected"
+                               (autodiff.py makes products through them zero-dominant);
+  rewrite(graph, args, shape)  its exact rewrites (rewrites.py; Graph.apply);
+  c, no_c                      its C expression and whether that is bit-exact or the
+                               C library's (C; native.py), or why it has none;
+  permutes                     its kernel lays its result out in another axis order
+                               (native.py keeps such plans on their plain steps);
+  diagonal                     how it carries a Diagonal operand (diagonal.py);
+  pattern                      how sparsity.py finds which inputs its entries depend
+                               on when it is not elementwise: "moves" (read off the
+                               kernel on numbered entries), "probe" (a nan per input
+                               entry), "dense";
+  notation                     how the formula printer writes it (and, for infix
+                               operators, the tokens the parser reads as it): an
+                               Infix, CALL (name(args)) or OWN (formula.py's own rule);
+  names, arity, build          the names users call it by, with how many arguments,
+                               and build(graph, args, span) when a call is more than
+                               graph.apply (functions.py).
+
+tests/test_ops.py walks the table and names any operation that lacks a fact.
 
 Arrays carry leading batch axes in front of the value axes; every kernel works
 on the trailing value axes only, so batches broadcast through untouched.
@@ -21,29 +46,113 @@ among tied elements, norm'(0) = 0, floor/ceil/sign/comparisons have derivative 0
 from __future__ import annotations
 
 import math
-from collections import namedtuple
+from operator import itemgetter
 
 import numpy as np
+
+from . import rewrites
+from .errors import ShapeError
 
 
 class ShapeMismatch(Exception):
     """Raised by shape rules; graph.py adds the source span."""
 
 
-# (namedtuples, not dataclasses: the dataclasses module alone costs ~10 ms of start-up)
-Op = namedtuple("Op", "name kernel shape vjp broadcasting")
+def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None = None):
+    """A class of immutable records: tuples with named fields and _replace, as
+    collections.namedtuple makes them, at a tenth of its start-up cost (namedtuple
+    compiles code for each class, about 70 us; a dataclass needs the dataclasses
+    module, about 10 ms), since every record is built when diffcli is imported."""
+    names = tuple(fields.split())
+    first_default = len(names) - len(defaults)
 
+    def __new__(cls, *args, **named):
+        if named or len(args) != len(names):
+            if len(args) > len(names):
+                raise TypeError(f"{name} takes {len(names)} fields, not {len(args)}")
+            args += tuple(named.pop(f) if f in named else defaults[i - first_default]
+                          for i, f in enumerate(names) if i >= len(args))
+            if named:
+                raise TypeError(f"{name} has no field {', '.join(named)}")
+        return tuple.__new__(cls, args)
+
+    def _replace(self, **changes):
+        record = tuple.__new__(type(self), [changes.pop(f, v) for f, v in zip(names, self)])
+        if changes:
+            raise ValueError(f"{name} has no field {', '.join(changes)}")
+        return record
+
+    def __repr__(self):
+        return f"{name}({', '.join(f'{f}={v!r}' for f, v in zip(names, self))})"
+
+    def __getnewargs__(self):  # (for copy and pickle, which call __new__ with the fields)
+        return tuple(self)
+
+    namespace = {f: property(itemgetter(i)) for i, f in enumerate(names)}
+    namespace.update(__slots__=(), _fields=names, __new__=__new__, _replace=_replace, __repr__=__repr__,
+                     __getnewargs__=__getnewargs__, **(methods or {}))
+    return type(name, (tuple,), namespace)
+
+
+_OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
+              "pattern notation names arity build")
+
+
+def _zero_derivative(op) -> bool:
+    """Its derivative is 0 wherever it exists (comparisons, floor, sign)."""
+    return op.vjp is _no_derivative
+
+
+def _compares(op) -> bool:
+    """A comparison: its value is 1.0 or 0.0, and jumps on a boundary."""
+    return type(op.notation) is Infix and op.notation.precedence == COMPARE
+
+
+Op = _record("Op", _OP_FIELDS, methods={"zero_derivative": property(_zero_derivative),
+                                        "compares": property(_compares)})
+
+
+# A C expression over the operands {a}, {b}, {c} (or a function of the node giving
+# one, or None where there is none for that node). exact: the C result is NumPy's,
+# bit for bit, everywhere (one correctly rounded IEEE operation, or a choice between
+# such results); otherwise it is the C library's function, which NumPy calls on some
+# machines and replaces by its own SIMD code on others, so native.py probes it.
+C = _record("C", "expression exact")
+
+# condition(node): a node that is 1.0 where the operation is at a kink; what: why the
+# point is special; choice: what diffcli answers there with kink='subgradient'.
+# infinite: the derivative chosen there is infinite, so the kink shows wherever it
+# matters as a non-finite derivative, and is looked for only then (a zero-
+# dominant product that absorbs it, as relu(sqrt(x)) at 0, leaves no trace).
+Kink = _record("Kink", "condition what choice infinite", defaults=(False,))
+
+# Precedence, loosest first, as in grammars/diffcli.lark (formula.py parenthesises by it).
+COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
+# An infix operator: the symbol the formula printer writes, its precedence, and the
+# tokens the parser reads as this operation (none for the internal cmul and cdiv).
+Infix = _record("Infix", "symbol precedence tokens")
+CALL = "call"  # written name(arguments), by its own name
+OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, structure)
 
 OPS: dict[str, Op] = {}
 
 
-def defop(name, kernel, vjp, shape=None, broadcasting=False):
-    OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting)
+def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
+          c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
+          build=None):
+    elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
+    OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build)
+
+
+def function(name, kernel, vjp, arity=1, **facts):
+    """An operation users call by its own name (written so in formulas)."""
+    defop(name, kernel, vjp, names=(name,), arity=arity, notation=CALL, **facts)
 
 
 def elementwise(f):
     """A kernel factory for an operation that maps entry to entry (with broadcasting);
-    marked, since sparsity.py relies on it."""
+    marked, so that defop records the operation as elementwise."""
     def kernel(node):
         return f
     kernel.elementwise = True
@@ -472,145 +581,25 @@ def _sum_vjp(g, ans, x):
     return (G.broadcast_to(_expand_as_reduced(g, x), attr=x.shape),)
 
 
-def _comparison(f):
-    return {"kernel": elementwise(_to_float(f)), "vjp": _no_derivative, "broadcasting": True}
-
-
 def _no_derivative(g, ans, *args):
     return (None,) * len(args)
 
 
 LN2, LN10 = math.log(2.0), math.log(10.0)
 
-# ---------------------------------------------------------------- arithmetic
-
-defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True)
-defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True)
-defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True)
-defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True)
-defop("pow", _pow_kernel, _pow_vjp, broadcasting=True)
-defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,))
-
-# Zero-dominant products and quotients for cotangents that may hold zeros meaning
-# "no contribution" (a branch of where not taken, a kink's subgradient): there
-# 0 * inf and 0 / 0 are 0, so an untaken branch's nan or inf cannot leak out.
-defop("cmul", elementwise(_zero_dominant(np.multiply, either=True)),
-      lambda c, ans, g, local: (G.cmul(c, local), G.cmul(c, g)), broadcasting=True)
-defop("cdiv", elementwise(_zero_dominant(np.divide)),
-      lambda c, ans, g, local: (G.cdiv(c, local), -G.cdiv(G.cmul(c, ans), local)), broadcasting=True)
-
-# ---------------------------------------------------------------- elementwise functions
-
-defop("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),))
-defop("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),))
-defop("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),))
-defop("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),))
-defop("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),))
-defop("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),))
-defop("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),))
-defop("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),))
-defop("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),))
-defop("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),))
-defop("acosh", elementwise(np.arccosh),
-      lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),))
-defop("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),))
-defop("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,))
-defop("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),))
-defop("log", elementwise(np.log), lambda g, ans, x: (g / x,))
-defop("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),))
-defop("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),))
-defop("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),))
-defop("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),))
-defop("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),))
-defop("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),))
-defop("sign", elementwise(np.sign), _no_derivative)
-defop("floor", elementwise(np.floor), _no_derivative)
-defop("ceil", elementwise(np.ceil), _no_derivative)
-defop("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),))
-defop("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),))
-defop("softplus", elementwise(lambda a: np.logaddexp(0.0, a)),
-      lambda g, ans, x: (g * G.sigmoid(x),))
-
-# ---------------------------------------------------------------- binary functions
-
-defop("atan2", elementwise(np.arctan2),
-      lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), broadcasting=True)
-defop("hypot", elementwise(np.hypot),
-      lambda g, ans, a, b: (g * a / ans, g * b / ans), broadcasting=True)
-defop("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), broadcasting=True)
-defop("minimum", elementwise(np.minimum), _pairwise_extreme_vjp(G.lt, G.gt), broadcasting=True)
-defop("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
-      lambda g, ans, c, a, b: (None, G.where(c, g, 0.0), G.where(c, 0.0, g)),
-      broadcasting=True)
-
-# ---------------------------------------------------------------- comparisons (0.0 / 1.0)
-
-defop("lt", **_comparison(np.less))
-defop("le", **_comparison(np.less_equal))
-defop("gt", **_comparison(np.greater))
-defop("ge", **_comparison(np.greater_equal))
-defop("eq", **_comparison(np.equal))
-defop("ne", **_comparison(np.not_equal))
-
-# ---------------------------------------------------------------- reductions over the whole value
-
-# The ufuncs' reduce methods directly: np.sum and friends add microseconds of
-# Python per call, which is most of the cost for one point.
-defop("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape)
-defop("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape)
-defop("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape)
-defop("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape)
-defop("logsumexp", _logsumexp_kernel, lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
-      shape=_scalar_shape)
-defop("softmax", _softmax_kernel, _softmax_vjp)
-
-# ---------------------------------------------------------------- along the leading value axis
-
-defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),))
-defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp)
-defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True)
-
-# ---------------------------------------------------------------- linear algebra
-
-defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape)
-defop("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
-      shape=lambda shapes, attr: shapes[0][::-1])
-defop("trace", lambda node: lambda a: np.trace(a, axis1=-2, axis2=-1), _trace_vjp, shape=_trace_shape)
-
-# ---------------------------------------------------------------- structure
-
-defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape)
-defop("index", _index_kernel,
-      lambda g, ans, x: (G.scatter(g, attr=(ans.attr, x.shape)),),
-      shape=_index_shape)
-defop("scatter", _scatter_kernel,
-      lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
-      shape=lambda shapes, attr: attr[1])
-defop("scatter_sum", _scatter_sum_kernel,
-      lambda g, ans, *parts: tuple(G.index(g, attr=items) for items in ans.attr[0]),
-      shape=lambda shapes, attr: attr[1])
-defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape)
-defop("broadcast_to", _broadcast_to_kernel,
-      lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape)
-defop("sum_to", _sum_to_kernel,
-      lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape)
-
-
-# Operations whose derivative is 0 wherever it exists.
-ZERO_DERIVATIVE = frozenset(name for name, op in OPS.items() if op.vjp is _no_derivative)
-
 # ---------------------------------------------------------------- kinks
 #
-# Where an operation is not differentiable: condition(node) is a node that is 1.0
-# there (per element, or per point for reductions). diffcli answers with the
-# subgradient the rules above use, and says so; --kink nan puts nan there instead.
+# Where an operation is not differentiable: its Kink's condition(node) is a node
+# that is 1.0 there (per element, or per point for reductions). diffcli answers with
+# the subgradient the rules use, and says so; --kink nan puts nan there instead.
 
-# condition(node): a node that is 1.0 where the operation is at a kink; what: why the
-# point is special; choice: what diffcli answers there with kink='subgradient'.
-# infinite: the derivative chosen there is infinite, so the kink shows wherever it
-# matters as a non-finite derivative, and is looked for only then (a zero-
-# dominant product that absorbs it, as relu(sqrt(x)) at 0, leaves no trace).
-Kink = namedtuple("Kink", "condition what choice infinite", defaults=(False,))
+
+def _at_zero(node):
+    return G.eq(node.args[0], 0.0)
+
+
+def _at_integers(node):
+    return G.eq(node.args[0], node)
 
 
 def _tied(node):
@@ -622,41 +611,225 @@ def _on_boundary(node):
     return G.eq(node.args[0], node.args[1])
 
 
-_PYTORCH = ", as PyTorch does"
-KINKS: dict[str, Kink] = {
-    "abs": Kink(lambda n: G.eq(n.args[0], 0.0),
-                "abs is not differentiable at 0 (one-sided derivatives -1 and 1)", "using 0" + _PYTORCH),
-    "relu": Kink(lambda n: G.eq(n.args[0], 0.0),
-                 "relu is not differentiable at 0 (one-sided derivatives 0 and 1)", "using 0" + _PYTORCH),
-    "sign": Kink(lambda n: G.eq(n.args[0], 0.0), "sign jumps at 0", "using the derivative 0"),
-    "floor": Kink(lambda n: G.eq(n.args[0], n), "floor jumps at integers", "using the derivative 0"),
-    "ceil": Kink(lambda n: G.eq(n.args[0], n), "ceil jumps at integers", "using the derivative 0"),
-    "sqrt": Kink(lambda n: G.eq(n.args[0], 0.0), "sqrt is not differentiable at 0",
-                 "using the derivative from the right, +inf", infinite=True),
-    "norm": Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0",
-                 "using the subgradient 0" + _PYTORCH),
-    "maximum": Kink(_on_boundary, "maximum of two equal values (one-sided derivatives 0 and 1 for each)",
-                    "giving half to each" + _PYTORCH),
-    "minimum": Kink(_on_boundary, "minimum of two equal values (one-sided derivatives 0 and 1 for each)",
-                    "giving half to each" + _PYTORCH),
-    "max": Kink(_tied, "max of tied elements", "sharing the derivative evenly among them" + _PYTORCH),
-    "min": Kink(_tied, "min of tied elements", "sharing the derivative evenly among them" + _PYTORCH),
-}
-COMPARISONS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-for _name, _symbol in COMPARISONS.items():
-    KINKS[_name] = Kink(_on_boundary, f"'{_symbol}' is exactly on its boundary (both sides equal), where "
-                                      f"its value jumps", "derivatives through it use the side it chose")
-
-
 def _where_on_boundary(node):
     condition = node.args[0]
-    if condition.op in COMPARISONS:
+    if condition.op in OPS and OPS[condition.op].compares:
         return _on_boundary(condition)
     return G.mul(condition, 0.0)  # a condition that is not a comparison has no boundary to sit on
 
 
-KINKS["where"] = Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
-                                          "of the comparison equal)", "differentiating the branch it chose")
+_PYTORCH = ", as PyTorch does"
+
+
+def _one_sided(name, slopes):
+    return Kink(_at_zero, f"{name} is not differentiable at 0 (one-sided derivatives {slopes})",
+                "using 0" + _PYTORCH)
+
+
+def _jump(condition, what):
+    return Kink(condition, what, "using the derivative 0")
+
+
+def _pairwise_kink(name):
+    return Kink(_on_boundary, f"{name} of two equal values (one-sided derivatives 0 and 1 for each)",
+                "giving half to each" + _PYTORCH)
+
+
+def _ties_kink(name):
+    return Kink(_tied, f"{name} of tied elements", "sharing the derivative evenly among them" + _PYTORCH)
+
+
+def _comparison(f, symbol, precedence=COMPARE):
+    return {"kernel": elementwise(_to_float(f)), "vjp": _no_derivative, "broadcasting": True,
+            "kink": Kink(_on_boundary, f"'{symbol}' is exactly on its boundary (both sides equal), where "
+                                       f"its value jumps", "derivatives through it use the side it chose"),
+            "c": C(f"{{a}} {symbol} {{b}} ? 1.0 : 0.0", True), "notation": Infix(symbol, precedence, (symbol,))}
+
+
+# ---------------------------------------------------------------- facts for the other layers
+
+def _pow_c(node):
+    """pow's kernel's fast paths for a constant exponent, which are exact; other
+    exponents are np.power's own."""
+    exponent = node.args[1]
+    return _EXACT_POWERS.get(exponent.scalar) if exponent.op == "const" else None
+
+
+_EXACT_POWERS = {2.0: "{a} * {a}", 1.0: "{a}", -1.0: "1.0 / {a}"}
+
+
+def _library(name):
+    return C(f"{name}({{a}})", False)
+
+
+def _user_cumulative(name):
+    """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis."""
+    def build(graph, args, span):
+        (x,) = args
+        if not x.shape:
+            raise ShapeError(f"{name} needs a vector or an array, not a scalar", span)
+        return graph.apply(name, (x,), False, span=span)
+    return build
+
+
+_NOT_WRITTEN = "no C form written: a NumPy step between the loops"
+
+# ---------------------------------------------------------------- arithmetic
+
+defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)))
+defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)))
+defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)))
+defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
+      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)))
+defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
+      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2)
+defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
+      diagonal="negation", notation=OWN)
+
+# Zero-dominant products and quotients for cotangents that may hold zeros meaning
+# "no contribution" (a branch of where not taken, a kink's subgradient): there
+# 0 * inf and 0 / 0 are 0, so an untaken branch's nan or inf cannot leak out.
+# Formulas write them as * and /: the same numbers wherever every value involved is finite.
+defop("cmul", elementwise(_zero_dominant(np.multiply, either=True)),
+      lambda c, ans, g, local: (G.cmul(c, local), G.cmul(c, g)), broadcasting=True, selects=True,
+      c=C("cmul({a}, {b})", True), diagonal="zero_dominant_product", notation=Infix("*", MUL, ()))
+defop("cdiv", elementwise(_zero_dominant(np.divide)),
+      lambda c, ans, g, local: (G.cdiv(c, local), -G.cdiv(G.cmul(c, ans), local)), broadcasting=True,
+      selects=True, c=C("cdiv({a}, {b})", True), notation=Infix("/", MUL, ()))
+
+# ---------------------------------------------------------------- elementwise functions
+
+function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"))
+function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"))
+function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"))
+function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"))
+function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"))
+function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"))
+function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"))
+function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"))
+function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"))
+function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"))
+function("acosh", elementwise(np.arccosh),
+         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"))
+function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"))
+function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"))
+function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"))
+function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"))
+function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"))
+function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"))
+function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"))
+function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"))
+function("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),), c=C("sqrt({a})", True),
+         kink=Kink(_at_zero, "sqrt is not differentiable at 0", "using the derivative from the right, +inf",
+                   infinite=True))
+function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"))
+function("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),),
+         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True)
+function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"))
+function("floor", elementwise(np.floor), _no_derivative, c=C("floor({a})", True),
+         kink=_jump(_at_integers, "floor jumps at integers"))
+function("ceil", elementwise(np.ceil), _no_derivative, c=C("ceil({a})", True),
+         kink=_jump(_at_integers, "ceil jumps at integers"))
+function("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),),
+         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written")
+function("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),),
+         no_c="np.maximum's nan and signed-zero rules have no C form written",
+         kink=_one_sided("relu", "0 and 1"), selects=True)
+function("softplus", elementwise(lambda a: np.logaddexp(0.0, a)), lambda g, ans, x: (g * G.sigmoid(x),),
+         no_c="np.logaddexp has no C library twin")
+
+# ---------------------------------------------------------------- binary functions
+
+_BINARY_LIBRARY = "the probe checks one-argument C library functions only"
+function("atan2", elementwise(np.arctan2),
+         lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), arity=2,
+         broadcasting=True, no_c=_BINARY_LIBRARY)
+function("hypot", elementwise(np.hypot), lambda g, ans, a, b: (g * a / ans, g * b / ans), arity=2,
+         broadcasting=True, no_c=_BINARY_LIBRARY)
+function("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), arity=2, broadcasting=True,
+         no_c="C's fmax drops a nan that np.maximum passes on", kink=_pairwise_kink("maximum"), selects=True)
+function("minimum", elementwise(np.minimum), _pairwise_extreme_vjp(G.lt, G.gt), arity=2, broadcasting=True,
+         no_c="C's fmin drops a nan that np.minimum passes on", kink=_pairwise_kink("minimum"), selects=True)
+function("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
+         lambda g, ans, c, a, b: (None, G.where(c, g, 0.0), G.where(c, 0.0, g)), arity=3,
+         broadcasting=True, c=C("{a} != 0.0 ? {b} : {c}", True), selects=True,
+         kink=Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
+                                       "of the comparison equal)", "differentiating the branch it chose"))
+
+# ---------------------------------------------------------------- comparisons (0.0 / 1.0)
+
+defop("lt", **_comparison(np.less, "<"))
+defop("le", **_comparison(np.less_equal, "<="))
+defop("gt", **_comparison(np.greater, ">"))
+defop("ge", **_comparison(np.greater_equal, ">="))
+defop("eq", **_comparison(np.equal, "=="))
+defop("ne", **_comparison(np.not_equal, "!="))
+
+# ---------------------------------------------------------------- reductions over the whole value
+
+# The ufuncs' reduce methods directly: np.sum and friends add microseconds of
+# Python per call, which is most of the cost for one point.
+function("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape, pattern="probe")
+function("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
+         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("max"), selects=True)
+function("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
+         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("min"), selects=True)
+function("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape, pattern="probe",
+         kink=Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0", "using the subgradient 0" + _PYTORCH))
+function("logsumexp", _logsumexp_kernel,
+         lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
+         shape=_scalar_shape, pattern="probe")
+function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe")
+
+# ---------------------------------------------------------------- along the leading value axis
+
+defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
+      rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"))
+defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
+      notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"))
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN)
+
+# ---------------------------------------------------------------- linear algebra
+
+defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
+      notation=Infix("@", MUL, ("@",)))
+function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
+         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True)
+function("trace", lambda node: lambda a: np.trace(a, axis1=-2, axis2=-1), _trace_vjp, shape=_trace_shape,
+         pattern="probe")
+
+# ---------------------------------------------------------------- structure
+
+defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape, pattern="moves", notation=OWN)
+defop("index", _index_kernel,
+      lambda g, ans, x: (G.scatter(g, attr=(ans.attr, x.shape)),),
+      shape=_index_shape, pattern="moves", notation=OWN)
+defop("scatter", _scatter_kernel,
+      lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN)
+defop("scatter_sum", _scatter_sum_kernel,
+      lambda g, ans, *parts: tuple(G.index(g, attr=items) for items in ans.attr[0]),
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN)
+defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape,
+      pattern="moves", rewrite=rewrites.reshape, notation=OWN)
+defop("broadcast_to", _broadcast_to_kernel,
+      lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape,
+      pattern="moves", rewrite=rewrites.same_shape, notation=OWN)
+defop("sum_to", _sum_to_kernel,
+      lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape,
+      pattern="probe", rewrite=rewrites.same_shape, notation=OWN)
+
+
+def operator(token: str) -> str:
+    """The operation an infix token of the language stands for ('+' -> 'add')."""
+    return _OPERATORS[token]
+
+
+_OPERATORS = {token: op.name for op in OPS.values() if type(op.notation) is Infix for token in op.notation.tokens}
 
 
 def describe(shape: tuple) -> str:

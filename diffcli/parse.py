@@ -22,7 +22,7 @@ from .errors import ExpressionError, ShapeError
 from .functions import CONSTANTS, FUNCTIONS, arity_text
 from .graph import Graph, Node
 from .lalr import NotParsed, Parser
-from .ops import describe
+from .ops import describe, operator
 
 # (os.path, not pathlib: pathlib's import is 6 ms of every start)
 _HERE = os.path.dirname(os.path.realpath(__file__))
@@ -31,8 +31,6 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 GRAMMAR_CANDIDATES = (os.path.join(_HERE, "grammars", "diffcli.lark"),
                       os.path.join(os.path.dirname(_HERE), "grammars", "diffcli.lark"))
 
-BINARY_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "**": "pow", "^": "pow"}
-COMPARISONS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 OPENERS, CLOSERS = "([", ")]"
 
 
@@ -101,11 +99,11 @@ class _Callbacks:
 
     def binary(self, children):
         a, op, b = children
-        return Syntax("apply", (a, b), BINARY_OPS[str(op)], _span(op))
+        return Syntax("apply", (a, b), operator(str(op)), _span(op))
 
     def compare(self, children):
         a, op, b = children
-        return Syntax("apply", (a, b), COMPARISONS[str(op)], _span(op))
+        return Syntax("apply", (a, b), operator(str(op)), _span(op))
 
     def unary(self, children):
         op, a = children

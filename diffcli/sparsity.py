@@ -15,7 +15,8 @@ applied to numbered entries; an operation with derivative 0 (comparisons,
 floor, sign) passes on nothing; reductions, scans and products are probed with
 their own kernel, one nan per input entry on a leading axis, since each of them
 carries a nan from an entry to every entry that reads it. An operation not known
-to do either is taken as dense, which is never wrong, only slower.
+to do either is taken as dense, which is never wrong, only slower. Which of these
+an operation is, is a fact of its record in ops.py (elementwise, pattern).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections import namedtuple
 import numpy as np
 
 from .graph import Node, topological_order
-from .ops import OPS, ZERO_DERIVATIVE
+from .ops import OPS
 
 # Beyond this many booleans in flight, the pattern is not worth finding (identity seeds are used).
 MAX_PATTERN_CELLS = 1 << 25
@@ -40,14 +41,13 @@ MAX_CLASH_WORK = 1 << 30
 MAX_PROBE_ENTRIES = 1 << 22
 MAX_PROBE_WORK = 1 << 30
 
-# Operations that only move entries (each result entry is at most one entry of each
-# argument, or a sum of such): their pattern is read off the kernel applied to the
-# entries' numbers, one argument at a time.
-_SELECTIONS = {"index", "scatter", "scatter_sum", "stack", "reshape", "transpose", "broadcast_to"}
-# Operations whose kernels propagate a nan from an input entry to exactly the
-# output entries that read it (at generic positive values, which these are fed).
-_NAN_FAITHFUL = {"sum", "max", "min", "norm", "logsumexp", "softmax", "cumsum", "cumprod", "linscan", "matmul",
-                 "trace", "sum_to"}
+# An operation's record says how its pattern is found when it is not elementwise:
+# "moves": it only moves entries (each result entry is at most one entry of each
+# argument, or a sum of such), so its pattern is read off the kernel applied to the
+# entries' numbers, one argument at a time; "probe": its kernel propagates a nan
+# from an input entry to exactly the output entries that read it (at generic
+# positive values, which it is fed); "dense": neither.
+PATTERNS = ("moves", "probe", "dense")
 
 # rows: the number of rows; colour: each row's seed; count: how many seeds;
 # rows_at, columns_at: the entries that can be nonzero (row, flat column);
@@ -72,7 +72,7 @@ def dependency(outputs: list[Node], inputs: list[Node]) -> list[np.ndarray] | No
         if node.id in offsets:
             pattern = np.zeros((node.size, columns), dtype=bool)
             pattern[:, offsets[node.id]:offsets[node.id] + node.size] = np.eye(node.size, dtype=bool)
-        elif node.op in ("const", "var") or node.op in ZERO_DERIVATIVE:
+        elif node.op in ("const", "var") or OPS[node.op].zero_derivative:
             pattern = None
         else:
             pattern = _propagate(node, [patterns[a.id] for a in node.args], columns)
@@ -84,11 +84,12 @@ def dependency(outputs: list[Node], inputs: list[Node]) -> list[np.ndarray] | No
 def _propagate(node: Node, argument_patterns: list, columns: int) -> np.ndarray | None:
     if all(p is None for p in argument_patterns):
         return None
-    if getattr(OPS[node.op].kernel, "elementwise", False):
+    op = OPS[node.op]
+    if op.elementwise:
         return _elementwise(node, argument_patterns, columns)
-    if node.op in _SELECTIONS:
+    if op.pattern == "moves":
         return _selected(node, argument_patterns, columns)
-    if node.op in _NAN_FAITHFUL and _probe_affordable(node, columns):
+    if op.pattern == "probe" and _probe_affordable(node, columns):
         try:
             return _probed(node, argument_patterns, columns)
         except (ValueError, TypeError, IndexError):

@@ -229,7 +229,7 @@ def wrap_step(node, kernel, unary: bool, receives: list[bool]):
         return index_kernel(*window, kernel), True
     if not any(receives):
         return kernel, False
-    if getattr(OPS[node.op].kernel, "elementwise", False):
+    if OPS[node.op].elementwise:
         spans = elementwise_kernel(node, kernel, unary, receives)
         if spans is not None:
             return spans, True

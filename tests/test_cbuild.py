@@ -362,7 +362,7 @@ def test_an_edited_probe_verdict_cannot_change_a_result(monkeypatch, tmp_path):
     truth = native._agreed()
     (record,) = (tmp_path / "probes").iterdir()
     # Well-formed and sealed (as the user could write it): every function admitted.
-    record.write_bytes(cbuild.sealed(record.stem, " ".join(native.LIBRARY).encode()))
+    record.write_bytes(cbuild.sealed(record.stem, " ".join(native.library_functions()).encode()))
     _sin_one_ulp_up(monkeypatch)
     monkeypatch.setattr(native, "_agreement", None)
     expression = "sin(x) * cos(y) + tanh(x) * exp(y) + log(1 + x^2) + atan(y) * sinh(x / 4)"
@@ -381,7 +381,7 @@ def test_a_probe_record_that_is_not_sealed_is_probed_again(monkeypatch, tmp_path
     monkeypatch.setattr(native, "_agreement", None)
     truth = native._agreed()
     (record,) = (tmp_path / "probes").iterdir()
-    for edited in (" ".join(native.LIBRARY).encode(), b"", b"\xff\xfe"):
+    for edited in (" ".join(native.library_functions()).encode(), b"", b"\xff\xfe"):
         record.write_bytes(edited)
         probed = []
         monkeypatch.setattr(native, "_probe", lambda: probed.append(1) or truth)

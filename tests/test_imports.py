@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "diffcli"
 
 # From the bottom up: a module may import modules of its own step or lower ones.
 STEPS = [
-    ("foundation", {"errors", "switches", "allocator", "budget", "cbuild"}),
-    ("language tables", {"functions", "_tables", "lalr"}),
+    ("foundation", {"errors", "switches", "allocator", "budget", "cbuild", "rewrites"}),
+    ("language tables", {"_tables", "lalr"}),
     ("operations", {"ops"}),
+    ("names", {"functions"}),
     ("graph", {"graph"}),
     ("on graphs", {"parse", "autodiff", "formula", "sparsity"}),
     ("plan back-ends", {"diagonal", "windows", "native"}),

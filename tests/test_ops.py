@@ -34,7 +34,7 @@ CASES = [
     ("asin(x)", {"x": U}), ("acos(x)", {"x": U}), ("atan(x)", {"x": V}),
     ("sinh(x)", {"x": V}), ("cosh(x)", {"x": V}), ("tanh(x)", {"x": V}),
     ("asinh(x)", {"x": V}), ("acosh(x)", {"x": [1.2, 2.0, 5.0]}), ("atanh(x)", {"x": U}),
-    ("exp(x)", {"x": V}), ("expm1(x)", {"x": V}),
+    ("exp(x)", {"x": V}), ("expm1(x)", {"x": V}), ("exp2(x)", {"x": V}),
     ("log(x)", {"x": P}), ("log1p(x)", {"x": U}), ("log2(x)", {"x": P}), ("log10(x)", {"x": P}),
     ("sqrt(x)", {"x": P}), ("cbrt(x)", {"x": V}),
     ("abs(x)", {"x": V}), ("sign(x) * x", {"x": V}), ("floor(x) + x", {"x": V}),
@@ -253,3 +253,98 @@ def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
     assert (float(quiet["y"]), quiet.diagnostics) == (0.0, [])
     loud = f.grad(y=-1.0)
     assert float(loud["y"]) == -np.inf and loud.diagnostics
+
+
+# ---------------------------------------------------------------- the records are complete
+
+def _missing_facts(name, op) -> list[str]:
+    """'name: field (why a layer needs it)' for each fact the record lacks."""
+    from diffcli import diagonal, sparsity
+    from diffcli.ops import CALL, OWN, C, Infix, Kink
+
+    missing = []
+
+    def need(ok, field, why):
+        if not ok:
+            missing.append(f"{name}: {field} ({why})")
+
+    need(callable(op.kernel) and callable(op.shape), "kernel, shape", "the evaluator and graph.py run them")
+    need(callable(op.vjp), "vjp", "autodiff.py differentiates through every operation")
+    need(type(op.notation) is Infix or op.notation in (CALL, OWN), "notation", "formula.py prints every operation")
+    if op.notation == CALL:
+        need(name in op.names, "names", "a formula writes name(...), which must parse back to this operation")
+    if op.names:
+        need(isinstance(op.arity, int), "arity", "the parser checks a call's number of arguments")
+    if op.elementwise:
+        need((op.c is None) != (op.no_c is None), "c or no_c",
+             "native.py fuses elementwise operations: a C expression, or why there is none")
+        need(op.pattern is None, "pattern", "an elementwise operation's pattern is entry to entry")
+    else:
+        need(op.pattern in sparsity.PATTERNS, "pattern", "sparsity.py needs to know how to find its pattern")
+        need(op.c is None, "c", "native.py fuses elementwise operations only")
+    if op.c is not None:
+        need(type(op.c) is C and (callable(op.c.expression) or isinstance(op.c.expression, str)), "c",
+             "a C expression over {a}, {b}, {c}")
+        need(op.c.exact or op.c.expression == f"{name}({{a}})", "c",
+             "native.py probes a C library function of one argument, by the operation's name")
+    need(op.diagonal is None or op.diagonal in diagonal.KINDS, "diagonal", "a kind of rule diagonal.py has")
+    need(op.kink is None or type(op.kink) is Kink and callable(op.kink.condition), "kink", "api.py reports it")
+    if op.zero_derivative:
+        need(op.kink is not None, "kink", "a derivative that is 0 wherever it exists jumps somewhere, which is said")
+    need(op.rewrite is None or callable(op.rewrite), "rewrite", "Graph.apply calls it")
+    return missing
+
+
+def test_every_record_holds_every_fact_its_layers_need():
+    missing = [fact for name, op in OPS.items() for fact in _missing_facts(name, op)]
+    assert missing == [], "\n".join(missing)
+
+
+def test_a_record_without_a_fact_is_named_with_the_field():
+    """The walk above catches an omission, naming the operation and the field."""
+    sin = OPS["sin"]
+    assert _missing_facts("sin", sin._replace(c=None)) == [
+        "sin: c or no_c (native.py fuses elementwise operations: a C expression, or why there is none)"]
+    assert _missing_facts("sin", sin._replace(names=())) == [
+        "sin: names (a formula writes name(...), which must parse back to this operation)"]
+    assert _missing_facts("sum", OPS["sum"]._replace(pattern=None))[0].startswith("sum: pattern")
+
+
+def test_every_name_a_record_gives_calls_that_operation():
+    from diffcli.functions import FUNCTIONS
+    from diffcli.ops import Infix, operator
+
+    for name, op in OPS.items():
+        for user_name in op.names:
+            call = f"{user_name}({', '.join(['x'] * op.arity)})"
+            graph = diffcli.compile(call)._binding({"x": (2, 2)}).graph
+            assert FUNCTIONS[user_name].min_args == op.arity
+            assert name in {node.op for node in graph.nodes}, user_name
+        if type(op.notation) is Infix:
+            assert all(operator(token) == name for token in op.notation.tokens)
+
+
+def test_every_operation_is_written_in_formulas():
+    """Each operation, as it occurs in the graphs of the cases above, is printed by
+    formula.py (which raises UsageError for an operation it has no notation for)."""
+    from diffcli.formula import formula
+
+    seen = {}
+    for expression, at in CASES:
+        function = diffcli.compile(expression)
+        binding = function._binding({k: np.shape(v) for k, v in at.items()})
+        seed = binding.graph.var("$seed", binding.output.shape)
+        outputs = [binding.output] + autodiff.vjp(binding.graph, binding.output, seed, binding.inputs)
+        for node in topological_order(outputs):
+            seen.setdefault(node.op, formula(node))
+    assert set(OPS) - set(seen) == set()
+
+
+def test_exp2_and_its_derivatives_are_the_closed_forms():
+    """exp2(x) = 2^x, d/dx = log(2) 2^x, d2/dx2 = log(2)^2 2^x, as NumPy computes them."""
+    x = np.array([-30.0, -3.0, -0.0, 0.5, 10.0, 1023.9])
+    f = diffcli.compile("exp2(x)")
+    np.testing.assert_array_equal(f.eval(x=x, batch_ndim=1).value, np.exp2(x))
+    np.testing.assert_allclose(f.grad(x=x, batch_ndim=1)["x"], math.log(2.0) * np.exp2(x), rtol=1e-15)
+    np.testing.assert_allclose(f.derivative(2, {"x": x}, wrt="x", batch_ndim=1)["x"],
+                               math.log(2.0) ** 2 * np.exp2(x), rtol=1e-15)

@@ -145,9 +145,12 @@ def test_a_huge_intermediate_is_taken_as_dense_instead_of_probed(monkeypatch):
 def test_every_operation_has_a_pattern_rule():
     """A new operation must be placed in one of the pattern rules (else it would be
     taken as dense: correct, but every Jacobian through it would lose sharing)."""
-    from diffcli.ops import OPS, ZERO_DERIVATIVE
+    from diffcli.ops import OPS
 
-    elementwise = {name for name, op in OPS.items() if getattr(op.kernel, "elementwise", False)}
-    placed = elementwise | sparsity._SELECTIONS | sparsity._NAN_FAITHFUL | ZERO_DERIVATIVE
+    elementwise = {name for name, op in OPS.items() if op.elementwise}
+    selections = {name for name, op in OPS.items() if op.pattern == "moves"}
+    nan_faithful = {name for name, op in OPS.items() if op.pattern == "probe"}
+    zero_derivative = {name for name, op in OPS.items() if op.zero_derivative}
+    placed = elementwise | selections | nan_faithful | zero_derivative
     assert set(OPS) - placed == set()
-    assert not (sparsity._SELECTIONS & sparsity._NAN_FAITHFUL) and not (elementwise & sparsity._SELECTIONS)
+    assert not (selections & nan_faithful) and not (elementwise & selections)
