@@ -43,7 +43,8 @@ def test_every_primitive_is_an_operation_of_its_own_name_and_arity():
     for name, spec in FUNCTIONS.items():
         if spec.build.__name__ != "<lambda>":  # a composition, tested below
             continue
-        args = [graph.var(f"a{i}", (3,)) for i in range(spec.min_args)]  # (of a scalar, max(x) is x)
+        # (3, 3): of a scalar max(x) is x, and of a vector transpose(x) is x
+        args = [graph.var(f"a{i}", (3, 3)) for i in range(spec.min_args)]
         node = spec.build(graph, args, SPAN)
         assert node.op == name and name in OPS and node.args == tuple(args), name
         assert spec.min_args == spec.max_args
