@@ -470,6 +470,79 @@ def test_a_good_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_blo
     assert len(calls) == 1 and 1 < calls[0] < 1501 and result.stdout.count("\n") == 2000
 
 
+def _reader_tiers(monkeypatch):
+    """Which reader each block went through: 'polars', 'pyarrow' or 'careful'."""
+    from diffcli import points as points_module
+
+    tiers = []
+    blocks = points_module._ArrowBlocks
+    for name, tier in [("_polars_columns", "polars"), ("_pyarrow_columns", "pyarrow")]:
+        original = getattr(blocks, name)
+        monkeypatch.setattr(blocks, name, lambda self, data, rows, original=original, tier=tier: (
+            tiers.append(tier), original(self, data, rows))[1])
+    careful = points_module._DelimitedReader._careful_chunks
+    monkeypatch.setattr(points_module._DelimitedReader, "_careful_chunks",
+                        lambda self, lines, line: tiers.append("careful") or careful(self, lines, line))
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points_module, "READ_PIECE", 1024)
+    return tiers
+
+
+def test_polars_reads_a_good_file_and_an_empty_unused_cell_goes_to_pyarrow_not_the_careful_path(
+        tmp_path, monkeypatch):
+    tiers = _reader_tiers(monkeypatch)
+    points = _points(n=2000)
+    ids = np.array([f"p{i}" if i != 1200 else "" for i in range(2000)], dtype=object)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv", {"id": ids})
+    result = run("grad", EXPR, "--points", str(path), "--csv")
+    assert result.exit_code == 0, result.stderr
+    values, _ = parse_output(result.stdout, "csv")
+    np.testing.assert_array_equal(values, _expected(points).value)
+    assert tiers.count("pyarrow") == 1 and "careful" not in tiers  # only the block with the empty id
+    assert tiers.count("polars") > 10
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1,2,3,4", "line 1501: expected 3 fields, found 4"),  # polars reads every column: a long row is an error
+    ("1,2", "line 1501: expected 3 fields, found 2"),  # a short row is nulls to polars, an error to pyarrow
+    ("1,,3", "line 1501: y: '' is not a number"),
+    ("", None),  # a blank line: nulls to polars, a row count that differs to pyarrow; the careful path skips it
+])
+def test_a_bad_row_on_the_polars_path_is_named_by_the_careful_path(tmp_path, monkeypatch, line, message):
+    tiers = _reader_tiers(monkeypatch)
+    points = _points(n=2000)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    lines = path.read_text().split("\n")
+    lines.insert(1500, line)
+    path.write_text("\n".join(lines))
+    result = run("grad", EXPR, "--points", str(path), "--csv")
+    assert tiers.count("careful") == 1
+    values, _ = parse_output(result.stdout, "csv")
+    if message is None:
+        assert result.exit_code == 0
+        np.testing.assert_array_equal(values, _expected(points).value)
+        return
+    assert result.exit_code == 3 and message in result.stderr
+    np.testing.assert_array_equal(values, _expected({k: v[:1499] for k, v in points.items()}).value)
+
+
+def test_a_csv_run_without_kept_columns_imports_no_pyarrow(tmp_path):
+    """CSV in and out is polars' job alone: pyarrow's import (0.04-0.2 s) is not paid."""
+    points = _points(n=3000)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    code = (f"import sys, runpy; sys.argv = ['diffcli', 'grad', {EXPR!r}, '--points', {str(path)!r}, '--csv']\n"
+            "try:\n    runpy.run_module('diffcli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'polars'}), file=sys.stderr)")
+    _, env = _real_command()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.count("\n") == 3001
+    assert proc.stderr == "['polars']\n"
+
+
 @pytest.mark.parametrize("keep", [["--keep", "id", "--keep", "note"], ["--keep-all"]])
 @pytest.mark.parametrize("out", ["csv", "tsv", "ndjson", "json"])
 def test_kept_columns_on_the_arrow_path_are_the_careful_path_s_text(tmp_path, monkeypatch, keep, out):
