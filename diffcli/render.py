@@ -641,7 +641,8 @@ class QuietWriter(Writer):
 
 
 class TableWriter(Writer):
-    """A rich table of the first points, with a count of the rest."""
+    """A rich table of the first points, drawn as soon as the chunks so far hold
+    them (the first chunk, usually), then a count of the rest at the end."""
 
     def __init__(self, console, digits: int, limit: int = 20):
         super().__init__(None)
@@ -650,9 +651,13 @@ class TableWriter(Writer):
         self.limit = limit
         self.labels: list[str] | None = None
         self.rows: list[list[str]] = []
+        self.shown = False
         self.more = 0
 
     def write(self, result, kept):
+        if self.shown:
+            self.more += len(np.asarray(result.value))
+            return
         kept = text_columns(kept)
         labels, matrix = result_columns(result)
         if self.labels is None:
@@ -663,19 +668,26 @@ class TableWriter(Writer):
                 self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
             else:
                 self.more += 1
+        if len(self.rows) >= self.limit:
+            self._show()
 
-    def close(self):
+    def _show(self):
         from rich import box
         from rich.table import Table
 
-        if self.labels is None:
-            return
+        self.shown = True
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1))
         for label in self.labels:
             table.add_column(label, justify="right")
         for row in self.rows:
             table.add_row(*row)
         self.console.print(table)
+
+    def close(self):
+        if self.labels is None:
+            return
+        if not self.shown:
+            self._show()
         if self.more:
             self.console.print(f"… and {self.more:,} more points (use --format csv or ndjson for all)",
                                highlight=False)

@@ -89,6 +89,58 @@ def test_every_input_format_to_every_output_format(tmp_path, in_fmt, out_fmt):
         np.testing.assert_array_equal(grads[k], expected[k])
 
 
+def _read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
+    """What the pty gives until wanted appears (or the time is up, or it closes)."""
+    import select
+    import time
+
+    got, deadline = b"", time.monotonic() + seconds
+    while wanted not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not data:
+                break
+            got += data
+    return got
+
+
+def test_a_terminal_table_shows_the_first_rows_while_the_input_is_still_open(tmp_path):
+    """Through a real pty: the table of the first points is drawn once the first
+    chunks are done, before the rest of the input has even been written; the count
+    of the rest comes at the end."""
+    import pty
+
+    points = _points(n=40_000, seed=9)  # 2.4 MB of CSV: more than one 2 MiB block
+    write_points(tmp_path / "p.csv", points, "csv")
+    text = (tmp_path / "p.csv").read_bytes()
+    command, env = _real_command()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command + ["grad", EXPR, "--points", "-", "--in", "csv", "--digits", "6",
+                                       "--chunk", "1000", "--color", "never"],
+                            stdin=subprocess.PIPE, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    try:
+        proc.stdin.write(text)
+        proc.stdin.flush()  # and the input stays open: no more points, no end either
+        first = _expected({k: v[:1] for k, v in points.items()})
+        shown = _read_until(master, f"{first['z'][0]:.6g}".encode(), 60)  # the first row's last cell
+        assert b"d/dz" in shown and f"{first.value[0]:.6g}".encode() in shown
+        assert proc.poll() is None and b"more points" not in shown
+        proc.stdin.write(text.split(b"\n", 1)[1])  # 40,000 more points, then the end
+        proc.stdin.close()
+        rest = _read_until(master, b"more points", 60)
+        assert proc.wait(timeout=60) == 0
+        assert "… and 79,980 more points".encode() in rest
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
 def test_table_on_a_terminal_shows_first_rows_and_counts_the_rest(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
     path = tmp_path / "p.csv"
