@@ -580,6 +580,37 @@ def test_a_bad_row_on_the_polars_path_is_named_by_the_careful_path(tmp_path, mon
     np.testing.assert_array_equal(values, _expected({k: v[:1499] for k, v in points.items()}).value)
 
 
+def test_blocks_are_read_as_bytes_unless_the_header_outgrows_what_is_buffered(tmp_path, monkeypatch):
+    """The header is taken from the bytes the stream holds, so the blocks are read
+    as bytes (no decoding); a header longer than the buffer is read as text, and so
+    are the blocks after it. Lone \\r and \\r\\n line ends, blocks cut anywhere:
+    the same output every way."""
+    from diffcli import points as points_module
+
+    text_reads = []
+    original = points_module._ArrowBlocks._text_blocks
+    monkeypatch.setattr(points_module._ArrowBlocks, "_text_blocks",
+                        lambda self: text_reads.append(1) or original(self))
+    points = _points(n=500, seed=8)
+    write_points(tmp_path / "p.csv", points, "csv")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    (tmp_path / "cr.csv").write_bytes(("\r".join(lines) + "\r").encode())
+    (tmp_path / "crlf.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    wide = "pad_" + "_" * 20_000  # an unused column whose name is longer than a read buffer
+    (tmp_path / "wide.csv").write_text("\n".join([lines[0] + "," + wide] + [f"{row},0" for row in lines[1:]]) + "\n")
+    reference = run("grad", EXPR, "--points", str(tmp_path / "p.csv"), "--csv").stdout
+    assert reference.count("\n") == 501 and text_reads == []
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 2048)
+    monkeypatch.setattr(points_module, "READ_PIECE", 512)
+    for name in ("cr.csv", "crlf.csv"):
+        result = run("grad", EXPR, "--points", str(tmp_path / name), "--csv", "--chunk", "7")
+        assert result.exit_code == 0 and result.stdout == reference, name
+    assert text_reads == []
+    result = run("grad", EXPR, "--points", str(tmp_path / "wide.csv"), "--csv")
+    assert result.exit_code == 0 and result.stdout == reference
+    assert text_reads == [1]
+
+
 def test_a_csv_run_without_kept_columns_imports_no_pyarrow(tmp_path):
     """CSV in and out is polars' job alone: pyarrow's import (0.04-0.2 s) is not paid."""
     points = _points(n=3000)
