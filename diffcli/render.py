@@ -532,14 +532,14 @@ def rows_text(matrix: np.ndarray, delimiter: str) -> str:
     (a third slower than writing floats) with repr for those numbers alone."""
     import polars as pl
 
-    matrix = np.asarray(matrix, dtype=np.float64)
-    size = np.abs(matrix)
-    with np.errstate(invalid="ignore"):
-        positional = ((size >= 1e-4) & (size < 1e16)) | (size == 0) | np.isinf(size)  # nan: False
+    matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+    width = matrix.shape[1]
+    special = _not_positional(matrix.ravel())  # flat indices: one pass, not a reduction per row
+    special_rows = np.unique(special // width)
     options = dict(include_header=False, separator=delimiter, quote_style="never", line_terminator="\n")
-    special_rows = np.flatnonzero(~positional.all(axis=1))
     if len(special_rows) * SPECIAL_ROWS > len(matrix):
-        columns = [_shortest_texts(pl, matrix[:, j], positional[:, j]).alias(f"c{j}") for j in range(matrix.shape[1])]
+        columns = [_shortest_texts(pl, matrix[:, j], special[special % width == j] // width).alias(f"c{j}")
+                   for j in range(width)]
         return pl.DataFrame(columns).write_csv(**options)
     frame = pl.DataFrame({f"c{j}": np.ascontiguousarray(matrix[:, j]) for j in range(matrix.shape[1])})
     pieces, start = [], 0
@@ -558,11 +558,20 @@ def rows_text(matrix: np.ndarray, delimiter: str) -> str:
 SPECIAL_ROWS = 256
 
 
-def _shortest_texts(pl, column: np.ndarray, positional: np.ndarray):
+def _not_positional(numbers: np.ndarray) -> np.ndarray:
+    """The indices of the numbers that repr writes with an exponent (below 1e-4 or
+    from 1e16, but not 0 or inf), and of nan."""
+    size = np.abs(numbers)
+    with np.errstate(invalid="ignore"):
+        candidates = np.flatnonzero(~((size >= 1e-4) & (size < 1e16)))  # nan compares False: here too
+    found = size[candidates]
+    return candidates[(found != 0) & ~np.isinf(found)]
+
+
+def _shortest_texts(pl, column: np.ndarray, special: np.ndarray):
     """A polars String series of repr(v) for each v of column: polars' cast, with the
-    numbers it lays out differently from repr (not positional) written by repr."""
+    numbers it lays out differently from repr (at the indices special) written by repr."""
     texts = pl.Series(np.ascontiguousarray(column)).cast(pl.String)
-    special = np.flatnonzero(~positional)
     if special.size:
         texts = texts.scatter(special, [repr(v) for v in column[special].tolist()])
     return texts
