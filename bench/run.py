@@ -2,7 +2,9 @@
 
     python bench/run.py                 # every task (several minutes)
     python bench/run.py t1 t3a t6       # some tasks
-    python bench/run.py --rss           # also peak RSS for 10^7 streamed points (about a minute)
+    python bench/run.py t2 --rss        # also peak RSS for 10^7 streamed points (about a minute)
+    python bench/run.py --rss 1e8       # only that, for 10^8 points (minutes)
+    python bench/run.py phases          # read / evaluate / write per format, 10^6 points
 
 Each task prints a table: tool, median time, ratio to the hand-written NumPy
 floor measured in the same run, and the largest error against that floor,
@@ -404,10 +406,7 @@ def task_t6():
             subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
         return run
 
-    # As installed: bytecode compiled once (pip does this; a checkout with
-    # PYTHONDONTWRITEBYTECODE would recompile diffcli at every start).
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "diffcli")], check=True,
-                   stdout=subprocess.DEVNULL)
+    _compile_bytecode()
     rounds = 15
     table = Table(f"T6  whole process: d/dx (cos x + sin x) at 2, printed (median of {rounds}, interleaved)")
     py = sys.executable
@@ -597,8 +596,16 @@ def _alternating_medians(runs: dict, rounds: int = 3) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def _compile_bytecode():
+    """As installed: bytecode compiled once (pip does this; a checkout with
+    PYTHONDONTWRITEBYTECODE would recompile diffcli at every start, 0.16 s)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "diffcli")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def task_pipeline():
     n = 1_000_000
+    _compile_bytecode()
     with tempfile.TemporaryDirectory() as tmp:
         points, parquet = os.path.join(tmp, "p.csv"), os.path.join(tmp, "p.parquet")
         write_points_csv(points, n)
@@ -685,29 +692,125 @@ def task_cheap():
         table.print()
 
 
-def task_rss():
-    n = 10_000_000
-    gen = ("import numpy as np, sys\nrng = np.random.default_rng(0)\nsys.stdout.write('x,y,z\\n')\n"
-           f"for s in range(0, {n}, 100000):\n"
-           "    a = np.column_stack([rng.uniform(0.5, 2, 100000), rng.uniform(-1, 1, 100000), "
-           "rng.uniform(-1, 1, 100000)])\n"
-           "    sys.stdout.write('\\n'.join(','.join(map(repr, r)) for r in a.tolist()) + '\\n')\n")
+# The points for --rss: 10^6 random rows made once, then written again and again
+# into the pipe, so that the producer costs little CPU beside diffcli.
+_RSS_PRODUCER = """
+import sys, numpy as np
+n = int(sys.argv[1])
+rng = np.random.default_rng(0)
+block = min(n, 1_000_000)
+data = np.column_stack([rng.uniform(0.5, 2, block), rng.uniform(-1, 1, block), rng.uniform(-1, 1, block)])
+text = ("\\n".join(",".join(map(repr, row)) for row in data.tolist()) + "\\n").encode()
+out = sys.stdout.buffer
+out.write(b"x,y,z\\n")
+for _ in range(n // block):
+    out.write(text)
+"""
+
+
+def task_rss(n: int = 10_000_000):
+    """grad of T2 over n points streamed CSV -> CSV from a pipe into a pipe: peak
+    RSS, wall time and CPU time of the diffcli process alone."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # A wrapper process runs diffcli, so that its children's peak RSS is diffcli's
-    # alone (this process's children include the peers' start-up runs).
+    _compile_bytecode()
+    # A wrapper process runs diffcli, so that its children's peak RSS and CPU time
+    # are diffcli's alone; diffcli's output is counted, not kept.
     wrapper = ("import resource, subprocess, sys\n"
-               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    producer = subprocess.Popen([sys.executable, "-c", gen], stdout=subprocess.PIPE)
+               "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)\n"
+               "lines = sum(block.count(b'\\n') for block in iter(lambda: p.stdout.read(1 << 20), b''))\n"
+               "assert p.wait() == 0\n"
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "print(lines, u.ru_maxrss, u.ru_utime + u.ru_stime)\n")
+    producer = subprocess.Popen([sys.executable, "-c", _RSS_PRODUCER, str(n)], stdout=subprocess.PIPE)
     start = time.perf_counter()
     measured = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "diffcli", "grad", T2,
                                "--points", "-", "--in", "csv", "--format", "csv"], stdin=producer.stdout,
                               capture_output=True, text=True, env=env, check=True)
+    producer.stdout.close()
     producer.wait()
     elapsed = time.perf_counter() - start
-    peak_kib = int(measured.stdout.split()[-1])
-    print(f"\nStreaming {n:,} points through grad (CSV in and out): {elapsed:.1f} s, peak RSS of diffcli "
-          f"{peak_kib / 1024:.0f} MB (target 250 MB)")
+    lines, peak_kib, cpu = measured.stdout.split()
+    assert int(lines) == n + 1, lines
+    print(f"\nStreaming {n:,} points through grad of T2 (CSV in and out, pipes): {elapsed:.1f} s, "
+          f"{n / elapsed:,.0f} points/s, {n / float(cpu):,.0f} points per CPU second (diffcli used "
+          f"{float(cpu):.1f} s of CPU on {os.cpu_count()} cores); peak RSS of diffcli "
+          f"{int(peak_kib) / 1024:.0f} MB (target 400 MB)")
+
+
+def task_phases(n: int = 1_000_000):
+    """Where the time of a 10^6-point run goes, per format: reading the points
+    into chunks, evaluating value and gradient of T2, writing the result (in
+    process, after the imports; medians of 3). Start-up is T6's."""
+    from diffcli import cli as cli_module
+    from diffcli import points as points_module
+
+    rng = np.random.default_rng(0)
+    data = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    function = diffcli.compile(T2)
+    print(f"\nWhere the time goes: {n:,} points of T2, value and gradient, per format (median of 3, in process)")
+    print(f"  {'format':<8} {'read':>8} {'evaluate':>9} {'write':>8} {'total':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("csv", "tsv", "parquet", "arrow"):
+            path = os.path.join(tmp, f"p.{fmt}")
+            _write_points(path, data, fmt)
+            chunks = list(_read_chunks(points_module, path, fmt, function))  # warm: imports, caches
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                chunks = list(_read_chunks(points_module, path, fmt, function))
+                read = time.perf_counter() - start
+                results = []
+                start = time.perf_counter()
+                for chunk in chunks:
+                    results.append((function.compute("gradient", chunk.values, batch_ndim=1), chunk.kept))
+                evaluate = time.perf_counter() - start
+                with open(os.devnull, "w") as sink:
+                    writer = _bench_writer(cli_module, fmt, sink)
+                    start = time.perf_counter()
+                    for result, kept in results:
+                        writer.write(result, kept)
+                    writer.close()
+                    write = time.perf_counter() - start
+                times.append((read, evaluate, write))
+            read, evaluate, write = (statistics.median(t[i] for t in times) for i in range(3))
+            print(f"  {fmt:<8} {_fmt(read):>8} {_fmt(evaluate):>9} {_fmt(write):>8} {_fmt(read + evaluate + write):>8}")
+
+
+def _write_points(path: str, data: dict, fmt: str) -> None:
+    import pyarrow as pa
+
+    table = pa.table(data)
+    if fmt in ("csv", "tsv"):
+        columns = np.column_stack(list(data.values())).tolist()
+        delimiter = "," if fmt == "csv" else "\t"
+        with open(path, "w") as f:
+            f.write(delimiter.join(data) + "\n")
+            f.write("\n".join(delimiter.join(map(repr, row)) for row in columns) + "\n")
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    else:
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+
+def _read_chunks(points_module, path, fmt, function):
+    stream = points_module.open_points(path)
+    source = points_module.PointSource(stream, fmt, function.variables, {})
+    yield from source.chunks()
+    stream.close()
+
+
+def _bench_writer(cli_module, fmt, sink):
+    from diffcli import render
+
+    if fmt in ("csv", "tsv"):
+        return render.DelimitedWriter(sink, "," if fmt == "csv" else "\t")
+    from diffcli.columnar import ArrowWriter
+
+    return ArrowWriter(open(os.devnull, "wb"), "parquet" if fmt == "parquet" else "arrows",  # noqa: SIM115
+                       lambda: __import__("contextlib").nullcontext())
 
 
 def task_compile():
@@ -851,7 +954,7 @@ def _partition_overhead(client, request, tmp, workers):
 
 TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
          "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
-         "pipeline": task_pipeline, "compile": task_compile, "dask": task_dask}
+         "pipeline": task_pipeline, "phases": task_phases, "compile": task_compile, "dask": task_dask}
 
 
 def main():
@@ -864,7 +967,9 @@ def main():
     keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="*", metavar="TASK", help=f"some of: {', '.join(TASKS)}")
-    parser.add_argument("--rss", action="store_true", help="measure peak RSS for 10^7 streamed points")
+    parser.add_argument("--rss", nargs="?", type=float, const=1e7, metavar="N",
+                        help="peak RSS, time and CPU for N points streamed CSV -> CSV (default 10^7; 1e8 "
+                             "takes minutes)")
     args = parser.parse_args()
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown:
@@ -876,10 +981,10 @@ def main():
     print(f"diffcli {diffcli.__version__}, Python {platform.python_version()}, NumPy {np.__version__}, "
           f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, "
           f"DIFFCLI_NATIVE={os.environ['DIFFCLI_NATIVE']}")
-    for name in args.tasks or TASKS:
+    for name in args.tasks or ([] if args.rss else TASKS):  # --rss alone: only that
         TASKS[name]()
     if args.rss:
-        task_rss()
+        task_rss(int(args.rss))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import io
 import itertools
 import json
@@ -1139,6 +1140,11 @@ def main() -> None:
         status = _run_guarded()
     finally:
         sys.stdout = stdout
+    # The work is done and written: the collector need not walk every object again
+    # while the interpreter ends (with polars loaded that took 0.3-0.4 s of a 10^6-point
+    # CSV run, measured against os._exit; frozen, 0.1 s). Nothing of diffcli's
+    # relies on a collector-run finalizer: output is flushed and files closed above.
+    gc.freeze()
     sys.exit(status)
 
 

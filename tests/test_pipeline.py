@@ -89,6 +89,58 @@ def test_every_input_format_to_every_output_format(tmp_path, in_fmt, out_fmt):
         np.testing.assert_array_equal(grads[k], expected[k])
 
 
+def _read_until(fd: int, wanted: bytes, seconds: float) -> bytes:
+    """What the pty gives until wanted appears (or the time is up, or it closes)."""
+    import select
+    import time
+
+    got, deadline = b"", time.monotonic() + seconds
+    while wanted not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not data:
+                break
+            got += data
+    return got
+
+
+def test_a_terminal_table_shows_the_first_rows_while_the_input_is_still_open(tmp_path):
+    """Through a real pty: the table of the first points is drawn once the first
+    chunks are done, before the rest of the input has even been written; the count
+    of the rest comes at the end."""
+    import pty
+
+    points = _points(n=40_000, seed=9)  # 2.4 MB of CSV: more than one 2 MiB block
+    write_points(tmp_path / "p.csv", points, "csv")
+    text = (tmp_path / "p.csv").read_bytes()
+    command, env = _real_command()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command + ["grad", EXPR, "--points", "-", "--in", "csv", "--digits", "6",
+                                       "--chunk", "1000", "--color", "never"],
+                            stdin=subprocess.PIPE, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    try:
+        proc.stdin.write(text)
+        proc.stdin.flush()  # and the input stays open: no more points, no end either
+        first = _expected({k: v[:1] for k, v in points.items()})
+        shown = _read_until(master, f"{first['z'][0]:.6g}".encode(), 60)  # the first row's last cell
+        assert b"d/dz" in shown and f"{first.value[0]:.6g}".encode() in shown
+        assert proc.poll() is None and b"more points" not in shown
+        proc.stdin.write(text.split(b"\n", 1)[1])  # 40,000 more points, then the end
+        proc.stdin.close()
+        rest = _read_until(master, b"more points", 60)
+        assert proc.wait(timeout=60) == 0
+        assert "… and 79,980 more points".encode() in rest
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
 def test_table_on_a_terminal_shows_first_rows_and_counts_the_rest(tmp_path, monkeypatch):
     monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
     path = tmp_path / "p.csv"
@@ -468,6 +520,110 @@ def test_a_good_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_blo
     result = run("grad", EXPR, "--points", str(path), "--csv", "--skip-bad")
     assert "line 1501: z: 'x' is not a number" in result.stderr
     assert len(calls) == 1 and 1 < calls[0] < 1501 and result.stdout.count("\n") == 2000
+
+
+def _reader_tiers(monkeypatch):
+    """Which reader each block went through: 'polars', 'pyarrow' or 'careful'."""
+    from diffcli import points as points_module
+
+    tiers = []
+    blocks = points_module._ArrowBlocks
+    for name, tier in [("_polars_columns", "polars"), ("_pyarrow_columns", "pyarrow")]:
+        original = getattr(blocks, name)
+        monkeypatch.setattr(blocks, name, lambda self, data, rows, original=original, tier=tier: (
+            tiers.append(tier), original(self, data, rows))[1])
+    careful = points_module._DelimitedReader._careful_chunks
+    monkeypatch.setattr(points_module._DelimitedReader, "_careful_chunks",
+                        lambda self, lines, line: tiers.append("careful") or careful(self, lines, line))
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points_module, "READ_PIECE", 1024)
+    return tiers
+
+
+def test_polars_reads_a_good_file_and_an_empty_unused_cell_goes_to_pyarrow_not_the_careful_path(
+        tmp_path, monkeypatch):
+    tiers = _reader_tiers(monkeypatch)
+    points = _points(n=2000)
+    ids = np.array([f"p{i}" if i != 1200 else "" for i in range(2000)], dtype=object)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv", {"id": ids})
+    result = run("grad", EXPR, "--points", str(path), "--csv")
+    assert result.exit_code == 0, result.stderr
+    values, _ = parse_output(result.stdout, "csv")
+    np.testing.assert_array_equal(values, _expected(points).value)
+    assert tiers.count("pyarrow") == 1 and "careful" not in tiers  # only the block with the empty id
+    assert tiers.count("polars") > 10
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1,2,3,4", "line 1501: expected 3 fields, found 4"),  # polars reads every column: a long row is an error
+    ("1,2", "line 1501: expected 3 fields, found 2"),  # a short row is nulls to polars, an error to pyarrow
+    ("1,,3", "line 1501: y: '' is not a number"),
+    ("", None),  # a blank line: nulls to polars, a row count that differs to pyarrow; the careful path skips it
+])
+def test_a_bad_row_on_the_polars_path_is_named_by_the_careful_path(tmp_path, monkeypatch, line, message):
+    tiers = _reader_tiers(monkeypatch)
+    points = _points(n=2000)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    lines = path.read_text().split("\n")
+    lines.insert(1500, line)
+    path.write_text("\n".join(lines))
+    result = run("grad", EXPR, "--points", str(path), "--csv")
+    assert tiers.count("careful") == 1
+    values, _ = parse_output(result.stdout, "csv")
+    if message is None:
+        assert result.exit_code == 0
+        np.testing.assert_array_equal(values, _expected(points).value)
+        return
+    assert result.exit_code == 3 and message in result.stderr
+    np.testing.assert_array_equal(values, _expected({k: v[:1499] for k, v in points.items()}).value)
+
+
+def test_blocks_are_read_as_bytes_unless_the_header_outgrows_what_is_buffered(tmp_path, monkeypatch):
+    """The header is taken from the bytes the stream holds, so the blocks are read
+    as bytes (no decoding); a header longer than the buffer is read as text, and so
+    are the blocks after it. Lone \\r and \\r\\n line ends, blocks cut anywhere:
+    the same output every way."""
+    from diffcli import points as points_module
+
+    text_reads = []
+    original = points_module._ArrowBlocks._text_blocks
+    monkeypatch.setattr(points_module._ArrowBlocks, "_text_blocks",
+                        lambda self: text_reads.append(1) or original(self))
+    points = _points(n=500, seed=8)
+    write_points(tmp_path / "p.csv", points, "csv")
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    (tmp_path / "cr.csv").write_bytes(("\r".join(lines) + "\r").encode())
+    (tmp_path / "crlf.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    wide = "pad_" + "_" * 20_000  # an unused column whose name is longer than a read buffer
+    (tmp_path / "wide.csv").write_text("\n".join([lines[0] + "," + wide] + [f"{row},0" for row in lines[1:]]) + "\n")
+    reference = run("grad", EXPR, "--points", str(tmp_path / "p.csv"), "--csv").stdout
+    assert reference.count("\n") == 501 and text_reads == []
+    monkeypatch.setattr(points_module, "ARROW_BLOCK", 2048)
+    monkeypatch.setattr(points_module, "READ_PIECE", 512)
+    for name in ("cr.csv", "crlf.csv"):
+        result = run("grad", EXPR, "--points", str(tmp_path / name), "--csv", "--chunk", "7")
+        assert result.exit_code == 0 and result.stdout == reference, name
+    assert text_reads == []
+    result = run("grad", EXPR, "--points", str(tmp_path / "wide.csv"), "--csv")
+    assert result.exit_code == 0 and result.stdout == reference
+    assert text_reads == [1]
+
+
+def test_a_csv_run_without_kept_columns_imports_no_pyarrow(tmp_path):
+    """CSV in and out is polars' job alone: pyarrow's import (0.04-0.2 s) is not paid."""
+    points = _points(n=3000)
+    path = tmp_path / "p.csv"
+    write_points(path, points, "csv")
+    code = (f"import sys, runpy; sys.argv = ['diffcli', 'grad', {EXPR!r}, '--points', {str(path)!r}, '--csv']\n"
+            "try:\n    runpy.run_module('diffcli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'polars'}), file=sys.stderr)")
+    _, env = _real_command()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.count("\n") == 3001
+    assert proc.stderr == "['polars']\n"
 
 
 @pytest.mark.parametrize("keep", [["--keep", "id", "--keep", "note"], ["--keep-all"]])

@@ -121,6 +121,27 @@ def test_columnar_number_text_is_python_repr_exactly(delimiter):
     assert render.rows_text(matrix, delimiter) == expected
 
 
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_columns_without_exponents_written_as_floats_are_python_repr_exactly(delimiter):
+    """Rows with no number that repr writes with an exponent (nor nan) are written
+    by polars as floats, not cast to text, and a few rows with some by repr between
+    them: still repr's text, bit patterns of every exponent in repr's positional
+    range and its edges included."""
+    numbers = _awkward_floats(200_000, seed=4)
+    size = np.abs(numbers)
+    with np.errstate(invalid="ignore"):
+        positional = numbers[((size >= 1e-4) & (size < 1e16)) | (size == 0) | np.isinf(size)]
+    assert positional.size > 100_000 and {1e-4, 9999999999999998.0, -0.0, float("inf")} <= set(positional.tolist())
+    matrix = np.stack([positional, positional[::-1], np.round(positional, 3)], axis=1)
+    expected = "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
+    assert render.rows_text(matrix, delimiter) == expected
+    # A few rows with an exponent or a nan (the first, two in a row, the last): by repr, between float rows.
+    for row, value in [(0, 1e-05), (1, float("nan")), (2, 1.5e-07), (5000, 1e16), (len(matrix) - 1, -2e-300)]:
+        matrix[row, row % 3] = value
+    expected = "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
+    assert render.rows_text(matrix, delimiter) == expected
+
+
 def test_a_long_csv_is_the_same_text_as_a_short_one():
     """From COLUMNAR_ROWS rows on the CSV writer formats by column; the text is the same."""
     numbers = _awkward_floats(n_random=1000)
