@@ -215,7 +215,11 @@ class PointSource:
         if self.format in ("csv", "tsv"):
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
-            return _ObjectReader(self).chunks(_ndjson_records(self._lines, self.first_line))
+            first = next(self._lines, None)
+            if isinstance(first, str) and not (self.keep or self.keep_all):
+                return _NdjsonBlocks(self, first).chunks()
+            lines = self._lines if first is None else itertools.chain([first], self._lines)
+            return _ObjectReader(self).chunks(_ndjson_records(lines, self.first_line))
         return _ObjectReader(self).chunks(_json_array_records(self.input, self.first_line))
 
 
@@ -713,6 +717,148 @@ def _json_failure(error: Exception) -> _Bad:
         return _Bad("JSON nested too deeply to read (the limit is about "
                     f"{sys.getrecursionlimit():,} levels)")
     return _Bad(f"a number with more than {sys.get_int_max_str_digits():,} digits")
+
+
+class _NdjsonBlocks(_ArrowBlocks):
+    """NDJSON read in the CSV path's blocks of whole lines, each parsed by polars
+    straight to float64 columns (lists of numbers to vectors and matrices, with no
+    Python loop over points). polars is as strict as Python's json module on
+    every line we tried but one: of a key given twice it keeps the first, where
+    json keeps the last; _unique_keys rules that out. A block polars rejects, or
+    whose records are not one per line, or whose values are not all there (a
+    missing key, a null, lists of another length), is read again by the careful
+    path (_ObjectReader), which names the line; a good file never takes it.
+    --keep and --keep-all take the careful path: polars turns a kept number into
+    text, and the outputs must keep a number a number."""
+
+    def __init__(self, source: PointSource, first: str):
+        import polars as pl
+
+        self.pl = pl
+        self.source = source
+        self.first = first  # the first record's line, already read to sniff the format
+        self.stopped = False
+        self.failures = (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError, TypeError)
+
+    def chunks(self) -> Iterator[Chunk]:
+        batcher = _Batcher(self.source)
+        line = self.source.first_line  # the block's first line
+        for text, failure in self._blocks():
+            parsed = self._parse(text) if failure is None else None
+            n = _rows(text)
+            if parsed is not None:
+                yield from batcher.add(parsed, {}, line, n, len(text))
+                line += n
+                continue
+            yield from batcher.flush()
+            counted = _Counted(self._careful_lines(text, failure))
+            yield from _ObjectReader(self.source).chunks(_ndjson_records(counted, line))
+            line += counted.count
+            if self.stopped:
+                return
+        yield from batcher.flush()
+
+    def _blocks(self) -> Iterator[tuple[str, _Bad | None]]:
+        blocks = super()._blocks()
+        text, failure = next(blocks, ("", None))
+        yield self.first + text, failure
+        if failure is None:
+            yield from blocks
+
+    def _parse(self, text: str) -> dict[str, np.ndarray] | None:
+        """Each variable's values in the block, or None for the careful path."""
+        if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
+            return None  # a record near the limit, or not UTF-8: the careful path says which
+        head = _loads(text[:text.find("\n") + 1 or len(text)])
+        if not isinstance(head, dict):
+            return None
+        planned = self._shapes(head)
+        if planned is None:
+            return None
+        shapes, defaulted = planned
+        schema = {name: self._dtype(shape) for name, shape in shapes.items()}
+        # One colon a key: a block with as many colons a line as the first line has
+        # keys, every key of which is in every line, has no line with a key twice.
+        whole = text.count(":") == len(head) * _rows(text)
+        if whole:
+            schema = {name: schema.get(name, self.pl.String) for name in head}
+        try:
+            frame = self.pl.read_ndjson(io.BytesIO(text.encode("utf-8")), schema=schema)
+        except self.failures:
+            return None
+        if len(frame) != _rows(text) or (whole and any(frame.null_count().row(0))) or not (
+                whole or _unique_keys(text, shapes, defaulted, len(frame))):
+            return None
+        values = {}
+        for name, shape in shapes.items():
+            values[name] = _polars_floats(frame[name], shape)
+            if values[name] is None:
+                return None
+        for name, shape in shapes.items():
+            self.source.shapes.setdefault(name, shape)
+        for name in defaulted:
+            self.source.shapes.setdefault(name, np.shape(self.source.defaults[name]))
+        return values
+
+    def _shapes(self, head: dict) -> tuple[dict[str, tuple], list[str]] | None:
+        """The shape of each variable the block's first record gives (as earlier
+        points gave it, else as that record does), and the variables it leaves to
+        their --at defaults. None when that record is bad, or a default's shape
+        is not the one earlier points gave (the careful path says which)."""
+        given, defaulted = {}, []
+        for name in self.source.variables:
+            if name in head:
+                try:
+                    given[name] = self.source.shapes[name] if name in self.source.shapes else \
+                        np.shape(_json_value(name, head[name], {}))
+                except _Bad:
+                    return None
+            elif name in self.source.defaults and \
+                    self.source.shapes.get(name, np.shape(self.source.defaults[name])) == \
+                    np.shape(self.source.defaults[name]):
+                defaulted.append(name)
+            else:
+                return None
+        return given, defaulted
+
+    def _dtype(self, shape: tuple):
+        dtype = self.pl.Float64
+        for _ in shape:
+            dtype = self.pl.List(dtype)
+        return dtype
+
+
+_ESCAPED_KEY = re.compile(r'\\.[^"\\]*"\s*:')  # the end of a key spelled with an escape
+
+
+def _unique_keys(text: str, given: dict, defaulted: list, n: int) -> bool:
+    """Whether each of the block's n lines names each variable of given exactly
+    once, and those of defaulted (given by --at) not at all. polars maps a name spelled
+    with escapes (\\u0078) to the same key, so a block with such a key is not
+    vouched for; otherwise "x" then a colon is the key x (in a JSON string the
+    quotes would be escaped)."""
+    if "\\" in text and _ESCAPED_KEY.search(text):
+        return False
+    for name in [*given, *defaulted]:
+        token, want = f'"{name}"', n if name in given else 0
+        found = text.count(token)
+        if found != want and len(re.findall(re.escape(token) + r"\s*:", text)) != want:
+            return False
+    return True
+
+
+def _polars_floats(series, shape: tuple) -> np.ndarray | None:
+    """A polars column of numbers, or of lists (of lists) of them, as one float64
+    array of shape (n, *shape); None if a value is missing or a list's length
+    is not the shape's."""
+    n = len(series)
+    for size in shape:
+        if size == 0 or series.null_count() or (series.list.len() != size).any():
+            return None
+        series = series.explode()
+    if series.null_count():
+        return None
+    return series.to_numpy().astype(np.float64, copy=False).reshape((n,) + shape)
 
 
 def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[int, object, int]]:

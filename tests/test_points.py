@@ -244,6 +244,9 @@ def test_the_record_limit_is_exact_and_stops_the_reading(monkeypatch):
     """A record of exactly the limit is read; one byte more is refused, and nothing after
     it is read, even with --skip-bad (where the next record starts is unknown)."""
     monkeypatch.setattr(points, "MAX_RECORD", 100)
+    # The text blocks stay far below the limit, as the real ones do (2 MiB against 64 MiB).
+    monkeypatch.setattr(points, "ARROW_BLOCK", 32)
+    monkeypatch.setattr(points, "READ_PIECE", 16)
     fits = '{"x": 1, "pad": "' + "a" * (100 - 19) + '"}'
     assert len(fits) == 100
     text = f'{{"x": 0}}\n{fits}\n{fits[:-2]}a"}}\n{{"x": 3}}\n'
