@@ -350,3 +350,124 @@ def test_absurd_csv_cells_are_bad_records(cell, message):
                  input=f"id,x\na,5\nb,{cell}\n")
     assert result.exit_code == 3 and result.stdout == "id,value\na,5.0\n"
     assert result.stderr.splitlines()[0] == message
+
+
+# ---------------------------------------------------------------- NDJSON through polars blocks
+
+_BASE = '{"x": %r, "v": [%r, 2.5, -1], "M": [[1, %r], [0.5, -2]], "id": "p%d"}'
+EXPRESSION = "x * sum(v) + sum(M) * x^2"
+
+
+def _ndjson_points(n=400):
+    return [_BASE % (i / 7 + 0.5, -i / 3, i * 1e-7, i) for i in range(n)]
+
+
+# A line put in the middle of a good file, with what it is: the careful path's verdict
+# must come out whichever path reads it (good ones with their values, bad ones named).
+ODD_LINES = {
+    "a missing key": '{"x": 1, "v": [1, 2, 3]}',
+    "a string for a number": '{"x": "1.5", "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a boolean for a number": '{"x": true, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a null": '{"x": null, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a vector too short": '{"x": 1, "v": [1, 2], "M": [[1, 2], [3, 4]]}',
+    "a ragged matrix": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3]]}',
+    "a flat matrix": '{"x": 1, "v": [1, 2, 3], "M": [1, 2, 3, 4]}',
+    "a scalar for a vector": '{"x": 1, "v": 3, "M": [[1, 2], [3, 4]]}',
+    "a null in a list": '{"x": 1, "v": [1, null, 3], "M": [[1, 2], [3, 4]]}',
+    "a boolean in a list": '{"x": 1, "v": [1, true, 3], "M": [[1, 2], [3, 4]]}',
+    "not JSON": "not json",
+    "an array": "[1, 2, 3]",
+    "two objects": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}{"x": 2}',
+    "a blank line": "",
+    "a key twice (json keeps the last)": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": 9}',
+    "a key twice, once escaped": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "\\u0078": 9}',
+    "a key twice, the second null": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": null}',
+    "an extra key": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "extra": {"x": [1]}}',
+    "a variable's name as a string": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "note": "x"}',
+    "other key order, odd spaces": '\t{ "M":[[1,2],[3,4]],"v" : [1,2,3] , "x":1 }  ',
+    "a colon in a string": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "a:b"}',
+    "-0 (json: the integer 0)": '{"x": -0, "v": [-0, -0.0, 0], "M": [[-0, 2], [3, 4]]}',
+    "NaN and Infinity": '{"x": NaN, "v": [1, Infinity, 3], "M": [[1, 2], [3, 4]]}',
+    "1e400": '{"x": 1e400, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a 30-digit integer": '{"x": 123456789012345678901234567890, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a 400-digit integer": '{"x": 1' + "0" * 400 + ', "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a lone surrogate": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "\\ud800"}',
+    "a control character": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "a\tb"}',
+    "not UTF-8": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "\udcff"}',
+    "a BOM": '\ufeff{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a CR line end": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}\r',
+}
+
+
+def _with_line(odd: str, at: int = 200) -> bytes:
+    lines = _ndjson_points()
+    lines[at] = odd
+    return "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def _fast_and_careful(monkeypatch, args, data):
+    """The command's result by the polars blocks and by the careful path alone, and
+    how many blocks polars read."""
+    monkeypatch.setattr(points, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points, "READ_PIECE", 1024)
+    parse, parsed = points._NdjsonBlocks._parse, []
+    monkeypatch.setattr(points._NdjsonBlocks, "_parse",
+                        lambda self, text: parsed.append(parse(self, text)) or parsed[-1])
+    fast = run(*args, input=data)
+    monkeypatch.setattr(points._NdjsonBlocks, "_parse", lambda self, text: None)
+    careful = run(*args, input=data)
+    return fast, careful, sum(p is not None for p in parsed)
+
+
+@pytest.mark.parametrize("skip", [[], ["--skip-bad"]])
+@pytest.mark.parametrize("odd", ODD_LINES)
+def test_the_polars_blocks_give_the_careful_path_s_verdict_on_every_odd_line(monkeypatch, odd, skip):
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", *skip]
+    fast, careful, by_polars = _fast_and_careful(monkeypatch, args, _with_line(ODD_LINES[odd]))
+    assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
+    assert by_polars >= 5  # every block but the odd line's (25 blocks of ~4 KiB)
+    assert fast.stdout.count("\n") >= 200
+
+
+def test_a_default_is_used_only_where_a_record_leaves_its_variable_out(monkeypatch):
+    lines = ['{"v": [1, 2, 3], "M": [[1, 2], [3, 4]]}'] * 600
+    lines[150] = '{"v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": 5}'  # its own x wins over --at
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", "--at", "x=2"]
+    fast, careful, by_polars = _fast_and_careful(monkeypatch, args, ("\n".join(lines) + "\n").encode())
+    assert fast.exit_code == 0 and fast.stdout == careful.stdout and by_polars >= 4
+    values = [json.loads(line)["value"] for line in fast.stdout.splitlines()]
+    assert values[150] == 5 * 6 + 10 * 25 and values[0] == values[599] == 2 * 6 + 10 * 4
+
+
+def test_a_good_ndjson_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_block(monkeypatch):
+    calls = []
+    careful = points._ObjectReader.chunks
+    monkeypatch.setattr(points._ObjectReader, "chunks",
+                        lambda self, records: calls.append(1) or careful(self, records))
+    monkeypatch.setattr(points, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points, "READ_PIECE", 1024)
+    good = ("\n".join(_ndjson_points()) + "\n").encode()
+    result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", input=good)
+    assert result.exit_code == 0 and result.stdout.count("\n") == 400 and calls == []
+    result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", "--skip-bad",
+                 input=_with_line('{"x": "oops"}', at=300))
+    assert result.exit_code == 3 and calls == [1]
+    assert result.stderr.startswith("line 301: x: \"oops\" is not a number")
+
+
+def test_vectors_and_matrices_from_json_lists_are_numpy_s(monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    x, v, M = rng.standard_normal(700), rng.standard_normal((700, 3)), rng.standard_normal((700, 3, 3))
+    text = "".join(json.dumps({"x": a, "v": b, "M": c}) + "\n" for a, b, c in zip(x.tolist(), v.tolist(), M.tolist()))
+    result = run("grad", "x * (v @ M @ v)", "--points", "-", "--in", "ndjson", "--nl", input=text)
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    quadratic = np.einsum("ni,nij,nj->n", v, M, v)
+    np.testing.assert_allclose([r["value"] for r in records], x * quadratic, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["x"] for r in records], quadratic, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["v"] for r in records],
+                               x[:, None] * np.einsum("nij,nj->ni", M + M.transpose(0, 2, 1), v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["M"] for r in records], x[:, None, None] * v[:, :, None] * v[:, None, :],
+                               rtol=1e-12, atol=1e-12)
