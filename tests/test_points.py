@@ -471,3 +471,137 @@ def test_vectors_and_matrices_from_json_lists_are_numpy_s(monkeypatch):
                                x[:, None] * np.einsum("nij,nj->ni", M + M.transpose(0, 2, 1), v), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose([r["gradient"]["M"] for r in records], x[:, None, None] * v[:, :, None] * v[:, None, :],
                                rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the text formats through the real command
+
+T2 = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
+
+
+def _t2_by_hand(x, y, z):
+    """T2's value and gradient written out in NumPy (as bench/run.py's scripts do)."""
+    import numpy as np
+
+    r, ez, lx, sy = np.sqrt(x * x + y * y + z * z), np.exp(-z), np.log(x), np.sin(y)
+    return {"value": x * y + sy * z + lx * ez + r, "x": y + ez / x + x / r, "y": x + np.cos(y) * z + y / r,
+            "z": sy - lx * ez + z / r}
+
+
+def _text_points(path, fmt: str, columns: dict):
+    names = list(columns)
+    rows = list(zip(*(columns[k].tolist() for k in names)))
+    if fmt in ("csv", "tsv"):
+        d = "," if fmt == "csv" else "\t"
+        path.write_text(d.join(names) + "\n" + "".join(d.join(map(repr, row)) + "\n" for row in rows))
+    elif fmt == "ndjson":
+        path.write_text("".join(json.dumps(dict(zip(names, row))) + "\n" for row in rows))
+    else:  # an element a line, after the "[" on line 1
+        path.write_text("[\n" + ",\n".join(json.dumps(dict(zip(names, row))) for row in rows) + "\n]\n")
+
+
+def _text_results(text: str, fmt: str) -> dict:
+    import csv
+    import io
+
+    import numpy as np
+
+    if fmt in ("csv", "tsv"):
+        rows = list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
+        return {k: np.array([float(r[k if k == "value" else f"d/d{k}"]) for r in rows]) for k in
+                ("value", "x", "y", "z")}
+    records = [json.loads(line) for line in text.splitlines()] if fmt == "ndjson" else json.loads(text)
+    return {"value": np.array([r["value"] for r in records]),
+            **{k: np.array([r["gradient"][k] for r in records]) for k in "xyz"}}
+
+
+def _real(args: list, **options):
+    return subprocess.run(_diffcli_command() + args, capture_output=True, env=_env(), timeout=180, **options)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "ndjson", "json"])
+def test_every_text_format_through_the_real_command_is_numpy_s(tmp_path, fmt):
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, columns)
+    proc = _real(["grad", T2, "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 0, proc.stderr
+    got, want = _text_results(proc.stdout, fmt), _t2_by_hand(**columns)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_awkward_floats_through_the_json_formats_bit_for_bit(tmp_path, fmt):
+    """Every finite float64 (signed zeros, subnormals, 1e308, random bit patterns) read
+    and written back as the shortest repr: json reads back the same bits."""
+    import numpy as np
+
+    from tests.test_render import _awkward_floats
+
+    numbers = _awkward_floats(n_random=3000)
+    numbers = numbers[np.isfinite(numbers)]
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, {"x": numbers})
+    proc = _real(["eval", "x", "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()] if fmt == "ndjson" else json.loads(proc.stdout)
+    back = np.array([r["value"] for r in records])
+    assert np.array_equal(back.view(np.uint64), numbers.view(np.uint64))
+    assert proc.stdout.startswith("{" if fmt == "ndjson" else "[\n{")
+    assert '"value": -0.0}' in proc.stdout and '"value": 5e-324}' in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_a_bad_record_in_the_middle_of_100000_json_records(tmp_path, fmt):
+    """Exit 3, the exact line, and every good record before it written, through the
+    real command (NDJSON: polars rejects the block, the careful path names the line)."""
+    import numpy as np
+
+    rng = np.random.default_rng(12)
+    n = 100_000
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, columns)
+    lines = path.read_text().split("\n")
+    line = 50_001 if fmt == "ndjson" else 50_002  # a JSON array: "[" on line 1
+    lines[line - 1] = '{"x": 1.5, "y": "oops", "z": 0.25}' + ("," if fmt == "json" else "")
+    path.write_text("\n".join(lines))
+    proc = _real(["grad", T2, "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f'line {line}: y: "oops" is not a number'), proc.stderr
+    assert "after 50,000 good points" in proc.stderr
+    got = _text_results(proc.stdout, fmt)
+    want = _t2_by_hand(**{k: v[:50_000] for k, v in columns.items()})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+
+
+def test_json_formats_are_the_same_whatever_the_chunk_and_block_sizes(tmp_path, monkeypatch):
+    """NDJSON and JSON in, NDJSON and JSON out: polars' blocks, the evaluator's chunks
+    and the writers' per-point and by-column paths cut anywhere, the same text; the
+    same text, too, as the CSV reader's results."""
+    import numpy as np
+
+    rng = np.random.default_rng(13)
+    n = 600  # more than COLUMNAR_ROWS: the writers take both paths
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    for fmt in ("csv", "ndjson", "json"):
+        _text_points(tmp_path / f"p.{fmt}", fmt, columns)
+    cases = [(fmt, out, chunk, block) for fmt in ("ndjson", "json") for out in ("ndjson", "json")
+             for chunk in (7, 550, 65536) for block in [(points.ARROW_BLOCK, points.READ_PIECE)]]
+    cases += [("ndjson", "ndjson", 1, (points.ARROW_BLOCK, points.READ_PIECE)), ("json", "json", 1, (0, 0))]
+    cases += [("ndjson", out, chunk, block) for out in ("ndjson", "json") for chunk in (7, 65536)
+              for block in [(4096, 1024), (700, 100)]]
+    references = {out: run("grad", T2, "--points", str(tmp_path / "p.csv"), "--format", out).stdout
+                  for out in ("ndjson", "json")}
+    assert references["ndjson"].count("\n") == n and references["json"].count("\n") == n + 2
+    for fmt, out, chunk, (block, piece) in cases:
+        if block:
+            monkeypatch.setattr(points, "ARROW_BLOCK", block)
+            monkeypatch.setattr(points, "READ_PIECE", piece)
+        result = run("grad", T2, "--points", str(tmp_path / f"p.{fmt}"), "--format", out, "--chunk", str(chunk))
+        assert result.exit_code == 0 and result.stdout == references[out], (fmt, out, chunk, block)
