@@ -29,7 +29,7 @@ class BinaryReader:
     """Chunks of at most chunk_size points from the record batches of a Parquet
     file (by row groups, only the columns used) or an Arrow IPC file or stream.
     A null, a list of the wrong length, or a batch that cannot be read is a bad
-    record; its "line" is its row, counted from 1 like lines."""
+    record, named by its row (from 1): binary files have no lines."""
 
     def __init__(self, source: PointSource, stream, fmt: str):
         self.source = source
@@ -54,7 +54,8 @@ class BinaryReader:
                 return
             except (pa.ArrowException, OSError, ValueError) as e:
                 yield Chunk(self._defaults(0), [], {}, BadRecord(row + 1, f"cannot read the points: "
-                                                                 f"{_reason(e)}; diffcli stops reading here"))
+                                                                 f"{_reason(e)}; diffcli stops reading here", "row"),
+                            "row")
                 return
             for start in range(0, batch.num_rows, self.source.chunk_size):
                 piece = batch.slice(start, self.source.chunk_size)
@@ -67,7 +68,7 @@ class BinaryReader:
         kept = self._kept(batch)
         start = 0
         for index, message in bad:
-            yield self._chunk(values, kept, start, index, row, BadRecord(row + index + 1, message))
+            yield self._chunk(values, kept, start, index, row, BadRecord(row + index + 1, message, "row"))
             start = index + 1
         if start < batch.num_rows:
             yield self._chunk(values, kept, start, batch.num_rows, row, None)
@@ -77,7 +78,7 @@ class BinaryReader:
         chunk_values = {k: v[start:stop] for k, v in values.items()}
         chunk_values.update(self._defaults(n))
         return Chunk(chunk_values, range(row + start + 1, row + stop + 1),
-                     {k: v[start:stop] for k, v in kept.items()}, bad)
+                     {k: v[start:stop] for k, v in kept.items()}, bad, "row")
 
     def _defaults(self, n: int) -> dict[str, np.ndarray]:
         values = {}
@@ -123,8 +124,9 @@ class BinaryReader:
             whole = ~nulls & ~np.isin(owner, list(wrong))
             k = known[depth] if known else int(sizes[whole][0]) if whole.any() else 0
             shape.append(k)
-            for index in np.unique(owner[whole & (sizes != k)]).tolist():
-                wrong.setdefault(index, (depth, int(sizes[np.argmax(owner == index)])))
+            off = whole & (sizes != k)
+            for index in np.unique(owner[off]).tolist():
+                wrong.setdefault(index, (depth, int(sizes[np.argmax(off & (owner == index))])))
             owner = np.repeat(owner, sizes)
             column = pc.list_flatten(column)
         flat = _floats(column)

@@ -56,8 +56,13 @@ class DataError(DiffcliError):
 
 @dataclass
 class BadRecord:
-    line: int
+    line: int  # the line of a text format, the row (from 1) of Parquet/Arrow
     message: str
+    unit: str = "line"  # "row" for Parquet/Arrow: binary files have no lines
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.line}"
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Chunk:
     lines: Sequence[int]  # the line each record started on (a range for Arrow blocks)
     kept: dict[str, list] = field(default_factory=dict)  # copied columns, in record order
     bad: BadRecord | None = None  # the bad record that ended this chunk, if any
+    unit: str = "line"  # what lines counts: "row" for Parquet/Arrow
 
     def __len__(self):
         return len(self.lines)
