@@ -222,7 +222,7 @@ class PointSource:
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
             first = next(self._lines, None)
-            if isinstance(first, str) and not (self.keep or self.keep_all):
+            if isinstance(first, str) and not self.keep_all and not set(self.keep) & set(self.variables):
                 return _NdjsonBlocks(self, first).chunks()
             lines = self._lines if first is None else itertools.chain([first], self._lines)
             return _ObjectReader(self).chunks(_ndjson_records(lines, self.first_line))
@@ -734,8 +734,10 @@ class _NdjsonBlocks(_ArrowBlocks):
     whose records are not one per line, or whose values are not all there (a
     missing key, a null, lists of another length), is read again by the careful
     path (_ObjectReader), which names the line; a good file never takes it.
-    --keep and --keep-all take the careful path: polars turns a kept number into
-    text, and the outputs must keep a number a number."""
+    A --keep column comes through polars where every value in the block is a
+    string (or missing): polars turns a kept number into text, where the outputs
+    must keep a number a number, so a block with one is read by the careful path,
+    as is --keep-all and a kept variable."""
 
     def __init__(self, source: PointSource, first: str):
         import polars as pl
@@ -750,10 +752,10 @@ class _NdjsonBlocks(_ArrowBlocks):
         batcher = _Batcher(self.source)
         line = self.source.first_line  # the block's first line
         for text, failure in self._blocks():
-            parsed = self._parse(text) if failure is None else None
             n = _rows(text)
+            parsed = self._parse(text, n) if failure is None else None
             if parsed is not None:
-                yield from batcher.add(parsed, {}, line, n, len(text))
+                yield from batcher.add(*parsed, line, n, len(text))
                 line += n
                 continue
             yield from batcher.flush()
@@ -771,8 +773,9 @@ class _NdjsonBlocks(_ArrowBlocks):
         if failure is None:
             yield from blocks
 
-    def _parse(self, text: str) -> dict[str, np.ndarray] | None:
-        """Each variable's values in the block, or None for the careful path."""
+    def _parse(self, text: str, n: int) -> tuple[dict[str, np.ndarray], dict] | None:
+        """Each variable's values in the block of n lines and its kept columns (Arrow
+        strings, as the CSV blocks give them), or None for the careful path."""
         if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
             return None  # a record near the limit, or not UTF-8: the careful path says which
         head = _loads(text[:text.find("\n") + 1 or len(text)])
@@ -785,26 +788,32 @@ class _NdjsonBlocks(_ArrowBlocks):
         schema = {name: self._dtype(shape) for name, shape in shapes.items()}
         # One colon a key: a block with as many colons a line as the first line has
         # keys, every key of which is in every line, has no line with a key twice.
-        whole = text.count(":") == len(head) * _rows(text)
+        whole = text.count(":") == len(head) * n
         if whole:
             schema = {name: schema.get(name, self.pl.String) for name in head}
+        schema.update({name: self.pl.String for name in self.source.keep})
         try:
             frame = self.pl.read_ndjson(io.BytesIO(text.encode("utf-8")), schema=schema)
         except self.failures:
             return None
-        if len(frame) != _rows(text) or (whole and any(frame.null_count().row(0))) or not (
-                whole or _unique_keys(text, shapes, defaulted, len(frame))):
+        if len(frame) != n or (whole and any(frame.select(list(head)).null_count().row(0))) or not (
+                whole or _unique_keys(text, shapes, defaulted, n)):
             return None
         values = {}
         for name, shape in shapes.items():
             values[name] = _polars_floats(frame[name], shape)
             if values[name] is None:
                 return None
+        kept = {}
+        for name in self.source.keep:
+            kept[name] = frame[name]
+            if not _strings_only(text, name, len(kept[name]) - kept[name].null_count()):
+                return None
         for name, shape in shapes.items():
             self.source.shapes.setdefault(name, shape)
         for name in defaulted:
             self.source.shapes.setdefault(name, np.shape(self.source.defaults[name]))
-        return values
+        return values, {name: _arrow_strings(column) for name, column in kept.items()}
 
     def _shapes(self, head: dict) -> tuple[dict[str, tuple], list[str]] | None:
         """The shape of each variable the block's first record gives (as earlier
@@ -851,6 +860,24 @@ def _unique_keys(text: str, given: dict, defaulted: list, n: int) -> bool:
         if found != want and len(re.findall(re.escape(token) + r"\s*:", text)) != want:
             return False
     return True
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # an escaped surrogate: json keeps a lone one, polars may not
+
+
+def _strings_only(text: str, name: str, count: int) -> bool:
+    """Whether the block's key name holds a JSON string each of the count times it is
+    there, and is there no other time (not twice in a line, nor nested)."""
+    key = re.escape(f'"{name}"') + r"\s*:"
+    return len(re.findall(key, text)) == len(re.findall(key + r'\s*"', text)) == count and \
+        not ("\\" in text and _SURROGATE.search(text))
+
+
+def _arrow_strings(column):
+    """A polars String column as the Arrow string array the careful path's values make."""
+    import pyarrow as pa
+
+    return column.to_arrow().cast(pa.string())
 
 
 def _polars_floats(series, shape: tuple) -> np.ndarray | None:
