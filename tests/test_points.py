@@ -358,7 +358,7 @@ _BASE = '{"x": %r, "v": [%r, 2.5, -1], "M": [[1, %r], [0.5, -2]], "id": "p%d"}'
 EXPRESSION = "x * sum(v) + sum(M) * x^2"
 
 
-def _ndjson_points(n=400):
+def _ndjson_points(n=250):
     return [_BASE % (i / 7 + 0.5, -i / 3, i * 1e-7, i) for i in range(n)]
 
 
@@ -409,7 +409,7 @@ ODD_LINES = {
 }
 
 
-def _with_line(odd: str, at: int = 200) -> bytes:
+def _with_line(odd: str, at: int = 120) -> bytes:
     lines = _ndjson_points()
     lines[at] = odd
     return "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n"
@@ -418,8 +418,8 @@ def _with_line(odd: str, at: int = 200) -> bytes:
 def _fast_and_careful(monkeypatch, args, data):
     """The command's result by the polars blocks and by the careful path alone, and
     how many blocks polars read."""
-    monkeypatch.setattr(points, "ARROW_BLOCK", 4096)
-    monkeypatch.setattr(points, "READ_PIECE", 1024)
+    monkeypatch.setattr(points, "ARROW_BLOCK", 2048)
+    monkeypatch.setattr(points, "READ_PIECE", 512)
     parse, parsed = points._NdjsonBlocks._parse, []
     monkeypatch.setattr(points._NdjsonBlocks, "_parse",
                         lambda self, text, n: parsed.append(parse(self, text, n)) or parsed[-1])
@@ -438,8 +438,8 @@ def test_the_polars_blocks_give_the_careful_path_s_verdict_on_every_odd_line(mon
     args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", *options]
     fast, careful, by_polars = _fast_and_careful(monkeypatch, args, _with_line(ODD_LINES[odd]))
     assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
-    assert by_polars >= 5  # every block but the odd line's (25 blocks of ~4 KiB)
-    assert fast.stdout.count("\n") >= 200
+    assert by_polars >= 5  # every block but the odd line's (10 blocks of ~2 KiB)
+    assert fast.stdout.count("\n") >= 120
 
 
 def test_a_default_is_used_only_where_a_record_leaves_its_variable_out(monkeypatch):
@@ -461,11 +461,11 @@ def test_a_good_ndjson_file_never_takes_the_careful_path_and_a_bad_one_only_for_
     monkeypatch.setattr(points, "READ_PIECE", 1024)
     good = ("\n".join(_ndjson_points()) + "\n").encode()
     result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", input=good)
-    assert result.exit_code == 0 and result.stdout.count("\n") == 400 and calls == []
+    assert result.exit_code == 0 and result.stdout.count("\n") == 250 and calls == []
     result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", "--skip-bad",
-                 input=_with_line('{"x": "oops"}', at=300))
+                 input=_with_line('{"x": "oops"}', at=200))
     assert result.exit_code == 3 and calls == [1]
-    assert result.stderr.startswith("line 301: x: \"oops\" is not a number")
+    assert result.stderr.startswith("line 201: x: \"oops\" is not a number")
 
 
 def test_vectors_and_matrices_from_json_lists_are_numpy_s(monkeypatch):
