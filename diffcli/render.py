@@ -443,7 +443,7 @@ class NdjsonWriter(Writer):
             prefixes = ["{" + ", ".join(parts) + ", " for parts in zip(*kept_json)]
         self.nonfinite |= has_nonfinite(result)
         if len(np.asarray(result.value)) >= COLUMNAR_ROWS and 0 < _components(result) <= COLUMNAR_COMPONENTS:
-            self._emit_text(records_text(result, self.separator, prefixes))
+            self._emit_records(records_text(result, self.separator, prefixes))
             return
         records = _record_texts(result)
         if prefixes:
@@ -456,6 +456,11 @@ class NdjsonWriter(Writer):
     def _emit_text(self, text):
         """text: the records, joined by the separator."""
         self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _emit_records(self, text):
+        """text: the records, each followed by the separator (a newline: no copy)."""
+        self.stream.write(text)
         self.stream.flush()
 
     def error(self, line, message):
@@ -477,6 +482,9 @@ class JsonArrayWriter(NdjsonWriter):
         self.first = False
         self.stream.write(prefix + text)
         self.stream.flush()
+
+    def _emit_records(self, text):
+        self._emit_text(text[:-len(self.separator)])
 
     def close(self):
         self.stream.write("[]\n" if self.first else "\n]\n")
@@ -503,8 +511,8 @@ def _components(result) -> int:
 
 
 def records_text(result, separator: str, prefixes: list[str] | None = None) -> str:
-    """The per-point JSON records of a batched result joined by separator, exactly
-    _record_texts' text, built a column at a time by polars: each number is
+    """The per-point JSON records of a batched result, each followed by separator
+    (exactly _record_texts' text), built a column at a time by polars: each number is
     _shortest_texts' (repr's) text, null where it is not finite, between the fixed
     pieces of the record's JSON (keys, brackets, commas). prefixes, if given,
     replace each record's opening brace (kept columns)."""
@@ -527,7 +535,7 @@ def records_text(result, separator: str, prefixes: list[str] | None = None) -> s
     for name, after in zip(list(columns)[:len(fixed) - 1], fixed[1:]):
         parts += [pl.col(name), pl.lit(after)]
     frame = pl.DataFrame(columns).select(pl.concat_str(parts))
-    return frame.write_csv(include_header=False, quote_style="never", line_terminator=separator)[:-len(separator)]
+    return frame.write_csv(include_header=False, quote_style="never", line_terminator=separator)
 
 
 def _placeholders(shape: tuple):
