@@ -741,7 +741,7 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
             outcome = run_points(function, kind, source.chunks(), writer, request=request,
                                  skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
                                  stop_on_nonfinite=options["strict"],
-                                 on_bad=lambda bad: _stderr(f"line {bad.line}: {bad.message}"),
+                                 on_bad=lambda bad: _stderr(f"{bad.where}: {bad.message}"),
                                  on_progress=on_progress)
         except KeyboardInterrupt:
             # Every write is whole (_Stdout), so the output so far ends on a record;
@@ -756,7 +756,7 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
         _stderr("error: " + outcome.failure.format(function.source))
         return EXIT_CHECK_FAILED
     if outcome.stopped_at is not None:
-        _stderr(f"diffcli: stopped at the bad record on line {outcome.stopped_at.line} after "
+        _stderr(f"diffcli: stopped at the bad record on {outcome.stopped_at.where} after "
                 f"{_count(outcome.points, 'good point')} (--skip-bad goes on past bad records)")
     elif outcome.skipped:
         _stderr(f"diffcli: skipped {_count(outcome.skipped, 'bad record')}; wrote "

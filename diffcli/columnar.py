@@ -7,6 +7,8 @@ Imported only for these formats: pyarrow costs start-up time that one point
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .points import BadRecord, Chunk, DataError, PointSource, decompressed, plan_columns
-from .render import Writer, result_columns
+from .render import Writer, leaves
 
 BINARY_FORMATS = ("parquet", "arrow")
 OUTPUT_FORMATS = {"parquet": "Parquet", "arrow": "Arrow IPC file", "arrows": "Arrow IPC stream"}
@@ -27,7 +29,7 @@ class BinaryReader:
     """Chunks of at most chunk_size points from the record batches of a Parquet
     file (by row groups, only the columns used) or an Arrow IPC file or stream.
     A null, a list of the wrong length, or a batch that cannot be read is a bad
-    record; its "line" is its row, counted from 1 like lines."""
+    record, named by its row (from 1): binary files have no lines."""
 
     def __init__(self, source: PointSource, stream, fmt: str):
         self.source = source
@@ -52,7 +54,8 @@ class BinaryReader:
                 return
             except (pa.ArrowException, OSError, ValueError) as e:
                 yield Chunk(self._defaults(0), [], {}, BadRecord(row + 1, f"cannot read the points: "
-                                                                 f"{_reason(e)}; diffcli stops reading here"))
+                                                                 f"{_reason(e)}; diffcli stops reading here", "row"),
+                            "row")
                 return
             for start in range(0, batch.num_rows, self.source.chunk_size):
                 piece = batch.slice(start, self.source.chunk_size)
@@ -65,7 +68,7 @@ class BinaryReader:
         kept = self._kept(batch)
         start = 0
         for index, message in bad:
-            yield self._chunk(values, kept, start, index, row, BadRecord(row + index + 1, message))
+            yield self._chunk(values, kept, start, index, row, BadRecord(row + index + 1, message, "row"))
             start = index + 1
         if start < batch.num_rows:
             yield self._chunk(values, kept, start, batch.num_rows, row, None)
@@ -75,7 +78,7 @@ class BinaryReader:
         chunk_values = {k: v[start:stop] for k, v in values.items()}
         chunk_values.update(self._defaults(n))
         return Chunk(chunk_values, range(row + start + 1, row + stop + 1),
-                     {k: v[start:stop] for k, v in kept.items()}, bad)
+                     {k: v[start:stop] for k, v in kept.items()}, bad, "row")
 
     def _defaults(self, n: int) -> dict[str, np.ndarray]:
         values = {}
@@ -91,8 +94,7 @@ class BinaryReader:
         values, bad = {}, {}
         for name, i in self.plain.items():
             column = batch.column(i)
-            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) \
-                    or pa.types.is_fixed_size_list(column.type):
+            if _is_list(column.type):
                 values[name] = self._vectors(name, column, bad)
             else:
                 self.source.shapes.setdefault(name, ())
@@ -105,32 +107,67 @@ class BinaryReader:
         return values, sorted(bad.items())
 
     def _vectors(self, name: str, column, bad: dict) -> np.ndarray:
-        """A list column as an (n, k) array: every list of the same length k."""
+        """A list column as an (n, k) array, lists of lists as an (n, k, m) array
+        (and so on), every row of one shape: the earlier points', else the first
+        whole row's. A row with a null, or lists of other lengths, is a bad row."""
         n = len(column)
-        lengths = pc.list_value_length(column)
-        nulls = lengths.is_null().to_numpy(zero_copy_only=False)
-        sizes = lengths.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        shape = self.source.shapes.setdefault(name, (int(sizes[~nulls][0]),) if (~nulls).any() else (0,))
-        k = shape[0] if len(shape) == 1 else -1
-        wrong = nulls | (sizes != k)
-        for index in np.flatnonzero(wrong).tolist():
-            bad.setdefault(index, f"{name}: no value (null)" if nulls[index] else
-                           f"{name}: a list of {sizes[index]} numbers, but earlier points gave {k}")
-        flat_column = pc.list_flatten(column)
-        flat = _floats(flat_column)
-        owner = np.repeat(np.arange(n), sizes)  # the row of each flattened number
-        for index in np.unique(owner[flat_column.is_null().to_numpy(zero_copy_only=False)]).tolist():
-            bad.setdefault(index, f"{name}: a list holding a null")
-        out = np.full((n, max(k, 0)), np.nan)
-        good = np.flatnonzero(~wrong)
-        if good.size and k > 0:
-            starts = np.cumsum(sizes) - sizes
-            out[good] = flat[starts[good, None] + np.arange(k)]
+        known = self.source.shapes.get(name)
+        owner = np.arange(n)  # the row of each list (then of each number) at this depth
+        wrong: dict[int, str] = {}
+        shape: list[int] = []
+        for depth in range(_list_depth(column.type)):
+            lengths = pc.list_value_length(column)
+            nulls = lengths.is_null().to_numpy(zero_copy_only=False)
+            sizes = lengths.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            for index in np.unique(owner[nulls]).tolist():
+                wrong.setdefault(index, f"{name}: no value (null)" if depth == 0 else f"{name}: a list holding a null")
+            whole = ~nulls & ~np.isin(owner, list(wrong))
+            k = known[depth] if known else int(sizes[whole][0]) if whole.any() else 0
+            shape.append(k)
+            off = whole & (sizes != k)
+            for index in np.unique(owner[off]).tolist():
+                wrong.setdefault(index, (depth, int(sizes[np.argmax(off & (owner == index))])))
+            owner = np.repeat(owner, sizes)
+            column = pc.list_flatten(column)
+        flat = _floats(column)
+        for index in np.unique(owner[column.is_null().to_numpy(zero_copy_only=False)]).tolist():
+            wrong.setdefault(index, f"{name}: a list holding a null")
+        shape = tuple(shape)
+        for index, why in wrong.items():
+            bad.setdefault(index, why if isinstance(why, str) else _wrong_shape(name, why, shape))
+        good = np.setdiff1d(np.arange(n), list(wrong))
+        if good.size:
+            self.source.shapes.setdefault(name, shape)
+        out = np.full((n, *shape), np.nan)
+        size = math.prod(shape)
+        if good.size and size:
+            starts = np.searchsorted(owner, good)  # a whole row's numbers are contiguous, in row order
+            out[good] = flat[starts[:, None] + np.arange(size)].reshape((good.size, *shape))
         return out
 
     def _kept(self, batch) -> dict[str, pa.Array]:
         """Kept columns as Arrow arrays: a binary output writes them unchanged."""
         return {name: batch.column(i) for name, i in zip(self.source.keep, self.keep_index)}
+
+
+def _list_depth(kind) -> int:
+    depth = 0
+    while _is_list(kind):
+        kind, depth = kind.value_type, depth + 1
+    return depth
+
+
+def _is_list(kind) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def _wrong_shape(name: str, why: tuple[int, int], shape: tuple) -> str:
+    depth, size = why
+    if len(shape) == 1:
+        return f"{name}: a list of {size} numbers, but earlier points gave {shape[0]}"
+    what = "a list of" if depth == 0 else "a row of"
+    return f"{name}: {what} {size} {'rows' if depth < len(shape) - 1 else 'numbers'}, but earlier points gave " \
+           f"shape {shape}"
 
 
 def text_values(column) -> list:
@@ -173,7 +210,7 @@ def _seekable(stream) -> bool:
 
 def _check_numeric(field, plain: bool) -> None:
     kind = field.type
-    if plain and (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+    while plain and _is_list(kind):
         kind = kind.value_type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
         raise DataError(f"column '{field.name}' holds {field.type}, not numbers")
@@ -213,10 +250,16 @@ class ArrowWriter(Writer):
         self.schema = None
 
     def write(self, result, kept):
-        labels, matrix = result_columns(result)
-        arrays = [_kept_array(values) for values in kept.values()]
-        arrays += [pa.array(np.ascontiguousarray(matrix[:, j])) for j in range(matrix.shape[1])]
-        batch = pa.RecordBatch.from_arrays(arrays, names=list(kept) + labels)
+        names, arrays = list(kept), [_kept_array(values) for values in kept.values()]
+        for leaf in leaves(result, 1):
+            array = np.ascontiguousarray(leaf.array, dtype=np.float64)
+            if array.ndim == 1:
+                names.append(next(leaf.iter_labels()))
+                arrays.append(pa.array(array))
+            elif math.prod(array.shape[1:]):  # a leaf of no numbers has no column, as in CSV
+                names.append(_INDEX.sub("", next(leaf.iter_labels())))
+                arrays.append(_nested_lists(array))
+        batch = pa.RecordBatch.from_arrays(arrays, names=names)
         self.kept_names = set(kept)
         with self.whole():
             if self.sink is None:
@@ -245,6 +288,18 @@ class ArrowWriter(Writer):
                 sink, self.sink = self.sink, None
                 sink.close()
         self.stream.flush()
+
+
+_INDEX = re.compile(r"\[[0-9,]*\]")  # x[0], A[1,2]: the indices in a CSV label
+
+
+def _nested_lists(array: np.ndarray):
+    """An (n, k) array as a fixed-size-list column, (n, k, m) as lists of lists
+    (polars reads them as Array columns, DuckDB as DOUBLE[k][m]), without a copy."""
+    column = pa.array(array.reshape(-1))
+    for size in reversed(array.shape[1:]):
+        column = pa.FixedSizeListArray.from_arrays(column, size)
+    return column
 
 
 def _kept_array(values):

@@ -68,4 +68,4 @@ def run_points(function: Function, kind: str, chunks: Iterable[Chunk], writer, *
 def _with_line(diagnostic: Diagnostic, chunk: Chunk) -> Diagnostic:
     if diagnostic.point is None:
         return diagnostic
-    return diagnostic._replace(message=f"line {chunk.lines[diagnostic.point]}: {diagnostic.message}")
+    return diagnostic._replace(message=f"{chunk.unit} {chunk.lines[diagnostic.point]}: {diagnostic.message}")

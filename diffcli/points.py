@@ -56,8 +56,13 @@ class DataError(DiffcliError):
 
 @dataclass
 class BadRecord:
-    line: int
+    line: int  # the line of a text format, the row (from 1) of Parquet/Arrow
     message: str
+    unit: str = "line"  # "row" for Parquet/Arrow: binary files have no lines
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.line}"
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Chunk:
     lines: Sequence[int]  # the line each record started on (a range for Arrow blocks)
     kept: dict[str, list] = field(default_factory=dict)  # copied columns, in record order
     bad: BadRecord | None = None  # the bad record that ended this chunk, if any
+    unit: str = "line"  # what lines counts: "row" for Parquet/Arrow
 
     def __len__(self):
         return len(self.lines)
@@ -215,7 +221,11 @@ class PointSource:
         if self.format in ("csv", "tsv"):
             return _DelimitedReader(self, "," if self.format == "csv" else "\t").chunks()
         if self.format == "ndjson":
-            return _ObjectReader(self).chunks(_ndjson_records(self._lines, self.first_line))
+            first = next(self._lines, None)
+            if isinstance(first, str) and not self.keep_all and not set(self.keep) & set(self.variables):
+                return _NdjsonBlocks(self, first).chunks()
+            lines = self._lines if first is None else itertools.chain([first], self._lines)
+            return _ObjectReader(self).chunks(_ndjson_records(lines, self.first_line))
         return _ObjectReader(self).chunks(_json_array_records(self.input, self.first_line))
 
 
@@ -831,6 +841,178 @@ def _json_failure(error: Exception) -> _Bad:
         return _Bad("JSON nested too deeply to read (the limit is about "
                     f"{sys.getrecursionlimit():,} levels)")
     return _Bad(f"a number with more than {sys.get_int_max_str_digits():,} digits")
+
+
+class _NdjsonBlocks(_ArrowBlocks):
+    """NDJSON read in the CSV path's blocks of whole lines, each parsed by polars
+    straight to float64 columns (lists of numbers to vectors and matrices, with no
+    Python loop over points). polars is as strict as Python's json module on
+    every line we tried but one: of a key given twice it keeps the first, where
+    json keeps the last; _unique_keys rules that out. A block polars rejects, or
+    whose records are not one per line, or whose values are not all there (a
+    missing key, a null, lists of another length), is read again by the careful
+    path (_ObjectReader), which names the line; a good file never takes it.
+    A --keep column comes through polars where every value in the block is a
+    string (or missing): polars turns a kept number into text, where the outputs
+    must keep a number a number, so a block with one is read by the careful path,
+    as is --keep-all and a kept variable."""
+
+    def __init__(self, source: PointSource, first: str):
+        import polars as pl
+
+        self.pl = pl
+        self.source = source
+        self.first = first  # the first record's line, already read to sniff the format
+        self.stopped = False
+        self.failures = (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError, TypeError)
+
+    def chunks(self) -> Iterator[Chunk]:
+        batcher = _Batcher(self.source)
+        line = self.source.first_line  # the block's first line
+        for text, failure in self._blocks():
+            n = text.count("\n") + (not text.endswith("\n"))  # lines (a lone \r: the careful path)
+            parsed = self._parse(text, n) if failure is None else None
+            if parsed is not None:
+                yield from batcher.add(*parsed, line, n, len(text))
+                line += n
+                continue
+            yield from batcher.flush()
+            counted = _Counted(self._careful_lines(text, failure))
+            yield from _ObjectReader(self.source).chunks(_ndjson_records(counted, line))
+            line += counted.count
+            if self.stopped:
+                return
+        yield from batcher.flush()
+
+    def _blocks(self) -> Iterator[tuple[str, _Bad | None]]:
+        """The CSV path's blocks of whole lines, as text (bytes that are not UTF-8
+        kept as surrogate escapes, for _parse to send to the careful path)."""
+        blocks = super()._blocks()
+        data, failure = next(blocks, (b"", None))
+        yield self.first + data.decode("utf-8", "surrogateescape"), failure
+        if failure is None:
+            for data, failure in blocks:
+                yield data.decode("utf-8", "surrogateescape"), failure
+
+    def _parse(self, text: str, n: int) -> tuple[dict[str, np.ndarray], dict] | None:
+        """Each variable's values in the block of n lines and its kept columns (Arrow
+        strings, as the CSV blocks give them), or None for the careful path."""
+        if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
+            return None  # a record near the limit, or not UTF-8: the careful path says which
+        head = _loads(text[:text.find("\n") + 1 or len(text)])
+        if not isinstance(head, dict):
+            return None
+        planned = self._shapes(head)
+        if planned is None:
+            return None
+        shapes, defaulted = planned
+        schema = {name: self._dtype(shape) for name, shape in shapes.items()}
+        # One colon a key: a block with as many colons a line as the first line has
+        # keys, every key of which is in every line, has no line with a key twice.
+        whole = text.count(":") == len(head) * n
+        if whole:
+            schema = {name: schema.get(name, self.pl.String) for name in head}
+        schema.update({name: self.pl.String for name in self.source.keep})
+        try:
+            frame = self.pl.read_ndjson(io.BytesIO(text.encode("utf-8")), schema=schema)
+        except self.failures:
+            return None
+        if len(frame) != n or (whole and any(frame.select(list(head)).null_count().row(0))) or not (
+                whole or _unique_keys(text, shapes, defaulted, n)):
+            return None
+        values = {}
+        for name, shape in shapes.items():
+            values[name] = _polars_floats(frame[name], shape)
+            if values[name] is None:
+                return None
+        kept = {}
+        for name in self.source.keep:
+            kept[name] = frame[name]
+            if not _strings_only(text, name, len(kept[name]) - kept[name].null_count()):
+                return None
+        for name, shape in shapes.items():
+            self.source.shapes.setdefault(name, shape)
+        for name in defaulted:
+            self.source.shapes.setdefault(name, np.shape(self.source.defaults[name]))
+        return values, {name: _arrow_strings(column) for name, column in kept.items()}
+
+    def _shapes(self, head: dict) -> tuple[dict[str, tuple], list[str]] | None:
+        """The shape of each variable the block's first record gives (as earlier
+        points gave it, else as that record does), and the variables it leaves to
+        their --at defaults. None when that record is bad, or a default's shape
+        is not the one earlier points gave (the careful path says which)."""
+        given, defaulted = {}, []
+        for name in self.source.variables:
+            if name in head:
+                try:
+                    given[name] = self.source.shapes[name] if name in self.source.shapes else \
+                        np.shape(_json_value(name, head[name], {}))
+                except _Bad:
+                    return None
+            elif name in self.source.defaults and \
+                    self.source.shapes.get(name, np.shape(self.source.defaults[name])) == \
+                    np.shape(self.source.defaults[name]):
+                defaulted.append(name)
+            else:
+                return None
+        return given, defaulted
+
+    def _dtype(self, shape: tuple):
+        dtype = self.pl.Float64
+        for _ in shape:
+            dtype = self.pl.List(dtype)
+        return dtype
+
+
+_ESCAPED_KEY = re.compile(r'\\.[^"\\]*"\s*:')  # the end of a key spelled with an escape
+
+
+def _unique_keys(text: str, given: dict, defaulted: list, n: int) -> bool:
+    """Whether each of the block's n lines names each variable of given exactly
+    once, and those of defaulted (given by --at) not at all. polars maps a name spelled
+    with escapes (\\u0078) to the same key, so a block with such a key is not
+    vouched for; otherwise "x" then a colon is the key x (in a JSON string the
+    quotes would be escaped)."""
+    if "\\" in text and _ESCAPED_KEY.search(text):
+        return False
+    for name in [*given, *defaulted]:
+        token, want = f'"{name}"', n if name in given else 0
+        found = text.count(token)
+        if found != want and len(re.findall(re.escape(token) + r"\s*:", text)) != want:
+            return False
+    return True
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # an escaped surrogate: json keeps a lone one, polars may not
+
+
+def _strings_only(text: str, name: str, count: int) -> bool:
+    """Whether the block's key name holds a JSON string each of the count times it is
+    there, and is there no other time (not twice in a line, nor nested)."""
+    key = re.escape(f'"{name}"') + r"\s*:"
+    return len(re.findall(key, text)) == len(re.findall(key + r'\s*"', text)) == count and \
+        not ("\\" in text and _SURROGATE.search(text))
+
+
+def _arrow_strings(column):
+    """A polars String column as the Arrow string array the careful path's values make."""
+    import pyarrow as pa
+
+    return column.to_arrow().cast(pa.string())
+
+
+def _polars_floats(series, shape: tuple) -> np.ndarray | None:
+    """A polars column of numbers, or of lists (of lists) of them, as one float64
+    array of shape (n, *shape); None if a value is missing or a list's length
+    is not the shape's."""
+    n = len(series)
+    for size in shape:
+        if size == 0 or series.null_count() or (series.list.len() != size).any():
+            return None
+        series = series.explode()
+    if series.null_count():
+        return None
+    return series.to_numpy().astype(np.float64, copy=False).reshape((n,) + shape)
 
 
 def _json_array_records(source: _Input, first_line: int = 1) -> Iterator[tuple[int, object, int]]:

@@ -433,18 +433,34 @@ class Writer:
 class NdjsonWriter(Writer):
     """One JSON object per point: kept columns, then value and the derivative."""
 
+    separator = "\n"  # between records
+
     def write(self, result, kept):
         kept = text_columns(kept)
-        records = _record_texts(result)
-        if kept:
+        prefixes = None
+        if kept:  # '{"id": "p1", ' in place of the record's '{'
             kept_json = [[f"{json.dumps(k)}: {json.dumps(v)}" for v in values] for k, values in kept.items()]
-            records = ["{" + ", ".join(parts) + ", " + record[1:]
-                       for record, parts in zip(records, zip(*kept_json))]
+            prefixes = ["{" + ", ".join(parts) + ", " for parts in zip(*kept_json)]
         self.nonfinite |= has_nonfinite(result)
-        self._emit(records)
+        if len(np.asarray(result.value)) >= COLUMNAR_ROWS and 0 < _components(result) <= COLUMNAR_COMPONENTS:
+            self._emit_records(records_text(result, self.separator, prefixes))
+            return
+        records = _record_texts(result)
+        if prefixes:
+            records = [prefix + record[1:] for prefix, record in zip(prefixes, records)]
+        self._emit_text(self.separator.join(records))
 
     def _emit(self, lines):
-        self.stream.write("\n".join(lines) + "\n")
+        self._emit_text(self.separator.join(lines))
+
+    def _emit_text(self, text):
+        """text: the records, joined by the separator."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _emit_records(self, text):
+        """text: the records, each followed by the separator (a newline: no copy)."""
+        self.stream.write(text)
         self.stream.flush()
 
     def error(self, line, message):
@@ -455,15 +471,20 @@ class NdjsonWriter(Writer):
 class JsonArrayWriter(NdjsonWriter):
     """The NDJSON records as one JSON array (written as they come)."""
 
+    separator = ",\n"
+
     def __init__(self, stream, whole=contextlib.nullcontext):
         super().__init__(stream, whole)
         self.first = True
 
-    def _emit(self, lines):
+    def _emit_text(self, text):
         prefix = "[\n" if self.first else ",\n"
         self.first = False
-        self.stream.write(prefix + ",\n".join(lines))
+        self.stream.write(prefix + text)
         self.stream.flush()
+
+    def _emit_records(self, text):
+        self._emit_text(text[:-len(self.separator)])
 
     def close(self):
         self.stream.write("[]\n" if self.first else "\n]\n")
@@ -477,6 +498,53 @@ def _record_texts(result) -> list[str]:
     template = json.dumps(_nest([(leaf.path, "\0") for leaf in found], result))
     template = template.replace("%", "%%").replace('"\\u0000"', "%s")
     return [template % parts for parts in zip(*texts)]
+
+
+# A record of more numbers than this is written by the per-point path: polars
+# joins its texts a column at a time, which pays for itself over many rows of few
+# columns, not over a few rows of thousands.
+COLUMNAR_COMPONENTS = 4096
+
+
+def _components(result) -> int:
+    return sum(_columns(leaf) for leaf in leaves(result, 1))
+
+
+def records_text(result, separator: str, prefixes: list[str] | None = None) -> str:
+    """The per-point JSON records of a batched result, each followed by separator
+    (exactly _record_texts' text), built a column at a time by polars: each number is
+    _shortest_texts' (repr's) text, null where it is not finite, between the fixed
+    pieces of the record's JSON (keys, brackets, commas). prefixes, if given,
+    replace each record's opening brace (kept columns)."""
+    import polars as pl
+
+    found = leaves(result, 1)
+    # The record's JSON with a NUL string for each number: split there, its fixed pieces.
+    template = json.dumps(_nest([(leaf.path, _placeholders(np.shape(leaf.array)[1:])) for leaf in found], result))
+    fixed = template.split('"\\u0000"')
+    columns = {}
+    for leaf in found:
+        for column in _point_rows(leaf).T:
+            column = np.ascontiguousarray(column)
+            texts = _shortest_texts(pl, column, _not_positional(column))
+            nonfinite = np.flatnonzero(~np.isfinite(column))
+            columns[f"c{len(columns)}"] = texts.scatter(nonfinite, "null") if nonfinite.size else texts
+    parts = [pl.lit(fixed[0])]
+    if prefixes:
+        columns["prefix"] = pl.Series(prefixes)
+        parts = [pl.col("prefix"), pl.lit(fixed[0][1:])]
+    for name, after in zip(list(columns)[:len(fixed) - 1], fixed[1:]):
+        parts += [pl.col(name), pl.lit(after)]
+    frame = pl.DataFrame(columns).select(pl.concat_str(parts))
+    return frame.write_csv(include_header=False, quote_style="never", line_terminator=separator)
+
+
+def _placeholders(shape: tuple):
+    """A NUL string, in nested lists of the shape."""
+    value = "\0"
+    for n in reversed(shape):
+        value = [value] * n
+    return value
 
 
 def _per_point_json(array) -> list[str]:

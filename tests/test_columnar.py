@@ -110,13 +110,16 @@ def test_parquet_out_and_back_in_is_the_csv_path_s_text(tmp_path):
     reference = run("grad", EXPR, "--points", str(csv_path), "--csv").stdout
     to_parquet = _real(["eval", "[x, y, z]", "--points", str(csv_path), "--format", "parquet"])
     table = _read(to_parquet.stdout, "parquet")
-    assert table.column_names == ["value[0]", "value[1]", "value[2]"]
+    assert table.column_names == ["value"] and table.schema.field("value").type == pa.list_(pa.float64(), 3)
     (tmp_path / "q.parquet").write_bytes(to_parquet.stdout)
-    renamed = pa.table({k: table.column(i) for i, k in enumerate("xyz")})
-    pq.write_table(renamed, tmp_path / "r.parquet")
+    rows = table.column("value").combine_chunks().flatten().to_numpy().reshape(-1, 3)
+    pq.write_table(pa.table({k: rows[:, i] for i, k in enumerate("xyz")}), tmp_path / "r.parquet")
     for chunk in ("1", "333", "65536"):
         assert run("grad", EXPR, "--points", str(tmp_path / "r.parquet"), "--csv", "--chunk", chunk).stdout \
             == reference
+    back = run("eval", "value[0] + 2 * value[2]", "--points", str(tmp_path / "q.parquet"), "-q")  # the list column
+    assert back.exit_code == 0
+    assert back.stdout == "".join(f"{v!r}\n" for v in (points["x"] + 2 * points["z"]).tolist())
 
 
 def test_list_columns_and_indexed_columns_give_vector_variables(tmp_path):
@@ -138,7 +141,7 @@ def test_a_null_in_the_middle_stops_after_every_good_row_with_its_row_number(tmp
                    row_group_size=30_000)
     proc = _real(["grad", EXPR, "--points", str(tmp_path / "p.parquet"), "--format", "parquet"])
     assert proc.returncode == 3
-    assert "line 50001: y: no value (null)" in proc.stderr.decode()
+    assert "row 50001: y: no value (null)" in proc.stderr.decode()  # binary files have rows, not lines
     assert "after 50,000 good points" in proc.stderr.decode()
     table = _read(proc.stdout, "parquet")
     good = {k: v[:50_000] for k, v in points.items()}
@@ -267,3 +270,79 @@ def test_one_point_imports_neither_arrow_nor_polars(tmp_path, output, expected):
                           timeout=60)
     assert expected in proc.stdout
     assert proc.stderr == "[]\n"
+
+
+# ---------------------------------------------------------------- matrices: lists of lists in, nested lists out
+
+def _matrix_points(n=1500, seed=8):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 2, 3)), rng.standard_normal((n, 3))
+
+
+@pytest.mark.parametrize("kind", ["list", "large_list", "fixed_size_list"])
+@pytest.mark.parametrize("fmt", ["parquet", "arrow", "arrows"])
+def test_lists_of_lists_are_matrix_variables_and_jacobians_come_back_as_nested_lists(tmp_path, kind, fmt):
+    """A (2, 3) matrix column and a 3-vector column in any list type; the Jacobian of
+    A @ v is written as a fixed-size list of fixed-size lists, the value as a fixed-size
+    list: what polars reads as Array columns. Bit for bit the NDJSON path's numbers,
+    and A @ v as NumPy computes it."""
+    A, v = _matrix_points()
+    inner = {"list": pa.list_(pa.float64()), "large_list": pa.large_list(pa.float64()),
+             "fixed_size_list": pa.list_(pa.float64(), 3)}[kind]
+    outer = {"list": pa.list_(inner), "large_list": pa.large_list(inner),
+             "fixed_size_list": pa.list_(inner, 2)}[kind]
+    table = pa.table({"A": pa.array(A.tolist(), outer), "v": pa.array(v.tolist(), inner)})
+    path = tmp_path / f"p.{fmt}"
+    _write(table, path, "arrow" if fmt == "arrows" else fmt)
+    proc = _real(["jac", "A @ v", "--points", str(path), "--format", "parquet", "--wrt", "A", "--wrt", "v",
+                  "--chunk", "600"])
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = _read(proc.stdout, "parquet")
+    assert out.column_names == ["value", "dvalue/dA", "dvalue/dv"]
+    assert out.schema.field("value").type == pa.list_(pa.float64(), 2)
+    assert out.schema.field("dvalue/dv").type == pa.list_(pa.list_(pa.float64(), 3), 2)
+    assert out.schema.field("dvalue/dA").type == pa.list_(pa.list_(pa.list_(pa.float64(), 3), 2), 2)  # (2, 2x3)
+    import polars as pl
+
+    frame = pl.read_parquet(io.BytesIO(proc.stdout))
+    assert frame.schema["dvalue/dv"] == pl.Array(pl.Float64, (2, 3))
+    np.testing.assert_allclose(frame["value"].to_numpy(), np.einsum("nij,nj->ni", A, v), rtol=1e-14, atol=1e-15)
+    _same_bits(frame["dvalue/dv"].to_numpy(), A)  # d(A v)/dv = A
+    nd = [json.loads(line) for line in run("jac", "A @ v", "--points", str(path), "--nl", "--wrt", "A",
+                                           "--wrt", "v").stdout.splitlines()]
+    _same_bits(frame["value"].to_numpy(), [r["value"] for r in nd])
+    _same_bits(frame["dvalue/dA"].to_numpy(), [r["jacobian"]["A"] for r in nd])
+
+
+def test_a_bad_matrix_row_is_named_by_its_row(tmp_path):
+    A, v = _matrix_points(n=6)
+    rows = A.tolist()
+    rows[2] = [[1.0, 2.0, 3.0], [4.0, 5.0]]  # a row of another length
+    rows[3] = None
+    rows[4] = [[1.0, None, 3.0], [4.0, 5.0, 6.0]]
+    pq.write_table(pa.table({"A": pa.array(rows, pa.list_(pa.list_(pa.float64()))), "v": v.tolist()}),
+                   tmp_path / "p.parquet")
+    result = run("eval", "sum(A @ v)", "--points", str(tmp_path / "p.parquet"), "-q", "--skip-bad")
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[:3] == [
+        "row 3: A: a row of 2 numbers, but earlier points gave shape (2, 3)",
+        "row 4: A: no value (null)", "row 5: A: a list holding a null"]
+    want = np.einsum("nij,nj->n", A, v)[[0, 1, 5]]
+    np.testing.assert_allclose([float(t) for t in result.stdout.split()], want, rtol=1e-14)
+
+
+def test_parquet_and_arrow_name_rows_where_text_names_lines(tmp_path):
+    """A bad record, the stop and a warning about a point say "row N" for Parquet/Arrow
+    (binary files have no lines) and "line N" for the same points as NDJSON."""
+    x = pa.array([4.0, 1.0, None, 2.0])
+    pq.write_table(pa.table({"x": x}), tmp_path / "p.parquet")
+    (tmp_path / "p.ndjson").write_text('{"x": 4}\n{"x": 1}\n{"x": null}\n{"x": 2}\n')
+    for name, unit in [("p.parquet", "row"), ("p.ndjson", "line")]:
+        result = run("eval", "log(x - 1)", "--points", str(tmp_path / name), "--csv")
+        assert result.exit_code == 3
+        assert result.stdout == f"value\n{float(np.log(3.0))!r}\n-inf\n"
+        lines = result.stderr.splitlines()
+        assert lines[0] == f"{unit} 3: x: " + ("no value (null)" if unit == "row" else
+                                               "null is not a number or an array of numbers")
+        assert lines[1].startswith(f"warning: {unit} 2: ") and "log" in lines[1]
+        assert lines[-1].startswith(f"diffcli: stopped at the bad record on {unit} 3 after 2 good points")

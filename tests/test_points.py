@@ -244,6 +244,9 @@ def test_the_record_limit_is_exact_and_stops_the_reading(monkeypatch):
     """A record of exactly the limit is read; one byte more is refused, and nothing after
     it is read, even with --skip-bad (where the next record starts is unknown)."""
     monkeypatch.setattr(points, "MAX_RECORD", 100)
+    # The text blocks stay far below the limit, as the real ones do (2 MiB against 64 MiB).
+    monkeypatch.setattr(points, "ARROW_BLOCK", 32)
+    monkeypatch.setattr(points, "READ_PIECE", 16)
     fits = '{"x": 1, "pad": "' + "a" * (100 - 19) + '"}'
     assert len(fits) == 100
     text = f'{{"x": 0}}\n{fits}\n{fits[:-2]}a"}}\n{{"x": 3}}\n'
@@ -347,3 +350,271 @@ def test_absurd_csv_cells_are_bad_records(cell, message):
                  input=f"id,x\na,5\nb,{cell}\n")
     assert result.exit_code == 3 and result.stdout == "id,value\na,5.0\n"
     assert result.stderr.splitlines()[0] == message
+
+
+# ---------------------------------------------------------------- NDJSON through polars blocks
+
+_BASE = '{"x": %r, "v": [%r, 2.5, -1], "M": [[1, %r], [0.5, -2]], "id": "p%d"}'
+EXPRESSION = "x * sum(v) + sum(M) * x^2"
+
+
+def _ndjson_points(n=250):
+    return [_BASE % (i / 7 + 0.5, -i / 3, i * 1e-7, i) for i in range(n)]
+
+
+# A line put in the middle of a good file, with what it is: the careful path's verdict
+# must come out whichever path reads it (good ones with their values, bad ones named).
+ODD_LINES = {
+    "a missing key": '{"x": 1, "v": [1, 2, 3]}',
+    "a string for a number": '{"x": "1.5", "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a boolean for a number": '{"x": true, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a null": '{"x": null, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a vector too short": '{"x": 1, "v": [1, 2], "M": [[1, 2], [3, 4]]}',
+    "a ragged matrix": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3]]}',
+    "a flat matrix": '{"x": 1, "v": [1, 2, 3], "M": [1, 2, 3, 4]}',
+    "a scalar for a vector": '{"x": 1, "v": 3, "M": [[1, 2], [3, 4]]}',
+    "a null in a list": '{"x": 1, "v": [1, null, 3], "M": [[1, 2], [3, 4]]}',
+    "a boolean in a list": '{"x": 1, "v": [1, true, 3], "M": [[1, 2], [3, 4]]}',
+    "not JSON": "not json",
+    "an array": "[1, 2, 3]",
+    "two objects": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}{"x": 2}',
+    "a blank line": "",
+    "a key twice (json keeps the last)": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": 9}',
+    "a key twice, once escaped": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "\\u0078": 9}',
+    "a key twice, the second null": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": null}',
+    "an extra key": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "extra": {"x": [1]}}',
+    "a variable's name as a string": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "note": "x"}',
+    "other key order, odd spaces": '\t{ "M":[[1,2],[3,4]],"v" : [1,2,3] , "x":1 }  ',
+    "a colon in a string": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "a:b"}',
+    "-0 (json: the integer 0)": '{"x": -0, "v": [-0, -0.0, 0], "M": [[-0, 2], [3, 4]]}',
+    "NaN and Infinity": '{"x": NaN, "v": [1, Infinity, 3], "M": [[1, 2], [3, 4]]}',
+    "1e400": '{"x": 1e400, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a 30-digit integer": '{"x": 123456789012345678901234567890, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a 400-digit integer": '{"x": 1' + "0" * 400 + ', "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a lone surrogate": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "\\ud800"}',
+    "a control character": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "a\tb"}',
+    "not UTF-8": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "s": "\udcff"}',
+    "a BOM": '\ufeff{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}',
+    "a CR line end": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]]}\r',
+    "a kept number": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": 17}',
+    "a kept null": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": null}',
+    "a kept list": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": ["a"]}',
+    "a kept key twice": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "a", "id": "b"}',
+    "a kept key twice, the second null": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "a", "id": null}',
+    "a kept key nested": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "m": {"id": "a"}}',
+    "a kept string with escapes": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "a\\"b\\\\c\\u00e9\\n"}',
+    "a kept lone surrogate": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "\\ud800"}',
+    "a kept surrogate pair": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "\\ud83d\\ude00"}',
+    "a kept non-ASCII string": '{"x": 1, "v": [1, 2, 3], "M": [[1, 2], [3, 4]], "id": "naïve ☃"}',
+}
+
+
+def _with_line(odd: str, at: int = 120) -> bytes:
+    lines = _ndjson_points()
+    lines[at] = odd
+    return "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def _fast_and_careful(monkeypatch, args, data):
+    """The command's result by the polars blocks and by the careful path alone, and
+    how many blocks polars read."""
+    monkeypatch.setattr(points, "ARROW_BLOCK", 2048)
+    monkeypatch.setattr(points, "READ_PIECE", 512)
+    parse, parsed = points._NdjsonBlocks._parse, []
+    monkeypatch.setattr(points._NdjsonBlocks, "_parse",
+                        lambda self, text, n: parsed.append(parse(self, text, n)) or parsed[-1])
+    fast = run(*args, input=data)
+    monkeypatch.setattr(points._NdjsonBlocks, "_parse", lambda self, text, n: None)
+    careful = run(*args, input=data)
+    return fast, careful, sum(p is not None for p in parsed)
+
+
+@pytest.mark.parametrize("options", [["--nl"], ["--nl", "--skip-bad"], ["--keep", "id", "--skip-bad", "--nl"],
+                                     ["--keep", "id", "--csv"]])
+@pytest.mark.parametrize("odd", ODD_LINES)
+def test_the_polars_blocks_give_the_careful_path_s_verdict_on_every_odd_line(monkeypatch, odd, options):
+    if odd == "a kept lone surrogate" and "--csv" in options:
+        options = options[:-1] + ["--nl"]  # the CSV writer cannot encode it (a traceback, either path: reported)
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", *options]
+    fast, careful, by_polars = _fast_and_careful(monkeypatch, args, _with_line(ODD_LINES[odd]))
+    assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
+    assert by_polars >= 5  # every block but the odd line's (10 blocks of ~2 KiB)
+    assert fast.stdout.count("\n") >= 120
+
+
+def test_a_default_is_used_only_where_a_record_leaves_its_variable_out(monkeypatch):
+    lines = ['{"v": [1, 2, 3], "M": [[1, 2], [3, 4]]}'] * 600
+    lines[150] = '{"v": [1, 2, 3], "M": [[1, 2], [3, 4]], "x": 5}'  # its own x wins over --at
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", "--at", "x=2"]
+    fast, careful, by_polars = _fast_and_careful(monkeypatch, args, ("\n".join(lines) + "\n").encode())
+    assert fast.exit_code == 0 and fast.stdout == careful.stdout and by_polars >= 4
+    values = [json.loads(line)["value"] for line in fast.stdout.splitlines()]
+    assert values[150] == 5 * 6 + 10 * 25 and values[0] == values[599] == 2 * 6 + 10 * 4
+
+
+def test_a_good_ndjson_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_block(monkeypatch):
+    calls = []
+    careful = points._ObjectReader.chunks
+    monkeypatch.setattr(points._ObjectReader, "chunks",
+                        lambda self, records: calls.append(1) or careful(self, records))
+    monkeypatch.setattr(points, "ARROW_BLOCK", 4096)
+    monkeypatch.setattr(points, "READ_PIECE", 1024)
+    good = ("\n".join(_ndjson_points()) + "\n").encode()
+    result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", input=good)
+    assert result.exit_code == 0 and result.stdout.count("\n") == 250 and calls == []
+    result = run("grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl", "--skip-bad",
+                 input=_with_line('{"x": "oops"}', at=200))
+    assert result.exit_code == 3 and calls == [1]
+    assert result.stderr.startswith("line 201: x: \"oops\" is not a number")
+
+
+def test_vectors_and_matrices_from_json_lists_are_numpy_s(monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    x, v, M = rng.standard_normal(700), rng.standard_normal((700, 3)), rng.standard_normal((700, 3, 3))
+    text = "".join(json.dumps({"x": a, "v": b, "M": c}) + "\n" for a, b, c in zip(x.tolist(), v.tolist(), M.tolist()))
+    result = run("grad", "x * (v @ M @ v)", "--points", "-", "--in", "ndjson", "--nl", input=text)
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    quadratic = np.einsum("ni,nij,nj->n", v, M, v)
+    np.testing.assert_allclose([r["value"] for r in records], x * quadratic, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["x"] for r in records], quadratic, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["v"] for r in records],
+                               x[:, None] * np.einsum("nij,nj->ni", M + M.transpose(0, 2, 1), v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose([r["gradient"]["M"] for r in records], x[:, None, None] * v[:, :, None] * v[:, None, :],
+                               rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the text formats through the real command
+
+T2 = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"
+
+
+def _t2_by_hand(x, y, z):
+    """T2's value and gradient written out in NumPy (as bench/run.py's scripts do)."""
+    import numpy as np
+
+    r, ez, lx, sy = np.sqrt(x * x + y * y + z * z), np.exp(-z), np.log(x), np.sin(y)
+    return {"value": x * y + sy * z + lx * ez + r, "x": y + ez / x + x / r, "y": x + np.cos(y) * z + y / r,
+            "z": sy - lx * ez + z / r}
+
+
+def _text_points(path, fmt: str, columns: dict):
+    names = list(columns)
+    rows = list(zip(*(columns[k].tolist() for k in names)))
+    if fmt in ("csv", "tsv"):
+        d = "," if fmt == "csv" else "\t"
+        path.write_text(d.join(names) + "\n" + "".join(d.join(map(repr, row)) + "\n" for row in rows))
+    elif fmt == "ndjson":
+        path.write_text("".join(json.dumps(dict(zip(names, row))) + "\n" for row in rows))
+    else:  # an element a line, after the "[" on line 1
+        path.write_text("[\n" + ",\n".join(json.dumps(dict(zip(names, row))) for row in rows) + "\n]\n")
+
+
+def _text_results(text: str, fmt: str) -> dict:
+    import csv
+    import io
+
+    import numpy as np
+
+    if fmt in ("csv", "tsv"):
+        rows = list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
+        return {k: np.array([float(r[k if k == "value" else f"d/d{k}"]) for r in rows]) for k in
+                ("value", "x", "y", "z")}
+    records = [json.loads(line) for line in text.splitlines()] if fmt == "ndjson" else json.loads(text)
+    return {"value": np.array([r["value"] for r in records]),
+            **{k: np.array([r["gradient"][k] for r in records]) for k in "xyz"}}
+
+
+def _real(args: list, **options):
+    return subprocess.run(_diffcli_command() + args, capture_output=True, env=_env(), timeout=180, **options)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "ndjson", "json"])
+def test_every_text_format_through_the_real_command_is_numpy_s(tmp_path, fmt):
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, columns)
+    proc = _real(["grad", T2, "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 0, proc.stderr
+    got, want = _text_results(proc.stdout, fmt), _t2_by_hand(**columns)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_awkward_floats_through_the_json_formats_bit_for_bit(tmp_path, fmt):
+    """Every finite float64 (signed zeros, subnormals, 1e308, random bit patterns) read
+    and written back as the shortest repr: json reads back the same bits."""
+    import numpy as np
+
+    from tests.test_render import _awkward_floats
+
+    numbers = _awkward_floats(n_random=3000)
+    numbers = numbers[np.isfinite(numbers)]
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, {"x": numbers})
+    proc = _real(["eval", "x", "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()] if fmt == "ndjson" else json.loads(proc.stdout)
+    back = np.array([r["value"] for r in records])
+    assert np.array_equal(back.view(np.uint64), numbers.view(np.uint64))
+    assert proc.stdout.startswith("{" if fmt == "ndjson" else "[\n{")
+    assert '"value": -0.0}' in proc.stdout and '"value": 5e-324}' in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_a_bad_record_in_the_middle_of_100000_json_records(tmp_path, fmt):
+    """Exit 3, the exact line, and every good record before it written, through the
+    real command (NDJSON: polars rejects the block, the careful path names the line)."""
+    import numpy as np
+
+    rng = np.random.default_rng(12)
+    n = 100_000
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    path = tmp_path / f"p.{fmt}"
+    _text_points(path, fmt, columns)
+    lines = path.read_text().split("\n")
+    line = 50_001 if fmt == "ndjson" else 50_002  # a JSON array: "[" on line 1
+    lines[line - 1] = '{"x": 1.5, "y": "oops", "z": 0.25}' + ("," if fmt == "json" else "")
+    path.write_text("\n".join(lines))
+    proc = _real(["grad", T2, "--points", str(path), "--format", fmt], text=True)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f'line {line}: y: "oops" is not a number'), proc.stderr
+    assert "after 50,000 good points" in proc.stderr
+    got = _text_results(proc.stdout, fmt)
+    want = _t2_by_hand(**{k: v[:50_000] for k, v in columns.items()})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15)
+
+
+def test_json_formats_are_the_same_whatever_the_chunk_and_block_sizes(tmp_path, monkeypatch):
+    """NDJSON and JSON in, NDJSON and JSON out: polars' blocks, the evaluator's chunks
+    and the writers' per-point and by-column paths cut anywhere, the same text; the
+    same text, too, as the CSV reader's results."""
+    import numpy as np
+
+    rng = np.random.default_rng(13)
+    n = 600  # more than COLUMNAR_ROWS: the writers take both paths
+    columns = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
+    for fmt in ("csv", "ndjson", "json"):
+        _text_points(tmp_path / f"p.{fmt}", fmt, columns)
+    cases = [(fmt, out, chunk, block) for fmt in ("ndjson", "json") for out in ("ndjson", "json")
+             for chunk in (7, 550, 65536) for block in [(points.ARROW_BLOCK, points.READ_PIECE)]]
+    cases += [("ndjson", "ndjson", 1, (points.ARROW_BLOCK, points.READ_PIECE)), ("json", "json", 1, (0, 0))]
+    cases += [("ndjson", out, chunk, block) for out in ("ndjson", "json") for chunk in (7, 65536)
+              for block in [(4096, 1024), (700, 100)]]
+    references = {out: run("grad", T2, "--points", str(tmp_path / "p.csv"), "--format", out).stdout
+                  for out in ("ndjson", "json")}
+    assert references["ndjson"].count("\n") == n and references["json"].count("\n") == n + 2
+    for fmt, out, chunk, (block, piece) in cases:
+        if block:
+            monkeypatch.setattr(points, "ARROW_BLOCK", block)
+            monkeypatch.setattr(points, "READ_PIECE", piece)
+        result = run("grad", T2, "--points", str(tmp_path / f"p.{fmt}"), "--format", out, "--chunk", str(chunk))
+        assert result.exit_code == 0 and result.stdout == references[out], (fmt, out, chunk, block)

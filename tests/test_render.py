@@ -153,3 +153,68 @@ def test_a_long_csv_is_the_same_text_as_a_short_one():
     for start in range(1, len(matrix), render.COLUMNAR_ROWS - 1):
         render.DelimitedWriter(by_row, ",")._write_rows(matrix[start:start + render.COLUMNAR_ROWS - 1], {})
     assert columnar.getvalue() == by_row.getvalue()
+
+
+def _awkward_results(n):
+    """A batched result of each kind, every array full of _awkward_floats."""
+    from diffcli.api import Result
+
+    numbers = _awkward_floats(n_random=n)
+    rng = np.random.default_rng(7)
+
+    def awkward(*shape):  # the named awkward ones first, then random ones, as many as it takes
+        cycled = np.resize(np.concatenate([numbers[:24], rng.permutation(numbers)]), n * int(np.prod(shape)))
+        return cycled.reshape((n, *shape))
+    shapes = {"x": (), "v": (3,), "M": (2, 2)}
+    yield Result(awkward(), "value")
+    for kind in ("gradient", "vjp", "hvp"):
+        yield Result(awkward(), kind, {"x": awkward(), "v": awkward(3), "M": awkward(2, 2)}, shapes=shapes)
+    yield Result(awkward(2), "jacobian", {"x": awkward(2), "v": awkward(2, 3), "M": awkward(2, 2, 2)}, shapes=shapes)
+    yield Result(awkward(), "hessian", {"x": {"x": awkward(), "v": awkward(3)}, "v": {"x": awkward(3),
+                                                                                   "v": awkward(3, 3)}}, shapes=shapes)
+    yield Result(awkward(2), "derivative", {"v": awkward(2, 3, 3)}, order=2, shapes=shapes)
+    yield Result(awkward(2), "jvp", jvp=awkward(2), shapes=shapes)
+
+
+@pytest.mark.parametrize("separator", ["\n", ",\n"])
+def test_columnar_json_records_are_the_per_point_text_exactly(separator):
+    """Every kind, vectors and matrices, random bit patterns, -0.0, subnormals, 1e308,
+    nan and inf (null): polars' records are _record_texts' byte for byte."""
+    n = 3000
+    prefixes = [f'{{"id": {json.dumps(f"p{i}")}, ' for i in range(n)]
+    for result in _awkward_results(n):
+        per_point = render._record_texts(result)
+        assert render.records_text(result, separator) == "".join(r + separator for r in per_point)
+        assert render.records_text(result, separator, prefixes) == "".join(
+            p + r[1:] + separator for p, r in zip(prefixes, per_point))
+        assert any("null" in r for r in per_point[:50])  # nan and inf among the first points
+
+
+@pytest.mark.parametrize("writer", [render.NdjsonWriter, render.JsonArrayWriter])
+def test_a_long_json_batch_is_the_same_text_as_short_ones(writer):
+    """From COLUMNAR_ROWS points on the JSON writers build records by column; the text
+    is the same as batches of fewer (and reads back bit for bit)."""
+    for result in _awkward_results(1500):
+        whole, pieces = io.StringIO(), io.StringIO()
+        w = writer(whole)
+        w.write(result, {"id": [f"p{i}" for i in range(1500)]})
+        w.close()
+        w = writer(pieces)
+        for start in range(0, 1500, 400):
+            w.write(_batch_slice(result, start, start + 400), {"id": [f"p{i}" for i in range(start, start + 400)]})
+        w.close()
+        assert whole.getvalue() == pieces.getvalue()
+    records = [json.loads(line) for line in whole.getvalue().strip("[]\n").split(",\n")] \
+        if writer is render.JsonArrayWriter else [json.loads(line) for line in whole.getvalue().splitlines()]
+    got = np.array([r["jvp"] for r in records], dtype=np.float64)
+    want = np.asarray(result.jvp)
+    finite = np.isfinite(want)
+    assert np.array_equal(got[finite].view(np.uint64), want[finite].view(np.uint64))  # -0.0 and subnormals too
+    assert np.isnan(got[~finite]).all()
+
+
+def _batch_slice(result, start, stop):
+    def cut(tree):
+        return {k: cut(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[start:stop]
+    return result.replace(value=result.value[start:stop], derivatives=cut(result.derivatives),
+                          jvp=None if result.jvp is None else result.jvp[start:stop])
