@@ -467,7 +467,7 @@ def task_t7():
     table.rows.append(("  (target: 0.2 s)", 0.2, None, ""))
     # The issue's machine parsed this text with lark in about 0.14 s: lark's time
     # here says how this machine compares (the target scales with it).
-    from diffcli.parse import lark_parser
+    from diffcli.language.parse import lark_parser
     lark = median_time(lambda: lark_parser().parse(text), repeat=5)
     table.rows.append(("  lark's LALR parse alone (issue's machine: 0.14 s)", lark, None, ""))
     torch = peers.torch()
@@ -789,7 +789,7 @@ def task_phases(n: int = 1_000_000):
     into chunks, evaluating value and gradient of T2, writing the result (in
     process, after the imports; medians of 3). Start-up is T6's."""
     from diffcli import cli as cli_module
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     rng = np.random.default_rng(0)
     data = {"x": rng.uniform(0.5, 2, n), "y": rng.uniform(-1, 1, n), "z": rng.uniform(-1, 1, n)}
@@ -850,11 +850,11 @@ def _read_chunks(points_module, path, fmt, function):
 
 
 def _bench_writer(cli_module, fmt, sink):
-    from diffcli import render
+    from diffcli.io import render
 
     if fmt in ("csv", "tsv"):
         return render.DelimitedWriter(sink, "," if fmt == "csv" else "\t")
-    from diffcli.columnar import ArrowWriter
+    from diffcli.io.columnar import ArrowWriter
 
     return ArrowWriter(open(os.devnull, "wb"), "parquet" if fmt == "parquet" else "arrows",  # noqa: SIM115
                        lambda: __import__("contextlib").nullcontext())
@@ -863,7 +863,7 @@ def _bench_writer(cli_module, fmt, sink):
 def task_compile():
     """What the first big batch of an expression costs on a machine whose kernel
     cache is empty: probing the C library and compiling the loops, once."""
-    from diffcli import native
+    from diffcli.engine import native
 
     rng = np.random.default_rng(0)
     values = {"x": rng.uniform(0.5, 2, 1_000_000), "y": rng.uniform(-1, 1, 1_000_000),
@@ -913,7 +913,7 @@ def task_dask():
     if importlib.util.find_spec("distributed") is None:
         print("\nDask: not installed (pip install 'diffcli[dask]'); task skipped")
         return
-    from diffcli import cluster
+    from diffcli.io import cluster
 
     n, parts = 10_000_000, 8
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -976,7 +976,7 @@ def _partition_overhead(client, request, tmp, workers):
     import dask.dataframe as dd
     import pandas as pd
 
-    from diffcli import cluster
+    from diffcli.io import cluster
 
     small = os.path.join(tmp, "small")
     files_n = 200

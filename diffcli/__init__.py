@@ -4,7 +4,7 @@
     f = diffcli.compile("sin(x) * y")
     f.grad(x=1.0, y=2.0)["x"]      # 2 cos(1)
 
-This module imports neither click nor rich. diffcli.cluster (Dask: partitioned
+This module imports neither click nor rich. diffcli.cluster (diffcli/io/cluster.py; Dask: partitioned
 data frames and arrays; pip install 'diffcli[dask]') is imported on first use.
 """
 
@@ -29,5 +29,5 @@ def __getattr__(name: str):
     if name == "cluster":
         import importlib
 
-        return importlib.import_module(".cluster", __name__)
+        return importlib.import_module(".io.cluster", __name__)
     raise AttributeError(f"module 'diffcli' has no attribute {name!r}")

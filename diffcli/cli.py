@@ -43,8 +43,8 @@ from .errors import (
     format_message,
     not_utf8,
 )
-from .parse import MAX_EXPRESSION_CHARS
-from .render import (
+from .language.parse import MAX_EXPRESSION_CHARS
+from .io.render import (
     DelimitedWriter,
     check_document,
     check_summary,
@@ -483,7 +483,7 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
     diffcli plot 'tan(x)' --over x=-3:3 --output tan.svg
     diffcli plot 'sin(x)' --over x=0:1 --points 5 --format csv
     """
-    from . import plot as plotting
+    from .io import plot as plotting
 
     source = _read_expression(expression, expression_file)
     axis = plotting.parse_over(over)
@@ -719,8 +719,8 @@ def _write_pieces(pieces) -> None:
 
 
 def _run_points(function, kind, at, request, fmt, options) -> int:
-    from . import points as points_module  # only --points pays for reading points
-    from .pipeline import run_points
+    from .io import points as points_module  # only --points pays for reading points
+    from .io.pipeline import run_points
 
     path = options["points"]
     if path == "-" and sys.stdin is not None and sys.stdin.isatty():
@@ -775,7 +775,7 @@ def _refuse_dask_options(options) -> None:
 def _run_on_dask(kind, source, at, request, options) -> int:
     """--engine dask: each --points file a task on the cluster, writing its
     own file in --output DIR/; warnings and bad records reported per file."""
-    from . import cluster
+    from .io import cluster
 
     points, directory = options["points"], options["output"]
     if points is None or points == "-":
@@ -875,7 +875,7 @@ def _count(n: int, noun: str) -> str:
 def _writer(fmt: str, options):
     out = sys.stdout
     if fmt in BINARY_OUTPUTS:
-        from .columnar import ArrowWriter
+        from .io.columnar import ArrowWriter
 
         out.flush()
         return ArrowWriter(_Stdout(out.buffer), fmt, _interrupts_deferred)

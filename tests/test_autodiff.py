@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffcli import autodiff
-from diffcli.evaluate import Plan
-from diffcli.graph import Graph, topological_order
-from diffcli.parse import parse
+from diffcli.graph import autodiff
+from diffcli.engine.evaluate import Plan
+from diffcli.graph.nodes import Graph, topological_order
+from diffcli.language.parse import parse
 
 
 def _build(text: str, shapes: dict):

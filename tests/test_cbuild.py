@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import cbuild, native
-from diffcli.ops import OPS
+from diffcli.engine import cbuild, native
+from diffcli.graph.ops import OPS
 from tests.test_native import T1, T2, _assert_same_results, _counting_runs, _plan_of, _values
 
 AS_ROOT = os.geteuid() == 0
@@ -478,8 +478,8 @@ def test_a_compiler_does_not_outlive_diffcli(tmp_path, hung_compiler):
     """A short run starts a build in the background and ends: the compiler is
     stopped with it, and its marker and partial file go."""
     script = textwrap.dedent(f"""
-        import numpy as np, diffcli, diffcli.cbuild
-        diffcli.cbuild.EXIT_WAIT = 0.5  # (the hung compiler never finishes: only the stop is tested)
+        import numpy as np, diffcli, diffcli.engine.cbuild
+        diffcli.engine.cbuild.EXIT_WAIT = 0.5  # (the hung compiler never finishes: only the stop is tested)
         f = diffcli.compile({T2!r})
         f.grad({{k: np.ones(40_000) for k in "xyz"}}, batch_ndim=1)
         import time
@@ -623,7 +623,7 @@ def test_a_short_run_leaves_its_build_to_the_next(slow_compiler):
 
 def test_an_interrupted_run_does_not_wait_for_its_build(slow_compiler):
     started = time.monotonic()
-    proc = _short_run("import diffcli.cbuild; diffcli.cbuild.abandon_builds()")
+    proc = _short_run("import diffcli.engine.cbuild; diffcli.engine.cbuild.abandon_builds()")
     assert proc.stdout == "done\n", proc.stderr
     assert time.monotonic() - started < 1 + 5  # (python and NumPy start; the compile alone is 1 s + gcc)
     assert not slow_compiler.exists() or [p.suffix for p in slow_compiler.iterdir()] != [".kernel", ".kernel"]
@@ -631,7 +631,7 @@ def test_an_interrupted_run_does_not_wait_for_its_build(slow_compiler):
 
 def test_a_forked_child_leaves_its_parents_compiler_alone(slow_compiler):
     """The child's exit must not stop the build its parent started."""
-    proc = _short_run("import os, time, diffcli.cbuild as c\n"
+    proc = _short_run("import os, time, diffcli.engine.cbuild as c\n"
                       "        while not c._children: time.sleep(0.01)  # fork while a compiler runs\n"
                       "        pid = os.fork()\n"
                       "        if pid == 0:\n"

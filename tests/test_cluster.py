@@ -1,4 +1,4 @@
-"""diffcli on Dask (diffcli/cluster.py, --engine dask): a real
+"""diffcli on Dask (diffcli/io/cluster.py, --engine dask): a real
 distributed.LocalCluster of worker processes on loopback, started and stopped
 here; the same numbers and bytes as the single-process pipeline; a killed
 worker; a bad partition; output files written atomically; Dask absent."""
@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
 import diffcli
-from diffcli import cluster
+from diffcli.io import cluster
 from diffcli.cli import cli
-from diffcli.points import DataError
+from diffcli.io.points import DataError
 from tests.test_cli import REPO, _diffcli_command, _env
 
 EXPRESSION = "sin(x) * y + x^2"
@@ -325,7 +325,7 @@ def test_one_point_and_import_diffcli_load_no_dask(tmp_path):
     code = ("import sys, runpy; sys.argv = ['diffcli', 'grad', 'sin(x)', '--at', 'x=1', '--json']\n"
             "import diffcli\ntry:\n    runpy.run_module('diffcli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'diffcli.cluster')),"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'diffcli.io.cluster')),"
             " file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**_env(), "PYTHONPATH": REPO}, timeout=60)

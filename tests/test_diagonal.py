@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import requests, sparsity
-from diffcli.diagonal import Diagonal, structured_kernel
-from diffcli.graph import Graph
+from diffcli.api import requests
+from diffcli.engine import sparsity
+from diffcli.engine.diagonal import Diagonal, structured_kernel
+from diffcli.graph.nodes import Graph
 
 from .test_property import random_scalar
 from .test_sparsity import VECTOR_EXPRESSIONS, _points
@@ -129,7 +130,7 @@ def test_each_rule_gives_the_dense_result(op, order):
     other = rng.normal(size=(4, 6)) if op not in ("add", "sub") else rng.normal(size=(6, 4, 6)).T.copy().T
     g = Graph()
     node = g.apply(op, [g.var("a", (6,)), g.var("b", (6,))])
-    kernel = diffcli.ops.OPS[op].kernel(node)
+    kernel = diffcli.graph.ops.OPS[op].kernel(node)
     run = structured_kernel(node, kernel, unary=False)
     diagonal = Diagonal(d, 1)
     pair = {"diagonal first": (diagonal, other), "diagonal second": (other, diagonal),
@@ -176,7 +177,7 @@ def test_matrix_hessian_matches_its_closed_form():
 
 
 def test_diagonal_seeds_over_threaded_chunks_give_the_one_pass_numbers(monkeypatch):
-    from diffcli import evaluate
+    from diffcli.engine import evaluate
 
     x = np.random.default_rng(8).uniform(-2, 2, (40, 70))
     one_pass = diffcli.compile("cumsum(sin(x)) * x").jacobian(x=x, batch_ndim=1)["x"]
@@ -194,7 +195,7 @@ def test_an_operand_with_more_axes_than_the_diagonal_is_met_densely():
     g = Graph()
     for op in ("mul", "add"):
         node = g.apply(op, [g.var("a", (3,)), g.var("b", (3,))])
-        kernel = diffcli.ops.OPS[op].kernel(node)
+        kernel = diffcli.graph.ops.OPS[op].kernel(node)
         other = np.random.default_rng(10).normal(size=(2, 3, 1, 3))
         got = structured_kernel(node, kernel, unary=False)(Diagonal(np.ones((1, 3)), 1), other)
         np.testing.assert_array_equal(got, kernel(np.asarray(Diagonal(np.ones((1, 3)), 1)), other))

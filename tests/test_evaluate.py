@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import evaluate
+from diffcli.engine import evaluate
 
 
 def _blocked_and_whole(monkeypatch, fn):
@@ -205,7 +205,7 @@ def test_an_interrupt_while_blocks_are_handed_out_leaves_no_thread_waiting(tmp_p
     script = tmp_path / "interrupt.py"
     script.write_text(
         "import numpy as np, diffcli\n"
-        "from diffcli import evaluate\n"
+        "from diffcli.engine import evaluate\n"
         "pool = evaluate._executor()\n"
         "real, calls = pool.submit, [0]\n"
         "def flaky(fn, *args):\n"
@@ -324,9 +324,9 @@ def test_kinks_and_fallbacks_do_not_depend_on_blocking_when_sums_overflow(monkey
 
 def _gradient_plan(text: str, shapes: dict):
     """A Plan of an expression and its gradient, built from the modules' own interfaces."""
-    from diffcli import autodiff
-    from diffcli.graph import Graph
-    from diffcli.parse import parse
+    from diffcli.graph import autodiff
+    from diffcli.graph.nodes import Graph
+    from diffcli.language.parse import parse
 
     program = parse(text)
     graph = Graph()

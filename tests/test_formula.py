@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffcli import autodiff
+from diffcli.graph import autodiff
 from diffcli.errors import UsageError
-from diffcli.evaluate import Plan
-from diffcli.formula import LONG, MAX_LITERAL, formula
-from diffcli.graph import Graph
-from diffcli.parse import parse
+from diffcli.engine.evaluate import Plan
+from diffcli.graph.formula import LONG, MAX_LITERAL, formula
+from diffcli.graph.nodes import Graph
+from diffcli.language.parse import parse
 
 
 def _build(text: str, shapes: dict, graph: Graph | None = None):

@@ -10,12 +10,12 @@ import math
 import numpy as np
 import pytest
 
-from diffcli import autodiff
+from diffcli.graph import autodiff
 from diffcli.errors import ShapeError
-from diffcli.evaluate import Plan
-from diffcli.functions import CONSTANTS, FUNCTIONS, arity_text
-from diffcli.graph import Graph
-from diffcli.ops import OPS
+from diffcli.engine.evaluate import Plan
+from diffcli.language.functions import CONSTANTS, FUNCTIONS, arity_text
+from diffcli.graph.nodes import Graph
+from diffcli.graph.ops import OPS
 
 SPAN = (0, 1)  # errors.Span: where in the source text the call is
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli.graph import Graph, topological_order
-from diffcli.ops import OPS
-from diffcli.parse import parse
+from diffcli.graph.nodes import Graph, topological_order
+from diffcli.graph.ops import OPS
+from diffcli.language.parse import parse
 
 from .test_cli import run_json
 
@@ -240,7 +240,7 @@ def test_rewrites_and_the_reference_evaluator_at_depth_100000():
     """((x + 0) * 1)... 100,000 deep, built without the parser (tests/test_parse.py
     parses that deep): every add stays (x + 0 is not x), every * 1 goes, and the plan
     and the test's own iterative reference both give x + 0."""
-    from diffcli.evaluate import Plan
+    from diffcli.engine.evaluate import Plan
 
     def build(graph):
         x = graph.var("x", ())

@@ -15,7 +15,7 @@ from rich.console import Console
 
 import diffcli
 from diffcli.cli import cli
-from diffcli.render import dot_text, print_backward_table, print_graph_tree
+from diffcli.io.render import dot_text, print_backward_table, print_graph_tree
 
 from .test_ops import CASES
 from .test_property import random_scalar

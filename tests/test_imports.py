@@ -17,48 +17,78 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "diffcli"
 
 # From the bottom up: a module may import modules of its own step or lower ones.
+# Modules are named by their dotted path under diffcli/ (a folder's __init__.py by
+# the folder's name; the package's own by "__init__").
 STEPS = [
-    ("foundation", {"errors", "switches", "allocator", "budget", "cbuild", "rewrites"}),
-    ("language tables", {"_tables", "lalr"}),
-    ("operations", {"ops"}),
-    ("names", {"functions"}),
-    ("graph", {"graph"}),
-    ("on graphs", {"parse", "autodiff", "formula", "sparsity"}),
-    ("plan back-ends", {"diagonal", "windows", "native"}),
-    ("engine", {"evaluate"}),
-    ("library", {"api", "function", "binding", "requests", "growth", "result", "check"}),
-    ("input and output", {"points", "columnar", "render", "plot", "pipeline", "cluster"}),
+    ("foundation", {"errors", "switches", "allocator", "budget", "engine.cbuild", "graph.rewrites",
+                    "language", "graph", "engine", "io"}),
+    ("language tables", {"language._tables", "language.lalr"}),
+    ("operations", {"graph.ops"}),
+    ("names", {"language.functions"}),
+    ("graph", {"graph.nodes"}),
+    ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
+    ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),
+    ("engine", {"engine.evaluate"}),
+    ("library", {"api", "api.function", "api.binding", "api.requests", "api.growth", "api.result",
+                 "api.check"}),
+    ("input and output", {"io.points", "io.columnar", "io.render", "io.plot", "io.pipeline", "io.cluster"}),
     ("public API", {"__init__"}),
     ("command", {"cli", "__main__"}),
 ]
 STEP_OF = {module: i for i, (_, modules) in enumerate(STEPS) for module in modules}
 
 # The one circle left, among the input and output modules of issue 15 (points
-# and render import columnar lazily, columnar imports both), outside this
-# change's files. The test fails when another circle appears, and when this one
-# is broken (then empty the set).
-KNOWN_CIRCLES = {frozenset({"columnar", "points", "render"})}
+# and render import columnar lazily, columnar imports both). The test fails when
+# another circle appears, and when this one is broken (then empty the set).
+KNOWN_CIRCLES = {frozenset({"io.columnar", "io.points", "io.render"})}
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
 
 
 def _modules() -> list[str]:
-    return sorted(p.stem for p in PACKAGE.glob("*.py"))
+    return sorted(_name(p) for p in PACKAGE.rglob("*.py"))
+
+
+def _path(module: str) -> Path:
+    if module == "__init__":
+        return PACKAGE / "__init__.py"
+    base = PACKAGE.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def _is_module(dotted: str) -> bool:
+    base = PACKAGE.joinpath(*dotted.split(".")) if dotted else PACKAGE
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def _target(names: list[str]) -> str:
+    return ".".join(names) or "__init__"
 
 
 def _imports(module: str) -> set[str]:
     """The package's modules that module imports, anywhere in its text."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    path = _path(module)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = [] if module == "__init__" else module.split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module is None:  # from . import x: x is a module, or a name of __init__
-                found |= {a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names}
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "diffcli"):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+                named = base + (node.module.split(".") if node.module else [])
             else:
-                found.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "diffcli":
-            parts = node.module.split(".")
-            found.add(parts[1] if len(parts) > 1 else "__init__")
+                named = node.module.split(".")[1:]
+            for alias in node.names:  # from X import y: y is a module of X, or a name in X
+                sub = named + [alias.name]
+                found.add(_target(sub) if _is_module(".".join(sub)) else _target(named))
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("diffcli.")}
+            found |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("diffcli.")}
     found.discard(module)
     return found
 
@@ -110,8 +140,9 @@ def test_no_import_circles():
 def test_the_graph_is_read_right():
     """The reader finds imports inside functions and of the package itself (so
     the tests above could fail): evaluate imports native only when a batch is big."""
-    assert "native" in GRAPH["evaluate"] and "__init__" in GRAPH["cli"]
-    assert "evaluate" not in GRAPH["native"] and "parse" not in GRAPH["lalr"]
+    assert "engine.native" in GRAPH["engine.evaluate"] and "__init__" in GRAPH["cli"]
+    assert "engine.evaluate" not in GRAPH["engine.native"] and "language.parse" not in GRAPH["language.lalr"]
+    assert "graph.autodiff" in GRAPH["api.binding"]  # from ..graph import autodiff: the module
 
 
 # Records every mallopt() made through ctypes (the only way Python code reaches it).
@@ -176,7 +207,7 @@ def test_numpy_error_handling_is_the_callers_after_a_computation():
 
 def _plan_private_names() -> set[str]:
     """The names of evaluate.Plan's private fields and methods (self._x)."""
-    tree = ast.parse((PACKAGE / "evaluate.py").read_text(encoding="utf-8"))
+    tree = ast.parse(_path("engine.evaluate").read_text(encoding="utf-8"))
     plan = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Plan")
     names = {f.name for f in plan.body if isinstance(f, ast.FunctionDef) and f.name.startswith("_")
              and not f.name.startswith("__")}
@@ -192,9 +223,9 @@ def test_no_module_reads_the_plans_private_fields():
     assert {"_slot", "_steps", "_execute", "_fusion"} <= private
     readers = []
     for module in GRAPH:
-        if module == "evaluate":
+        if module == "engine.evaluate":
             continue
-        tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+        tree = ast.parse(_path(module).read_text(encoding="utf-8"))
         readers += [f"{module}.py:{n.lineno} .{n.attr}" for n in ast.walk(tree)
                     if isinstance(n, ast.Attribute) and n.attr in private
                     and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))]

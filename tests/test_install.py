@@ -39,7 +39,7 @@ def test_wheel_in_a_fresh_venv_runs_from_a_temporary_directory(tmp_path):
 
     # The grammar it loaded is the copy inside the installed package, not this checkout's.
     where = _run([str(bin_dir / "python"), "-c",
-                  "from diffcli.parse import grammar_path; print(grammar_path())"], cwd=elsewhere)
+                  "from diffcli.language.parse import grammar_path; print(grammar_path())"], cwd=elsewhere)
     grammar = Path(where.stdout.strip())
     assert venv in grammar.parents and grammar.parent.name == "grammars"
     assert grammar.read_text() == (REPO / "grammars" / "diffcli.lark").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diffcli import _tables, lalr, parse
+from diffcli.language import _tables, lalr, parse
 
 from .test_property import random_scalar
 
@@ -72,7 +72,7 @@ def test_the_shipped_tables_are_those_of_the_grammar_file():
 def test_the_shipped_tables_are_exactly_what_the_generator_writes_now():
     """Regenerated from the grammar with the installed lark, byte for byte: the
     tables cannot drift from the grammar or from the generator."""
-    shipped = (REPO / "diffcli" / "_tables.py").read_text(encoding="utf-8")
+    shipped = (REPO / "diffcli" / "language" / "_tables.py").read_text(encoding="utf-8")
     assert _generator().generated() == shipped, "regenerate them: python tools/generate_tables.py"
 
 
@@ -85,7 +85,7 @@ def test_the_generator_numbers_states_the_same_whatever_the_hash_seed(tmp_path):
     script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tools']\n"
               "import generate_tables\n"
               "sys.stdout.write(generate_tables.generated())\n")
-    shipped = (REPO / "diffcli" / "_tables.py").read_text(encoding="utf-8")
+    shipped = (REPO / "diffcli" / "language" / "_tables.py").read_text(encoding="utf-8")
     for seed, run in [("1", "fresh"), ("2", "fresh"), ("2", "cached")]:
         (tmp_path / seed).mkdir(exist_ok=True)
         env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed, "TMPDIR": str(tmp_path / seed)}

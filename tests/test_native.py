@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import cbuild, native
-from diffcli.ops import OPS
+from diffcli.engine import cbuild, native
+from diffcli.graph.ops import OPS
 
 T1 = "sin(x) * exp(-x^2 / 2) + log(1 + x^2) + tanh(x)^2"
 T2 = "x*y + sin(y)*z + log(x)*exp(-z) + sqrt(x^2 + y^2 + z^2)"

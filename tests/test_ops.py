@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import autodiff
-from diffcli.graph import topological_order
-from diffcli.ops import OPS
+from diffcli.graph import autodiff
+from diffcli.graph.nodes import topological_order
+from diffcli.graph.ops import OPS
 
 from .helpers import assert_matches_fd
 
@@ -92,7 +92,7 @@ def test_second_derivative_graph_is_a_graph_too():
     graph = binding.graph
     (dx,) = autodiff.vjp(graph, binding.output, graph.const(1.0), binding.inputs)
     (dxx,) = autodiff.vjp(graph, dx, graph.const(1.0), binding.inputs)
-    from diffcli.evaluate import Plan
+    from diffcli.engine.evaluate import Plan
 
     x = 0.7
     (value,) = Plan([dxx], binding.inputs).run([np.array(x)])
@@ -259,8 +259,8 @@ def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
 
 def _missing_facts(name, op) -> list[str]:
     """'name: field (why a layer needs it)' for each fact the record lacks."""
-    from diffcli import diagonal, sparsity
-    from diffcli.ops import CALL, OWN, C, Infix, Kink
+    from diffcli.engine import diagonal, sparsity
+    from diffcli.graph.ops import CALL, OWN, C, Infix, Kink
 
     missing = []
 
@@ -311,8 +311,8 @@ def test_a_record_without_a_fact_is_named_with_the_field():
 
 
 def test_every_name_a_record_gives_calls_that_operation():
-    from diffcli.functions import FUNCTIONS
-    from diffcli.ops import Infix, operator
+    from diffcli.language.functions import FUNCTIONS
+    from diffcli.graph.ops import Infix, operator
 
     for name, op in OPS.items():
         for user_name in op.names:
@@ -327,7 +327,7 @@ def test_every_name_a_record_gives_calls_that_operation():
 def test_every_operation_is_written_in_formulas():
     """Each operation, as it occurs in the graphs of the cases above, is printed by
     formula.py (which raises UsageError for an operation it has no notation for)."""
-    from diffcli.formula import formula
+    from diffcli.graph.formula import formula
 
     seen = {}
     for expression, at in CASES:

@@ -12,8 +12,8 @@ import pytest
 
 import diffcli
 from diffcli.errors import ExpressionError, ShapeError
-from diffcli.graph import Graph, topological_order
-from diffcli.parse import parse
+from diffcli.graph.nodes import Graph, topological_order
+from diffcli.language.parse import parse
 
 
 def value(expression, **at):
@@ -201,8 +201,8 @@ def test_lark_does_not_load_the_optional_regex_module_but_the_user_still_can(tmp
     import sys
 
     (tmp_path / "regex.py").write_text("STAND_IN = True\n")
-    script = ("import diffcli.parse\n"
-              "diffcli.parse.lark_parser()\n"
+    script = ("import diffcli.language.parse\n"
+              "diffcli.language.parse.lark_parser()\n"
               "import lark.utils, regex\n"
               "print(lark.utils._has_regex, regex.STAND_IN)\n")
     env = {"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parent.parent}", "PATH": "/usr/bin:/bin"}
@@ -213,7 +213,7 @@ def test_lark_does_not_load_the_optional_regex_module_but_the_user_still_can(tmp
 def _in_derivative(build):
     """Nodes built as autodiff builds derivatives (graph.deriving), where the
     rewrites that change which operations run apply."""
-    from diffcli.evaluate import Plan
+    from diffcli.engine.evaluate import Plan
 
     graph = Graph()
     x = graph.var("x", ())

@@ -357,7 +357,7 @@ def test_a_million_points_in_a_subprocess(tmp_path):
 
 
 def test_the_cli_offers_every_input_format_points_reads():
-    from diffcli.points import FORMATS
+    from diffcli.io.points import FORMATS
 
     assert tuple(cli_module.INPUT_FORMATS) == FORMATS
 
@@ -433,7 +433,7 @@ def test_awkward_floats_go_through_the_real_command_bit_for_bit(tmp_path, fmt):
 def test_results_are_identical_whatever_the_chunk_and_block_sizes(tmp_path, monkeypatch):
     """Arrow's blocks and the evaluator's chunks cut anywhere: the same text, and the
     same as the careful (NDJSON) reader's; a blank line and CRLF endings included."""
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     points = _points(n=300)
     write_points(tmp_path / "p.csv", points, "csv")
@@ -501,7 +501,7 @@ def test_skip_bad_goes_on_with_the_fast_reader_after_a_bad_block(tmp_path):
 
 
 def test_a_good_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_block(tmp_path, monkeypatch):
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     calls = []
     careful = points_module._DelimitedReader._careful_chunks
@@ -524,7 +524,7 @@ def test_a_good_file_never_takes_the_careful_path_and_a_bad_one_only_for_its_blo
 
 def _reader_tiers(monkeypatch):
     """Which reader each block went through: 'polars', 'pyarrow' or 'careful'."""
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     tiers = []
     blocks = points_module._ArrowBlocks
@@ -585,7 +585,7 @@ def test_blocks_are_read_as_bytes_unless_the_header_outgrows_what_is_buffered(tm
     as bytes (no decoding); a header longer than the buffer is read as text, and so
     are the blocks after it. Lone \\r and \\r\\n line ends, blocks cut anywhere:
     the same output every way."""
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     text_reads = []
     original = points_module._ArrowBlocks._text_blocks
@@ -631,7 +631,7 @@ def test_a_csv_run_without_kept_columns_imports_no_pyarrow(tmp_path):
 def test_kept_columns_on_the_arrow_path_are_the_careful_path_s_text(tmp_path, monkeypatch, keep, out):
     """Quoted delimiters, doubled quotes, empty cells, spaces and non-ASCII text in
     kept columns: the Arrow blocks give exactly what the csv module gives."""
-    from diffcli import points as points_module
+    from diffcli.io import points as points_module
 
     notes = ['"a,b"', '"say ""hi"""', "", "  spaced ", "naïve", "plain"]
     rows = ["id,x,note,y,z"] + [f"p{i},{i / 3 + 0.5!r},{notes[i % len(notes)]},{-i / 7!r},{i / 11!r}"

@@ -1,5 +1,5 @@
 """diffcli plot: the sampled data, the terminal picture, figure files and the
-refusals (diffcli/plot.py and the `plot` command)."""
+refusals (diffcli/io/plot.py and the `plot` command)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import diffcli
 from diffcli import cli as cli_module
-from diffcli import plot as plotting
+from diffcli.io import plot as plotting
 from diffcli.errors import UsageError
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
@@ -208,7 +208,7 @@ def test_matplotlib_is_not_imported_by_the_cli():
     import subprocess
     import sys
 
-    code = "import sys, diffcli.cli, diffcli.plot; print('matplotlib' in sys.modules, 'uniplot' in sys.modules)"
+    code = "import sys, diffcli.cli, diffcli.io.plot; print('matplotlib' in sys.modules, 'uniplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -19,9 +19,9 @@ import zlib
 import pytest
 from click.testing import CliRunner
 
-from diffcli import points
+from diffcli.io import points
 from diffcli.cli import cli
-from diffcli.parse import MAX_EXPRESSION_CHARS
+from diffcli.language.parse import MAX_EXPRESSION_CHARS
 from tests.test_cli import _diffcli_command, _env
 
 MEMORY_LIMIT = 1 << 30  # address space of each child: a 3 GB or 10 GiB read would fail loudly

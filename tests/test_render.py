@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from diffcli import api, render
+from diffcli import api
+from diffcli.io import render
 
 
 def _result(kind, expression, at, **request):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import sparsity
+from diffcli.engine import sparsity
 
 from .test_property import random_scalar
 
@@ -145,7 +145,7 @@ def test_a_huge_intermediate_is_taken_as_dense_instead_of_probed(monkeypatch):
 def test_every_operation_has_a_pattern_rule():
     """A new operation must be placed in one of the pattern rules (else it would be
     taken as dense: correct, but every Jacobian through it would lose sharing)."""
-    from diffcli.ops import OPS
+    from diffcli.graph.ops import OPS
 
     elementwise = {name for name, op in OPS.items() if op.elementwise}
     selections = {name for name, op in OPS.items() if op.pattern == "moves"}

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import diagonal, native, requests, sparsity, switches, windows
+from diffcli.engine import diagonal, native, sparsity, windows
+from diffcli.api import requests
+from diffcli import switches
 
 ROSENBROCK = "sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)"
 

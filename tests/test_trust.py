@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import diffcli
 from diffcli.cli import cli
-from diffcli.ops import OPS
+from diffcli.graph.ops import OPS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import diffcli
-from diffcli import evaluate
-from diffcli.windows import Window, last_axis_window
+from diffcli.engine import evaluate
+from diffcli.engine.windows import Window, last_axis_window
 
 ROSENBROCK = "sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)"
 # Windows of one and of two columns less, unary and binary ufuncs, a pow that is

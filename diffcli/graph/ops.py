@@ -51,7 +51,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import rewrites
-from .errors import ShapeError
+from ..errors import ShapeError
 
 
 class ShapeMismatch(Exception):

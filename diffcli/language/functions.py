@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
-from .ops import OPS
+from ..graph.ops import OPS
 
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
 

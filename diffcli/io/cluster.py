@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .api import Function
-from .errors import EXIT_OUTPUT_FAILED, DiffcliError, NumericError, UsageError
+from ..api import Function
+from ..errors import EXIT_OUTPUT_FAILED, DiffcliError, NumericError, UsageError
 from .pipeline import run_points
 from .points import BadRecord, Chunk, DataError, PointSource, format_from_name, open_points
 from .render import Writer, result_columns

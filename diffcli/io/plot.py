@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .api import Function, constant
-from .errors import DiffcliError, Diagnostic, UsageError
-from .ops import describe
+from ..api import Function, constant
+from ..errors import DiffcliError, Diagnostic, UsageError
+from ..graph.ops import describe
 from .render import component_labels, format_number, plain_number, quote_cell, to_json_value
 
 MAX_POINTS = 1_000_000

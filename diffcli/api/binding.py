@@ -9,13 +9,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import autodiff, switches
-from .errors import Diagnostic
-from .evaluate import Plan
-from .graph import Graph, Node, topological_order
+from ..graph import autodiff
+from .. import switches
+from ..errors import Diagnostic
+from ..engine.evaluate import Plan
+from ..graph.nodes import Graph, Node, topological_order
 from .growth import OrderGrowth
-from .ops import OPS
-from .parse import Program
+from ..graph.ops import OPS
+from ..language.parse import Program
 
 
 class Binding:
@@ -112,7 +113,7 @@ class Binding:
         found = self._compressions.get(key)
         if found is None:
             with self.lock, collector_paused():
-                from . import sparsity  # only Jacobians and Hessians need it
+                from ..engine import sparsity  # only Jacobians and Hessians need it
 
                 # (DIFFCLI_SPARSITY is read here, once per binding: an environment look-up costs 1-2 us)
                 worth_it = any(2 <= n.size <= sparsity.MAX_ROWS for n in rows_of) and switches.enabled("sparsity")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 from .function import Function
 from .result import Result
 

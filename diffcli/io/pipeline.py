@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .api import Function
-from .errors import Diagnostic
+from ..api import Function
+from ..errors import Diagnostic
 from .points import BadRecord, Chunk
 from .render import has_nonfinite
 

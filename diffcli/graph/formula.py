@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .errors import UsageError
-from .graph import Node, topological_order
+from ..errors import UsageError
+from .nodes import Node, topological_order
 from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Infix
 
 # How each operation is written is its record's notation (ops.py): an infix

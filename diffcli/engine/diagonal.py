@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .ops import OPS
+from ..graph.ops import OPS
 
 
 class Diagonal:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .budget import BYTES_PER_NODE, format_size
-from .errors import BudgetError
-from .graph import Graph, Node, topological_order
+from ..budget import BYTES_PER_NODE, format_size
+from ..errors import BudgetError
+from .nodes import Graph, Node, topological_order
 from .ops import OPS
 
 

@@ -18,18 +18,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import ExpressionError, ShapeError
+from ..errors import ExpressionError, ShapeError
 from .functions import CONSTANTS, FUNCTIONS, arity_text
-from .graph import Graph, Node
+from ..graph.nodes import Graph, Node
 from .lalr import NotParsed, Parser
-from .ops import describe, operator
+from ..graph.ops import describe, operator
 
 # (os.path, not pathlib: pathlib's import is 6 ms of every start)
-_HERE = os.path.dirname(os.path.realpath(__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # diffcli/
 # Installed wheels carry the grammar inside the package; a source checkout has it
 # at the top level.
-GRAMMAR_CANDIDATES = (os.path.join(_HERE, "grammars", "diffcli.lark"),
-                      os.path.join(os.path.dirname(_HERE), "grammars", "diffcli.lark"))
+GRAMMAR_CANDIDATES = (os.path.join(_PACKAGE, "grammars", "diffcli.lark"),
+                      os.path.join(os.path.dirname(_PACKAGE), "grammars", "diffcli.lark"))
 
 OPENERS, CLOSERS = "([", ")]"
 

@@ -823,7 +823,7 @@ def print_graph_tree(console, root) -> None:
 
 def dot_text(root) -> str:
     """Graphviz DOT for the DAG: an edge from each argument to its consumer."""
-    from .graph import topological_order
+    from ..graph.nodes import topological_order
 
     lines = ["digraph diffcli {", "  rankdir=BT;", '  node [shape=box, fontname="monospace"];']
     for node in topological_order([root]):

@@ -26,8 +26,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .graph import Node, topological_order
-from .ops import OPS
+from ..graph.nodes import Node, topological_order
+from ..graph.ops import OPS
 
 # Beyond this many booleans in flight, the pattern is not worth finding (identity seeds are used).
 MAX_PATTERN_CELLS = 1 << 25

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import autodiff, switches
-from .errors import UsageError
-from .graph import Node
+from ..graph import autodiff
+from .. import switches
+from ..errors import UsageError
+from ..graph.nodes import Node
 from .growth import OrderGrowth
-from .ops import describe
+from ..graph.ops import describe
 from .result import materialise
 
 if TYPE_CHECKING:
@@ -392,7 +393,7 @@ def identity_seed(shape: tuple, batch_ndim: int, diagonal_allowed: bool = True):
     (DIFFCLI_DIAGONAL=0 does not allow it)."""
     m = size(shape)
     if m >= DIAGONAL_MIN_ROWS and shape and diagonal_allowed:
-        from .diagonal import Diagonal
+        from ..engine.diagonal import Diagonal
 
         return Diagonal.identity(shape, batch_ndim)
     seed = np.eye(m).reshape((m,) + (1,) * batch_ndim + shape)
@@ -410,7 +411,7 @@ def _row_seed(compression, shape: tuple, batch_ndim: int):
     if compression is None:
         # (an environment look-up costs 1-2 us: read only where a Diagonal would be used)
         return identity_seed(shape, batch_ndim, size(shape) < DIAGONAL_MIN_ROWS or switches.enabled("diagonal"))
-    from .sparsity import compressed_seed
+    from ..engine.sparsity import compressed_seed
 
     return compressed_seed(compression, shape, batch_ndim)
 
@@ -420,7 +421,7 @@ def _rows(d, compression, column_offset: int, row_shape: tuple, batch: tuple, co
     rows on the leading axis (a seed each, or shared seeds to be spread back)."""
     if compression is None:
         return _unstack_rows(d, [row_shape], batch, column_shape)
-    from .sparsity import decompress
+    from ..engine.sparsity import decompress
 
     return decompress(np.asarray(d), compression, column_offset, batch, row_shape, column_shape)
 

@@ -20,10 +20,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import switches
-from .errors import Diagnostic
-from .graph import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
-from .ops import OPS
+from .. import switches
+from ..errors import Diagnostic
+from ..graph.nodes import Node, derivative_diagnostic, nonfinite_diagnostic, topological_order
+from ..graph.ops import OPS
 
 
 # Big batches are cut into blocks of about this many elements per array: small

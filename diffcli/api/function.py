@@ -8,14 +8,15 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from . import autodiff, budget
+from ..graph import autodiff
+from .. import budget
 from .binding import Binding, collector_paused, formula_nodes, kink_reports
-from .budget import BYTES_PER_NODE, format_size
-from .errors import BudgetError, Diagnostic, UsageError
-from .evaluate import Plan
-from .functions import CONSTANTS
-from .graph import Graph, Node
-from .parse import Program, parse
+from ..budget import BYTES_PER_NODE, format_size
+from ..errors import BudgetError, Diagnostic, UsageError
+from ..engine.evaluate import Plan
+from ..language.functions import CONSTANTS
+from ..graph.nodes import Graph, Node
+from ..language.parse import Program, parse
 from .requests import (Along, Derivative, Gradient, Hessian, Hvp, Jacobian, Jvp, Request, Value, Vjp,
                        require_scalar, size)
 from .result import Result, materialise
@@ -167,7 +168,7 @@ class Function:
             except BudgetError:
                 self._forget(binding)
                 raise
-        from .formula import formula  # only --symbolic needs it
+        from ..graph.formula import formula  # only --symbolic needs it
 
         reserved = self.variables
         return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from .budget import BYTES_PER_NODE, format_size
-from .errors import BudgetError
-from .graph import Graph
+from ..budget import BYTES_PER_NODE, format_size
+from ..errors import BudgetError
+from ..graph.nodes import Graph
 
 # Each order of a derivative differentiates the whole graph of the one before,
 # so building order N walks about the sum of every order's graph, and makes

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ESCAPED_BYTE, EXIT_BAD_DATA, DiffcliError, not_utf8
+from ..errors import ESCAPED_BYTE, EXIT_BAD_DATA, DiffcliError, not_utf8
 
 FORMATS = ("csv", "tsv", "ndjson", "json", "parquet", "arrow")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson",

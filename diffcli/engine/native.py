@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cbuild, switches
-from .ops import OPS
+from . import cbuild
+from .. import switches
+from ..graph.ops import OPS
 
 
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .errors import Diagnostic, ShapeError, Span
+from ..errors import Diagnostic, ShapeError, Span
 from .ops import OPS, ShapeMismatch, describe
 
 # A value (for one point) larger than this is refused before it is allocated.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import OPS, outside_box
+from ..graph.ops import OPS, outside_box
 
 _ITEM = 8  # float64
 

@@ -1,0 +1,1 @@
+"""The graph: interned nodes, the one table of operations, reverse mode, formulas."""

@@ -1,0 +1,1 @@
+"""The language: grammar tables, the LALR driver, the parser, the function names."""
