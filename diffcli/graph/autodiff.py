@@ -126,14 +126,14 @@ def _adjoints(graph, pairs, wrt, order) -> dict[int, Node]:
         if node.op == "var":
             continue
         is_masked = node.id in masked
-        saved, graph._origin = graph._origin, node  # new nodes belong to node's derivative
+        saved, graph.deriving_from = graph.deriving_from, node  # new nodes belong to node's derivative
         try:
             op = OPS[node.op]
             contributions = op.vjp(Masked(g) if is_masked else g, node, *node.args)
             if graph.kink_nan and op.kink is not None:
                 contributions = _nan_at_kink(graph, node, g, contributions, active)
         finally:
-            graph._origin = saved
+            graph.deriving_from = saved
         selecting = is_masked or op.selects or (graph.kink_nan and op.kink is not None)
         for arg, ct in zip(node.args, contributions):
             ct = _unwrap(ct)

@@ -91,7 +91,7 @@ class Graph:
         self.max_nodes = max_nodes
         self.nodes: list[Node] = []
         self._interned: dict[tuple, Node] = {}
-        self._origin: Node | None = None  # the forward node whose rule is running
+        self.deriving_from: Node | None = None  # the forward node whose rule runs (set by autodiff.py, origin())
         self._rewriting: Span | None = None  # the span of the node a rewrite stands for
         self.deriving = False  # building a derivative (autodiff.py sets it)
         self.diagnostics: list[Diagnostic] = []  # non-finite values met while folding
@@ -154,12 +154,12 @@ class Graph:
     def origin(self, forward: Node):
         """Nodes made inside this block belong to the derivative of `forward`:
         they take its source span, so warnings about them point at it."""
-        saved = self._origin
-        self._origin = forward
+        saved = self.deriving_from
+        self.deriving_from = forward
         try:
             yield
         finally:
-            self._origin = saved
+            self.deriving_from = saved
 
     def apply(self, name: str, args, attr=None, span: Span | None = None) -> Node:
         op = OPS[name]
@@ -171,7 +171,7 @@ class Graph:
             args = tuple(args)
         if span is None:
             span = self._rewriting if self._rewriting is not None else \
-                (self._origin.span if self._origin is not None else None)
+                (self.deriving_from.span if self.deriving_from is not None else None)
         shape = self._infer_shape(op, args, attr, span)
         if len(shape) > 1 or shape and shape[0] > 1 << 20:
             _check_size(name, shape, span)
@@ -207,7 +207,7 @@ class Graph:
         key = (name, tuple([a.id for a in args]), attr)
         node = self._interned.get(key)
         if node is None:
-            node = self._add(key, Node(self, name, args, attr, shape, span, self._origin))
+            node = self._add(key, Node(self, name, args, attr, shape, span, self.deriving_from))
         return node
 
     def _uniform_as_scalar(self, args, shape):
@@ -233,7 +233,7 @@ class Graph:
         return self.apply("reshape", (node,), tuple(shape))
 
     def _label(self, op_name):
-        return op_name if self._origin is None else f"the derivative of {self._origin.op}"
+        return op_name if self.deriving_from is None else f"the derivative of {self.deriving_from.op}"
 
     def _add(self, key, node):
         self._interned[key] = node
