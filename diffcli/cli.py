@@ -550,11 +550,7 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
         raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
     if output is not None:
         plotting.figure_format(output)  # a bad file name fails before any work
-    import shutil  # only for a terminal
-
-    columns, lines = shutil.get_terminal_size()
-    width = width or columns
-    height = height or max(8, lines - 1 - (tangent is not None))  # room for the prompt and the equation
+    width, height = _plot_size(width, height, tangent is not None)
     if points is None:
         points = 101 if output_format else 1001 if output else 4 * width
     try:
@@ -563,24 +559,41 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
         for diagnostic in samples.diagnostics[:1] + samples.kinks:
             _stderr("warning: " + diagnostic.format(source))
         if output_format is not None:
-            if output_format == "json" and plotting.has_nonfinite(samples):
-                _stderr("warning: non-finite numbers are written as null in JSON")
-            text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
-            click.echo(text, nl=False)
+            _write_plot_data(plotting, samples, output_format)
         else:
             plotting.with_formulas(samples, function, 48)
-            if output is not None:
-                plotting.write_figure(samples, output)
-                _stderr(f"diffcli: wrote {output}")
-            else:
-                use_color = _wants_color(color)
-                click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
+            _draw(plotting, samples, output, width, height, color)
     except DiffcliError as e:
         raise e.with_source(source)
     if samples.tangent is not None:
-        equations = samples.tangent.equations(axis.label, samples.components, digits)
-        for equation in equations:  # stdout holds only data with --format
-            _stderr(equation) if output_format else click.echo(equation)
+        for equation in samples.tangent.equations(axis.label, samples.components, digits):
+            _stderr(equation) if output_format else click.echo(equation)  # stdout holds only data with --format
+
+
+def _plot_size(width: int | None, height: int | None, tangent: bool) -> tuple[int, int]:
+    """The plot's columns and lines: as given, else the terminal's, leaving room
+    for the prompt and the tangent's equation."""
+    import shutil  # only for a terminal
+
+    columns, lines = shutil.get_terminal_size()
+    return width or columns, height or max(8, lines - 1 - tangent)
+
+
+def _write_plot_data(plotting, samples, output_format: str) -> None:
+    if output_format == "json" and plotting.has_nonfinite(samples):
+        _stderr("warning: non-finite numbers are written as null in JSON")
+    text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
+    click.echo(text, nl=False)
+
+
+def _draw(plotting, samples, output: str | None, width: int, height: int, color: str) -> None:
+    """The plot as a figure file (--output), else in the terminal."""
+    if output is not None:
+        plotting.write_figure(samples, output)
+        _stderr(f"diffcli: wrote {output}")
+    else:
+        use_color = _wants_color(color)
+        click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
 
 
 def _tangent_point(plotting, text: str | None, axis) -> float | None:
