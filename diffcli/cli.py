@@ -934,23 +934,9 @@ def _report_partitions(reports, source: str) -> int:
     """Each file's warnings, bad records and failure on stderr, in input order;
     the exit status of the worst (a partition that could not run, then bad data,
     then a failed check)."""
-    seen_kinks = set()
+    seen_kinks: set = set()
     for report in reports:
-        for text in report.warnings:
-            _stderr(f"warning: {report.path}: {text}")
-        for span, text in report.kinks:
-            if span not in seen_kinks and report.failure is None:
-                seen_kinks.add(span)
-                _stderr(f"warning: {report.path}: {text}")
-        for line, message in report.bad:
-            _stderr(f"{report.path}: line {line}: {message}")
-        if report.error is not None:
-            _stderr(f"error: {report.path}: {report.error.with_source(source)}")
-        elif report.stopped_at is not None:
-            _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
-                    f"no output file for it (--skip-bad goes on past bad records)")
-        elif report.failure is not None:
-            _stderr(f"error: {report.path}: {report.failure}; no output file for it")
+        _report_partition(report, source, seen_kinks)
     skipped = sum(report.skipped for report in reports)
     if skipped:
         _stderr(f"diffcli: skipped {_count(skipped, 'bad record')}; wrote "
@@ -960,6 +946,25 @@ def _report_partitions(reports, source: str) -> int:
         if status in statuses:
             return status
     return max(statuses, default=EXIT_OK)
+
+
+def _report_partition(report, source: str, seen_kinks: set) -> None:
+    """One file's lines on stderr; a kink another file already reported is not repeated."""
+    for text in report.warnings:
+        _stderr(f"warning: {report.path}: {text}")
+    for span, text in report.kinks:
+        if span not in seen_kinks and report.failure is None:
+            seen_kinks.add(span)
+            _stderr(f"warning: {report.path}: {text}")
+    for line, message in report.bad:
+        _stderr(f"{report.path}: line {line}: {message}")
+    if report.error is not None:
+        _stderr(f"error: {report.path}: {report.error.with_source(source)}")
+    elif report.stopped_at is not None:
+        _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
+                f"no output file for it (--skip-bad goes on past bad records)")
+    elif report.failure is not None:
+        _stderr(f"error: {report.path}: {report.failure}; no output file for it")
 
 
 def _console(color: str):
