@@ -7,6 +7,7 @@ errors into messages and exit statuses (see EXIT STATUS in `diffcli --help`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import io
@@ -109,42 +110,41 @@ BINARY_OUTPUTS = {"parquet": "Parquet", "arrow": "an Arrow IPC file", "arrows": 
 INPUT_FORMATS = ["csv", "tsv", "ndjson", "json", "parquet", "arrow"]
 
 
-class _SharedOptionsCommand(click.Command):
-    """A command whose shared options (common_options) are built the first time
-    click asks for its parameters: building all twenty of them for each of the
-    seven commands cost about 8 ms of every start, for one command used."""
-
-    def __init__(self, *args, **kwargs):
-        self._shared = getattr(kwargs.get("callback"), "_diffcli_shared_options", False)
-        super().__init__(*args, **kwargs)
-
-    @property
-    def params(self):
-        if self._shared:
-            self._shared = False
-            self._params = _shared_options() + self._params
-        return self._params
-
-    @params.setter
-    def params(self, value):
-        self._params = value
-
-
-cli.command_class = _SharedOptionsCommand
-
-
-def common_options(command):
-    """Marks a command as taking the shared options (built by _SharedOptionsCommand)."""
-    command._diffcli_shared_options = True
+def output_options(command):
+    """The expression, point and output options every computing command takes
+    (sqlite-utils' output_options): one decorator, applied under @cli.command."""
+    command.__click_params__ = [*getattr(command, "__click_params__", []), *_shared_parameters()]
     return command
 
 
-def _shared_options() -> list:
-    """The expression, the point(s) and the output options every command shares."""
-    options = [
-        click.argument("expression", required=False),
-        click.option("-f", "--file", "expression_file", metavar="FILE",
-                     help="Read the expression from FILE ('-' for stdin) instead of the argument."),
+@functools.cache
+def _shared_parameters() -> tuple:
+    """The shared options' click parameters, built once and given to all seven
+    commands: building them per command cost 6-7 ms of every start (measured),
+    and a click parameter keeps no state of the command it belongs to."""
+    def carrier():
+        pass
+    shared = _expression_input("Read the expression from FILE ('-' for stdin) instead of the argument.")
+    _stacked(shared + _point_options() + _format_options() + _run_options() + _engine_options())(carrier)
+    return tuple(carrier.__click_params__)
+
+
+def _stacked(decorators: list):
+    """One decorator that applies the list's, the first on top (its option first in --help)."""
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+    return apply
+
+
+def _expression_input(file_help: str) -> list:
+    return [click.argument("expression", required=False),
+            click.option("-f", "--file", "expression_file", metavar="FILE", help=file_help)]
+
+
+def _point_options() -> list:
+    return [
         click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
                      help="A variable's value: a number or a literal like [1, 2] (arithmetic and "
                           "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
@@ -164,6 +164,11 @@ def _shared_options() -> list:
         click.option("--skip-bad", is_flag=True,
                      help="Go on past bad records (an error record in JSON/NDJSON, skipped and "
                           "counted in CSV/TSV); the exit status is still 3."),
+    ]
+
+
+def _format_options() -> list:
+    return [
         click.option("--format", "output_format", type=click.Choice(FORMATS),
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
                           "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
@@ -179,24 +184,20 @@ def _shared_options() -> list:
         click.option("-q", "--quiet", is_flag=True,
                      help="Bare numbers: the derivative's components (the value's for eval), one "
                           "per line, or one point per line, tab-separated, with --points."),
-        click.option("--digits", type=click.IntRange(1, 17), default=8, show_default=True,
-                     help="Significant digits in tables (machine formats keep full precision)."),
-        click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
-                     show_default=True, help="Colour in tables; NO_COLOR is honoured."),
+        _digits_option(8, "Significant digits in tables (machine formats keep full precision)."),
+        _color_option("Colour in tables; NO_COLOR is honoured."),
+    ]
+
+
+def _run_options() -> list:
+    return [
         click.option("--kink", type=click.Choice(["subgradient", "error", "nan"]), default="subgradient",
                      show_default=True,
                      help="Where an operation is not differentiable (abs at 0, a tie in max, ...): "
                           "warn and use the documented subgradient, fail with status 1, or give nan."),
         click.option("--strict", is_flag=True, help="Exit with status 1 if any result is nan or infinite."),
         _max_memory_option(),
-        *_engine_options(),
     ]
-
-    def collect():
-        pass
-    for option in reversed(options):
-        collect = option(collect)
-    return list(reversed(collect.__click_params__))
 
 
 def _engine_options() -> list:
@@ -217,6 +218,16 @@ def _one_or_more(ctx, param, values):
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _digits_option(default: int, help_text: str):
+    return click.option("--digits", type=click.IntRange(1, 17), default=default, show_default=True,
+                        help=help_text)
+
+
+def _color_option(help_text: str):
+    return click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
+                        show_default=True, help=help_text)
 
 
 class _MemorySize(click.ParamType):
@@ -269,6 +280,60 @@ def _wrt_option(command):
                         help="Differentiate with respect to NAME only (repeatable).")(command)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A computing command's options as click parsed them, one field an option
+    (the command's own ones default to what they are where a command lacks them)."""
+
+    expression: str | None
+    expression_file: str | None
+    at: tuple[str, ...]
+    points: str | tuple[str, ...] | None  # a tuple: several files, for --engine dask
+    input_format: str | None
+    chunk: int
+    keep: tuple[str, ...]
+    keep_all: bool
+    skip_bad: bool
+    output_format: str | None
+    output: str | None
+    as_json: bool
+    as_ndjson: bool
+    as_csv: bool
+    as_tsv: bool
+    quiet: bool
+    digits: int
+    color: str
+    kink: str
+    strict: bool
+    max_memory: int | None
+    engine: str
+    scheduler: str | None
+    workers: int | None
+    wrt: tuple[str, ...] = ()
+    order: int = 1
+    symbolic: bool = False
+    check: bool = False
+    tol: float = 1e-6
+    seed: str | None = None
+    tangent: tuple[str, ...] = ()
+
+    @property
+    def formats(self) -> list[str]:
+        """The output formats asked for, --format first, then --json, --nl, --csv, --tsv."""
+        flags = (self.output_format, self.as_json and "json", self.as_ndjson and "ndjson",
+                 self.as_csv and "csv", self.as_tsv and "tsv")
+        return [f for f in flags if f]
+
+    @property
+    def compile_kink(self) -> str:
+        """What the compiled function does at a kink (--kink error is the CLI's own: it stops)."""
+        return "nan" if self.kink == "nan" else "subgradient"
+
+    @property
+    def stop_on_kink(self) -> bool:
+        return self.kink == "error"
+
+
 def _handle_errors(run):
     @functools.wraps(run)
     def wrapper(*args, **kwargs):
@@ -286,20 +351,20 @@ def _handle_errors(run):
 
 
 @cli.command("eval", epilog=EPILOG)
-@common_options
+@output_options
 @_handle_errors
-def eval_command(**options):
+def eval_command(**given):
     """The value of EXPRESSION at a point.
 
     \b
     diffcli eval 'x**2' --at x=3
     diffcli eval 'r = sqrt(x^2 + y^2); r * sin(r)' --at x=3,y=4
     """
-    _run("value", options)
+    _run("value", Options(**given))
 
 
 @cli.command("grad", epilog=EPILOG)
-@common_options
+@output_options
 @_wrt_option
 @click.option("--order", type=click.IntRange(1, None), default=1, show_default=True,
               help="The Nth derivative tensor (shape = output shape + N x the variable's shape); "
@@ -307,7 +372,7 @@ def eval_command(**options):
 @_symbolic_option
 @_check_options
 @_handle_errors
-def grad_command(**options):
+def grad_command(**given):
     """The gradient of a scalar EXPRESSION with respect to each variable
     (each of the variable's own shape), or with --order N the Nth derivative.
 
@@ -317,16 +382,17 @@ def grad_command(**options):
     diffcli grad 'cos(x) + sin(x)' --at x=2 --order 2
     diffcli grad 'sin(x) + cos(x)' --symbolic
     """
-    _run("derivative" if options["order"] > 1 else "gradient", options)
+    options = Options(**given)
+    _run("derivative" if options.order > 1 else "gradient", options)
 
 
 @cli.command("jac", epilog=EPILOG)
-@common_options
+@output_options
 @_wrt_option
 @_symbolic_option
 @_check_options
 @_handle_errors
-def jac_command(**options):
+def jac_command(**given):
     """The full Jacobian of EXPRESSION per variable: shape = output shape +
     variable shape, all rows from one batched reverse pass.
 
@@ -334,32 +400,32 @@ def jac_command(**options):
     diffcli jac 'x**2' --at 'x=[1, 2, -2]'
     diffcli jac '[x*y, sin(y)]' --at x=1,y=2
     """
-    _run("jacobian", options)
+    _run("jacobian", Options(**given))
 
 
 @cli.command("vjp", epilog=EPILOG)
-@common_options
+@output_options
 @_wrt_option
 @click.option("--seed", required=True, metavar="VALUE",
               help="The vector v of v^T J, of the output's shape (PyTorch's backward(gradient=v)).")
 @_check_options
 @_handle_errors
-def vjp_command(**options):
+def vjp_command(**given):
     """The vector-Jacobian product v^T J of EXPRESSION, per variable.
 
     \b
     diffcli vjp 'x**2' --at 'x=[1, 2, -2]' --seed '[1, 0.8, 0.6]'
     """
-    _run("vjp", options)
+    _run("vjp", Options(**given))
 
 
 @cli.command("hess", epilog=EPILOG)
-@common_options
+@output_options
 @_wrt_option
 @_symbolic_option
 @_check_options
 @_handle_errors
-def hess_command(**options):
+def hess_command(**given):
     """The Hessian of a scalar EXPRESSION, as blocks: for variables a and b the
     block of second derivatives d2/da db has shape shape(a) + shape(b).
 
@@ -367,14 +433,14 @@ def hess_command(**options):
     diffcli hess 'x * sin(y)' --at x=1,y=2
     diffcli hess 'sum(100*(x[1:] - x[:-1]^2)^2 + (1 - x[:-1])^2)' --at 'x=[1, 1.2, 0.8]'
     """
-    _run("hessian", options)
+    _run("hessian", Options(**given))
 
 
 @cli.command("jvp", epilog=EPILOG)
-@common_options
+@output_options
 @_tangent_option
 @_handle_errors
-def jvp_command(**options):
+def jvp_command(**given):
     """The Jacobian-vector product J v of EXPRESSION: the directional derivative
     along the tangent v, of the output's shape. Variables without --tangent have
     tangent 0.
@@ -382,34 +448,30 @@ def jvp_command(**options):
     \b
     diffcli jvp '[x*y, sin(y)]' --at x=1,y=2 --tangent x=1
     """
-    _run("jvp", options)
+    _run("jvp", Options(**given))
 
 
 @cli.command("hvp", epilog=EPILOG)
-@common_options
+@output_options
 @_tangent_option
 @_handle_errors
-def hvp_command(**options):
+def hvp_command(**given):
     """The Hessian-vector product H v of a scalar EXPRESSION, per variable,
     without forming the Hessian. Variables without --tangent have tangent 0.
 
     \b
     diffcli hvp 'x^2 * y' --at x=1,y=2 --tangent x=1
     """
-    _run("hvp", options)
+    _run("hvp", Options(**given))
 
 
 @cli.command("graph", epilog=EPILOG)
-@click.argument("expression", required=False)
-@click.option("-f", "--file", "expression_file", metavar="FILE",
-              help="Read the expression from FILE ('-' for stdin).")
+@_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
 @click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
               help="A point: adds the backward pass, node by node, as a table.")
 @click.option("--dot", is_flag=True, help="Print Graphviz DOT text instead of a tree.")
-@click.option("--digits", type=click.IntRange(1, 17), default=6, show_default=True,
-              help="Significant digits in the backward-pass table.")
-@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Colour; NO_COLOR is honoured.")
+@_digits_option(6, "Significant digits in the backward-pass table.")
+@_color_option("Colour; NO_COLOR is honoured.")
 @_handle_errors
 def graph_command(expression, expression_file, at, dot, digits, color):
     """The DAG of EXPRESSION: one node per distinct subexpression (shared nodes
@@ -441,9 +503,7 @@ def graph_command(expression, expression_file, at, dot, digits, color):
 
 
 @cli.command("plot", epilog=EPILOG)
-@click.argument("expression", required=False)
-@click.option("-f", "--file", "expression_file", metavar="FILE",
-              help="Read the expression from FILE ('-' for stdin).")
+@_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
 @click.option("--over", required=True, metavar="NAME=FROM:TO",
               help="The variable to vary and its range, like x=-3:3 or x=-pi:pi; one component "
                    "of a vector variable as 'x[0]=-1:1' (the rest fixed by --at).")
@@ -462,11 +522,8 @@ def graph_command(expression, expression_file, at, dot, digits, color):
               help='Write a figure to FILE.svg, .png or .pdf (needs: pip install "diffcli[plot]").')
 @click.option("--format", "output_format", type=click.Choice(["json", "csv"]),
               help="Write the sampled data (x, value, d/dx, ...) instead of a picture.")
-@click.option("--digits", type=click.IntRange(1, 17), default=8, show_default=True,
-              help="Significant digits in the tangent's equation.")
-@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto",
-              show_default=True, help="Colour; NO_COLOR is honoured (without colour, each curve "
-                                      "has its own mark).")
+@_digits_option(8, "Significant digits in the tangent's equation.")
+@_color_option("Colour; NO_COLOR is honoured (without colour, each curve has its own mark).")
 @_max_memory_option()
 @_handle_errors
 def plot_command(expression, expression_file, over, at, order, points, tangent_at, width, height,
@@ -493,11 +550,7 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
         raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
     if output is not None:
         plotting.figure_format(output)  # a bad file name fails before any work
-    import shutil  # only for a terminal
-
-    columns, lines = shutil.get_terminal_size()
-    width = width or columns
-    height = height or max(8, lines - 1 - (tangent is not None))  # room for the prompt and the equation
+    width, height = _plot_size(width, height, tangent is not None)
     if points is None:
         points = 101 if output_format else 1001 if output else 4 * width
     try:
@@ -506,24 +559,41 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
         for diagnostic in samples.diagnostics[:1] + samples.kinks:
             _stderr("warning: " + diagnostic.format(source))
         if output_format is not None:
-            if output_format == "json" and plotting.has_nonfinite(samples):
-                _stderr("warning: non-finite numbers are written as null in JSON")
-            text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
-            click.echo(text, nl=False)
+            _write_plot_data(plotting, samples, output_format)
         else:
             plotting.with_formulas(samples, function, 48)
-            if output is not None:
-                plotting.write_figure(samples, output)
-                _stderr(f"diffcli: wrote {output}")
-            else:
-                use_color = _wants_color(color)
-                click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
+            _draw(plotting, samples, output, width, height, color)
     except DiffcliError as e:
         raise e.with_source(source)
     if samples.tangent is not None:
-        equations = samples.tangent.equations(axis.label, samples.components, digits)
-        for equation in equations:  # stdout holds only data with --format
-            _stderr(equation) if output_format else click.echo(equation)
+        for equation in samples.tangent.equations(axis.label, samples.components, digits):
+            _stderr(equation) if output_format else click.echo(equation)  # stdout holds only data with --format
+
+
+def _plot_size(width: int | None, height: int | None, tangent: bool) -> tuple[int, int]:
+    """The plot's columns and lines: as given, else the terminal's, leaving room
+    for the prompt and the tangent's equation."""
+    import shutil  # only for a terminal
+
+    columns, lines = shutil.get_terminal_size()
+    return width or columns, height or max(8, lines - 1 - tangent)
+
+
+def _write_plot_data(plotting, samples, output_format: str) -> None:
+    if output_format == "json" and plotting.has_nonfinite(samples):
+        _stderr("warning: non-finite numbers are written as null in JSON")
+    text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
+    click.echo(text, nl=False)
+
+
+def _draw(plotting, samples, output: str | None, width: int, height: int, color: str) -> None:
+    """The plot as a figure file (--output), else in the terminal."""
+    if output is not None:
+        plotting.write_figure(samples, output)
+        _stderr(f"diffcli: wrote {output}")
+    else:
+        use_color = _wants_color(color)
+        click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
 
 
 def _tangent_point(plotting, text: str | None, axis) -> float | None:
@@ -546,22 +616,28 @@ def _wants_color(color: str) -> bool:
 # ---------------------------------------------------------------- shared machinery
 
 
-def _run(kind: str, options: dict) -> None:
-    if options["points"] == "-" and options["expression_file"] == "-":
+def _run(kind: str, options: Options) -> None:
+    if options.points == "-" and options.expression_file == "-":
         raise UsageError("-f - and --points - cannot both read stdin")
-    source = _read_expression(options["expression"], options["expression_file"])
-    at = parse_at(options["at"])
-    request = {"wrt": list(options.get("wrt") or ()) or None, "order": options.get("order", 1)}
-    if kind == "vjp":
-        request["seed"] = _value("--seed", options["seed"])
-    if kind in ("jvp", "hvp"):
-        request["tangents"] = parse_at(options["tangent"], "--tangent")
-    if options["engine"] == "dask":
+    source = _read_expression(options.expression, options.expression_file)
+    at = parse_at(options.at)
+    request = _request(kind, options)
+    if options.engine == "dask":
         sys.exit(_run_on_dask(kind, source, at, request, options))
     _refuse_dask_options(options)
     fmt = _output_format(options)
-    with _output_file(options.get("output")):
+    with _output_file(options.output):
         _compute_and_write(kind, source, at, request, fmt, options)
+
+
+def _request(kind: str, options: Options) -> dict:
+    """The keyword arguments of the API call that computes `kind`."""
+    request = {"wrt": list(options.wrt) or None, "order": options.order}
+    if kind == "vjp":
+        request["seed"] = _value("--seed", options.seed)
+    if kind in ("jvp", "hvp"):
+        request["tangents"] = parse_at(options.tangent, "--tangent")
+    return request
 
 
 @contextlib.contextmanager
@@ -585,29 +661,23 @@ def _output_file(path: str | None):
             stream.stream.close()
 
 
-def _compute_and_write(kind, source, at, request, fmt, options) -> None:
+def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None:
     try:
-        function = compile_expression(source, kink="nan" if options["kink"] == "nan" else "subgradient",
-                                      max_memory=options["max_memory"])
-        if options.get("symbolic"):
+        function = compile_expression(source, kink=options.compile_kink, max_memory=options.max_memory)
+        if options.symbolic:
             _run_symbolic(function, kind, at, request, fmt, options)
             return
-        if options["points"] is not None:
-            if options.get("check"):
+        if options.points is not None:
+            if options.check:
                 raise UsageError("--check works at one point (--at), not with --points")
             sys.exit(_run_points(function, kind, at, request, fmt, options))
         result = function.compute(kind, at, **request)
-        report = check(function, result, at, seed=request.get("seed"), tolerance=options["tol"]) \
-            if options.get("check") else None
-        _report_problems(result, source, options)
+        report = check(function, result, at, seed=request.get("seed"), tolerance=options.tol) \
+            if options.check else None
+        _report_problems(result, source, options.kink, options.strict)
     except DiffcliError as e:
         raise e.with_source(source)
-    extra = {}
-    if kind == "vjp":
-        extra["seed"] = to_json_value(request["seed"])
-    if kind in ("jvp", "hvp"):
-        extra["tangent"] = {k: to_json_value(v) for k, v in request["tangents"].items()}
-    _write_single(source, at, result, fmt, options, extra, report)
+    _write_single(source, at, result, fmt, options, _request_echo(kind, request), report)
     if report is not None:
         if fmt != "table":
             _stderr(check_summary(report))
@@ -615,25 +685,47 @@ def _compute_and_write(kind, source, at, request, fmt, options) -> None:
             sys.exit(EXIT_CHECK_FAILED)
 
 
-def _report_problems(result, source: str, options) -> None:
+def _request_echo(kind: str, request: dict) -> dict:
+    """What a one-point JSON document repeats of the request beside the point: the seed, the tangents."""
+    if kind == "vjp":
+        return {"seed": to_json_value(request["seed"])}
+    if kind in ("jvp", "hvp"):
+        return {"tangent": {k: to_json_value(v) for k, v in request["tangents"].items()}}
+    return {}
+
+
+def _report_problems(result, source: str, kink: str, strict: bool) -> None:
     """Warnings on stderr; --kink error and --strict turn theirs into status 1."""
-    kink_spans = {kink.span for kink in result.kinks}
+    kink_spans = {found.span for found in result.kinks}
     for diagnostic in result.diagnostics:
         if diagnostic.span not in kink_spans:  # a kink's own warning says it better
             _stderr("warning: " + diagnostic.format(source))
-    for kink in result.kinks:
-        if options["kink"] == "error":
-            raise NumericError(kink.message + " (--kink error)", kink.span)
-        _stderr("warning: " + kink.format(source))
-    if options["strict"] and has_nonfinite(result):
+    for found in result.kinks:
+        if kink == "error":
+            raise NumericError(found.message + " (--kink error)", found.span)
+        _stderr("warning: " + found.format(source))
+    if strict and has_nonfinite(result):
         raise NumericError("the result is not finite (--strict)")
 
 
-def _run_symbolic(function, kind, at, request, fmt, options) -> None:
-    if options["points"] is not None:
+def _run_symbolic(function, kind, at, request, fmt, options: Options) -> None:
+    if options.points is not None:
         raise UsageError("--symbolic prints a formula; it does not take --points")
     if fmt not in ("table", "json", "quiet"):
         raise UsageError(f"--symbolic writes a table, JSON or -q, not {fmt}")
+    entries, payload = _formulas(function, kind, at, request)
+    if fmt == "quiet":
+        click.echo("\n".join(text for _, text in entries))
+    elif fmt == "json":
+        click.echo(json.dumps({"expression": function.source, kind: payload}))
+    else:
+        console = _console(options.color)
+        for label, text in entries:
+            console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _formulas(function, kind, at, request) -> tuple[list[tuple[str, str]], dict]:
+    """The derivative's formulas as (label, text) lines and as the JSON payload."""
     shapes = {k: np.shape(v) for k, v in at.items() if k in function.variables}
     wrt, order = request["wrt"], request["order"]
     if kind == "derivative" and wrt is None and len(function.variables) == 1:
@@ -641,54 +733,44 @@ def _run_symbolic(function, kind, at, request, fmt, options) -> None:
     formulas = function.formulas(kind, shapes, wrt=wrt, order=order)
     if kind == "derivative":
         ((name, text),) = formulas.items()
-        entries = [(f"d{order}/d{name}{order}", text)]
-        payload = {"order": order, "wrt": name, "value": text}
-    elif kind == "hessian":
-        entries = [(f"d2/d{a}d{b}", text) for a, row in formulas.items() for b, text in row.items()]
-        payload = formulas
-    else:
-        entries = [(f"d/d{name}", text) for name, text in formulas.items()]
-        payload = formulas
-    if fmt == "quiet":
-        click.echo("\n".join(text for _, text in entries))
-    elif fmt == "json":
-        click.echo(json.dumps({"expression": function.source, kind: payload}))
-    else:
-        console = _console(options["color"])
-        for label, text in entries:
-            console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
+        return [(f"d{order}/d{name}{order}", text)], {"order": order, "wrt": name, "value": text}
+    if kind == "hessian":
+        return [(f"d2/d{a}d{b}", text) for a, row in formulas.items() for b, text in row.items()], formulas
+    return [(f"d/d{name}", text) for name, text in formulas.items()], formulas
 
 
 def _stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def _output_format(options) -> str:
-    chosen = {f for f in (options["output_format"], options["as_json"] and "json",
-                          options["as_ndjson"] and "ndjson", options["as_csv"] and "csv",
-                          options["as_tsv"] and "tsv") if f}
+def _output_format(options: Options) -> str:
+    chosen = set(options.formats)
     if len(chosen) > 1:
         raise UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
-    if options["quiet"]:
+    if options.quiet:
         return "quiet"
-    if not chosen and options.get("output"):
-        suffix = os.path.splitext(options["output"])[1].lower()
-        if suffix not in OUTPUT_EXTENSIONS:
-            raise UsageError(f"--output {options['output']}: choose the format with --format (the name's "
-                             f"extension is not one of {', '.join(OUTPUT_EXTENSIONS)})")
-        return OUTPUT_EXTENSIONS[suffix]
+    if not chosen and options.output:
+        return _format_from_extension(options.output)
     if chosen:
         fmt = chosen.pop()
-        if fmt in BINARY_OUTPUTS and not options.get("output") and _stdout_is_terminal():
+        if fmt in BINARY_OUTPUTS and not options.output and _stdout_is_terminal():
             raise UsageError(f"--format {fmt} writes {BINARY_OUTPUTS[fmt]}, binary data, and stdout is a "
                              f"terminal: redirect it to a file (> points.{fmt}) or pipe it")
         return fmt
     if _stdout_is_terminal():
         return "table"
-    return "ndjson" if options["points"] is not None else "json"
+    return "ndjson" if options.points is not None else "json"
 
 
-def _write_single(source, at, result, fmt, options, extra=None, report=None) -> None:
+def _format_from_extension(path: str) -> str:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in OUTPUT_EXTENSIONS:
+        raise UsageError(f"--output {path}: choose the format with --format (the name's "
+                         f"extension is not one of {', '.join(OUTPUT_EXTENSIONS)})")
+    return OUTPUT_EXTENSIONS[suffix]
+
+
+def _write_single(source, at, result, fmt, options: Options, extra: dict, report=None) -> None:
     if fmt == "quiet":
         _write_pieces(quiet_pieces(result))
     elif fmt == "json":
@@ -697,12 +779,12 @@ def _write_single(source, at, result, fmt, options, extra=None, report=None) -> 
         trailer = {"check": check_document(report, CHECK_METHOD)} if report is not None else None
         _write_pieces(itertools.chain(json_document_pieces(source, at, result, extra, trailer), ["\n"]))
     elif fmt == "table":
-        console = _console(options["color"])
-        print_tables(console, result, options["digits"])
+        console = _console(options.color)
+        print_tables(console, result, options.digits)
         if report is not None:
-            print_check(console, result, report, options["digits"])
+            print_check(console, result, report, options.digits)
     else:  # one point through the streaming writers: header and one row
-        writer = _writer(fmt, options)
+        writer = _writer(fmt, options.color, options.digits)
         writer.write(result.with_batch_axis(), {})
         writer.close()
         _warn_nonfinite(writer)
@@ -718,29 +800,16 @@ def _write_pieces(pieces) -> None:
         out.flush()
 
 
-def _run_points(function, kind, at, request, fmt, options) -> int:
-    from .io import points as points_module  # only --points pays for reading points
+def _run_points(function, kind, at, request, fmt, options: Options) -> int:
     from .io.pipeline import run_points
 
-    path = options["points"]
-    if path == "-" and sys.stdin is not None and sys.stdin.isatty():
-        _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
-    stream = points_module.open_points(path)
-    input_format = options["input_format"] or (None if path == "-" else points_module.format_from_name(path))
-    source = points_module.PointSource(stream, input_format, function.variables, at,
-                                       chunk_size=options["chunk"], keep=tuple(options["keep"]),
-                                       keep_all=options["keep_all"])
-    if source.sniffed:
-        _stderr(f"diffcli: reading --points as {source.format} (sniffed; --in chooses)")
-    for name in at:
-        if name not in function.variables:
-            _stderr(f"warning: '{name}' is given but not used by the expression")
-    writer = _writer(fmt, options)
+    source = _open_points(function, at, options)
+    writer = _writer(fmt, options.color, options.digits)
     with _progress(fmt) as on_progress:
         try:
             outcome = run_points(function, kind, source.chunks(), writer, request=request,
-                                 skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
-                                 stop_on_nonfinite=options["strict"],
+                                 skip_bad=options.skip_bad, stop_on_kink=options.stop_on_kink,
+                                 stop_on_nonfinite=options.strict,
                                  on_bad=lambda bad: _stderr(f"{bad.where}: {bad.message}"),
                                  on_progress=on_progress)
         except KeyboardInterrupt:
@@ -748,12 +817,36 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
             # a JSON array gets its closing bracket.
             writer.close()
             raise
+    return _report_outcome(outcome, function.source, writer)
+
+
+def _open_points(function, at: dict, options: Options):
+    """The --points reader, with a word on stderr where the user may wonder."""
+    from .io import points as points_module  # only --points pays for reading points
+
+    path = options.points
+    if path == "-" and sys.stdin is not None and sys.stdin.isatty():
+        _stderr("diffcli: reading points from the terminal; end with Ctrl-D")
+    stream = points_module.open_points(path)
+    input_format = options.input_format or (None if path == "-" else points_module.format_from_name(path))
+    source = points_module.PointSource(stream, input_format, function.variables, at,
+                                       chunk_size=options.chunk, keep=options.keep, keep_all=options.keep_all)
+    if source.sniffed:
+        _stderr(f"diffcli: reading --points as {source.format} (sniffed; --in chooses)")
+    for name in at:
+        if name not in function.variables:
+            _stderr(f"warning: '{name}' is given but not used by the expression")
+    return source
+
+
+def _report_outcome(outcome, source: str, writer) -> int:
+    """A --points run's warnings, failure and bad records on stderr; its exit status."""
     kinks = [] if outcome.failure is not None else list(outcome.kinks.values())
     for diagnostic in outcome.diagnostics + kinks:
-        _stderr("warning: " + diagnostic.format(function.source))
+        _stderr("warning: " + diagnostic.format(source))
     _warn_nonfinite(writer)
     if outcome.failure is not None:
-        _stderr("error: " + outcome.failure.format(function.source))
+        _stderr("error: " + outcome.failure.format(source))
         return EXIT_CHECK_FAILED
     if outcome.stopped_at is not None:
         _stderr(f"diffcli: stopped at the bad record on {outcome.stopped_at.where} after "
@@ -764,52 +857,35 @@ def _run_points(function, kind, at, request, fmt, options) -> int:
     return EXIT_BAD_DATA if outcome.had_bad_records else EXIT_OK
 
 
-def _refuse_dask_options(options) -> None:
-    for name in ("scheduler", "workers"):
-        if options[name] is not None:
+def _refuse_dask_options(options: Options) -> None:
+    for name, value in (("scheduler", options.scheduler), ("workers", options.workers)):
+        if value is not None:
             raise UsageError(f"--{name} goes with --engine dask")
-    if isinstance(options["points"], tuple):
+    if isinstance(options.points, tuple):
         raise UsageError("--points once without --engine dask (which reads several files)")
 
 
-def _run_on_dask(kind, source, at, request, options) -> int:
+def _run_on_dask(kind, source, at, request, options: Options) -> int:
     """--engine dask: each --points file a task on the cluster, writing its
     own file in --output DIR/; warnings and bad records reported per file."""
     from .io import cluster
 
-    points, directory = options["points"], options["output"]
-    if points is None or points == "-":
-        raise UsageError("--engine dask reads --points files (or a directory, a glob, URLs), not stdin")
-    if not directory:
-        raise UsageError("--engine dask writes one file per input file: give --output DIR/")
-    if options["scheduler"] is not None and options["workers"] is not None:
-        raise UsageError("choose --scheduler ADDRESS (a running cluster) or --workers N, not both")
-    if options.get("check") or options.get("symbolic"):
-        raise UsageError("--engine dask computes at --points; --check and --symbolic are single-process")
+    _refuse_local_options(options)
     fmt = _dask_output_format(options)
     cluster.require_dask()
+    directory = options.output
     try:
-        compile_expression(source, max_memory=options["max_memory"])  # a bad expression fails here, once
-        paths = cluster.expand_points([points] if isinstance(points, str) else points)
+        compile_expression(source, max_memory=options.max_memory)  # a bad expression fails here, once
+        paths = cluster.expand_points([options.points] if isinstance(options.points, str) else options.points)
         outputs = cluster.output_names(paths, directory, fmt)
         os.makedirs(directory, exist_ok=True)
-        job = cluster.make_request(source, kind, at=at, kink="nan" if options["kink"] == "nan" else "subgradient",
-                                   max_memory=options["max_memory"], chunk=options["chunk"],
-                                   keep=tuple(options["keep"]), keep_all=options["keep_all"],
-                                   skip_bad=options["skip_bad"], stop_on_kink=options["kink"] == "error",
-                                   stop_on_nonfinite=options["strict"], input_format=options["input_format"],
+        job = cluster.make_request(source, kind, at=at, kink=options.compile_kink,
+                                   max_memory=options.max_memory, chunk=options.chunk,
+                                   keep=options.keep, keep_all=options.keep_all,
+                                   skip_bad=options.skip_bad, stop_on_kink=options.stop_on_kink,
+                                   stop_on_nonfinite=options.strict, input_format=options.input_format,
                                    **request)
-        run_id = cluster.new_run_id()
-        try:
-            with cluster.connect(options["scheduler"], options["workers"]) as client, _progress("dask") as shown:
-                done = [0]
-
-                def on_done(report):
-                    done[0] += report.points
-                    shown(done[0])
-                reports = cluster.run_files(client, job, paths, outputs, fmt, on_done=on_done, run_id=run_id)
-        finally:
-            cluster.remove_temporaries(outputs, run_id)  # again, once a LocalCluster's workers are gone
+        reports = _run_files(cluster, job, paths, outputs, fmt, options)
     except OSError as e:
         raise UsageError(f"--output {directory}: {e.strerror or e}") from None
     except DiffcliError as e:
@@ -817,10 +893,36 @@ def _run_on_dask(kind, source, at, request, options) -> int:
     return _report_partitions(reports, source)
 
 
-def _dask_output_format(options) -> str:
-    chosen = [f for f in (options["output_format"], options["as_json"] and "json", options["as_ndjson"] and "ndjson",
-                          options["as_csv"] and "csv", options["as_tsv"] and "tsv") if f]
-    if options["quiet"] or chosen[:1] == ["table"]:
+def _refuse_local_options(options: Options) -> None:
+    """What --engine dask cannot do: read stdin, write stdout, check, print formulas."""
+    if options.points is None or options.points == "-":
+        raise UsageError("--engine dask reads --points files (or a directory, a glob, URLs), not stdin")
+    if not options.output:
+        raise UsageError("--engine dask writes one file per input file: give --output DIR/")
+    if options.scheduler is not None and options.workers is not None:
+        raise UsageError("choose --scheduler ADDRESS (a running cluster) or --workers N, not both")
+    if options.check or options.symbolic:
+        raise UsageError("--engine dask computes at --points; --check and --symbolic are single-process")
+
+
+def _run_files(cluster, job, paths, outputs, fmt: str, options: Options) -> list:
+    """Each file a task on the cluster, with the points done so far on the progress display."""
+    run_id = cluster.new_run_id()
+    try:
+        with cluster.connect(options.scheduler, options.workers) as client, _progress("dask") as shown:
+            done = [0]
+
+            def on_done(report):
+                done[0] += report.points
+                shown(done[0])
+            return cluster.run_files(client, job, paths, outputs, fmt, on_done=on_done, run_id=run_id)
+    finally:
+        cluster.remove_temporaries(outputs, run_id)  # again, once a LocalCluster's workers are gone
+
+
+def _dask_output_format(options: Options) -> str:
+    chosen = options.formats
+    if options.quiet or chosen[:1] == ["table"]:
         raise UsageError("--engine dask writes files: --format parquet (default), arrow, arrows, csv, tsv, "
                          "ndjson or json")
     if len(set(chosen)) > 1:
@@ -832,23 +934,9 @@ def _report_partitions(reports, source: str) -> int:
     """Each file's warnings, bad records and failure on stderr, in input order;
     the exit status of the worst (a partition that could not run, then bad data,
     then a failed check)."""
-    seen_kinks = set()
+    seen_kinks: set = set()
     for report in reports:
-        for text in report.warnings:
-            _stderr(f"warning: {report.path}: {text}")
-        for span, text in report.kinks:
-            if span not in seen_kinks and report.failure is None:
-                seen_kinks.add(span)
-                _stderr(f"warning: {report.path}: {text}")
-        for line, message in report.bad:
-            _stderr(f"{report.path}: line {line}: {message}")
-        if report.error is not None:
-            _stderr(f"error: {report.path}: {report.error.with_source(source)}")
-        elif report.stopped_at is not None:
-            _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
-                    f"no output file for it (--skip-bad goes on past bad records)")
-        elif report.failure is not None:
-            _stderr(f"error: {report.path}: {report.failure}; no output file for it")
+        _report_partition(report, source, seen_kinks)
     skipped = sum(report.skipped for report in reports)
     if skipped:
         _stderr(f"diffcli: skipped {_count(skipped, 'bad record')}; wrote "
@@ -858,6 +946,25 @@ def _report_partitions(reports, source: str) -> int:
         if status in statuses:
             return status
     return max(statuses, default=EXIT_OK)
+
+
+def _report_partition(report, source: str, seen_kinks: set) -> None:
+    """One file's lines on stderr; a kink another file already reported is not repeated."""
+    for text in report.warnings:
+        _stderr(f"warning: {report.path}: {text}")
+    for span, text in report.kinks:
+        if span not in seen_kinks and report.failure is None:
+            seen_kinks.add(span)
+            _stderr(f"warning: {report.path}: {text}")
+    for line, message in report.bad:
+        _stderr(f"{report.path}: line {line}: {message}")
+    if report.error is not None:
+        _stderr(f"error: {report.path}: {report.error.with_source(source)}")
+    elif report.stopped_at is not None:
+        _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
+                f"no output file for it (--skip-bad goes on past bad records)")
+    elif report.failure is not None:
+        _stderr(f"error: {report.path}: {report.failure}; no output file for it")
 
 
 def _console(color: str):
@@ -872,7 +979,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _writer(fmt: str, options):
+def _writer(fmt: str, color: str = "auto", digits: int = 8):
     out = sys.stdout
     if fmt in BINARY_OUTPUTS:
         from .io.columnar import ArrowWriter
@@ -887,7 +994,7 @@ def _writer(fmt: str, options):
         return DelimitedWriter(out, "," if fmt == "csv" else "\t", _interrupts_deferred)
     if fmt == "quiet":
         return QuietWriter(out, _interrupts_deferred)
-    return TableWriter(_console(options["color"]), options["digits"])
+    return TableWriter(_console(color), digits)
 
 
 def _warn_nonfinite(writer) -> None:

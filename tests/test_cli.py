@@ -150,6 +150,39 @@ def test_version_and_help():
     assert "EXIT STATUS" in help_text and "diffcli grad 'cos(x) + sin(x)' --at x=2" in help_text
 
 
+COMPUTING_COMMANDS = ["eval", "grad", "jac", "vjp", "hess", "jvp", "hvp"]
+
+
+def test_every_computing_command_takes_the_shared_options_first_and_each_is_a_field_of_options():
+    """output_options gives the seven commands the same options, ahead of their own,
+    and Options has a field for every option of each: an option added to a command
+    but not to Options would fail only when that command runs."""
+    import dataclasses
+
+    from diffcli.cli import Options
+
+    shared = [param.name for param in cli.commands["eval"].params]
+    fields = {field.name for field in dataclasses.fields(Options)}
+    own = set()
+    for name in COMPUTING_COMMANDS:
+        params = [param.name for param in cli.commands[name].params]
+        assert params[:len(shared)] == shared, name
+        assert set(params) <= fields, (name, set(params) - fields)
+        own |= set(params)
+    assert {"expression", "points", "output_format", "engine", "max_memory"} <= set(shared)
+    assert own == fields  # no field that no command fills
+
+
+def test_options_lists_the_formats_asked_for_in_flag_order():
+    from diffcli.cli import Options
+
+    parsed = cli.commands["grad"].make_context("grad", ["x", "--csv", "--format", "tsv", "--json"])
+    options = Options(**parsed.params)
+    assert options.formats == ["tsv", "json", "csv"]
+    assert run("grad", "x", "--at", "x=1", "--csv", "--json").stderr.strip() == \
+        "error: choose one output format, not csv and json"
+
+
 # ---------------------------------------------------------------- errors: stderr, status, no traceback
 
 @pytest.mark.parametrize("args,status,message", [

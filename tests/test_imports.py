@@ -70,6 +70,9 @@ def _target(names: list[str]) -> str:
     return ".".join(names) or "__init__"
 
 
+NAMES: list[tuple[str, str, str]] = []  # (importer, module, name) for each `from module import name`
+
+
 def _imports(module: str) -> set[str]:
     """The package's modules that module imports, anywhere in its text."""
     path = _path(module)
@@ -86,7 +89,11 @@ def _imports(module: str) -> set[str]:
                 named = node.module.split(".")[1:]
             for alias in node.names:  # from X import y: y is a module of X, or a name in X
                 sub = named + [alias.name]
-                found.add(_target(sub) if _is_module(".".join(sub)) else _target(named))
+                if _is_module(".".join(sub)):
+                    found.add(_target(sub))
+                else:
+                    found.add(_target(named))
+                    NAMES.append((module, _target(named), alias.name))
         elif isinstance(node, ast.Import):
             found |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("diffcli.")}
     found.discard(module)
@@ -113,6 +120,18 @@ def test_every_module_imports(module):
         assert importlib.util.find_spec(name).origin == str(PACKAGE / "__main__.py")
         return
     assert importlib.import_module(name).__name__ == name
+
+
+def test_every_import_inside_the_package_names_a_module():
+    """An import inside a function runs only when it is reached: here every one
+    is checked to name a module that exists (after modules moved into folders)."""
+    unknown = [f"{module} imports {other}" for module, imported in GRAPH.items() for other in imported
+               if other not in GRAPH]
+    assert unknown == []
+    missing = [f"{importer} imports {name} from {module}" for importer, module, name in NAMES
+               if module in GRAPH and not hasattr(importlib.import_module(
+                   "diffcli" if module == "__init__" else f"diffcli.{module}"), name)]
+    assert missing == []
 
 
 def test_every_module_has_a_step():

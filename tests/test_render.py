@@ -219,3 +219,16 @@ def _batch_slice(result, start, stop):
         return {k: cut(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[start:stop]
     return result.replace(value=result.value[start:stop], derivatives=cut(result.derivatives),
                           jvp=None if result.jvp is None else result.jvp[start:stop])
+
+
+@pytest.mark.parametrize("rows", [0, 3, render.COLUMNAR_ROWS - 1, render.COLUMNAR_ROWS, 2000])
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_delimited_text_is_a_quoted_header_and_repr_rows_on_either_side_of_the_columnar_path(rows, delimiter):
+    """What plot's CSV and DelimitedWriter share: labels quoted only where they must
+    be, then each row of numbers as repr writes it, whether repr or polars writes it."""
+    numbers = _awkward_floats(rows, seed=rows)[:rows]
+    matrix = np.stack([numbers, -numbers], axis=1)
+    labels = ['x[0]', 'say "hi", or\ttab']
+    quoted = {",": 'x[0],"say ""hi"", or\ttab"', "\t": 'x[0]\t"say ""hi"", or\ttab"'}[delimiter]
+    expected = quoted + "\n" + "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
+    assert render.delimited_text(labels, matrix, delimiter) == expected

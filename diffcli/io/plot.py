@@ -21,7 +21,7 @@ import numpy as np
 from ..api import Function, constant
 from ..errors import DiffcliError, Diagnostic, UsageError
 from ..graph.ops import describe
-from .render import component_labels, format_number, plain_number, quote_cell, to_json_value
+from .render import component_labels, delimited_text, format_number, to_json_value
 
 MAX_POINTS = 1_000_000
 MAX_TERMINAL_CURVES = 6  # uniplot has six colours and six ASCII marks; more would repeat
@@ -430,10 +430,7 @@ def data_columns(samples: Samples) -> tuple[list[str], np.ndarray]:
 def csv_text(samples: Samples) -> str:
     """x, value, d/dx, d2/dxdx, ... one sample per row (column names as in
     `grad --order N --csv`); non-finite numbers as nan, inf, -inf."""
-    labels, matrix = data_columns(samples)
-    rows = [",".join(quote_cell(label) for label in labels)]
-    rows += [",".join(plain_number(v) for v in row) for row in matrix.tolist()]
-    return "\n".join(rows) + "\n"
+    return delimited_text(*data_columns(samples))
 
 
 def json_text(samples: Samples) -> str:

@@ -564,6 +564,26 @@ def quote_cell(text: str, delimiter: str = ",") -> str:
     return text
 
 
+def delimited_line(cells, delimiter: str = ",") -> str:
+    """Text cells as one CSV/TSV line (without its newline), each quoted only when it must be."""
+    return delimiter.join(quote_cell(cell, delimiter) for cell in cells)
+
+
+def delimited_text(labels: list[str], matrix: np.ndarray, delimiter: str = ",") -> str:
+    """A header of labels and a line per row of the (n, k) matrix, as DelimitedWriter
+    writes them: numbers as plain_number's text, non-finite ones as nan, inf, -inf."""
+    return delimited_line(labels, delimiter) + "\n" + matrix_text(matrix, delimiter)
+
+
+def matrix_text(matrix: np.ndarray, delimiter: str) -> str:
+    """A line per row of the (n, k) matrix, each number plain_number's text."""
+    if len(matrix) >= COLUMNAR_ROWS:
+        return rows_text(matrix, delimiter)
+    # repr is plain_number for a Python float; map keeps the per-number work in C
+    # (a 10^6-point CSV spent half its time formatting numbers one call at a time).
+    return "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
+
+
 WIDE = 65536  # numbers (or labels) in one piece of text: more in a CSV row and it is written in pieces
 
 
@@ -671,7 +691,7 @@ class DelimitedWriter(Writer):
         """The header, WIDE labels at a time (a 5,000 x 5,000 Jacobian has 25 million)."""
         labels = itertools.chain(kept, *(leaf.iter_labels() for leaf in found))
         for i, batch in enumerate(_batched(labels, WIDE)):
-            self.stream.write(("" if i == 0 else self.delimiter) + self.delimiter.join(map(self._quote, batch)))
+            self.stream.write(("" if i == 0 else self.delimiter) + delimited_line(batch, self.delimiter))
         self.stream.write("\n")
 
     def _write_wide(self, found, kept):
@@ -686,17 +706,12 @@ class DelimitedWriter(Writer):
 
     def _write_rows(self, matrix, kept):
         d = self.delimiter
-        if not kept and len(matrix) >= COLUMNAR_ROWS:
-            self.stream.write(rows_text(matrix, d))
+        if not kept:
+            self.stream.write(matrix_text(matrix, d))
             return
-        rows = matrix.tolist()
-        # repr is plain_number for a Python float; map keeps the per-number work in C
-        # (a 10^6-point CSV spent half its time formatting numbers one call at a time).
-        if kept:
-            kept_cells = [[self._quote(_cell(v)) for v in values] for values in kept.values()]
-            out = [d.join([c[i] for c in kept_cells] + list(map(repr, row))) for i, row in enumerate(rows)]
-        else:
-            out = [d.join(map(repr, row)) for row in rows]
+        kept_cells = [[self._quote(_cell(v)) for v in values] for values in kept.values()]
+        # repr is plain_number for a Python float (as in matrix_text)
+        out = [d.join([c[i] for c in kept_cells] + list(map(repr, row))) for i, row in enumerate(matrix.tolist())]
         self.stream.write("\n".join(out) + "\n" if out else "")
 
     def _quote(self, text: str) -> str:
