@@ -1111,9 +1111,10 @@ class _ObjectReader:
                     raise obj
                 if not isinstance(obj, dict):
                     raise _Bad("a point must be a JSON object like {\"x\": 1}")
-                rows.append(self._record(obj))
+                record, kept_values = self._record(obj), self._kept(obj)  # either may refuse the record
+                rows.append(record)
                 lines.append(line)
-                kept.append(self._kept(obj))
+                kept.append(kept_values)
             except _Bad as e:
                 yield self._chunk(rows, lines, kept, BadRecord(line, str(e)))
                 rows, lines, kept, size = [], [], [], 0
@@ -1139,8 +1140,12 @@ class _ObjectReader:
 
     def _kept(self, obj: dict) -> dict:
         if self.source.keep_all:
-            return {k: v for k, v in obj.items() if k not in self.source.variables}
-        return {k: obj.get(k) for k in self.source.keep}
+            kept = {k: v for k, v in obj.items() if k not in self.source.variables}
+        else:
+            kept = {k: obj.get(k) for k in self.source.keep}
+        for name, value in kept.items():
+            _check_text(name, value)
+        return kept
 
     def _chunk(self, rows, lines, kept, bad) -> Chunk:
         n = len(rows)
@@ -1199,6 +1204,22 @@ def _json_value(name: str, value, shapes: dict):
     except (ValueError, TypeError):
         raise _Bad(f"{name}: not a rectangular array of numbers") from None
     return _check_shape(name, array, array.shape, shapes)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in decoded JSON: only from a \\uXXXX escape
+
+
+def _check_text(name: str, value) -> None:
+    """A kept value (and its name) must be text that UTF-8 can write: a JSON escape
+    of half a UTF-16 surrogate pair ("\\ud800") decodes to a lone surrogate, which no
+    output format can hold as a string (CSV, Parquet), so its record is bad data."""
+    for text in (name, value if isinstance(value, str) else
+                 json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else ""):
+        bad = _LONE_SURROGATE.search(text)
+        if bad:
+            raise _Bad(f"{_cut(json.dumps(name))}: {_cut(json.dumps(text))} holds a lone surrogate "
+                       f"({json.dumps(bad.group())[1:-1]}, half of a UTF-16 pair), which is not text "
+                       "that diffcli can write")
 
 
 def _check_shape(name, value, shape, shapes):
