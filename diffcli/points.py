@@ -916,7 +916,8 @@ class _NdjsonBlocks(_ArrowBlocks):
         strings, as the CSV blocks give them), or None for the careful path."""
         if _unchecked(data):
             return None
-        head = _loads(data[:data.find(b"\n") + 1 or len(data)])
+        # As text: json.loads would take bytes in UTF-16 or after a BOM, which the careful path refuses.
+        head = _loads(data[:data.find(b"\n") + 1 or len(data)].decode("utf-8"))
         if not isinstance(head, dict):
             return None
         planned = self._shapes(head)

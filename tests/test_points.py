@@ -433,8 +433,6 @@ def _fast_and_careful(monkeypatch, args, data):
                                      ["--keep", "id", "--csv"]])
 @pytest.mark.parametrize("odd", ODD_LINES)
 def test_the_polars_blocks_give_the_careful_path_s_verdict_on_every_odd_line(monkeypatch, odd, options):
-    if odd == "a kept lone surrogate" and "--csv" in options:
-        options = options[:-1] + ["--nl"]  # the CSV writer cannot encode it (a traceback, either path: reported)
     args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", *options]
     fast, careful, by_polars = _fast_and_careful(monkeypatch, args, _with_line(ODD_LINES[odd]))
     assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
@@ -673,3 +671,13 @@ def test_json_records_written_as_bytes_keep_a_full_disk_and_head_quiet(tmp_path,
     one_by_one = subprocess.run(_diffcli_command() + shlex.split(command)[len(_diffcli_command()):] + ["--chunk", "1"],
                                 capture_output=True, env=_env(), timeout=60).stdout
     assert whole == one_by_one and whole.count(b'"id": "p') == 3000
+
+
+def test_a_bom_on_the_first_line_is_refused_by_the_blocks_as_by_the_careful_path(monkeypatch):
+    """The blocks are bytes, and json.loads takes bytes after a BOM (or in UTF-16) where
+    it refuses the text: the first record is read as text, so the verdict is the careful one."""
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl"]
+    data = "\ufeff".encode() + _with_line(ODD_LINES["a kept number"])
+    fast, careful, _ = _fast_and_careful(monkeypatch, args, data)
+    assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
+    assert fast.exit_code == 3 and fast.stderr.startswith("line 1: not valid JSON (Unexpected UTF-8 BOM")
