@@ -1195,6 +1195,12 @@ class _Stdout:
         with _interrupts_deferred(), _output_errors():
             self.stream.flush()
 
+    @property
+    def buffer(self):
+        """The binary stream under a text one (the JSON writers write polars' bytes
+        there), kept whole and with its failures reported as this one's."""
+        return _Stdout(self.stream.buffer)
+
     def __getattr__(self, name):
         return getattr(self.stream, name)
 

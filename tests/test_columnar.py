@@ -346,3 +346,30 @@ def test_parquet_and_arrow_name_rows_where_text_names_lines(tmp_path):
                                                "null is not a number or an array of numbers")
         assert lines[1].startswith(f"warning: {unit} 2: ") and "log" in lines[1]
         assert lines[-1].startswith(f"diffcli: stopped at the bad record on {unit} 3 after 2 good points")
+
+
+def test_a_kept_column_all_null_in_the_first_batch_is_text_in_parquet_and_arrow(tmp_path):
+    """The first batch's nulls gave Arrow's null type, which later strings did not fit
+    (a traceback): the column is declared as text, and later numbers are its text."""
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1.0, "id": null}\n{"x": 2.0, "id": "a"}\n{"x": 3.0, "id": 5}\n')
+    for fmt in ["parquet", "arrow", "arrows"]:
+        out = _real(["grad", "x^2", "--points", str(path), "--keep", "id",
+                     "--chunk", "1", "--format", fmt])
+        assert out.returncode == 0, out.stderr
+        back = _read(out.stdout, fmt)
+        assert back.schema.field("id").type == pa.string()
+        assert back.column("id").to_pylist() == [None, "a", "5"]
+
+
+def test_a_kept_column_that_changes_type_is_one_line_after_a_whole_file(tmp_path):
+    """Numbers first, then text: a Parquet column has one type, so the run stops with
+    a clear error (exit 3) and leaves a readable file of the points before."""
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1.0, "id": 1}\n{"x": 2.0, "id": "a"}\n')
+    out = _real(["grad", "x^2", "--points", str(path), "--keep", "id", "--chunk", "1", "--format", "parquet"])
+    assert out.returncode == 3
+    assert out.stderr.decode() == ("error: kept column 'id' holds string in later points where the first ones "
+                                   "held int64: a Parquet or Arrow column has one type (write CSV or NDJSON, or "
+                                   "keep the column's type the same)\n")
+    assert _read(out.stdout, "parquet").column("id").to_pylist() == [1]

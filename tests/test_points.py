@@ -433,8 +433,6 @@ def _fast_and_careful(monkeypatch, args, data):
                                      ["--keep", "id", "--csv"]])
 @pytest.mark.parametrize("odd", ODD_LINES)
 def test_the_polars_blocks_give_the_careful_path_s_verdict_on_every_odd_line(monkeypatch, odd, options):
-    if odd == "a kept lone surrogate" and "--csv" in options:
-        options = options[:-1] + ["--nl"]  # the CSV writer cannot encode it (a traceback, either path: reported)
     args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", *options]
     fast, careful, by_polars = _fast_and_careful(monkeypatch, args, _with_line(ODD_LINES[odd]))
     assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
@@ -618,3 +616,68 @@ def test_json_formats_are_the_same_whatever_the_chunk_and_block_sizes(tmp_path, 
             monkeypatch.setattr(points, "READ_PIECE", piece)
         result = run("grad", T2, "--points", str(tmp_path / f"p.{fmt}"), "--format", out, "--chunk", str(chunk))
         assert result.exit_code == 0 and result.stdout == references[out], (fmt, out, chunk, block)
+
+
+# ---------------------------------------------------------------- issue 15: NDJSON as bytes
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "ndjson", "json", "parquet"])
+def test_a_kept_lone_surrogate_is_a_bad_record_in_every_output(tmp_path, fmt):
+    """'\\ud800' decodes to half a UTF-16 pair, which neither UTF-8 text nor an Arrow
+    string can hold: the record is bad data (its line, exit 3, the good points written),
+    not a UnicodeEncodeError traceback; --skip-bad goes on past it."""
+    path = tmp_path / "p.ndjson"
+    path.write_text('{"x": 1.0, "id": "a"}\n{"x": 2.0, "id": "\\ud800"}\n{"x": 3.0, "id": "\\ud83d\\ude00"}\n')
+    out = tmp_path / f"out.{fmt}"
+    args = ["grad", "x^2", "--points", str(path), "--keep", "id", "--format", fmt, "--output", str(out)]
+    for extra, ids in [([], ["a"]), (["--skip-bad"], ["a", "\U0001F600"])]:
+        proc = subprocess.run(_diffcli_command() + args + extra, capture_output=True, text=True, env=_env(),
+                              timeout=60)
+        assert proc.returncode == 3 and "Traceback" not in proc.stderr
+        assert proc.stderr.splitlines()[0] == ('line 2: "id": "\\ud800" holds a lone surrogate (\\ud800, half '
+                                               'of a UTF-16 pair), which is not text that diffcli can write')
+        assert _kept_ids(out, fmt) == ids
+
+
+def _kept_ids(path, fmt: str) -> list[str]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).column("id").to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if fmt in ("csv", "tsv"):
+        return [line.split("," if fmt == "csv" else "\t")[0] for line in text.splitlines()[1:]]
+    records = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+    return [r["id"] for r in records if "id" in r]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_json_records_written_as_bytes_keep_a_full_disk_and_head_quiet(tmp_path, fmt):
+    """From COLUMNAR_ROWS points the JSON writers write polars' bytes to stdout's binary
+    buffer: a full disk is still one line and status 4, a closed pipe still quiet, and
+    the text is the per-point writers' (a batch of 1 point each)."""
+    path = tmp_path / "p.ndjson"
+    path.write_text("".join(f'{{"x": {i / 7!r}, "id": "p{i}"}}\n' for i in range(3000)))
+    command = " ".join(_diffcli_command()) + f" grad 'x^2' --points {path} --keep id --format {fmt}"
+    proc = subprocess.run(["bash", "-c", command + " > /dev/full"], capture_output=True, text=True, env=_env(),
+                          timeout=60)
+    assert (proc.returncode, proc.stderr) == (4, "diffcli: cannot write output: No space left on device\n")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command + " | head -1"], capture_output=True,
+                          text=True, env=_env(), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.strip() in ('[', '{"id": "p0", "value": '
+                                                                                 '0.0, "gradient": {"x": 0.0}}')
+    whole = subprocess.run(_diffcli_command() + shlex.split(command)[len(_diffcli_command()):], capture_output=True,
+                           env=_env(), timeout=60).stdout
+    one_by_one = subprocess.run(_diffcli_command() + shlex.split(command)[len(_diffcli_command()):] + ["--chunk", "1"],
+                                capture_output=True, env=_env(), timeout=60).stdout
+    assert whole == one_by_one and whole.count(b'"id": "p') == 3000
+
+
+def test_a_bom_on_the_first_line_is_refused_by_the_blocks_as_by_the_careful_path(monkeypatch):
+    """The blocks are bytes, and json.loads takes bytes after a BOM (or in UTF-16) where
+    it refuses the text: the first record is read as text, so the verdict is the careful one."""
+    args = ["grad", EXPRESSION, "--points", "-", "--in", "ndjson", "--nl"]
+    data = "\ufeff".encode() + _with_line(ODD_LINES["a kept number"])
+    fast, careful, _ = _fast_and_careful(monkeypatch, args, data)
+    assert (fast.exit_code, fast.stdout, fast.stderr) == (careful.exit_code, careful.stdout, careful.stderr)
+    assert fast.exit_code == 3 and fast.stderr.startswith("line 1: not valid JSON (Unexpected UTF-8 BOM")

@@ -185,9 +185,9 @@ def test_columnar_json_records_are_the_per_point_text_exactly(separator):
     prefixes = [f'{{"id": {json.dumps(f"p{i}")}, ' for i in range(n)]
     for result in _awkward_results(n):
         per_point = render._record_texts(result)
-        assert render.records_text(result, separator) == "".join(r + separator for r in per_point)
+        assert render.records_text(result, separator) == "".join(r + separator for r in per_point).encode()
         assert render.records_text(result, separator, prefixes) == "".join(
-            p + r[1:] + separator for p, r in zip(prefixes, per_point))
+            p + r[1:] + separator for p, r in zip(prefixes, per_point)).encode()
         assert any("null" in r for r in per_point[:50])  # nan and inf among the first points
 
 

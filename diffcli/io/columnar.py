@@ -259,13 +259,20 @@ class ArrowWriter(Writer):
             elif math.prod(array.shape[1:]):  # a leaf of no numbers has no column, as in CSV
                 names.append(_INDEX.sub("", next(leaf.iter_labels())))
                 arrays.append(_nested_lists(array))
+        if self.schema is not None:
+            try:
+                arrays[:len(kept)] = [_conformed(name, array, self.schema.field(name).type)
+                                      for name, array in zip(kept, arrays)]
+            except DataError:
+                self.close()  # a whole file of the points before, as a bad record leaves it
+                raise
         batch = pa.RecordBatch.from_arrays(arrays, names=names)
         self.kept_names = set(kept)
         with self.whole():
             if self.sink is None:
-                self.schema = batch.schema
-                self.sink = self._open(batch.schema)
-            elif batch.schema != self.schema:
+                self.schema = _declared(batch.schema)
+                self.sink = self._open(self.schema)
+            if batch.schema != self.schema:
                 batch = batch.cast(self.schema)
             self.sink.write_batch(batch)
             self.stream.flush()
@@ -300,6 +307,32 @@ def _nested_lists(array: np.ndarray):
     for size in reversed(array.shape[1:]):
         column = pa.FixedSizeListArray.from_arrays(column, size)
     return column
+
+
+def _declared(schema):
+    """The file's schema from the first batch's: a kept column that is all null there
+    (Arrow's null type) is declared as text, the type kept values of the text inputs
+    have, so that the strings of later batches fit it."""
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema])
+
+
+def _conformed(name: str, array, declared):
+    """A later batch's kept column as the declared type: cast where Arrow casts
+    safely (nulls to anything, numbers to text), else, to a text column, each value's
+    JSON text (as CSV writes it); a value of another type is a clear error, not
+    a traceback (Parquet and Arrow hold one type a column)."""
+    if array.type == declared:
+        return array
+    try:
+        return array.cast(declared)
+    except (pa.ArrowException, TypeError, ValueError):
+        if declared == pa.string():
+            from .render import _cell
+
+            return pa.array([_cell(v) for v in array.to_pylist()], pa.string())
+    raise DataError(f"kept column '{name}' holds {array.type} in later points where the first ones held "
+                    f"{declared}: a Parquet or Arrow column has one type (write CSV or NDJSON, or keep "
+                    "the column's type the same)")
 
 
 def _kept_array(values):

@@ -567,9 +567,8 @@ class _ArrowBlocks:
         arrays, each cell's text as the csv module gives it) and its number of
         records, or None if the fast readers reject it or read a different number
         of records than the block has lines."""
-        if len(data) > MAX_RECORD or (not data.isascii() and _ESCAPED.search(data.decode("utf-8",
-                                                                                        "surrogateescape"))):
-            return None  # a record near the limit, or not UTF-8: the careful path says which
+        if _unchecked(data):
+            return None
         rows = _rows(data)
         columns = self._polars_columns(data, rows) if not self.kept else None
         kept = {}
@@ -648,8 +647,26 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+\Z")  # a line as readline(new
 
 def _rows(data: bytes) -> int:
     """Lines in a block of whole lines (\n or \r\n endings; the last may lack one)."""
-    newlines = np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A)  # 7x bytes.count's speed
-    return int(newlines) + (not data.endswith(b"\n"))
+    return _byte_count(data, b"\n") + (not data.endswith(b"\n"))
+
+
+def _byte_count(data: bytes, byte: bytes) -> int:
+    """data.count(byte) for one ASCII byte, at 7x its speed."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord(byte)))
+
+
+def _unchecked(data: bytes) -> bool:
+    """Whether a block is left to the careful path before the fast readers see it:
+    a record near the limit, or bytes that are not UTF-8 (it says which)."""
+    if len(data) > MAX_RECORD:
+        return True
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _rest_of_line(raw, data: bytes) -> bytes:
@@ -869,37 +886,38 @@ class _NdjsonBlocks(_ArrowBlocks):
     def chunks(self) -> Iterator[Chunk]:
         batcher = _Batcher(self.source)
         line = self.source.first_line  # the block's first line
-        for text, failure in self._blocks():
-            n = text.count("\n") + (not text.endswith("\n"))  # lines (a lone \r: the careful path)
-            parsed = self._parse(text, n) if failure is None else None
+        for data, failure in self._blocks():
+            n = _rows(data)  # lines (a lone \r: the careful path)
+            parsed = self._parse(data, n) if failure is None else None
             if parsed is not None:
-                yield from batcher.add(*parsed, line, n, len(text))
+                yield from batcher.add(*parsed, line, n, len(data))
                 line += n
                 continue
             yield from batcher.flush()
-            counted = _Counted(self._careful_lines(text, failure))
+            counted = _Counted(self._careful_lines(data.decode("utf-8", "surrogateescape"), failure))
             yield from _ObjectReader(self.source).chunks(_ndjson_records(counted, line))
             line += counted.count
             if self.stopped:
                 return
         yield from batcher.flush()
 
-    def _blocks(self) -> Iterator[tuple[str, _Bad | None]]:
-        """The CSV path's blocks of whole lines, as text (bytes that are not UTF-8
-        kept as surrogate escapes, for _parse to send to the careful path)."""
+    def _blocks(self) -> Iterator[tuple[bytes, _Bad | None]]:
+        """The CSV path's blocks of whole lines, as bytes (polars reads bytes: decoding
+        and encoding again cost 0.1-0.2 s per 75 MB); the first line read to sniff the
+        format goes in front of the first block."""
         blocks = super()._blocks()
         data, failure = next(blocks, (b"", None))
-        yield self.first + data.decode("utf-8", "surrogateescape"), failure
+        yield self.first.encode("utf-8", "surrogateescape") + data, failure
         if failure is None:
-            for data, failure in blocks:
-                yield data.decode("utf-8", "surrogateescape"), failure
+            yield from blocks
 
-    def _parse(self, text: str, n: int) -> tuple[dict[str, np.ndarray], dict] | None:
+    def _parse(self, data: bytes, n: int) -> tuple[dict[str, np.ndarray], dict] | None:
         """Each variable's values in the block of n lines and its kept columns (Arrow
         strings, as the CSV blocks give them), or None for the careful path."""
-        if len(text) > MAX_RECORD or (not text.isascii() and _ESCAPED.search(text)):
-            return None  # a record near the limit, or not UTF-8: the careful path says which
-        head = _loads(text[:text.find("\n") + 1 or len(text)])
+        if _unchecked(data):
+            return None
+        # As text: json.loads would take bytes in UTF-16 or after a BOM, which the careful path refuses.
+        head = _loads(data[:data.find(b"\n") + 1 or len(data)].decode("utf-8"))
         if not isinstance(head, dict):
             return None
         planned = self._shapes(head)
@@ -909,16 +927,16 @@ class _NdjsonBlocks(_ArrowBlocks):
         schema = {name: self._dtype(shape) for name, shape in shapes.items()}
         # One colon a key: a block with as many colons a line as the first line has
         # keys, every key of which is in every line, has no line with a key twice.
-        whole = text.count(":") == len(head) * n
+        whole = _byte_count(data, b":") == len(head) * n
         if whole:
             schema = {name: schema.get(name, self.pl.String) for name in head}
         schema.update({name: self.pl.String for name in self.source.keep})
         try:
-            frame = self.pl.read_ndjson(io.BytesIO(text.encode("utf-8")), schema=schema)
+            frame = self.pl.read_ndjson(io.BytesIO(data), schema=schema)
         except self.failures:
             return None
         if len(frame) != n or (whole and any(frame.select(list(head)).null_count().row(0))) or not (
-                whole or _unique_keys(text, shapes, defaulted, n)):
+                whole or _unique_keys(data, shapes, defaulted, n)):
             return None
         values = {}
         for name, shape in shapes.items():
@@ -928,7 +946,7 @@ class _NdjsonBlocks(_ArrowBlocks):
         kept = {}
         for name in self.source.keep:
             kept[name] = frame[name]
-            if not _strings_only(text, name, len(kept[name]) - kept[name].null_count()):
+            if not _strings_only(data, name, len(kept[name]) - kept[name].null_count()):
                 return None
         for name, shape in shapes.items():
             self.source.shapes.setdefault(name, shape)
@@ -964,34 +982,34 @@ class _NdjsonBlocks(_ArrowBlocks):
         return dtype
 
 
-_ESCAPED_KEY = re.compile(r'\\.[^"\\]*"\s*:')  # the end of a key spelled with an escape
+_ESCAPED_KEY = re.compile(rb'\\.[^"\\]*"\s*:')  # the end of a key spelled with an escape
 
 
-def _unique_keys(text: str, given: dict, defaulted: list, n: int) -> bool:
+def _unique_keys(data: bytes, given: dict, defaulted: list, n: int) -> bool:
     """Whether each of the block's n lines names each variable of given exactly
     once, and those of defaulted (given by --at) not at all. polars maps a name spelled
     with escapes (\\u0078) to the same key, so a block with such a key is not
     vouched for; otherwise "x" then a colon is the key x (in a JSON string the
     quotes would be escaped)."""
-    if "\\" in text and _ESCAPED_KEY.search(text):
+    if b"\\" in data and _ESCAPED_KEY.search(data):
         return False
     for name in [*given, *defaulted]:
-        token, want = f'"{name}"', n if name in given else 0
-        found = text.count(token)
-        if found != want and len(re.findall(re.escape(token) + r"\s*:", text)) != want:
+        token, want = f'"{name}"'.encode(), n if name in given else 0
+        found = data.count(token)
+        if found != want and len(re.findall(re.escape(token) + rb"\s*:", data)) != want:
             return False
     return True
 
 
-_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # an escaped surrogate: json keeps a lone one, polars may not
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped surrogate: json keeps a lone one, polars may not
 
 
-def _strings_only(text: str, name: str, count: int) -> bool:
+def _strings_only(data: bytes, name: str, count: int) -> bool:
     """Whether the block's key name holds a JSON string each of the count times it is
     there, and is there no other time (not twice in a line, nor nested)."""
-    key = re.escape(f'"{name}"') + r"\s*:"
-    return len(re.findall(key, text)) == len(re.findall(key + r'\s*"', text)) == count and \
-        not ("\\" in text and _SURROGATE.search(text))
+    key = re.escape(f'"{name}"'.encode()) + rb"\s*:"
+    return len(re.findall(key, data)) == len(re.findall(key + rb'\s*"', data)) == count and \
+        not (b"\\" in data and _SURROGATE.search(data))
 
 
 def _arrow_strings(column):
@@ -1094,9 +1112,10 @@ class _ObjectReader:
                     raise obj
                 if not isinstance(obj, dict):
                     raise _Bad("a point must be a JSON object like {\"x\": 1}")
-                rows.append(self._record(obj))
+                record, kept_values = self._record(obj), self._kept(obj)  # either may refuse the record
+                rows.append(record)
                 lines.append(line)
-                kept.append(self._kept(obj))
+                kept.append(kept_values)
             except _Bad as e:
                 yield self._chunk(rows, lines, kept, BadRecord(line, str(e)))
                 rows, lines, kept, size = [], [], [], 0
@@ -1122,8 +1141,12 @@ class _ObjectReader:
 
     def _kept(self, obj: dict) -> dict:
         if self.source.keep_all:
-            return {k: v for k, v in obj.items() if k not in self.source.variables}
-        return {k: obj.get(k) for k in self.source.keep}
+            kept = {k: v for k, v in obj.items() if k not in self.source.variables}
+        else:
+            kept = {k: obj.get(k) for k in self.source.keep}
+        for name, value in kept.items():
+            _check_text(name, value)
+        return kept
 
     def _chunk(self, rows, lines, kept, bad) -> Chunk:
         n = len(rows)
@@ -1182,6 +1205,22 @@ def _json_value(name: str, value, shapes: dict):
     except (ValueError, TypeError):
         raise _Bad(f"{name}: not a rectangular array of numbers") from None
     return _check_shape(name, array, array.shape, shapes)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in decoded JSON: only from a \\uXXXX escape
+
+
+def _check_text(name: str, value) -> None:
+    """A kept value (and its name) must be text that UTF-8 can write: a JSON escape
+    of half a UTF-16 surrogate pair ("\\ud800") decodes to a lone surrogate, which no
+    output format can hold as a string (CSV, Parquet), so its record is bad data."""
+    for text in (name, value if isinstance(value, str) else
+                 json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else ""):
+        bad = _LONE_SURROGATE.search(text)
+        if bad:
+            raise _Bad(f"{_cut(json.dumps(name))}: {_cut(json.dumps(text))} holds a lone surrogate "
+                       f"({json.dumps(bad.group())[1:-1]}, half of a UTF-16 pair), which is not text "
+                       "that diffcli can write")
 
 
 def _check_shape(name, value, shape, shapes):

@@ -10,6 +10,7 @@ Non-finite numbers: JSON has no NaN or Infinity, so they are written as null
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import math
@@ -429,6 +430,18 @@ class Writer:
     def close(self) -> None:
         self.stream.flush()
 
+    def write_bytes(self, data: bytes) -> None:
+        """UTF-8 bytes, in one call to the stream's binary buffer where it has one
+        (after what the text stream holds): polars writes bytes, and decoding them for
+        the text stream to encode again cost 0.4 s per 10^6 NDJSON records."""
+        buffer = getattr(self.stream, "buffer", None)
+        if buffer is None:
+            self.stream.write(data.decode("utf-8"))
+        else:
+            self.stream.flush()
+            buffer.write(data)
+        self.stream.flush()
+
 
 class NdjsonWriter(Writer):
     """One JSON object per point: kept columns, then value and the derivative."""
@@ -458,10 +471,9 @@ class NdjsonWriter(Writer):
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _emit_records(self, text):
-        """text: the records, each followed by the separator (a newline: no copy)."""
-        self.stream.write(text)
-        self.stream.flush()
+    def _emit_records(self, data):
+        """data: the records' bytes, each followed by the separator (a newline: no copy)."""
+        self.write_bytes(data)
 
     def error(self, line, message):
         self._emit([json.dumps({"line": line, "error": message})])
@@ -483,8 +495,10 @@ class JsonArrayWriter(NdjsonWriter):
         self.stream.write(prefix + text)
         self.stream.flush()
 
-    def _emit_records(self, text):
-        self._emit_text(text[:-len(self.separator)])
+    def _emit_records(self, data):
+        prefix = b"[\n" if self.first else b",\n"
+        self.first = False
+        self.write_bytes(prefix + data[:-len(self.separator)])
 
     def close(self):
         self.stream.write("[]\n" if self.first else "\n]\n")
@@ -510,9 +524,9 @@ def _components(result) -> int:
     return sum(_columns(leaf) for leaf in leaves(result, 1))
 
 
-def records_text(result, separator: str, prefixes: list[str] | None = None) -> str:
+def records_text(result, separator: str, prefixes: list[str] | None = None) -> bytes:
     """The per-point JSON records of a batched result, each followed by separator
-    (exactly _record_texts' text), built a column at a time by polars: each number is
+    (exactly _record_texts' text, UTF-8 encoded), built a column at a time by polars: each number is
     _shortest_texts' (repr's) text, null where it is not finite, between the fixed
     pieces of the record's JSON (keys, brackets, commas). prefixes, if given,
     replace each record's opening brace (kept columns)."""
@@ -536,7 +550,9 @@ def records_text(result, separator: str, prefixes: list[str] | None = None) -> s
     for name, after in zip(list(columns)[:len(fixed) - 1], fixed[1:]):
         parts += [pl.col(name), pl.lit(after)]
     frame = pl.DataFrame(columns).select(pl.concat_str(parts))
-    return frame.write_csv(include_header=False, quote_style="never", line_terminator=separator)
+    data = io.BytesIO()
+    frame.write_csv(data, include_header=False, quote_style="never", line_terminator=separator)
+    return data.getvalue()
 
 
 def _placeholders(shape: tuple):
