@@ -327,9 +327,9 @@ def _conformed(name: str, array, declared):
         return array.cast(declared)
     except (pa.ArrowException, TypeError, ValueError):
         if declared == pa.string():
-            from .render import _cell
+            from .render import kept_cell
 
-            return pa.array([_cell(v) for v in array.to_pylist()], pa.string())
+            return pa.array([kept_cell(v) for v in array.to_pylist()], pa.string())
     raise DataError(f"kept column '{name}' holds {array.type} in later points where the first ones held "
                     f"{declared}: a Parquet or Arrow column has one type (write CSV or NDJSON, or keep "
                     "the column's type the same)")
@@ -341,6 +341,6 @@ def _kept_array(values):
     try:
         return pa.array(values)
     except (pa.ArrowException, TypeError, ValueError):  # mixed JSON values: as their JSON text
-        from .render import _cell
+        from .render import kept_cell
 
-        return pa.array([_cell(v) for v in values], pa.string())
+        return pa.array([kept_cell(v) for v in values], pa.string())

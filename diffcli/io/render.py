@@ -404,7 +404,7 @@ def text_columns(kept: dict) -> dict[str, list]:
     return {k: v if isinstance(v, list) else text_values(v) for k, v in kept.items()}
 
 
-def _cell(value) -> str:
+def kept_cell(value) -> str:
     """A kept column's value in a CSV cell: strings as they were, JSON otherwise."""
     return value if isinstance(value, str) else ("" if value is None else json.dumps(value))
 
@@ -714,7 +714,7 @@ class DelimitedWriter(Writer):
         """Each point's row in pieces of WIDE numbers."""
         d = self.delimiter
         for i in range(len(np.asarray(found[0].array))):
-            pieces = itertools.chain([self._quote(_cell(values[i])) for values in kept.values()],
+            pieces = itertools.chain([self._quote(kept_cell(values[i])) for values in kept.values()],
                                      *(_row_pieces(_point_rows(leaf)[i], d) for leaf in found))
             for j, piece in enumerate(pieces):
                 self.stream.write(piece if j == 0 else d + piece)
@@ -725,7 +725,7 @@ class DelimitedWriter(Writer):
         if not kept:
             self.stream.write(matrix_text(matrix, d))
             return
-        kept_cells = [[self._quote(_cell(v)) for v in values] for values in kept.values()]
+        kept_cells = [[self._quote(kept_cell(v)) for v in values] for values in kept.values()]
         # repr is plain_number for a Python float (as in matrix_text)
         out = [d.join([c[i] for c in kept_cells] + list(map(repr, row))) for i, row in enumerate(matrix.tolist())]
         self.stream.write("\n".join(out) + "\n" if out else "")
@@ -770,7 +770,7 @@ class TableWriter(Writer):
         labels, matrix = result_columns(result)
         if self.labels is None:
             self.labels = list(kept) + labels
-        kept_cells = [[_cell(v) for v in values] for values in kept.values()]
+        kept_cells = [[kept_cell(v) for v in values] for values in kept.values()]
         for i, row in enumerate(matrix.tolist()):
             if len(self.rows) < self.limit:
                 self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
