@@ -7,11 +7,13 @@ import datetime
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -373,3 +375,26 @@ def test_a_kept_column_that_changes_type_is_one_line_after_a_whole_file(tmp_path
                                    "held int64: a Parquet or Arrow column has one type (write CSV or NDJSON, or "
                                    "keep the column's type the same)\n")
     assert _read(out.stdout, "parquet").column("id").to_pylist() == [1]
+
+
+def test_the_command_never_lets_pyarrow_import_pandas(tmp_path):
+    """pyarrow imports pandas (0.3-0.4 s) at its first conversion when pandas is
+    installed; the command's own process marks it missing. A stand-in pandas first
+    on the path records any import of it: none, and the numbers are right."""
+    fake = tmp_path / "site" / "pandas"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "pandas-imported"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n__version__ = '9.9'\n")
+    x = np.linspace(0.5, 2.0, 1000)
+    pq.write_table(pa.table({"x": x}), tmp_path / "p.parquet")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "site"), env.get("PYTHONPATH")]))
+    for fmt in ("parquet", "csv"):
+        out = tmp_path / f"out.{fmt}"
+        proc = subprocess.run(_diffcli_command() + ["grad", "sin(x)*x", "--points", str(tmp_path / "p.parquet"),
+                                                    "--output", str(out)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert not marker.exists()
+        got = pq.read_table(out) if fmt == "parquet" else pa.csv.read_csv(out)
+        np.testing.assert_allclose(got.column("d/dx").to_numpy(), np.cos(x) * x + np.sin(x), rtol=1e-14)
