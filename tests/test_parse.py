@@ -13,6 +13,7 @@ import pytest
 import diffcli
 from diffcli.errors import ExpressionError, ShapeError
 from diffcli.graph.nodes import Graph, topological_order
+from diffcli.language.functions import FUNCTIONS
 from diffcli.language.parse import parse
 
 
@@ -294,3 +295,33 @@ def test_what_the_user_wrote_is_not_rewritten_so_warnings_name_it():
     assert _count("3 / (4 * x)", "mul", {"x": ()}) == 1
     warning = diffcli.compile("x * x").eval(x=1e200).diagnostics[0].message
     assert warning.startswith("mul produced inf")
+
+
+def test_suggestions_follow_the_function_table_at_run_time(monkeypatch):
+    """The table of other tools' names offers only what diffcli has when it is
+    asked: once aliases like arcsin and cot exist (the vocabulary issue), they
+    are what is suggested, and a name that became a function is no longer unknown."""
+    from diffcli.language import functions, synonyms
+
+    assert synonyms.suggestions("arcsen")[0] == "asin"
+    assert synonyms.suggestions("cot")[:2] == ["1/tan(x)", "dot"]  # meaning before spelling
+    monkeypatch.setitem(functions.FUNCTIONS, "arcsin", functions.FUNCTIONS["asin"])
+    monkeypatch.setitem(functions.FUNCTIONS, "cot", functions.FUNCTIONS["tan"])
+    monkeypatch.setitem(functions.FUNCTIONS, "ln", functions.FUNCTIONS["log"])
+    assert synonyms.suggestions("arcsen")[0] == "arcsin"
+    assert synonyms.suggestions("ctg")[0] == "cot"
+    assert value("ln(x)", x=math.e) == 1.0
+    monkeypatch.delitem(functions.FUNCTIONS, "tan")
+    assert "1/tan(x)" not in synonyms.suggestions("sec") + synonyms.suggestions("coth")
+    assert synonyms.suggestions("sec")[0] == "1/cos(x)"
+
+
+def test_every_suggestion_of_the_table_is_something_diffcli_reads():
+    """Each of the table's choices is a function, a constant, or a formula that parses."""
+    from diffcli.language import synonyms
+
+    for other, choices in synonyms.MEANINGS.items():
+        assert other not in FUNCTIONS or other in choices, other
+        for choice in choices:
+            if synonyms._available(choice) and choice not in FUNCTIONS:
+                parse(choice)  # a formula: no error
