@@ -165,7 +165,7 @@ def _expression_last(params, args: list[str]) -> list[str]:
         if arg == "--":
             positional.extend(args[i + 1:])
             break
-        kind = _option_kind(arg, takes_value)
+        kind = _option_kind(arg, takes_value, assignments)
         if kind is None:
             if assigned is not None and _ASSIGNMENT.match(arg):
                 option, value = assigned
@@ -190,7 +190,7 @@ def _expression_last(params, args: list[str]) -> list[str]:
     return options + ["--"] + positional if positional else options
 
 
-def _option_kind(arg: str, takes_value: dict) -> str | None:
+def _option_kind(arg: str, takes_value: dict, assignments: set) -> str | None:
     """'value' (an option whose value is the next argument), 'option' (whole in
     itself), 'maybe' (no option of the command: perhaps an expression such as
     -x^2), or None (not an option at all)."""
@@ -205,7 +205,7 @@ def _option_kind(arg: str, takes_value: dict) -> str | None:
         if len(arg) == 2:
             return "value"
         attached = arg[2:]  # -ax=1, -ffile.txt, but not -abs(x)
-        fits = _ASSIGNMENT.match(attached) if key in ("-a",) else not re.search(r"[()^*/+\[\] ]", attached)
+        fits = _ASSIGNMENT.match(attached) if key in assignments else not re.search(r"[()^*/+\[\] ]", attached)
         return "option" if fits else "maybe"
     flags = all(takes_value.get("-" + ch) is False for ch in arg[1:])  # -qh
     return "option" if flags else "maybe"
