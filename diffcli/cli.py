@@ -39,6 +39,7 @@ from .errors import (
     DiffcliError,
     ESCAPED_BYTE,
     ExpressionError,
+    MissingValuesError,
     NumericError,
     UsageError,
     format_message,
@@ -81,9 +82,147 @@ EXIT STATUS
 """
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _Refusal(click.UsageError):
+    """A usage error found while click parses the command line, shown in
+    diffcli's one error style (not click's usage block)."""
+
+    def show(self, file=None) -> None:
+        _error(self.format_message())
+
+
+def _restyled(error: click.UsageError, ctx) -> _Refusal:
+    """click's usage error as one 'diffcli: error: ...' line; an unknown option
+    with the closest one first (--att: did you mean '--at'?)."""
+    if isinstance(error, _Refusal):
+        return error
+    message = error.format_message()
+    if isinstance(error, click.NoSuchOption) and ctx is not None:
+        import difflib
+
+        known = [name for param in ctx.command.get_params(ctx) if isinstance(param, click.Option)
+                 for name in param.opts + param.secondary_opts]
+        close = difflib.get_close_matches(error.option_name, known, n=3, cutoff=0.6)
+        message = f"no such option '{error.option_name}'"
+        message += f": did you mean '{close[0]}'?" if close else f" (see {ctx.command_path} --help)"
+    return _Refusal(message, ctx)
+
+
+class _Command(click.Command):
+    """A command whose EXPRESSION may start with '-' (diffcli eval '-2^2'), with
+    `--` before it in any position, and click's usage errors in diffcli's style."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, _expression_last(self.get_params(ctx), list(args)))
+        except click.UsageError as e:
+            raise _restyled(e, ctx) from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise _restyled(e, ctx) from None
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            raise _restyled(e, ctx) from None
+
+
+def _expression_last(params, args: list[str]) -> list[str]:
+    """The arguments with the options first and the positional ones after `--`,
+    so that click takes an expression starting with '-' as the expression: the
+    argument after a `--` anywhere, or else, when there is no other positional
+    argument, one that is no option of the command ('-x^2', '-2^2', '-abs(x)').
+    A NAME=VALUE after --at's value (--at x=1 y=2) is refused with the spelling
+    that works."""
+    takes_value, assignments = {}, set()
+    for param in params:
+        if isinstance(param, click.Option):
+            for name in param.opts + param.secondary_opts:
+                takes_value[name] = not (param.is_flag or param.count)
+                if param.metavar == "NAME=VALUE":
+                    assignments.add(name)
+    options: list[str] = []
+    positional: list[str] = []
+    dashed: list[int] = []  # indices into options of arguments that may be the expression
+    explicit = None
+    assigned = None  # (option, its NAME=VALUE) when that was the argument just before
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" and explicit is None and i + 1 < len(args):
+            explicit = args[i + 1]
+            i += 2
+            continue
+        if arg == "--":
+            positional.extend(args[i + 1:])
+            break
+        kind = _option_kind(arg, takes_value, assignments)
+        if kind is None:
+            if assigned is not None and _ASSIGNMENT.match(arg):
+                option, value = assigned
+                raise click.UsageError(f"{option} takes one NAME=VALUE: for several, write {option} "
+                                       f"{value},{arg} or repeat {option} ({option} {value} {option} {arg})")
+            positional.append(arg)
+        elif kind == "maybe":
+            dashed.append(len(options))
+            options.append(arg)
+        else:
+            options.append(arg)
+            if kind == "value" and i + 1 < len(args):
+                options.append(args[i + 1])
+                i += 1
+        assigned = None if kind in (None, "maybe") else \
+            _assignment(options[-2:] if kind == "value" else options[-1:], assignments)
+        i += 1
+    if explicit is not None:
+        positional.insert(0, explicit)
+    elif not positional and len(dashed) == 1:
+        positional.append(options.pop(dashed[0]))
+    return options + ["--"] + positional if positional else options
+
+
+def _option_kind(arg: str, takes_value: dict, assignments: set) -> str | None:
+    """'value' (an option whose value is the next argument), 'option' (whole in
+    itself), 'maybe' (no option of the command: perhaps an expression such as
+    -x^2), or None (not an option at all)."""
+    if arg[:1] != "-" or arg == "-":
+        return None
+    if arg.startswith("--"):
+        return "value" if "=" not in arg and takes_value.get(arg) else "option"
+    key = arg[:2]
+    if key not in takes_value:
+        return "maybe"
+    if takes_value[key]:
+        if len(arg) == 2:
+            return "value"
+        attached = arg[2:]  # -ax=1, -ffile.txt, but not -abs(x)
+        fits = _ASSIGNMENT.match(attached) if key in assignments else not re.search(r"[()^*/+\[\] ]", attached)
+        return "option" if fits else "maybe"
+    flags = all(takes_value.get("-" + ch) is False for ch in arg[1:])  # -qh
+    return "option" if flags else "maybe"
+
+
+def _assignment(last: list[str], assignments: set) -> tuple[str, str] | None:
+    """(option, NAME=VALUE) if the last option given is a NAME=VALUE option with
+    its value: --at x=1, -a x=1, -ax=1, --at=x=1."""
+    if len(last) == 2 and last[0] in assignments:
+        return last[0], last[1]
+    arg = last[-1]
+    name, _, value = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
+    return (name, value) if name in assignments and value else None
+
+
+@click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="diffcli")
 def cli():
     """Exact derivatives of an expression at a point: automatic
@@ -141,7 +280,8 @@ def _stacked(decorators: list):
 
 def _expression_input(file_help: str) -> list:
     return [click.argument("expression", required=False),
-            click.option("-f", "--file", "expression_file", metavar="FILE", help=file_help)]
+            click.option("-f", "--file", "expression_file", metavar="FILE", type=click.Path(allow_dash=True),
+                         help=file_help)]
 
 
 def _point_options() -> list:
@@ -151,6 +291,7 @@ def _point_options() -> list:
                           "pi, e allowed). Repeat it, or write --at x=1,y=2. With --points, a "
                           "constant shared by every point; a point's own value wins."),
         click.option("--points", "points", metavar="FILE", multiple=True, callback=_one_or_more,
+                     type=click.Path(allow_dash=True),  # completes file names in bash, zsh and fish
                      help="Evaluate at every point (record) of FILE: CSV, TSV, NDJSON, a JSON "
                           "array, Parquet or Arrow IPC; gzip, bzip2 or zstd allowed. '-' reads "
                           "stdin (only then). With --engine dask: repeatable, and a directory, a "
@@ -174,7 +315,7 @@ def _format_options() -> list:
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
                           "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
                           "stream) are binary: never to a terminal."),
-        click.option("-o", "--output", "output", metavar="FILE",
+        click.option("-o", "--output", "output", metavar="FILE", type=click.Path(),
                      help="Write to FILE instead of stdout; its extension gives the format unless "
                           "--format does (.csv .tsv .ndjson .jsonl .json .parquet .arrow .feather "
                           ".arrows)."),
@@ -278,7 +419,7 @@ def _check_options(command):
 
 def _wrt_option(command):
     return click.option("--wrt", multiple=True, metavar="NAME",
-                        help="Differentiate with respect to NAME only (repeatable).")(command)
+                        help="Differentiate with respect to NAME only (repeatable, or --wrt x,y).")(command)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,7 +483,7 @@ def _handle_errors(run):
         try:
             return run(*args, **kwargs)
         except DiffcliError as e:
-            _stderr(f"error: {e}")
+            _error(str(e))
             sys.exit(e.exit_status)
         except KeyboardInterrupt:
             _stderr("interrupted")
@@ -645,6 +786,7 @@ def _wants_color(color: str) -> bool:
 
 
 def _run(kind: str, options: Options) -> None:
+    _refuse_contradictions(options)
     if options.points == "-" and options.expression_file == "-":
         raise UsageError("-f - and --points - cannot both read stdin")
     source = _read_expression(options.expression, options.expression_file)
@@ -658,9 +800,29 @@ def _run(kind: str, options: Options) -> None:
         _compute_and_write(kind, source, at, request, fmt, options)
 
 
+def _refuse_contradictions(options: Options) -> None:
+    """Options that cannot both be obeyed, or one that would be ignored, are an
+    error (status 2) rather than silently one of them."""
+    if options.quiet and options.formats:
+        given = options.output_format and f"--format {options.output_format}" or \
+            next(f"--{flag}" for flag, on in (("json", options.as_json), ("nl", options.as_ndjson),
+                                                ("csv", options.as_csv), ("tsv", options.as_tsv)) if on)
+        raise UsageError(f"-q prints bare numbers and {given} a format: choose one")
+    if options.symbolic and options.check:
+        raise UsageError("--symbolic prints a formula and --check compares numbers at a point: choose one")
+    if options.symbolic and options.points is not None:
+        raise UsageError("--symbolic prints a formula; it does not take --points")
+    if options.points is None:
+        for flag, given in (("--in", options.input_format), ("--keep", options.keep),
+                            ("--keep-all", options.keep_all), ("--skip-bad", options.skip_bad)):
+            if given:
+                raise UsageError(f"{flag} is about --points input, and no --points is given")
+
+
 def _request(kind: str, options: Options) -> dict:
     """The keyword arguments of the API call that computes `kind`."""
-    request = {"wrt": list(options.wrt) or None, "order": options.order}
+    wrt = [name.strip() for given in options.wrt for name in given.split(",") if name.strip()]
+    request = {"wrt": wrt or None, "order": options.order}
     if kind == "vjp":
         request["seed"] = _value("--seed", options.seed)
     if kind in ("jvp", "hvp") or kind == "series" and options.tangent:
@@ -708,6 +870,10 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
         if options.polynomial:
             _write_polynomial(function, result, at, request, fmt)
             return
+    except MissingValuesError as e:
+        if kind in SYMBOLIC_KINDS:
+            e.message += ", or --symbolic for the derivative as a formula"
+        raise
     except DiffcliError as e:
         raise e.with_source(source)
     _write_single(source, at, result, fmt, options, _request_echo(kind, request), report)
@@ -741,6 +907,10 @@ def _write_polynomial(function, result, at, request, fmt) -> None:
         click.echo(text)
 
 
+# What `--symbolic` can print (grad, grad --order N, jac, hess).
+SYMBOLIC_KINDS = ("gradient", "derivative", "jacobian", "hessian")
+
+
 def _request_echo(kind: str, request: dict) -> dict:
     """What a one-point JSON document repeats of the request beside the point: the seed, the tangents."""
     if kind == "vjp":
@@ -765,15 +935,14 @@ def _report_problems(result, source: str, kink: str, strict: bool) -> None:
 
 
 def _run_symbolic(function, kind, at, request, fmt, options: Options) -> None:
-    if options.points is not None:
-        raise UsageError("--symbolic prints a formula; it does not take --points")
     if fmt not in ("table", "json", "quiet"):
         raise UsageError(f"--symbolic writes a table, JSON or -q, not {fmt}")
     entries, payload = _formulas(function, kind, at, request)
     if fmt == "quiet":
         click.echo("\n".join(text for _, text in entries))
     elif fmt == "json":
-        click.echo(json.dumps({"expression": function.source, kind: payload}))
+        click.echo(json.dumps({"expression": function.source, kind: payload},
+                              indent=2 if _stdout_is_terminal() else None))
     else:
         console = _console(options.color)
         for label, text in entries:
@@ -833,7 +1002,8 @@ def _write_single(source, at, result, fmt, options: Options, extra: dict, report
         if has_nonfinite(result):
             _stderr("warning: non-finite numbers are written as null in JSON")
         trailer = {"check": check_document(report, CHECK_METHOD)} if report is not None else None
-        _write_pieces(itertools.chain(json_document_pieces(source, at, result, extra, trailer), ["\n"]))
+        pieces = json_document_pieces(source, at, result, extra, trailer)
+        _write_pieces(_pretty(pieces) if _stdout_is_terminal() else itertools.chain(pieces, ["\n"]))
     elif fmt == "table":
         console = _console(options.color)
         print_tables(console, result, options.digits)
@@ -844,6 +1014,12 @@ def _write_single(source, at, result, fmt, options: Options, extra: dict, report
         writer.write(result.with_batch_axis(), {})
         writer.close()
         _warn_nonfinite(writer)
+
+
+def _pretty(pieces) -> list[str]:
+    """A JSON document indented for a person, as gh and jq print to a terminal
+    (a terminal holds what a person reads, so the whole text is small enough)."""
+    return [json.dumps(json.loads("".join(pieces)), indent=2), "\n"]
 
 
 def _write_pieces(pieces) -> None:
@@ -902,7 +1078,7 @@ def _report_outcome(outcome, source: str, writer) -> int:
         _stderr("warning: " + diagnostic.format(source))
     _warn_nonfinite(writer)
     if outcome.failure is not None:
-        _stderr("error: " + outcome.failure.format(source))
+        _error(outcome.failure.format(source))
         return EXIT_CHECK_FAILED
     if outcome.stopped_at is not None:
         _stderr(f"diffcli: stopped at the bad record on {outcome.stopped_at.where} after "
@@ -1015,12 +1191,12 @@ def _report_partition(report, source: str, seen_kinks: set) -> None:
     for line, message in report.bad:
         _stderr(f"{report.path}: line {line}: {message}")
     if report.error is not None:
-        _stderr(f"error: {report.path}: {report.error.with_source(source)}")
+        _error(f"{report.path}: {report.error.with_source(source)}")
     elif report.stopped_at is not None:
-        _stderr(f"error: {report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
+        _error(f"{report.path}: stopped at the bad record on line {report.stopped_at[0]}; "
                 f"no output file for it (--skip-bad goes on past bad records)")
     elif report.failure is not None:
-        _stderr(f"error: {report.path}: {report.failure}; no output file for it")
+        _error(f"{report.path}: {report.failure}; no output file for it")
 
 
 def _console(color: str):
@@ -1147,8 +1323,18 @@ def parse_at(items: tuple[str, ...], option: str = "--at") -> dict:
                 raise UsageError(f"'{name}' is given twice in {option}")
             if not text.strip():
                 raise UsageError(f"{option} {name}= has no value")
+            _refuse_spaced_assignments(option, piece, text)
             values[name] = _value(f"{option} {name}", text)
     return values
+
+
+def _refuse_spaced_assignments(option: str, piece: str, text: str) -> None:
+    """--at 'x=1 y=2' (a space where a comma goes): say how to write it."""
+    others = re.findall(r"\s([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)", text)
+    if others:
+        fixed = ",".join(part.strip() for part in re.split(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*\s*=(?!=))", piece.strip()))
+        raise UsageError(f"{option} '{piece.strip()}': separate the variables with commas ({option} {fixed}) "
+                         f"or repeat {option}")
 
 
 def _value(what: str, text: str):
@@ -1173,13 +1359,21 @@ def _split_top_level(text: str) -> list[str]:
     return pieces
 
 
-def _stderr(message: str) -> None:
+def _stderr(message: str, color: bool | None = None) -> None:
     # A stderr that cannot be written (2>/dev/full) must not stop the run or
     # turn a warning into a traceback: the exit status still says how it ended.
     try:
-        click.echo(message, err=True)
+        click.echo(message, err=True, color=color)
     except OSError:
         pass
+
+
+def _error(message: str) -> None:
+    """Every error, click's usage errors too, in one style: 'diffcli: error: ...',
+    'error:' in bold red when stderr is a terminal (click strips the colour
+    elsewhere) and NO_COLOR is not set."""
+    _stderr("diffcli: " + click.style("error:", fg="red", bold=True) + " " + message,
+            color=False if os.environ.get("NO_COLOR") else None)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -1352,15 +1546,17 @@ def _run_guarded() -> int:
         except SystemExit as e:
             status = e.code if isinstance(e.code, int) else EXIT_OK if e.code is None else 1
         except click.ClickException as e:
-            with contextlib.suppress(OSError):  # (2>/dev/full: the status still tells)
-                e.show()
+            if isinstance(e, click.UsageError):
+                _restyled(e, e.ctx).show()
+            else:
+                _error(e.format_message())
             status = e.exit_code
         except click.Abort:
             raise KeyboardInterrupt from None
         except MemoryError:
             # The estimate before a run (--max-memory) should prevent this; if it
             # was too low, still one line and no traceback.
-            _stderr("error: out of memory: the request needs more memory than is available "
+            _error("out of memory: the request needs more memory than is available "
                     "(lower --max-memory, --chunk or the size of the request)")
             status = EXIT_USAGE
         sys.stdout.flush()

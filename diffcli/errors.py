@@ -50,6 +50,14 @@ class UsageError(DiffcliError):
     """Command-line values (--at, --seed, --wrt ...) that do not fit the expression."""
 
 
+class MissingValuesError(UsageError):
+    """Variables of the expression that were given no value."""
+
+    def __init__(self, names: list[str], message: str):
+        super().__init__(message)
+        self.names = names
+
+
 class BudgetError(UsageError):
     """A request whose memory estimate exceeds the budget (max_memory, the CLI's
     --max-memory), or whose derivative graph would take too long to build:

@@ -93,8 +93,8 @@ def test_json_is_the_default_off_a_terminal_with_full_precision():
 
 def test_quiet_prints_bare_derivative_components():
     result = run("grad", "sum(x^2) * y", "--at", "x=[1,2]", "--at", "y=3", "-q")
-    assert result.stdout == "6.0\n12.0\n5.0\n"
-    assert run("eval", "[1, 2] * x", "--at", "x=2", "-q").stdout == "2.0\n4.0\n"
+    assert result.stdout == "6\n12\n5\n"  # integral values without .0, as jq prints them
+    assert run("eval", "[1, 2] * x", "--at", "x=2.5", "-q").stdout == "2.5\n5\n"
 
 
 def test_table_output_on_request():
@@ -130,8 +130,8 @@ def test_division_by_zero_warning():
 def test_expression_from_a_file_and_stdin(tmp_path):
     path = tmp_path / "f.txt"
     path.write_text("r = x * 2\nr ^ 2\n")
-    assert run("grad", "-f", str(path), "--at", "x=1", "-q").stdout == "8.0\n"
-    assert run("grad", "-f", "-", "--at", "x=1", "-q", input="x^3").stdout == "3.0\n"
+    assert run("grad", "-f", str(path), "--at", "x=1", "-q").stdout == "8\n"
+    assert run("grad", "-f", "-", "--at", "x=1", "-q", input="x^3").stdout == "3\n"
 
 
 def test_at_accepts_arithmetic_constants_and_commas():
@@ -180,14 +180,14 @@ def test_options_lists_the_formats_asked_for_in_flag_order():
     options = Options(**parsed.params)
     assert options.formats == ["tsv", "json", "csv"]
     assert run("grad", "x", "--at", "x=1", "--csv", "--json").stderr.strip() == \
-        "error: choose one output format, not csv and json"
+        "diffcli: error: choose one output format, not csv and json"
 
 
 # ---------------------------------------------------------------- errors: stderr, status, no traceback
 
 @pytest.mark.parametrize("args,status,message", [
-    (["grad", "x +", "--at", "x=1"], 2, "error: expected an operand after '+'"),
-    (["grad", "x", "--at", "y=1"], 2, "error: no value for variable x: give --at x=..."),
+    (["grad", "x +", "--at", "x=1"], 2, "diffcli: error: expected an operand after '+'"),
+    (["grad", "x", "--at", "y=1"], 2, "diffcli: error: no value for variable x: give --at x=..."),
     (["grad", "x + y", "--at", "x=1"], 2, "no value for variable y"),
     (["grad", "x", "--at", "x=1", "--at", "x=2"], 2, "'x' is given twice"),
     (["grad", "x", "--at", "x="], 2, "--at x= has no value"),
@@ -201,7 +201,7 @@ def test_options_lists_the_formats_asked_for_in_flag_order():
     (["grad", "[1,2] + [1,2,3]"], 2, "shapes do not match"),
     (["grad"], 2, "no expression"),
     (["grad", "x", "-f", "-"], 2, "not both"),
-    (["grad", "x", "--bogus"], 2, "No such option"),
+    (["grad", "x", "--bogus"], 2, "diffcli: error: no such option '--bogus' (see "),
 ])
 def test_errors_are_one_clear_message_with_status(args, status, message):
     result = run(*args)
@@ -213,7 +213,7 @@ def test_errors_are_one_clear_message_with_status(args, status, message):
 
 def test_unused_variable_is_a_warning():
     result = run("grad", "x^2", "--at", "x=2", "--at", "y=3", "-q")
-    assert result.exit_code == 0 and result.stdout == "4.0\n"
+    assert result.exit_code == 0 and result.stdout == "4\n"
     assert "warning: 'y' is given but not used" in result.stderr
 
 
@@ -248,7 +248,7 @@ def test_real_process_parse_error_has_no_traceback(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=60)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr == "error: '(' is never closed\n  sin(x\n     ^\n"
+    assert proc.stderr == "diffcli: error: '(' is never closed\n  sin(x\n     ^\n"
 
 
 def test_real_process_quiet_for_shell_substitution(tmp_path):
@@ -256,7 +256,7 @@ def test_real_process_quiet_for_shell_substitution(tmp_path):
     proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command())
                            + " grad 'x^2' --at x=3 -q"], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=60)
-    assert proc.stdout == "6.0\n"
+    assert proc.stdout == "6\n"
 
 
 # ---------------------------------------------------------------- output: full disks, closed pipes, Ctrl-C
@@ -415,7 +415,7 @@ def test_running_out_of_memory_is_one_line_and_status_2():
     proc = _main_with("def boom(*a, **k): raise MemoryError()\ndiffcli.api.Function.compute = boom",
                       "grad", "sin(x)", "--at", "x=1", "--json")
     assert (proc.returncode, proc.stdout) == (2, "")
-    assert proc.stderr.startswith("error: out of memory") and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith("diffcli: error: out of memory") and len(proc.stderr.splitlines()) == 1
 
 
 def test_ctrl_c_while_click_parses_is_interrupted_not_aborted():
@@ -448,3 +448,177 @@ def test_a_usage_error_keeps_its_status_when_stderr_is_full(args):
     proc = subprocess.run(["bash", "-c", " ".join(_diffcli_command()) + f" {args} 2>/dev/full"],
                           capture_output=True, text=True, env=_env(), timeout=60)
     assert (proc.returncode, proc.stdout) == (2, "")
+
+
+# ---------------------------------------------------------------- input that fits the hand (issue 20)
+
+
+def _real(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The command in a subprocess, stdout and stderr pipes (not a terminal)."""
+    return subprocess.run(_diffcli_command() + list(args), capture_output=True, text=True, cwd=REPO,
+                          env={**_env(), **(env or {})}, timeout=60)
+
+
+def _on_a_terminal(*args: str, env: dict | None = None) -> tuple[int, str]:
+    """The command with stdout and stderr on a real pty: its status and all it wrote."""
+    import pty
+
+    from .test_pipeline import _read_until
+
+    master, slave = pty.openpty()
+    environment = {k: v for k, v in _env().items() if k != "NO_COLOR"}
+    proc = subprocess.Popen(_diffcli_command() + list(args), stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env={**environment, **(env or {})}, cwd=REPO)
+    os.close(slave)
+    try:
+        shown = _read_until(master, b"\0 (never written: read until it closes)", 60)
+        status = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    return status, shown.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("args,value,derivative", [
+    (["grad", "-x^2", "--at", "x=3"], -9.0, -6.0),
+    (["grad", "--", "-x^2", "--at", "x=3"], -9.0, -6.0),
+    (["grad", "--at", "x=3", "--", "-x^2"], -9.0, -6.0),
+    (["grad", "--at", "x=3", "-abs(x)", "--json"], -3.0, -1.0),
+    (["grad", "-ax=3", "-x"], -3.0, -1.0),
+    (["eval", "-2^2"], -4.0, None),
+])
+def test_an_expression_starting_with_a_minus_is_the_expression(args, value, derivative):
+    proc = _real(*args)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["value"] == value
+    if derivative is not None:
+        assert doc["gradient"] == {"x": derivative}
+
+
+def test_an_unknown_option_is_still_one_when_the_expression_is_given():
+    result = run("grad", "x", "-z", "--at", "x=1")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("diffcli: error: no such option '-z'")
+
+
+def test_click_usage_errors_in_the_one_style_and_the_closest_option_first():
+    proc = _real("grad", "x", "--att", "x=1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", "diffcli: error: no such option '--att': "
+                                                                  "did you mean '--at'?\n")
+    proc = _real("grad", "x", "--digits", "99")
+    assert proc.returncode == 2
+    assert proc.stderr == "diffcli: error: Invalid value for '--digits': 99 is not in the range 1<=x<=17.\n"
+    proc = _real("nonexist")
+    assert proc.returncode == 2 and proc.stderr.startswith("diffcli: error: No such command 'nonexist'")
+
+
+def test_errors_are_red_on_a_terminal_and_plain_elsewhere_or_with_no_color():
+    red = "diffcli: \x1b[31m\x1b[1merror:\x1b[0m "
+    for args in (["grad", "x +", "--at", "x=1"], ["grad", "x", "--bogus"]):
+        status, shown = _on_a_terminal(*args)
+        assert status == 2 and shown.startswith(red), shown
+        status, shown = _on_a_terminal(*args, env={"NO_COLOR": "1"})
+        assert status == 2 and shown.startswith("diffcli: error: ") and "\x1b" not in shown
+        proc = _real(*args)
+        assert proc.stderr.startswith("diffcli: error: ") and "\x1b" not in proc.stderr
+
+
+def test_json_is_indented_on_a_terminal_and_one_line_in_a_pipe():
+    status, shown = _on_a_terminal("grad", "x*y", "--at", "x=3,y=4", "--json")
+    assert status == 0
+    assert shown == '{\n  "expression": "x*y",\n  "at": {\n    "x": 3.0,\n    "y": 4.0\n  },\n  "value": 12.0,\n' \
+                    '  "gradient": {\n    "x": 4.0,\n    "y": 3.0\n  }\n}\n'
+    piped = _real("grad", "x*y", "--at", "x=3,y=4", "--json").stdout
+    assert piped.count("\n") == 1 and json.loads(piped) == json.loads(shown)
+
+
+def test_quiet_integral_values_work_in_shell_arithmetic():
+    proc = subprocess.run(["bash", "-c", "echo $(( $(" + _diffcli_shell("eval '2+3' -q") + ") + 1 ))"],
+                          capture_output=True, text=True, cwd=REPO, env=_env(), timeout=60)
+    assert proc.stdout == "6\n", proc.stderr
+    assert run("eval", "[2.5, -0.0, 1e16, 10, 1/3]", "-q").stdout == \
+        f"2.5\n-0\n1e+16\n10\n{1 / 3!r}\n"
+
+
+def test_quiet_integral_values_in_many_points_too(tmp_path):
+    """600 points: past COLUMNAR_ROWS, the rows are written by polars, not repr."""
+    path = tmp_path / "p.csv"
+    path.write_text("x\n" + "\n".join(str(i / 2) for i in range(600)) + "\n")
+    out = run("grad", "x^2", "--points", str(path), "-q").stdout.split("\n")
+    assert out[:4] == ["0", "1", "2", "3"] and out[599] == "599" and out[-1] == ""
+    out = run("eval", "x", "--points", str(path), "-q").stdout.split("\n")
+    assert out[:4] == ["0", "0.5", "1", "1.5"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "2+3", "-q", "--json"], "-q prints bare numbers and --json a format: choose one"),
+    (["eval", "2+3", "-q", "--format", "csv"], "-q prints bare numbers and --format csv a format"),
+    (["grad", "x^2", "--symbolic", "--check"], "--symbolic prints a formula and --check compares numbers"),
+    (["grad", "x^2", "--at", "x=1", "--keep", "id"], "--keep is about --points input, and no --points is given"),
+    (["grad", "x^2", "--at", "x=1", "--in", "csv"], "--in is about --points input"),
+])
+def test_contradictory_options_are_an_error(args, message):
+    proc = _real(*args)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(f"diffcli: error: {message}") and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_missing_point_offers_the_formula_where_there_is_one():
+    proc = _real("grad", "x^2")
+    assert proc.returncode == 2
+    assert proc.stderr == "diffcli: error: no value for variable x: give --at x=..., or --symbolic for the " \
+                          "derivative as a formula\n"
+    assert "--symbolic" not in run("jvp", "x^2", "--tangent", "x=1").stderr  # jvp has no --symbolic
+
+
+def test_several_variables_spelled_as_people_try():
+    assert run_json("grad", "x*y*z", "--at", "x=1,y=2,z=3", "--wrt", "x,z")["gradient"] == {"x": 6.0, "z": 2.0}
+    assert run_json("grad", "x*y*z", "--at", "x=1,y=2,z=3", "--wrt", "x", "--wrt", "y")["gradient"] == \
+        {"x": 6.0, "y": 3.0}
+    proc = _real("grad", "x*y", "--at", "x=1", "y=2")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "diffcli: error: --at takes one NAME=VALUE: for several, write --at x=1,y=2 or " \
+                          "repeat --at (--at x=1 --at y=2)\n"
+    result = run("grad", "x*y", "--at", "x=1 y=2")
+    assert result.exit_code == 2
+    assert result.stderr == "diffcli: error: --at 'x=1 y=2': separate the variables with commas " \
+                            "(--at x=1,y=2) or repeat --at\n"
+    assert "separate the variables with commas (--tangent x=1,y=0)" in \
+        run("jvp", "x*y", "--at", "x=1,y=2", "--tangent", "x=1 y=0").stderr
+    assert run_json("eval", "x", "--at", "x=1 == 1")["value"] == 1.0  # a comparison is still a value
+
+
+@pytest.mark.parametrize("shell,env,want", [
+    ("bash", {"COMP_WORDS": "diffcli grad x --points exa", "COMP_CWORD": "4"}, "file,exa\n"),
+    ("zsh", {"COMP_WORDS": "diffcli grad x --points exa", "COMP_CWORD": "4"}, "file\nexa\n_\n"),
+    ("fish", {"COMP_WORDS": "diffcli grad x --points exa", "COMP_CWORD": "exa"}, "file,exa\n"),
+])
+def test_points_completes_file_names(shell, env, want):
+    """click's completion: the shell is told to complete a file name after --points."""
+    proc = _real(env={"_DIFFCLI_COMPLETE": f"{shell}_complete", **env})
+    assert (proc.returncode, proc.stdout) == (0, want)
+
+
+@pytest.mark.parametrize("expression,at,value", [
+    ("(x+1)(x-1)", "x=3", 8.0),
+    ("2x(x+1)", "x=3", 24.0),
+    ("2pi x", "x=0.5", math.pi),
+    ("sin(30deg)", None, math.sin(math.pi / 6)),
+])
+def test_implicit_multiplication_and_degrees_through_the_command(expression, at, value):
+    args = ["eval", expression] + (["--at", at] if at else [])
+    assert run_json(*args)["value"] == value
+
+
+@pytest.mark.parametrize("expression,message", [
+    ("ln(x)", "diffcli: error: unknown function 'ln': did you mean 'log'?\n  ln(x)\n  ^^\n"),
+    ("np.sin(x)", "diffcli: error: 'np.sin': diffcli's names take no module prefix: did you mean 'sin'?\n"),
+    ("cot(x)", "diffcli: error: unknown function 'cot': did you mean 1/tan(x)? (or 'dot', 'cos')\n"),
+    ("x 2", "diffcli: error: missing operator before '2': write '*' to multiply, as in x*2\n"),
+])
+def test_unknown_names_and_missing_operators_through_the_command(expression, message):
+    proc = _real("grad", expression, "--at", "x=1")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith(message)

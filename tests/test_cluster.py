@@ -188,7 +188,7 @@ def test_cli_bad_partition_exit_3_names_file_and_line_others_complete(client, tm
                    "--points", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--chunk", "100")
     assert proc.exit_code == 3
     assert f"{paths[1]}: line 2501: x: 'oops' is not a number" in proc.stderr
-    assert f"error: {paths[1]}: stopped at the bad record on line 2501; no output file for it" in proc.stderr
+    assert f"diffcli: error: {paths[1]}: stopped at the bad record on line 2501; no output file for it" in proc.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["part-00000.parquet", "part-00002.parquet"]
     for i in (0, 2):
         assert (tmp_path / "out" / f"part-{i:05d}.parquet").read_bytes() == \
@@ -269,7 +269,7 @@ def test_cli_unanswering_scheduler_exit_2_in_bounded_time(tmp_path):
     proc = _diffcli("grad", EXPRESSION, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9",
                     "--points", str(tmp_path / "p.csv"), "--output", str(tmp_path / "out"), env=env, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: --scheduler tcp://127.0.0.1:9: cannot connect (waited up to 1s")
+    assert proc.stderr.startswith("diffcli: error: --scheduler tcp://127.0.0.1:9: cannot connect (waited up to 1s")
     assert "Traceback" not in proc.stderr and time.monotonic() - started < 30
 
 
@@ -313,7 +313,7 @@ def test_without_dask_everything_else_works_and_dask_options_say_how_to_install(
                                      "--output", str(tmp_path / "out")], capture_output=True, text=True, env=env,
                           timeout=60)
     assert dask.returncode == 2
-    assert dask.stderr == ("error: --engine dask needs Dask, which is not installed (dask is missing): "
+    assert dask.stderr == ("diffcli: error: --engine dask needs Dask, which is not installed (dask is missing): "
                            "pip install 'diffcli[dask]'\n")
     api = subprocess.run([sys.executable, "-c", "import diffcli\ntry:\n    diffcli.cluster.dataframe(None, 'x')\n"
                           "except diffcli.UsageError as e:\n    print(e)"], capture_output=True, text=True, env=env,

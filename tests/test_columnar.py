@@ -371,7 +371,7 @@ def test_a_kept_column_that_changes_type_is_one_line_after_a_whole_file(tmp_path
     path.write_text('{"x": 1.0, "id": 1}\n{"x": 2.0, "id": "a"}\n')
     out = _real(["grad", "x^2", "--points", str(path), "--keep", "id", "--chunk", "1", "--format", "parquet"])
     assert out.returncode == 3
-    assert out.stderr.decode() == ("error: kept column 'id' holds string in later points where the first ones "
+    assert out.stderr.decode() == ("diffcli: error: kept column 'id' holds string in later points where the first ones "
                                    "held int64: a Parquet or Arrow column has one type (write CSV or NDJSON, or "
                                    "keep the column's type the same)\n")
     assert _read(out.stdout, "parquet").column("id").to_pylist() == [1]

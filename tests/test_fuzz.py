@@ -408,7 +408,7 @@ def test_the_runner_sees_a_memory_limit_and_a_status():
     """The child really runs under the address-space limit (a request far
     beyond it cannot succeed) and its own peak RSS is measured."""
     outcome = _run(Case(["eval", "sum(x)", "--at", "x=[1, 2, 3]", "-q"]))
-    assert (outcome.status, outcome.stdout.strip()) == (0, b"6.0")
+    assert (outcome.status, outcome.stdout.strip()) == (0, b"6")
     assert 10 << 20 < outcome.max_rss < RSS_BUDGET
     code = "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0])"
     env = _env()

@@ -24,7 +24,7 @@ STEPS = [
                     "language", "graph", "engine", "io"}),
     ("language tables", {"language._tables", "language.lalr"}),
     ("operations", {"graph.ops"}),
-    ("names", {"language.functions"}),
+    ("names", {"language.functions", "language.synonyms"}),
     ("graph", {"graph.nodes"}),
     ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
     ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),

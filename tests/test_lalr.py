@@ -33,9 +33,12 @@ SYNTAX = [
     "a = 1\nb = a + 1\n\na * b\n", "sum([x,\n y,\n z])", "(x\n+ 1)", "x # a comment\n", "# c\n;x;;",
     "1.5e-3 * .5 + 2. + 1E+2", "x_1 + _y", "sin(x)^2 + cos(x)^2", "((((x))))",
     "1 - 2 - 3", "2 / 3 / 4", "2 ** 3 ** 2", "2 ^ 3 ^ 2", "-2 ^ 2", "a == b", "x != 0",
+    # juxtaposition: an implicit '*' between the tokens
+    "2(x)(y)", "(x+1)(x-1)", "x y", "2pi x", "2x(x+1)", "sin(x)cos(x)", "x[0] y", "(x\n)(y)", "2^x y",
+    "a b c", "f(x)(y)[0]",
 ]
 BAD = ["x +", "(x", "x)", "2 3", "x = ", "a < b < c", "x ++", "[1, 2", "f(,)", "x $ y", "x = 1;", "1..2",
-       "x[1:2:3:4]", "", "×", "2(x)(y)"]
+       "x[1:2:3:4]", "", "×", "x 2", "(x) 2", "x\ny"]
 
 
 def _shape(node):

@@ -13,6 +13,7 @@ import pytest
 import diffcli
 from diffcli.errors import ExpressionError, ShapeError
 from diffcli.graph.nodes import Graph, topological_order
+from diffcli.language.functions import FUNCTIONS
 from diffcli.language.parse import parse
 
 
@@ -55,6 +56,22 @@ PRECEDENCE = [
     ("(x +\n 1)", {"x": 1.0}, 2.0),
     ("pow(2, 10)", {}, 1024.0),
     ("x_2 * theta1", {"x_2": 2.0, "theta1": 3.0}, 6.0),
+    # juxtaposition is a product where nothing else is meant
+    ("(x+1)(x-1)", {"x": 3.0}, 8.0),
+    ("2x(x+1)", {"x": 3.0}, 24.0),
+    ("2x(x+1)(x-1)", {"x": 3.0}, 48.0),
+    ("2pi x", {"x": 3.0}, 6 * math.pi),
+    ("x y", {"x": 3.0, "y": 2.0}, 6.0),
+    ("sin(x)cos(x)", {"x": 0.5}, math.sin(0.5) * math.cos(0.5)),
+    ("(x+1)(x-1)^2", {"x": 3.0}, 16.0),
+    ("2^x y", {"x": 3.0, "y": 2.0}, 16.0),
+    ("x / 2 y", {"x": 3.0, "y": 2.0}, 0.75),  # after a number, tighter than / (as 1/2x)
+    ("r = x + 1; 2r(x)", {"x": 3.0}, 24.0),
+    ("2e(x)", {"x": 3.0}, 6 * math.e),
+    ("x2 * 2", {"x2": 3.0}, 6.0),
+    ("2e3", {}, 2000.0),
+    ("sin(30deg)", {}, math.sin(math.pi / 6)),
+    ("90deg", {}, math.pi / 2),
 ]
 
 
@@ -113,7 +130,19 @@ def test_free_variables_in_order_of_appearance():
     ("(x + 1", "'(' is never closed", 0),
     ("x + 1)", "unmatched ')'", 5),
     ("[1, 2)", "')' does not match the '['", 5),
-    ("x y", "missing operator before 'y'", 2),
+    ("x 2", "missing operator before '2': write '*' to multiply, as in x*2", 2),
+    ("(x+1) 2", "missing operator before '2'", 6),
+    ("ln(x)", "unknown function 'ln': did you mean 'log'?", 0),
+    ("cot(x)", "unknown function 'cot': did you mean 1/tan(x)? (or 'dot'", 0),
+    ("sec(x)", "did you mean 1/cos(x)?", 0),
+    ("arcsen(x)", "unknown function 'arcsen': did you mean 'asin'?", 0),
+    ("2 + np.sin(x)", "'np.sin': diffcli's names take no module prefix: did you mean 'sin'?", 4),
+    ("math.exp(x)", "did you mean 'exp'?", 0),
+    ("torch.exp(x) + jnp.exp(x)", "'torch.exp'", 0),
+    ("np.pi * x", "did you mean 'pi'?", 0),
+    ("2ln(x)", "unknown function 'ln': did you mean 'log'?", 1),
+    ("x(x + 1)", "unknown function 'x': to multiply, write x*(...)", 0),
+    ("sin x", "'sin' is a function: call it as sin(...)", 0),
     ("x = 1", "a let-binding needs a result after it", None),
     ("x = 1;", "expected an operand after ';'", 5),
     ("sine(x)", "unknown function 'sine': did you mean 'sin'?", 0),
@@ -266,3 +295,33 @@ def test_what_the_user_wrote_is_not_rewritten_so_warnings_name_it():
     assert _count("3 / (4 * x)", "mul", {"x": ()}) == 1
     warning = diffcli.compile("x * x").eval(x=1e200).diagnostics[0].message
     assert warning.startswith("mul produced inf")
+
+
+def test_suggestions_follow_the_function_table_at_run_time(monkeypatch):
+    """The table of other tools' names offers only what diffcli has when it is
+    asked: once aliases like arcsin and cot exist (the vocabulary issue), they
+    are what is suggested, and a name that became a function is no longer unknown."""
+    from diffcli.language import functions, synonyms
+
+    assert synonyms.suggestions("arcsen")[0] == "asin"
+    assert synonyms.suggestions("cot")[:2] == ["1/tan(x)", "dot"]  # meaning before spelling
+    monkeypatch.setitem(functions.FUNCTIONS, "arcsin", functions.FUNCTIONS["asin"])
+    monkeypatch.setitem(functions.FUNCTIONS, "cot", functions.FUNCTIONS["tan"])
+    monkeypatch.setitem(functions.FUNCTIONS, "ln", functions.FUNCTIONS["log"])
+    assert synonyms.suggestions("arcsen")[0] == "arcsin"
+    assert synonyms.suggestions("ctg")[0] == "cot"
+    assert value("ln(x)", x=math.e) == 1.0
+    monkeypatch.delitem(functions.FUNCTIONS, "tan")
+    assert "1/tan(x)" not in synonyms.suggestions("sec") + synonyms.suggestions("coth")
+    assert synonyms.suggestions("sec")[0] == "1/cos(x)"
+
+
+def test_every_suggestion_of_the_table_is_something_diffcli_reads():
+    """Each of the table's choices is a function, a constant, or a formula that parses."""
+    from diffcli.language import synonyms
+
+    for other, choices in synonyms.MEANINGS.items():
+        assert other not in FUNCTIONS or other in choices, other
+        for choice in choices:
+            if synonyms._available(choice) and choice not in FUNCTIONS:
+                parse(choice)  # a formula: no error

@@ -201,7 +201,7 @@ def test_at_values_are_shared_and_a_points_own_value_wins(tmp_path):
     path = tmp_path / "p.ndjson"
     path.write_text('{"x": 1}\n{"x": 2, "y": 5}\n')
     out = run("eval", "x * y", "--points", str(path), "--at", "y=10", "-q").stdout
-    assert out == "10.0\n10.0\n"
+    assert out == "10\n10\n"
 
 
 def test_keep_copies_columns_to_join_results_back(tmp_path):
@@ -220,7 +220,7 @@ def test_bad_record_stops_after_writing_every_good_one(tmp_path):
     path.write_text("x,y\n1,2\n3,4\n5,oops\n7,8\n")
     result = run("eval", "x + y", "--points", str(path), "-q")
     assert result.exit_code == 3
-    assert result.stdout == "3.0\n7.0\n"
+    assert result.stdout == "3\n7\n"
     assert "line 4: y: 'oops' is not a number" in result.stderr
     assert "stopped at the bad record on line 4 after 2 good points" in result.stderr
 
@@ -333,7 +333,7 @@ def test_stdin_is_not_read_unless_asked(tmp_path):
         out = proc.stdout.read()
         proc.stdout.close()
         proc.stderr.close()
-    assert out == "6.0\n" and proc.returncode == 0
+    assert out == "6\n" and proc.returncode == 0
 
 
 def test_a_million_points_in_a_subprocess(tmp_path):

@@ -93,13 +93,13 @@ def test_random_bytes_in_an_expression_file_are_an_error_naming_the_byte(tmp_pat
         result = run("eval", "-f", str(path), "--at", "x=1")
         assert result.exit_code == 2, (data, result.output)
         assert result.stdout == ""
-        assert result.stderr.startswith("error: ")
+        assert result.stderr.startswith("diffcli: error: ")
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as e:
             undecodable += 1
             assert result.stderr.splitlines()[0] == (
-                f"error: the expression is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset "
+                f"diffcli: error: the expression is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset "
                 f"{e.start} ({e.reason})")
     assert undecodable > 150
 
@@ -107,7 +107,7 @@ def test_random_bytes_in_an_expression_file_are_an_error_naming_the_byte(tmp_pat
 def test_an_undecodable_expression_file_stdin_and_argument(tmp_path):
     bad = b"x + 1\n+ \xc3("
     (tmp_path / "e.txt").write_bytes(bad)
-    want = "error: the expression is not UTF-8 text: byte 0xc3 at byte offset 8 (invalid continuation byte)\n"
+    want = "diffcli: error: the expression is not UTF-8 text: byte 0xc3 at byte offset 8 (invalid continuation byte)\n"
     for args, stdin in ((["-f", str(tmp_path / "e.txt")], None), (["-f", "-"], bad)):
         result = run("eval", *args, "--at", "x=1", input=stdin)
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", want)
@@ -118,7 +118,7 @@ def test_an_undecodable_expression_file_stdin_and_argument(tmp_path):
 
 def test_an_expression_file_is_read_no_further_than_its_limit(tmp_path):
     """/dev/zero and `yes x+` are endless: refused after the limit plus one byte, at once."""
-    want = (f"error: -f: the expression is longer than {EXPRESSION_BYTES:,} bytes; diffcli reads "
+    want = (f"diffcli: error: -f: the expression is longer than {EXPRESSION_BYTES:,} bytes; diffcli reads "
             f"at most {MAX_EXPRESSION_CHARS:,} characters\n")
     for proc in (_limited(["eval", "-f", "/dev/zero"], tmp_path),
                  _limited(["eval", "-f", "-"], tmp_path, shell_input="yes x+")):
@@ -133,7 +133,7 @@ def test_the_expression_limit_is_exact(tmp_path):
     path.write_bytes(b"1" * EXPRESSION_BYTES)
     result = run("eval", "-f", str(path))
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: the expression is {EXPRESSION_BYTES:,} characters long")
+    assert result.stderr.startswith(f"diffcli: error: the expression is {EXPRESSION_BYTES:,} characters long")
     path.write_bytes(b"1" * (EXPRESSION_BYTES + 1))
     result = run("eval", "-f", str(path))
     assert result.exit_code == 2 and "longer than 8,000,000 bytes" in result.stderr
@@ -142,14 +142,14 @@ def test_the_expression_limit_is_exact(tmp_path):
 def test_expression_file_errors_name_the_file():
     result = run("eval", "-f", "/nonexistent/e.txt")
     assert result.exit_code == 2
-    assert result.stderr == "error: -f: cannot read the expression from /nonexistent/e.txt: No such file or directory\n"
+    assert result.stderr == "diffcli: error: -f: cannot read the expression from /nonexistent/e.txt: No such file or directory\n"
     result = run("eval", "-f", "-", "--points", "-", input="x")
-    assert result.exit_code == 2 and result.stderr == "error: -f - and --points - cannot both read stdin\n"
+    assert result.exit_code == 2 and result.stderr == "diffcli: error: -f - and --points - cannot both read stdin\n"
 
 
 def test_a_closed_stdin_is_an_error_not_a_traceback(tmp_path):
-    for args, want in ((["eval", "-f", "-"], (2, "error: -f: cannot read the expression from stdin: stdin is closed\n")),
-                       (["eval", "x", "--points", "-"], (3, "error: cannot read points from stdin: it is closed\n"))):
+    for args, want in ((["eval", "-f", "-"], (2, "diffcli: error: -f: cannot read the expression from stdin: stdin is closed\n")),
+                       (["eval", "x", "--points", "-"], (3, "diffcli: error: cannot read points from stdin: it is closed\n"))):
         proc = subprocess.run(_diffcli_command() + args, capture_output=True, text=True, cwd=tmp_path,
                               env=_env(), preexec_fn=lambda: os.close(0), timeout=60)
         assert (proc.returncode, proc.stderr) == want and proc.stdout == ""
@@ -157,7 +157,7 @@ def test_a_closed_stdin_is_an_error_not_a_traceback(tmp_path):
 
 def test_an_expression_file_with_windows_line_ends_still_reads():
     result = run("grad", "-f", "-", "--at", "x=1", "-q", input=b"r = x*2\r\nr^2\r\n")
-    assert (result.exit_code, result.stdout) == (0, "8.0\n")
+    assert (result.exit_code, result.stdout) == (0, "8\n")
 
 
 # ---------------------------------------------------------------- undecodable points
@@ -177,7 +177,7 @@ def test_an_undecodable_record_comes_after_every_good_one(tmp_path):
 def test_an_undecodable_header_is_bad_data():
     result = run("eval", "x", "--points", "-", "--in", "csv", input=b"\xfex\n1\n")
     assert result.exit_code == 3 and result.stdout == ""
-    assert result.stderr == ("error: line 1: the header: not UTF-8 text (byte 0xfe at byte offset 0 of "
+    assert result.stderr == ("diffcli: error: line 1: the header: not UTF-8 text (byte 0xfe at byte offset 0 of "
                              "the line: invalid start byte)\n")
 
 
@@ -263,10 +263,10 @@ def test_a_json_array_on_one_line_is_streamed_but_each_element_is_limited(monkey
     monkeypatch.setattr(points, "JSON_BLOCK", 64)
     records = [{"x": i} for i in range(200)]  # 2 KB on one line, each element far below 100
     result = run("eval", "x", "--points", "-", "--in", "json", "-q", input=json.dumps(records))
-    assert result.exit_code == 0 and result.stdout == "".join(f"{float(i)}\n" for i in range(200))
+    assert result.exit_code == 0 and result.stdout == "".join(f"{i}\n" for i in range(200))
     result = run("eval", "x", "--points", "-", "--in", "json", "-q",
                  input=json.dumps([{"x": 1}, {"x": 2, "pad": "a" * 100}, {"x": 3}]))
-    assert result.exit_code == 3 and result.stdout == "1.0\n"
+    assert result.exit_code == 3 and result.stdout == "1\n"
     assert "line 1: an array element longer than 100 characters" in result.stderr
 
 
@@ -305,14 +305,14 @@ def test_a_header_cannot_declare_more_elements_than_it_has_columns(tmp_path, hea
         result = run(*args, input=text)
         status, out, err = result.exit_code, result.stdout, result.stderr
     assert (status, out) == (3, "")
-    assert err == (f"error: line 1: column {named} names an element past the header's {count} "
+    assert err == (f"diffcli: error: line 1: column {named} names an element past the header's {count} "
                    "(one column per element)\n")
 
 
 def test_a_matrix_header_with_a_gap_names_the_first_missing_column():
     result = run("eval", "sum(A)", "--points", "-", "--in", "csv", input='"A[0,0]","A[0,1]","A[1,1]","A[2,0]"\n1,2,3,4\n')
     assert result.exit_code == 3
-    assert result.stderr == "error: line 1: the columns for 'A' are incomplete: no column A[1,0]\n"
+    assert result.stderr == "diffcli: error: line 1: the columns for 'A' are incomplete: no column A[1,0]\n"
 
 
 @pytest.mark.parametrize("record,message", [
@@ -326,7 +326,7 @@ def test_a_matrix_header_with_a_gap_names_the_first_missing_column():
 ])
 def test_absurd_ndjson_values_are_bad_records(record, message):
     result = run("eval", "x", "--points", "-", "--in", "ndjson", "-q", input=f'{{"x": 5}}\n{record}\n')
-    assert result.exit_code == 3 and result.stdout == "5.0\n"
+    assert result.exit_code == 3 and result.stdout == "5\n"
     assert result.stderr.splitlines()[0].startswith(message)
     assert len(result.stderr.splitlines()[0]) < 200
 

@@ -45,7 +45,7 @@ def test_quiet_pieces_are_one_number_per_line():
     result = _result("gradient", "sum(x^2)", {"x": np.arange(5.0)})
     pieces = list(render.quiet_pieces(result, numbers_per_piece=2))
     assert len(pieces) == 3
-    assert "".join(pieces) == "0.0\n2.0\n4.0\n6.0\n8.0\n"
+    assert "".join(pieces) == "0\n2\n4\n6\n8\n"
 
 
 def test_a_wide_csv_row_is_written_in_pieces_with_the_same_text(monkeypatch):

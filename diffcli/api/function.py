@@ -12,7 +12,7 @@ from ..graph import autodiff
 from .. import budget
 from .binding import Binding, collector_paused, formula_nodes, kink_reports
 from ..budget import BYTES_PER_NODE, format_size
-from ..errors import BudgetError, Diagnostic, UsageError
+from ..errors import BudgetError, Diagnostic, MissingValuesError, UsageError
 from ..engine.evaluate import Plan
 from ..language.functions import CONSTANTS
 from ..graph.nodes import Graph, Node
@@ -353,8 +353,8 @@ class Function:
         missing = [n for n in self.variables if n not in at]
         if missing:
             plural = "s" if len(missing) > 1 else ""
-            raise UsageError(f"no value for variable{plural} {', '.join(missing)}: give "
-                             + " ".join(f"--at {n}=..." for n in missing))
+            raise MissingValuesError(missing, f"no value for variable{plural} {', '.join(missing)}: give "
+                                     + " ".join(f"--at {n}=..." for n in missing))
         arrays = {n: np.asarray(at[n], dtype=np.float64) for n in self.variables}
         unused = [n for n in at if n not in arrays]
         return arrays, unused

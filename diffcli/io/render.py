@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import operator
+import re
 from itertools import product
 
 import numpy as np
@@ -281,10 +282,22 @@ def quiet_pieces(result, numbers_per_piece: int = 65536):
         flat = np.asarray(leaf.array, dtype=np.float64).ravel()
         for start in range(0, flat.size, numbers_per_piece):
             # repr is plain_number for a Python float
-            yield "\n".join(map(repr, flat[start:start + numbers_per_piece].tolist())) + "\n"
+            yield integral_bare("\n".join(map(repr, flat[start:start + numbers_per_piece].tolist())) + "\n")
             written = True
     if not written:
         yield "\n"
+
+
+# ".0" ending a number in -q's text (5.0, -0.0; never 1.05 or 1e+16)
+_INTEGRAL_ZERO = re.compile(r"\.0(?=[\t\n])")
+
+
+def integral_bare(text: str) -> str:
+    """-q's numbers (repr's text, each ended by a tab or a newline) with an
+    integral value written without '.0', as jq does: 5, not 5.0, so that
+    $(( $(diffcli eval '2+3' -q) + 1 )) works. One pass of a regular expression
+    over the text, not a Python call per number."""
+    return _INTEGRAL_ZERO.sub("", text)
 
 
 def plain_number(v: float) -> str:
@@ -760,10 +773,10 @@ class QuietWriter(Writer):
         _, matrix = result_columns(result)
         start = 0 if result.kind == "value" else len(leaves(result, 1)[0].labels)
         if len(matrix) >= COLUMNAR_ROWS and matrix.shape[1] > start:
-            self.stream.write(rows_text(matrix[:, start:], "\t"))
+            self.stream.write(integral_bare(rows_text(matrix[:, start:], "\t")))
         else:
             lines = ["\t".join(map(repr, row[start:])) for row in matrix.tolist()]  # repr = plain_number here
-            self.stream.write("\n".join(lines) + "\n" if lines else "")
+            self.stream.write(integral_bare("\n".join(lines) + "\n") if lines else "")
         self.stream.flush()
 
 

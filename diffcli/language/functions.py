@@ -9,7 +9,8 @@ from collections import namedtuple
 
 from ..graph.ops import OPS
 
-CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
+# deg: one degree in radians, so that sin(30deg) is the sine of 30 degrees.
+CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "deg": math.pi / 180}
 
 
 # build(graph, args, span) -> Node

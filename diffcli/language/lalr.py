@@ -92,7 +92,7 @@ class Parser:
 
     def _tokens(self, text: str):
         match, ignore = self._scanner.match, self._ignore
-        pos, end, depth = 0, len(text), 0
+        pos, end, depth, previous = 0, len(text), 0, None
         while pos < end:
             m = match(text, pos)
             if m is None:
@@ -107,7 +107,18 @@ class Parser:
                 depth = max(0, depth - 1)
             elif kind == "_NEWLINE" and depth:
                 continue  # inside brackets a newline is only whitespace (parse.py's postlexer for lark)
+            if (previous, kind) in JUXTAPOSED:
+                yield Token("STAR", "", start, start)
+            previous = kind
             yield Token(kind, m.group(), start, pos)
+
+
+# Two tokens that no rule of the grammar joins but that, side by side, can only
+# mean a product: (x+1)(x-1), x y, 2pi x, sin(x)cos(x), x[0] y. An implicit '*'
+# (empty text, where the second token starts) goes between them, here and in
+# parse.py's postlexer for lark. A name directly followed by '(' stays a call and
+# '[' after anything an index; what follows a number is the grammar's (2x, 3(x+1)).
+JUXTAPOSED = frozenset((a, b) for a in ("NAME", "RPAR", "RSQB") for b in ("NAME", "LPAR")) - {("NAME", "LPAR")}
 
 
 def _reduction(include, append_none, expand1, callback, callbacks):

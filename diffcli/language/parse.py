@@ -19,9 +19,10 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ExpressionError, ShapeError
+from . import synonyms
 from .functions import CONSTANTS, FUNCTIONS, arity_text
 from ..graph.nodes import Graph, Node
-from .lalr import NotParsed, Parser
+from .lalr import JUXTAPOSED, NotParsed, Parser
 from ..graph.ops import describe, operator
 
 # (os.path, not pathlib: pathlib's import is 6 ms of every start)
@@ -99,7 +100,7 @@ class _Callbacks:
 
     def binary(self, children):
         a, op, b = children
-        return Syntax("apply", (a, b), operator(str(op)), _span(op))
+        return Syntax("apply", (a, b), operator(str(op) or "*"), _span(op))  # "": juxtaposed, x y
 
     def compare(self, children):
         a, op, b = children
@@ -111,6 +112,8 @@ class _Callbacks:
 
     def implicit_mul(self, children):
         number, operand = children
+        if operand.kind == "call":  # 2x(x+1): a product if x is not a function (decided when built)
+            operand = Syntax("juxtaposed_call", operand.children, operand.data, operand.span)
         return Syntax("apply", (self.number([number]), operand), "mul", _span(number))
 
     def let(self, children):
@@ -123,12 +126,15 @@ class _Callbacks:
 
 
 class _NewlinesInBrackets:
-    """Inside ( ) and [ ] a newline is only whitespace, as in Python."""
+    """Inside ( ) and [ ] a newline is only whitespace, as in Python; and an
+    implicit '*' between tokens that side by side mean a product (lalr.JUXTAPOSED)."""
 
     always_accept = ("_NEWLINE",)
 
     def process(self, stream):
-        depth = 0
+        from lark import Token
+
+        depth, previous = 0, None
         for token in stream:
             if token.type in ("LPAR", "LSQB"):
                 depth += 1
@@ -136,6 +142,10 @@ class _NewlinesInBrackets:
                 depth = max(0, depth - 1)
             elif token.type == "_NEWLINE" and depth:
                 continue
+            if (previous, token.type) in JUXTAPOSED:
+                yield Token("STAR", "", start_pos=token.start_pos, line=token.line, column=token.column,
+                            end_line=token.line, end_column=token.column, end_pos=token.start_pos)
+            previous = token.type
             yield token
 
 
@@ -296,6 +306,10 @@ def _explain(error, text: str) -> ExpressionError:
     if isinstance(error, UnexpectedCharacters):
         pos = error.pos_in_stream
         ch = text[pos]
+        if ch == ".":
+            dotted = _dotted_name_at(text, pos)
+            if dotted is not None:
+                return dotted
         return ExpressionError(_describe_bad_character(ch), _at(pos), text)
     assert isinstance(error, UnexpectedToken)
     token = error.token
@@ -319,9 +333,8 @@ def _explain(error, text: str) -> ExpressionError:
     if at_end:
         return ExpressionError("the expression ends too early", _at(max(0, len(before) - 1)), text)
     if token.type in ("NAME", "NUMBER", "LPAR", "LSQB"):
-        return ExpressionError(
-            f"missing operator before '{token}' (only a number may be followed directly by what "
-            f"it multiplies, as in 2x)", _tok_span(token), text)
+        return ExpressionError(f"missing operator before '{token}': write '*' to multiply, as in "
+                               f"{before.split()[-1][-12:]}*{token}", _tok_span(token), text)
     if token.type == "ASSIGN":
         return ExpressionError("'=' binds a name (name = value; result); use '==' to compare",
                                _tok_span(token), text)
@@ -329,6 +342,19 @@ def _explain(error, text: str) -> ExpressionError:
         return ExpressionError("comparisons do not chain: write (a < b) * (b < c)", _tok_span(token),
                                text)
     return ExpressionError(f"unexpected '{token}'", _tok_span(token), text)
+
+
+def _dotted_name_at(text: str, pos: int) -> ExpressionError | None:
+    """np.sin, math.exp, torch.exp: another tool's name, with the bare name to write."""
+    for match in synonyms.DOTTED_NAME.finditer(text, max(0, pos - 100), pos + 100):
+        if match.start() < pos < match.end():
+            dotted = match.group()
+            found = synonyms.for_dotted(dotted)
+            if not found:
+                return None
+            return ExpressionError(f"'{dotted}': diffcli's names take no module prefix{synonyms.hint(found)}",
+                                   match.span(), text)
+    return None
 
 
 def _tok_span(token):
@@ -374,6 +400,9 @@ def _free_variables(root: Syntax) -> tuple[str, ...]:
             if node.kind == "name" and node.data not in bound and node.data not in CONSTANTS \
                     and node.data not in FUNCTIONS:
                 found.setdefault(node.data)
+            elif node.kind == "juxtaposed_call" and node.data not in bound and node.data not in CONSTANTS \
+                    and _multiplies(node, bound):
+                found.setdefault(node.data)
         if statement.kind == "let":
             bound.add(statement.data)
     return tuple(found)
@@ -404,6 +433,11 @@ def _build_one(graph, syn, args, env, shapes):
         return graph.apply(syn.data, args, span=syn.span)
     if kind == "call":
         return _call(graph, syn, args)
+    if kind == "juxtaposed_call":
+        if _multiplies(syn, env):
+            factor = _resolve_name(graph, Syntax("name", (), syn.data, syn.span), env, shapes)
+            return graph.apply("mul", (factor, args[0]), span=syn.span)
+        return _call(graph, syn, args)
     if kind == "array":
         return graph.apply("stack", args, span=syn.span)
     if kind == "slice":
@@ -426,14 +460,23 @@ def _resolve_name(graph, syn, env, shapes):
     return graph.var(name, shapes[name], syn.span)
 
 
+def _multiplies(syn: Syntax, bound) -> bool:
+    """Whether name(...) after a number (2x(x+1)) multiplies: a value's name
+    with one bracket, never a function's or what looks like one (2ln(x))."""
+    name = syn.data
+    if name in FUNCTIONS or len(syn.children) != 1:
+        return False
+    return name in bound or name in CONSTANTS or not synonyms.suggestions(name)
+
+
 def _call(graph, syn, args):
     name = syn.data
     spec = FUNCTIONS.get(name)
     if spec is None:
-        import difflib  # only an error needs it
-
-        close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
-        hint = f": did you mean '{close[0]}'?" if close else ""
+        found = synonyms.suggestions(name)
+        hint = synonyms.hint(found)
+        if not found and len(args) == 1:
+            hint = f": to multiply, write {name}*(...)"
         raise ExpressionError(f"unknown function '{name}'{hint}", syn.span)
     if not spec.min_args <= len(args) <= spec.max_args:
         raise ExpressionError(f"{name} takes {arity_text(spec)} ({len(args)} given)", syn.span)
