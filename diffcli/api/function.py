@@ -10,6 +10,7 @@ import numpy as np
 
 from ..graph import autodiff
 from .. import budget
+from . import formulas
 from .binding import Binding, collector_paused, formula_nodes, kink_reports
 from ..budget import BYTES_PER_NODE, format_size
 from ..errors import BudgetError, Diagnostic, UsageError
@@ -150,10 +151,36 @@ class Function:
         return method(tangents, at, batch_ndim=batch_ndim)
 
     def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
-                 wrt: Iterable[str] | None = None, order: int = 1) -> dict:
-        """Derivatives as formulas in diffcli's language, feedable to eval.
+                 wrt: Iterable[str] | None = None, order: int = 1, form: str = "diffcli") -> dict:
+        """Derivatives as formulas, by variable (by pair for a Hessian).
         kind: 'gradient', 'jacobian', 'hessian' or 'derivative' (with order).
+        form: 'diffcli' (the language, feedable to eval), 'latex', or 'numpy'
+        (the source of a Python module with a NumPy function per derivative).
         Variables are scalars unless shapes says otherwise."""
+        found = self._formula_blocks(kind, shapes, wrt, order)
+        texts = formulas.block_texts(found, formulas.check_form(form), self.variables)
+        out: dict = {}
+        for block, text in zip(found, texts):
+            if len(block.key) == 2:
+                out.setdefault(block.key[0], {})[block.key[1]] = text
+            else:
+                out[block.key[0]] = text
+        return out
+
+    def formula_table(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
+                      wrt: Iterable[str] | None = None, order: int = 1,
+                      form: str = "diffcli") -> formulas.FormulaTable:
+        """The derivatives as a labelled matrix of formulas, one entry a line
+        (d2/dxdy, dvalue[0]/dx[1]; LaTeX \\frac labels with form='latex'), with
+        the subexpressions they share named once: (lets, [(label, text)]).
+        form='numpy' gives (the module's source, []), as formulas() per block."""
+        found = self._formula_blocks(kind, shapes, wrt, order)
+        if formulas.check_form(form) == "numpy":
+            return formulas.FormulaTable(formulas.numpy_module(found, self.variables), [])
+        with self._lock, collector_paused():
+            return formulas.table(found, form, self.variables)
+
+    def _formula_blocks(self, kind, shapes, wrt, order) -> list:
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
         out = binding.output
@@ -168,11 +195,7 @@ class Function:
             except BudgetError:
                 self._forget(binding)
                 raise
-        from ..graph.formula import formula  # only --symbolic needs it
-
-        reserved = self.variables
-        return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
-                    else formula(v, reserved)) for k, v in nodes.items()}
+        return formulas.blocks(nodes, kind, out.shape, shapes, order)
 
     def backward_pass(self, at: Mapping) -> list[tuple[Node, np.ndarray, np.ndarray | None]]:
         """The reverse pass of a scalar expression, node by node in the order it

@@ -31,6 +31,11 @@ def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     return "; ".join([f"{name} = {value}" for name, value in lets] + [text])
 
 
+def formula_parts(roots: list[Node], reserved: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], list[str]]:
+    """Several formulas sharing their let-bindings: ([(name, text)], [text per root])."""
+    return walk(roots, _render, reserved)
+
+
 def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,
          long: int = LONG, spell=str) -> tuple[list[tuple[str, str]], list[str]]:
     """The one walk every printer shares (latex.py, numpy_code.py write other forms
