@@ -102,7 +102,9 @@ def cli():
     """
 
 
-FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows"]
+FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows", "latex", "python", "numpy"]
+# The forms of a --symbolic formula besides diffcli's language (python and numpy are one form).
+FORMULA_FORMATS = {"latex": "latex", "python": "numpy", "numpy": "numpy"}
 OUTPUT_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json",
                      ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".arrows": "arrows"}
 BINARY_OUTPUTS = {"parquet": "Parquet", "arrow": "an Arrow IPC file", "arrows": "an Arrow IPC stream"}
@@ -172,7 +174,8 @@ def _format_options() -> list:
         click.option("--format", "output_format", type=click.Choice(FORMATS),
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
                           "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
-                          "stream) are binary: never to a terminal."),
+                          "stream) are binary: never to a terminal. latex, python (= numpy): "
+                          "forms of a --symbolic formula."),
         click.option("-o", "--output", "output", metavar="FILE",
                      help="Write to FILE instead of stdout; its extension gives the format unless "
                           "--format does (.csv .tsv .ndjson .jsonl .json .parquet .arrow .feather "
@@ -667,6 +670,8 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
         if options.symbolic:
             _run_symbolic(function, kind, at, request, fmt, options)
             return
+        if fmt in FORMULA_FORMATS:
+            raise UsageError(f"--format {fmt} writes formulas: it goes with --symbolic")
         if options.points is not None:
             if options.check:
                 raise UsageError("--check works at one point (--at), not with --points")
@@ -711,32 +716,45 @@ def _report_problems(result, source: str, kink: str, strict: bool) -> None:
 def _run_symbolic(function, kind, at, request, fmt, options: Options) -> None:
     if options.points is not None:
         raise UsageError("--symbolic prints a formula; it does not take --points")
-    if fmt not in ("table", "json", "quiet"):
-        raise UsageError(f"--symbolic writes a table, JSON or -q, not {fmt}")
-    entries, payload = _formulas(function, kind, at, request)
-    if fmt == "quiet":
-        click.echo("\n".join(text for _, text in entries))
-    elif fmt == "json":
-        click.echo(json.dumps({"expression": function.source, kind: payload}))
-    else:
-        console = _console(options.color)
-        for label, text in entries:
-            console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _formulas(function, kind, at, request) -> tuple[list[tuple[str, str]], dict]:
-    """The derivative's formulas as (label, text) lines and as the JSON payload."""
+    if fmt not in ("table", "json", "quiet", *FORMULA_FORMATS):
+        raise UsageError(f"--symbolic writes a table, JSON, -q, latex or python, not {fmt}")
+    form = FORMULA_FORMATS.get(options.output_format, "diffcli")
     shapes = {k: np.shape(v) for k, v in at.items() if k in function.variables}
     wrt, order = request["wrt"], request["order"]
     if kind == "derivative" and wrt is None and len(function.variables) == 1:
         wrt = list(function.variables)
-    formulas = function.formulas(kind, shapes, wrt=wrt, order=order)
+    if fmt == "json":
+        document = {"expression": function.source}
+        for key, each in (("diffcli", kind), ("latex", "latex"), ("numpy", "numpy")):
+            document[each] = _json_formulas(function.formulas(kind, shapes, wrt=wrt, order=order, form=key),
+                                            kind, order)
+        click.echo(json.dumps(document))
+        return
+    if fmt == "quiet" and form != "numpy":
+        found = function.formulas(kind, shapes, wrt=wrt, order=order, form=form)
+        click.echo("\n".join(text for row in found.values()
+                             for text in (row.values() if isinstance(row, dict) else [row])))
+        return
+    lets, entries = function.formula_table(kind, shapes, wrt=wrt, order=order, form=form)
+    if form == "numpy":  # lets is the module's source
+        click.echo(lets, nl=False)
+        return
+    if form == "latex":
+        click.echo("\n".join(f"{name} = {text}" for name, text in lets + entries))
+        return
+    console = _console(options.color)
+    for name, text in lets:
+        console.print(f"[dim]{name} =[/dim] {rich_escape(text)}", highlight=False, soft_wrap=True)
+    for label, text in entries:
+        console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _json_formulas(found: dict, kind: str, order: int):
+    """A form's formulas as the JSON key of its kind holds them."""
     if kind == "derivative":
-        ((name, text),) = formulas.items()
-        return [(f"d{order}/d{name}{order}", text)], {"order": order, "wrt": name, "value": text}
-    if kind == "hessian":
-        return [(f"d2/d{a}d{b}", text) for a, row in formulas.items() for b, text in row.items()], formulas
-    return [(f"d/d{name}", text) for name, text in formulas.items()], formulas
+        ((name, text),) = found.items()
+        return {"order": order, "wrt": name, "value": text}
+    return found
 
 
 def _stdout_is_terminal() -> bool:

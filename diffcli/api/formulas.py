@@ -98,11 +98,11 @@ def _entry(node, index: tuple):
 def python_name(block: Block) -> str:
     """d_dx, d2_dxdy, d3_dx3: a block's NumPy function name."""
     names = [name for name, _ in block.parts if name is not None]
+    if len(block.key) == 2:
+        return f"d2_d{names[0]}d{names[1]}"
     if len(names) == 1:
         return f"d_d{names[0]}"
-    if len(set(names)) == 1:
-        return f"d{len(names)}_d{names[0]}{len(names)}"
-    return f"d{len(names)}_d{''.join(names)}"
+    return f"d{len(names)}_d{names[0]}{len(names)}"
 
 
 def label(block: Block, index: tuple | None, form: str) -> str:

@@ -183,7 +183,7 @@ _OWN = {
 }
 
 
-def _number_text(v: float) -> tuple[str, int]:
+def _number_text(v: float, in_array: bool = False) -> tuple[str, int]:
     if math.isnan(v):
         return "np.nan", ATOM
     if math.isinf(v):
@@ -191,8 +191,8 @@ def _number_text(v: float) -> tuple[str, int]:
     text, level = _number(v)
     if text in ("pi", "e"):
         return "np." + text, ATOM
-    if "." not in text and "e" not in text and text != "-0.0":
-        text += ".0"  # a float, so that 2 ** -1 and 10 ** 20 stay float arithmetic
+    if in_array and "." not in text and "e" not in text:
+        text += ".0"  # a float array: NumPy refuses integer arrays to negative integer powers
     return text, level
 
 
@@ -200,7 +200,7 @@ def _constant(value: np.ndarray) -> tuple[str, int]:
     if value.ndim == 0:
         return _number_text(float(value))
     _check_literal_size(value.shape)
-    flat = [_number_text(float(v))[0] for v in value.ravel()]
+    flat = [_number_text(float(v), True)[0] for v in value.ravel()]
     for n in reversed(value.shape):
         flat = ["[" + ", ".join(flat[i:i + n]) + "]" for i in range(0, len(flat), n)]
     return f"np.array({flat[0]})", ATOM
