@@ -53,6 +53,8 @@ from .io.render import (
     dot_text,
     print_backward_table,
     print_graph_tree,
+    print_steps,
+    steps_document,
     rich_escape,
     JsonArrayWriter,
     NdjsonWriter,
@@ -503,6 +505,48 @@ def graph_command(expression, expression_file, at, dot, digits, color):
             print_backward_table(console, steps, digits)
     except DiffcliError as e:
         raise e.with_source(source)
+
+
+@cli.command("steps", epilog=EPILOG)
+@_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
+@click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
+              help="Gives a variable its shape (a vector, a matrix); variables are scalars otherwise.")
+@_wrt_option
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]),
+              help="Default: a tree on a terminal, JSON otherwise.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@_color_option("Colour; NO_COLOR is honoured.")
+@_handle_errors
+def steps_command(expression, expression_file, at, wrt, output_format, as_json, color):
+    """The derivative of EXPRESSION step by step, as a student would write it:
+    at each subexpression the rule that applies (sum, product, quotient, chain,
+    power, the table entry of each function), what u and v stand for, and the
+    derivative so far, down to the answer. One derivation per variable (or per
+    --wrt). Expressions of more than 60 nodes are refused: use --symbolic.
+
+    \b
+    diffcli steps 'sin(x)^2 * exp(x)'
+    diffcli steps 'x * y + sin(y)' --wrt y --json
+    """
+    source = _read_expression(expression, expression_file)
+    values = parse_at(at)
+    as_table = output_format == "table" if output_format and not as_json else not as_json and _stdout_is_terminal()
+    if as_json and output_format == "table":
+        raise UsageError("choose one output format, not json and table")
+    try:
+        function = compile_expression(source)
+        shapes = {n: np.shape(values[n]) for n in function.variables if n in values}
+        derivations = function.steps(shapes, wrt=list(wrt) or None)
+    except DiffcliError as e:
+        raise e.with_source(source)
+    if not as_table:
+        click.echo(json.dumps(steps_document(source, derivations)))
+        return
+    console = _console(color)
+    for i, derivation in enumerate(derivations):
+        if i:
+            console.print()
+        print_steps(console, derivation)
 
 
 @cli.command("plot", epilog=EPILOG)

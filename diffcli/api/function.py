@@ -180,6 +180,21 @@ class Function:
         with self._lock, collector_paused():
             return formulas.table(found, form, self.variables)
 
+    def steps(self, shapes: Mapping[str, tuple] | None = None, *,
+              wrt: Iterable[str] | None = None) -> list:
+        """The derivation of d(expression)/d(variable), step by step, for each
+        variable (or those in wrt): at each node of the expression, the rule of
+        calculus that applies, its operands and the derivative so far
+        (graph/steps.py: Derivation(expression, wrt, steps, answer)). An
+        expression of more than steps.MAX_NODES nodes raises UsageError."""
+        from ..graph import steps
+
+        shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
+        binding = self._binding(shapes)
+        with binding.lock, collector_paused():
+            return [steps.derive(binding.graph, binding.output, binding.by_name[name], self.variables)
+                    for name in self._check_wrt(wrt)]
+
     def _formula_blocks(self, kind, shapes, wrt, order) -> list:
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)

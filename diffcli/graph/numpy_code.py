@@ -23,7 +23,7 @@ import numpy as np
 
 from .formula import _check_literal_size, _number, _subscript, walk
 from .nodes import Node
-from .ops import ADD, ATOM, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Infix
+from .ops import ADD, ATOM, COMPARE, OPS, POSTFIX, POWER, UNARY, Infix
 
 HELPERS = {
     "_sigmoid": '''def _sigmoid(x):
