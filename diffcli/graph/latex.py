@@ -95,7 +95,7 @@ def _infix(node: Node, notation, args) -> tuple[str, int]:
     if node.op == "matmul":
         return rf"{_wrap(a, MUL)} \, {_wrap(b, POWER)}", MUL
     # A product of arrays is entrywise (Hadamard's), of a scalar an ordinary one.
-    symbol = r"\odot" if node.args[0].shape and node.args[1].shape else r"\cdot"
+    symbol = r"\odot" if node.args[0].size > 1 and node.args[1].size > 1 else r"\cdot"
     return f"{_wrap(a, MUL)} {symbol} {_wrap(b, POWER)}", MUL
 
 
