@@ -115,3 +115,21 @@ def test_the_command_line_forms():
     assert "--format latex writes formulas: it goes with --symbolic" in refused.stderr
     refused = _invoke("grad", "x^2", "--symbolic", "--format", "csv")
     assert refused.exit_code == 2 and "not csv" in refused.stderr
+
+
+def test_an_entry_reads_as_its_own_formula():
+    """Entries are pushed through literals, broadcasts and elementwise operations:
+    d/dx[0] of sum(x^2) is 2 * x[0], not an entry of a named vector."""
+    assert diffcli.compile("sum(x^2)").formula_table("gradient", {"x": (2,)}).entries == [
+        ("d/dx[0]", "2 * x[0]"), ("d/dx[1]", "2 * x[1]")]
+
+
+def test_the_printers_do_not_recurse_on_depth():
+    """5,000 nested calls (Python's recursion limit is 1,000), in every form."""
+    function = diffcli.compile("sin(" * 5000 + "x" + ")" * 5000)
+    for form in ("diffcli", "latex", "numpy"):
+        assert function.formulas("gradient", form=form)["x"]
+        assert function.formula_table("gradient", form=form)
+    namespace: dict = {}
+    exec(function.formulas("gradient", form="numpy")["x"], namespace)  # noqa: S102 - the printed code under test
+    assert namespace["d_dx"](0.5) == pytest.approx(float(function.grad(x=0.5)["x"]), rel=1e-12)

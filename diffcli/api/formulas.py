@@ -15,6 +15,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..errors import UsageError
+from ..graph.ops import OPS
 
 FORMS = ("diffcli", "latex", "numpy")
 MAX_ENTRIES = 64  # a block with more entries is shown whole in the labelled matrix
@@ -76,23 +77,85 @@ def table(found: list[Block], form: str, variables: tuple[str, ...]) -> FormulaT
             roots.append(_entry(block.node, tuple(int(i) for i in index)))
     if form == "latex":
         from ..graph.latex import latex_parts
-        lets, texts = latex_parts(roots, variables)
+        lets, texts = latex_parts(roots, variables, leaf=_short)
     else:
         from ..graph.formula import formula_parts
-        lets, texts = formula_parts(roots, variables)
+        lets, texts = formula_parts(roots, variables, leaf=_short)
     return FormulaTable(lets, list(zip(labels, texts)))
 
 
+def _short(node) -> bool:
+    """Written where used, however often: a variable, a number, an entry of a variable (x[0])."""
+    if node.op == "index" and node.args[0].op == "var":
+        return all(isinstance(i, int) for i in node.attr)
+    return node.op == "var" or (node.op == "const" and node.size == 1)
+
+
 def _entry(node, index: tuple):
-    """The node of one entry: an entry of a literal is its element (so a Jacobian's
-    rows read as their own formulas, not as t1[0]), else node[index]."""
-    while index and node.op == "stack":
-        node, index = node.args[index[0]], index[1:]
-    if index and node.op == "broadcast_to" and not node.args[0].shape:
-        node, index = node.args[0], ()
-    if index and node.op == "const":
+    """The node of one entry, index pushed down through literals, broadcasts,
+    reshapes of one number, sums to one number and elementwise operations (an
+    entry of a*b is a's entry times b's: the same numbers), so a row reads as its
+    own formula (6 * x[0], not t1[0]); elsewhere node[index]. Iterative:
+    derivative graphs are deep."""
+    done: dict[tuple, object] = {}
+    stack = [(node, index)]
+    while stack:
+        current, at = stack[-1]
+        if (current.id, at) in done:
+            stack.pop()
+            continue
+        found = _entry_parts(current, at)
+        if found is None:
+            stack.pop()
+            done[(current.id, at)] = _stop(current, at)
+            continue
+        parts, combine = found
+        waiting = [(arg, i) for arg, i in parts if (arg.id, i) not in done]
+        if waiting:
+            stack.extend(waiting)
+            continue
+        stack.pop()
+        done[(current.id, at)] = combine([done[(arg.id, i)] for arg, i in parts])
+    return done[(node.id, index)]
+
+
+def _stop(node, index: tuple):
+    if not index:
+        return node
+    if node.op == "const":
         return node.graph.const(node.value[index])
-    return node.graph.apply("index", (node,), index) if index else node
+    return node.graph.apply("index", (node,), index)
+
+
+def _entry_parts(node, index: tuple):
+    """([(operand, its index)], how their entries make this one), or None."""
+    def same(entries):
+        return entries[0]
+
+    source = node.args[0].shape if node.args else ()
+    if node.op == "reshape" and source and node.args[0].size == 1:  # one number, however shaped
+        return [(node.args[0], (0,) * len(source))], same
+    if node.op == "sum_to" and node.size == 1:  # the sum of all of it
+        return [(node.args[0], ())], lambda entries: node.graph.apply("sum", entries)
+    if not index or node.op in ("var", "const"):
+        return None
+    if node.op == "stack":
+        return [(node.args[index[0]], index[1:])], same
+    if node.op == "broadcast_to":
+        return [(node.args[0], _broadcast_index(index, source))], same
+    if node.op in OPS and OPS[node.op].elementwise:
+        return ([(arg, _broadcast_index(index, arg.shape)) for arg in node.args],
+                lambda entries: node.graph.apply(node.op, entries, node.attr))
+    lifted = len(node.shape) - len(source)
+    if node.op == "reshape" and lifted >= 0 and node.shape[lifted:] == source:  # leading ones
+        return [(node.args[0], index[lifted:])], same
+    return None
+
+
+def _broadcast_index(index: tuple, shape: tuple) -> tuple:
+    """The entry of an operand of this shape that broadcasting reads for index."""
+    aligned = index[len(index) - len(shape):] if shape else ()
+    return tuple(i if n != 1 else 0 for i, n in zip(aligned, shape))
 
 
 def python_name(block: Block) -> str:

@@ -31,9 +31,10 @@ def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     return "; ".join([f"{name} = {value}" for name, value in lets] + [text])
 
 
-def formula_parts(roots: list[Node], reserved: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], list[str]]:
+def formula_parts(roots: list[Node], reserved: tuple[str, ...] = (),
+                  leaf=None) -> tuple[list[tuple[str, str]], list[str]]:
     """Several formulas sharing their let-bindings: ([(name, text)], [text per root])."""
-    return walk(roots, _render, reserved)
+    return walk(roots, _render, reserved, leaf)
 
 
 def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,

@@ -40,9 +40,10 @@ def latex(root: Node, reserved: tuple[str, ...] = ()) -> str:
     return text + r",\quad \mathrm{where}\ " + r",\ ".join(f"{name} = {value}" for name, value in lets)
 
 
-def latex_parts(roots: list[Node], reserved: tuple[str, ...] = ()) -> tuple[list[tuple[str, str]], list[str]]:
+def latex_parts(roots: list[Node], reserved: tuple[str, ...] = (),
+                leaf=None) -> tuple[list[tuple[str, str]], list[str]]:
     """Several formulas sharing their named parts: ([(name, text)], [text per root])."""
-    return walk(roots, _render, tuple(reserved), spell=spell_name)
+    return walk(roots, _render, tuple(reserved), leaf, spell=spell_name)
 
 
 def spell_name(name: str) -> str:
