@@ -543,6 +543,8 @@ def steps_command(expression, expression_file, at, wrt, output_format, as_json, 
         click.echo(json.dumps(steps_document(source, derivations)))
         return
     console = _console(color)
+    if not derivations:
+        console.print("no variables: the derivative of a constant is 0", highlight=False)
     for i, derivation in enumerate(derivations):
         if i:
             console.print()
