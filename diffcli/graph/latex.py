@@ -105,7 +105,7 @@ def _power(node, args):
     exponent = node.args[1]
     if exponent.op == "const" and exponent.size == 1 and float(exponent.value.ravel()[0]) == 0.5:
         return rf"\sqrt{{{a[0]}}}", POSTFIX
-    return f"{_wrap(a, ATOM)}^{{{b[0]}}}", POWER
+    return f"{_wrap(a, POSTFIX)}^{{{b[0]}}}", POWER  # x_{0}^{2}, \sin\left(x\right)^{2}
 
 
 def _index(node, args):
