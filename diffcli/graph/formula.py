@@ -49,8 +49,8 @@ def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,
     leaf = leaf or _is_leaf
     order = topological_order(roots)
     uses: dict[int, int] = {}
-    for root in roots:
-        uses[root.id] = uses.get(root.id, 0) + 1
+    for root in roots:  # a root is one use, however many entries it is (a symmetric Hessian's)
+        uses[root.id] = 1
     for node in order:
         for a in node.args:
             # A scan's operands are spelled out once per entry: name them instead.
