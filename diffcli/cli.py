@@ -781,10 +781,10 @@ def _run_symbolic(function, kind, at, request, fmt, options: Options) -> None:
         click.echo("\n".join(text for row in found.values()
                              for text in (row.values() if isinstance(row, dict) else [row])))
         return
-    lets, entries = function.formula_table(kind, shapes, wrt=wrt, order=order, form=form)
-    if form == "numpy":  # lets is the module's source
-        click.echo(lets, nl=False)
+    if form == "numpy":
+        click.echo(function.numpy_source(kind, shapes, wrt=wrt, order=order), nl=False)
         return
+    lets, entries = function.formula_table(kind, shapes, wrt=wrt, order=order, form=form)
     if form == "latex":
         click.echo("\n".join(f"{name} = {text}" for name, text in lets + entries))
         return

@@ -97,6 +97,10 @@ def test_a_block_too_large_to_split_is_one_line():
 def test_a_form_is_one_of_three():
     with pytest.raises(UsageError, match="form must be one of diffcli, latex, numpy"):
         diffcli.compile("x").formulas("gradient", form="mathml")
+    with pytest.raises(UsageError, match="use numpy_source"):
+        diffcli.compile("x").formula_table("gradient", form="numpy")
+    source = diffcli.compile("x * y").numpy_source("hessian")
+    assert source.count("def d2_d") == 4 and source.startswith("import numpy as np\n")
 
 
 def test_the_command_line_forms():
@@ -129,7 +133,9 @@ def test_the_printers_do_not_recurse_on_depth():
     function = diffcli.compile("sin(" * 5000 + "x" + ")" * 5000)
     for form in ("diffcli", "latex", "numpy"):
         assert function.formulas("gradient", form=form)["x"]
-        assert function.formula_table("gradient", form=form)
+    for form in ("diffcli", "latex"):
+        assert function.formula_table("gradient", form=form).entries[0][0] == "d/dx"
+    assert function.numpy_source("gradient").startswith("import numpy as np")
     namespace: dict = {}
     exec(function.formulas("gradient", form="numpy")["x"], namespace)  # noqa: S102 - the printed code under test
     assert namespace["d_dx"](0.5) == pytest.approx(float(function.grad(x=0.5)["x"]), rel=1e-12)

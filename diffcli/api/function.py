@@ -172,13 +172,19 @@ class Function:
                       form: str = "diffcli") -> formulas.FormulaTable:
         """The derivatives as a labelled matrix of formulas, one entry a line
         (d2/dxdy, dvalue[0]/dx[1]; LaTeX \\frac labels with form='latex'), with
-        the subexpressions they share named once: (lets, [(label, text)]).
-        form='numpy' gives (the module's source, []), as formulas() per block."""
-        found = self._formula_blocks(kind, shapes, wrt, order)
+        the subexpressions they share named once: (lets, [(label, text)])."""
         if formulas.check_form(form) == "numpy":
-            return formulas.FormulaTable(formulas.numpy_module(found, self.variables), [])
+            raise UsageError("a NumPy function returns a whole block: use numpy_source()")
+        found = self._formula_blocks(kind, shapes, wrt, order)
         with self._lock, collector_paused():
             return formulas.table(found, form, self.variables)
+
+    def numpy_source(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
+                     wrt: Iterable[str] | None = None, order: int = 1) -> str:
+        """One Python module computing the derivatives with NumPy: a function per
+        variable (per pair for a Hessian), d_dx(x, y), d2_dxdy(x, y), ..., each
+        taking every variable, with the helpers they need printed once."""
+        return formulas.numpy_module(self._formula_blocks(kind, shapes, wrt, order), self.variables)
 
     def steps(self, shapes: Mapping[str, tuple] | None = None, *,
               wrt: Iterable[str] | None = None) -> list:
