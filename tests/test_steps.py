@@ -31,6 +31,7 @@ CORPUS = [
     ("sum(x^2) + x[0] * dot(x, x)", {"x": [0.5, -1.5, 2.0]}),
     ("norm(A @ x) + trace(A)", {"A": [[1.0, 2.0], [-0.5, 1.5]], "x": [0.3, 0.9]}),
     ("prod(x) + max(x) + logsumexp(x)", {"x": [0.5, -1.5, 2.0]}),
+    ("[x, x^2, sin(x), cos(x) / y]", {"x": 0.7, "y": 1.3}),
 ]
 
 
@@ -89,6 +90,8 @@ def test_the_rules_are_the_textbook_rules():
     assert rules["x"].startswith("the variable itself")
     sin = next(step for step in derivation.steps if step.expression == "sin(x)")
     assert sin.entries == [("d/du sin(u)", "cos(u)")]
+    (literal,) = diffcli.compile("[x, x^2, sin(x), cos(x)]").steps()
+    assert [letter for letter, _ in literal.steps[-1].operands] == ["u1", "u2", "u3", "u4"]
     (two,) = diffcli.compile("atan2(y, x) * y").steps(wrt=["x"])
     rules = {step.expression: step.rule for step in two.steps}
     assert rules["y"].startswith("another variable, constant in x")

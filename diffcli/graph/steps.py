@@ -20,7 +20,11 @@ from .nodes import Graph, Node, topological_order
 from .ops import OPS, TABLE
 
 MAX_NODES = 60
-OPERAND_NAMES = ("u", "v", "w")
+
+
+def operand_names(n: int) -> tuple[str, ...]:
+    """u, v, w as the rules write them; u1, u2, ... for a literal of more items."""
+    return ("u", "v", "w")[:n] if n <= 3 else tuple(f"u{i}" for i in range(1, n + 1))
 
 # id: the node's id; expression: its text; rule: the rule's name and template;
 # operands: (letter, id of its step) the rule's u, v, w stand for; entries: for a
@@ -46,7 +50,7 @@ def derive(graph: Graph, output: Node, wrt: Node, variables: tuple[str, ...]) ->
             steps.append(Step(node.id, node.attr, f"the variable itself: d{node.attr}/d{node.attr} = 1", [], [],
                               derivative, False))
             continue
-        operands = [(letter, arg.id) for letter, arg in zip(OPERAND_NAMES, node.args)]
+        operands = list(zip(operand_names(len(node.args)), (arg.id for arg in node.args)))
         rule, entries = _rule(node)
         steps.append(Step(node.id, formula(node, variables), rule, operands, entries, derivative, False))
     return Derivation(steps[-1].expression, wrt.attr, steps, steps[-1].derivative)
@@ -80,7 +84,7 @@ def table_entries(node: Node) -> list[tuple[str, str, str]]:
     one (entry by entry), else on operands of its shapes."""
     op = OPS[node.op]
     graph = Graph()
-    letters = OPERAND_NAMES[:len(node.args)]
+    letters = operand_names(len(node.args))
     shapes = [() if op.elementwise else arg.shape for arg in node.args]
     operands = [graph.var(letter, shape) for letter, shape in zip(letters, shapes)]
     result = graph.apply(node.op, operands, node.attr)
