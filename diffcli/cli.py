@@ -717,7 +717,7 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
             _run_symbolic(function, kind, at, request, fmt, options)
             return
         if fmt in FORMULA_FORMATS:
-            raise UsageError(f"--format {fmt} writes formulas: it goes with --symbolic")
+            raise UsageError(f"--format {fmt} writes formulas: it goes with --symbolic (grad, jac, hess)")
         if options.points is not None:
             if options.check:
                 raise UsageError("--check works at one point (--at), not with --points")
@@ -986,7 +986,7 @@ def _run_files(cluster, job, paths, outputs, fmt: str, options: Options) -> list
 
 def _dask_output_format(options: Options) -> str:
     chosen = options.formats
-    if options.quiet or chosen[:1] == ["table"]:
+    if options.quiet or (chosen and (chosen[0] == "table" or chosen[0] in FORMULA_FORMATS)):
         raise UsageError("--engine dask writes files: --format parquet (default), arrow, arrows, csv, tsv, "
                          "ndjson or json")
     if len(set(chosen)) > 1:

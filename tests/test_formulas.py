@@ -119,6 +119,9 @@ def test_the_command_line_forms():
     assert "--format latex writes formulas: it goes with --symbolic" in refused.stderr
     refused = _invoke("grad", "x^2", "--symbolic", "--format", "csv")
     assert refused.exit_code == 2 and "not csv" in refused.stderr
+    refused = _invoke("grad", "x^2", "--format", "python", "--engine", "dask", "--points", "examples/points.csv",
+                      "-o", "out/")
+    assert refused.exit_code == 2 and "--engine dask writes files" in refused.stderr
 
 
 def test_an_entry_reads_as_its_own_formula():
