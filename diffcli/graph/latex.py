@@ -43,7 +43,9 @@ def latex(root: Node, reserved: tuple[str, ...] = ()) -> str:
 def latex_parts(roots: list[Node], reserved: tuple[str, ...] = (),
                 leaf=None) -> tuple[list[tuple[str, str]], list[str]]:
     """Several formulas sharing their named parts: ([(name, text)], [text per root])."""
-    return walk(roots, _render, tuple(reserved), leaf, spell=spell_name)
+    # A variable t_1 is written t_{1}, as the name t1 would be: that name is taken too.
+    taken = tuple(reserved) + tuple(re.sub(r"_(?=\d+$)", "", name) for name in reserved)
+    return walk(roots, _render, taken, leaf, spell=spell_name)
 
 
 def spell_name(name: str) -> str:
