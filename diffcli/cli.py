@@ -54,6 +54,8 @@ from .io.render import (
     dot_text,
     print_backward_table,
     print_graph_tree,
+    print_steps,
+    steps_document,
     rich_escape,
     JsonArrayWriter,
     NdjsonWriter,
@@ -242,7 +244,9 @@ def cli():
     """
 
 
-FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows"]
+FORMATS = ["table", "json", "ndjson", "csv", "tsv", "parquet", "arrow", "arrows", "latex", "python", "numpy"]
+# The forms of a --symbolic formula besides diffcli's language (python and numpy are one form).
+FORMULA_FORMATS = {"latex": "latex", "python": "numpy", "numpy": "numpy"}
 OUTPUT_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json",
                      ".parquet": "parquet", ".arrow": "arrow", ".feather": "arrow", ".arrows": "arrows"}
 BINARY_OUTPUTS = {"parquet": "Parquet", "arrow": "an Arrow IPC file", "arrows": "an Arrow IPC stream"}
@@ -314,7 +318,8 @@ def _format_options() -> list:
         click.option("--format", "output_format", type=click.Choice(FORMATS),
                      help="Default: table on a terminal; otherwise json for one point, ndjson "
                           "for --points. parquet, arrow (an Arrow IPC file) and arrows (an IPC "
-                          "stream) are binary: never to a terminal."),
+                          "stream) are binary: never to a terminal. latex, python (= numpy): "
+                          "forms of a --symbolic formula."),
         click.option("-o", "--output", "output", metavar="FILE", type=click.Path(),
                      help="Write to FILE instead of stdout; its extension gives the format unless "
                           "--format does (.csv .tsv .ndjson .jsonl .json .parquet .arrow .feather "
@@ -671,6 +676,50 @@ def graph_command(expression, expression_file, at, dot, digits, color):
         raise e.with_source(source)
 
 
+@cli.command("steps", epilog=EPILOG)
+@_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
+@click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
+              help="Gives a variable its shape (a vector, a matrix); variables are scalars otherwise.")
+@_wrt_option
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]),
+              help="Default: a tree on a terminal, JSON otherwise.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@_color_option("Colour; NO_COLOR is honoured.")
+@_handle_errors
+def steps_command(expression, expression_file, at, wrt, output_format, as_json, color):
+    """The derivative of EXPRESSION step by step, as a student would write it:
+    at each subexpression the rule that applies (sum, product, quotient, chain,
+    power, the table entry of each function), what u and v stand for, and the
+    derivative so far, down to the answer. One derivation per variable (or per
+    --wrt). Expressions of more than 60 nodes are refused: use --symbolic.
+
+    \b
+    diffcli steps 'sin(x)^2 * exp(x)'
+    diffcli steps 'x * y + sin(y)' --wrt y --json
+    """
+    source = _read_expression(expression, expression_file)
+    values = parse_at(at)
+    as_table = output_format == "table" if output_format and not as_json else not as_json and _stdout_is_terminal()
+    if as_json and output_format == "table":
+        raise UsageError("choose one output format, not json and table")
+    try:
+        function = compile_expression(source)
+        shapes = {n: np.shape(values[n]) for n in function.variables if n in values}
+        derivations = function.steps(shapes, wrt=list(wrt) or None)
+    except DiffcliError as e:
+        raise e.with_source(source)
+    if not as_table:
+        click.echo(json.dumps(steps_document(source, derivations)))
+        return
+    console = _console(color)
+    if not derivations:
+        console.print("no variables: the derivative of a constant is 0", highlight=False)
+    for i, derivation in enumerate(derivations):
+        if i:
+            console.print()
+        print_steps(console, derivation)
+
+
 @cli.command("plot", epilog=EPILOG)
 @_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
 @click.option("--over", required=True, metavar="NAME=FROM:TO",
@@ -859,6 +908,8 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
         if options.symbolic:
             _run_symbolic(function, kind, at, request, fmt, options)
             return
+        if fmt in FORMULA_FORMATS:
+            raise UsageError(f"--format {fmt} writes formulas: it goes with --symbolic (grad, jac, hess)")
         if options.points is not None:
             if options.check:
                 raise UsageError("--check works at one point (--at), not with --points")
@@ -935,33 +986,47 @@ def _report_problems(result, source: str, kink: str, strict: bool) -> None:
 
 
 def _run_symbolic(function, kind, at, request, fmt, options: Options) -> None:
-    if fmt not in ("table", "json", "quiet"):
-        raise UsageError(f"--symbolic writes a table, JSON or -q, not {fmt}")
-    entries, payload = _formulas(function, kind, at, request)
-    if fmt == "quiet":
-        click.echo("\n".join(text for _, text in entries))
-    elif fmt == "json":
-        click.echo(json.dumps({"expression": function.source, kind: payload},
-                              indent=2 if _stdout_is_terminal() else None))
-    else:
-        console = _console(options.color)
-        for label, text in entries:
-            console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
-
-
-def _formulas(function, kind, at, request) -> tuple[list[tuple[str, str]], dict]:
-    """The derivative's formulas as (label, text) lines and as the JSON payload."""
+    if options.points is not None:
+        raise UsageError("--symbolic prints a formula; it does not take --points")
+    if fmt not in ("table", "json", "quiet", *FORMULA_FORMATS):
+        raise UsageError(f"--symbolic writes a table, JSON, -q, latex or python, not {fmt}")
+    form = FORMULA_FORMATS.get(options.output_format, "diffcli")
     shapes = {k: np.shape(v) for k, v in at.items() if k in function.variables}
     wrt, order = request["wrt"], request["order"]
     if kind == "derivative" and wrt is None and len(function.variables) == 1:
         wrt = list(function.variables)
-    formulas = function.formulas(kind, shapes, wrt=wrt, order=order)
+    if fmt == "json":
+        document = {"expression": function.source}
+        for key, each in (("diffcli", kind), ("latex", "latex"), ("numpy", "numpy")):
+            document[each] = _json_formulas(function.formulas(kind, shapes, wrt=wrt, order=order, form=key),
+                                            kind, order)
+        click.echo(json.dumps(document, indent=2 if _stdout_is_terminal() else None))
+        return
+    if fmt == "quiet" and form != "numpy":
+        found = function.formulas(kind, shapes, wrt=wrt, order=order, form=form)
+        click.echo("\n".join(text for row in found.values()
+                             for text in (row.values() if isinstance(row, dict) else [row])))
+        return
+    if form == "numpy":
+        click.echo(function.numpy_source(kind, shapes, wrt=wrt, order=order), nl=False)
+        return
+    lets, entries = function.formula_table(kind, shapes, wrt=wrt, order=order, form=form)
+    if form == "latex":
+        click.echo("\n".join(f"{name} = {text}" for name, text in lets + entries))
+        return
+    console = _console(options.color)
+    for name, text in lets:
+        console.print(f"[dim]{name} =[/dim] {rich_escape(text)}", highlight=False, soft_wrap=True)
+    for label, text in entries:
+        console.print(f"[bold]{label}[/bold] = {rich_escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _json_formulas(found: dict, kind: str, order: int):
+    """A form's formulas as the JSON key of its kind holds them."""
     if kind == "derivative":
-        ((name, text),) = formulas.items()
-        return [(f"d{order}/d{name}{order}", text)], {"order": order, "wrt": name, "value": text}
-    if kind == "hessian":
-        return [(f"d2/d{a}d{b}", text) for a, row in formulas.items() for b, text in row.items()], formulas
-    return [(f"d/d{name}", text) for name, text in formulas.items()], formulas
+        ((name, text),) = found.items()
+        return {"order": order, "wrt": name, "value": text}
+    return found
 
 
 def _stdout_is_terminal() -> bool:
@@ -1154,7 +1219,7 @@ def _run_files(cluster, job, paths, outputs, fmt: str, options: Options) -> list
 
 def _dask_output_format(options: Options) -> str:
     chosen = options.formats
-    if options.quiet or chosen[:1] == ["table"]:
+    if options.quiet or (chosen and (chosen[0] == "table" or chosen[0] in FORMULA_FORMATS)):
         raise UsageError("--engine dask writes files: --format parquet (default), arrow, arrows, csv, tsv, "
                          "ndjson or json")
     if len(set(chosen)) > 1:

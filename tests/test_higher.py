@@ -178,7 +178,9 @@ def test_symbolic_cli():
     out = CliRunner().invoke(cli, ["grad", "sin(x)+cos(x)", "--symbolic", "-q"]).stdout
     assert out == "cos(x) - sin(x)\n"
     doc = json.loads(CliRunner().invoke(cli, ["grad", "x^3", "--symbolic", "--order", "2", "--json"]).stdout)
-    assert doc == {"expression": "x^3", "derivative": {"order": 2, "wrt": "x", "value": "6 * x"}}
+    assert doc["expression"] == "x^3" and doc["derivative"] == {"order": 2, "wrt": "x", "value": "6 * x"}
+    assert doc["latex"] == {"order": 2, "wrt": "x", "value": r"6 \cdot x"}
+    assert doc["numpy"]["value"] == "import numpy as np\n\n\ndef d2_dx2(x):\n    return 6 * x\n"
     shared = CliRunner().invoke(cli, ["grad", "r = sqrt(x^2 + y^2); r * sin(r)", "--symbolic", "-q"]).stdout
     assert shared.splitlines()[0].startswith("t1 = sqrt(x ^ 2 + y ^ 2); ")
 

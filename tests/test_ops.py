@@ -262,7 +262,7 @@ def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
 def _missing_facts(name, op) -> list[str]:
     """'name: field (why a layer needs it)' for each fact the record lacks."""
     from diffcli.engine import diagonal, sparsity
-    from diffcli.graph.ops import CALL, OWN, C, Infix, Kink
+    from diffcli.graph.ops import CALL, OWN, TABLE, C, Infix, Kink
 
     missing = []
 
@@ -295,6 +295,8 @@ def _missing_facts(name, op) -> list[str]:
     if op.zero_derivative:
         need(op.kink is not None, "kink", "a derivative that is 0 wherever it exists jumps somewhere, which is said")
     need(op.rewrite is None or callable(op.rewrite), "rewrite", "Graph.apply calls it")
+    need(op.rule is TABLE or callable(op.rule) or isinstance(op.rule, str), "rule",
+         "steps.py names the rule a derivation applies at it")
     return missing
 
 

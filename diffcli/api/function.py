@@ -10,6 +10,7 @@ import numpy as np
 
 from ..graph import autodiff
 from .. import budget
+from . import formulas
 from .binding import Binding, collector_paused, formula_nodes, kink_reports
 from ..budget import BYTES_PER_NODE, format_size
 from ..errors import BudgetError, Diagnostic, MissingValuesError, UsageError
@@ -175,10 +176,57 @@ class Function:
         return method(tangents, at, batch_ndim=batch_ndim)
 
     def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
-                 wrt: Iterable[str] | None = None, order: int = 1) -> dict:
-        """Derivatives as formulas in diffcli's language, feedable to eval.
+                 wrt: Iterable[str] | None = None, order: int = 1, form: str = "diffcli") -> dict:
+        """Derivatives as formulas, by variable (by pair for a Hessian).
         kind: 'gradient', 'jacobian', 'hessian' or 'derivative' (with order).
+        form: 'diffcli' (the language, feedable to eval), 'latex', or 'numpy'
+        (the source of a Python module with a NumPy function per derivative).
         Variables are scalars unless shapes says otherwise."""
+        found = self._formula_blocks(kind, shapes, wrt, order)
+        texts = formulas.block_texts(found, formulas.check_form(form), self.variables)
+        out: dict = {}
+        for block, text in zip(found, texts):
+            if len(block.key) == 2:
+                out.setdefault(block.key[0], {})[block.key[1]] = text
+            else:
+                out[block.key[0]] = text
+        return out
+
+    def formula_table(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
+                      wrt: Iterable[str] | None = None, order: int = 1,
+                      form: str = "diffcli") -> formulas.FormulaTable:
+        """The derivatives as a labelled matrix of formulas, one entry a line
+        (d2/dxdy, dvalue[0]/dx[1]; LaTeX \\frac labels with form='latex'), with
+        the subexpressions they share named once: (lets, [(label, text)])."""
+        if formulas.check_form(form) == "numpy":
+            raise UsageError("a NumPy function returns a whole block: use numpy_source()")
+        found = self._formula_blocks(kind, shapes, wrt, order)
+        with self._lock, collector_paused():
+            return formulas.table(found, form, self.variables)
+
+    def numpy_source(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
+                     wrt: Iterable[str] | None = None, order: int = 1) -> str:
+        """One Python module computing the derivatives with NumPy: a function per
+        variable (per pair for a Hessian), d_dx(x, y), d2_dxdy(x, y), ..., each
+        taking every variable, with the helpers they need printed once."""
+        return formulas.numpy_module(self._formula_blocks(kind, shapes, wrt, order), self.variables)
+
+    def steps(self, shapes: Mapping[str, tuple] | None = None, *,
+              wrt: Iterable[str] | None = None) -> list:
+        """The derivation of d(expression)/d(variable), step by step, for each
+        variable (or those in wrt): at each node of the expression, the rule of
+        calculus that applies, its operands and the derivative so far
+        (graph/steps.py: Derivation(expression, wrt, steps, answer)). An
+        expression of more than steps.MAX_NODES nodes raises UsageError."""
+        from ..graph import steps
+
+        shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
+        binding = self._binding(shapes)
+        with binding.lock, collector_paused():
+            return [steps.derive(binding.graph, binding.output, binding.by_name[name], self.variables)
+                    for name in self._check_wrt(wrt)]
+
+    def _formula_blocks(self, kind, shapes, wrt, order) -> list:
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
         out = binding.output
@@ -193,11 +241,7 @@ class Function:
             except BudgetError:
                 self._forget(binding)
                 raise
-        from ..graph.formula import formula  # only --symbolic needs it
-
-        reserved = self.variables
-        return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
-                    else formula(v, reserved)) for k, v in nodes.items()}
+        return formulas.blocks(nodes, kind, out.shape, shapes, order)
 
     def backward_pass(self, at: Mapping) -> list[tuple[Node, np.ndarray, np.ndarray | None]]:
         """The reverse pass of a scalar expression, node by node in the order it

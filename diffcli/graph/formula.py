@@ -27,24 +27,47 @@ LONG = 400  # characters after which a subexpression gets a name of its own
 
 def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     """The text of root's value, as 'let; let; result'."""
-    order = topological_order([root])
+    lets, (text,) = walk([root], _render, reserved)
+    return "; ".join([f"{name} = {value}" for name, value in lets] + [text])
+
+
+def formula_parts(roots: list[Node], reserved: tuple[str, ...] = (),
+                  leaf=None) -> tuple[list[tuple[str, str]], list[str]]:
+    """Several formulas sharing their let-bindings: ([(name, text)], [text per root])."""
+    return walk(roots, _render, reserved, leaf)
+
+
+def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,
+         long: int = LONG, spell=str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The one walk every printer shares (latex.py, numpy_code.py write other forms
+    with it): nodes in topological order (never recursively), each written by
+    render(node, [(text, level) of its operands]) -> (text, level). A node used
+    more than once, or whose text is longer than long, is named once: returns the
+    (name, text) let-bindings in order and each root's text (several roots share
+    their lets). leaf(node): written where used even when shared (default:
+    variables and scalar constants); spell(name): how a name is written (t_{1})."""
+    leaf = leaf or _is_leaf
+    order = topological_order(roots)
     uses: dict[int, int] = {}
+    for root in roots:  # a root is one use, however many entries it is (a symmetric Hessian's)
+        uses[root.id] = 1
     for node in order:
         for a in node.args:
             # A scan's operands are spelled out once per entry: name them instead.
             uses[a.id] = uses.get(a.id, 0) + (2 if node.op == "linscan" else 1)
+    root_ids = {root.id for root in roots}
     names = _fresh_names(reserved)
     texts: dict[int, tuple[str, int]] = {}
-    lets: list[str] = []
+    lets: list[tuple[str, str]] = []
     for node in order:
-        text, level = _render(node, [texts[a.id] for a in node.args])
+        text, level = render(node, [texts[a.id] for a in node.args])
         shared = uses.get(node.id, 0) > 1
-        if node is not root and (shared or len(text) > LONG) and not _is_leaf(node):
-            name = next(names)
-            lets.append(f"{name} = {text}")
+        if (shared or (len(text) > long and node.id not in root_ids)) and not leaf(node):
+            name = spell(next(names))
+            lets.append((name, text))
             text, level = name, ATOM
         texts[node.id] = (text, level)
-    return "; ".join(lets + [texts[root.id][0]])
+    return lets, [texts[root.id][0] for root in roots]
 
 
 def _fresh_names(reserved):

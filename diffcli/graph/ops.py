@@ -32,7 +32,10 @@ Each record (Op) holds every fact about its operation that some layer needs:
                                graph.apply (functions.py);
   taylor(node, kernel)         its Taylor rule: a function from its operands' truncated
                                Taylor series to its result's (series.py; engine/taylor.py
-                               propagates them for derivatives of any order).
+                               propagates them for derivatives of any order);
+  rule                         the rule of calculus a derivation applies at it
+                               ('name: template', or a function of the node), or
+                               TABLE: its table entry, found from vjp (steps.py).
 
 tests/test_ops.py walks the table and names any operation that lacks a fact.
 
@@ -98,7 +101,7 @@ def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None =
 
 
 _OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-              "pattern notation names arity build taylor")
+              "pattern notation names arity build taylor rule")
 
 
 def _zero_derivative(op) -> bool:
@@ -135,6 +138,7 @@ COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
 # tokens the parser reads as this operation (none for the internal cmul and cdiv).
 Infix = _record("Infix", "symbol precedence tokens")
 CALL = "call"  # written name(arguments), by its own name
+TABLE = "table"  # its derivative is its table entry (with the chain rule), as steps.py finds it
 OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, structure)
 
 OPS: dict[str, Op] = {}
@@ -142,14 +146,16 @@ OPS: dict[str, Op] = {}
 
 def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
           c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
-          build=None, taylor=None):
+          build=None, taylor=None, rule=None):
     elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
     OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
-                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, taylor)
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, taylor, rule)
 
 
 def function(name, kernel, vjp, arity=1, **facts):
-    """An operation users call by its own name (written so in formulas)."""
+    """An operation users call by its own name (written so in formulas); its
+    derivative is its table entry, unless facts name another rule."""
+    facts.setdefault("rule", TABLE)
     defop(name, kernel, vjp, names=(name,), arity=arity, notation=CALL, **facts)
 
 
@@ -650,7 +656,8 @@ def _comparison(f, symbol, precedence=COMPARE):
             "kink": Kink(_on_boundary, f"'{symbol}' is exactly on its boundary (both sides equal), where "
                                        f"its value jumps", "derivatives through it use the side it chose"),
             "c": C(f"{{a}} {symbol} {{b}} ? 1.0 : 0.0", True), "notation": Infix(symbol, precedence, (symbol,)),
-            "taylor": series.constant_rule}
+            "taylor": series.constant_rule,
+            "rule": f"piecewise constant: (u {symbol} v)' = 0 (it jumps where u = v)"}
 
 
 # ---------------------------------------------------------------- facts for the other layers
@@ -681,20 +688,35 @@ def _user_cumulative(name):
 
 _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
 
+_PRODUCT = "product rule: (u v)' = u' v + u v'"
+_QUOTIENT = "quotient rule: (u / v)' = (u' v - u v') / v^2"
+_LINEAR = "linearity: the same rearrangement of u'"
+
+
+def _pow_rule(node) -> str:
+    base, exponent = node.args
+    if exponent.op == "const":
+        return "power rule: (u^n)' = n u^(n-1) u'"
+    if base.op == "const":
+        return "exponential rule: (a^u)' = log(a) a^u u'"
+    return "general power rule: (u^v)' = u^v (v' log(u) + v u' / u)"
+
 # ---------------------------------------------------------------- arithmetic
 
 defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
-      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), taylor=series.linear)
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), rule="sum rule: (u + v)' = u' + v'", taylor=series.linear)
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
-      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), taylor=series.linear)
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)),
+      rule="difference rule: (u - v)' = u' - v'", taylor=series.linear)
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
-      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)), taylor=series.bilinear)
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)), rule=_PRODUCT, taylor=series.bilinear)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
-      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)), taylor=series.div_rule)
+      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)),
+      rule=_QUOTIENT, taylor=series.div_rule)
 defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
-      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2, taylor=series.power_rule)
+      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2, rule=_pow_rule, taylor=series.power_rule)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
-      diagonal="negation", notation=OWN, taylor=series.linear)
+      diagonal="negation", notation=OWN, rule="constant multiple rule: (-u)' = -u'", taylor=series.linear)
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
 # "no contribution" (a branch of where not taken, a kink's subgradient): there
@@ -702,10 +724,10 @@ defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites
 # Formulas write them as * and /: the same numbers wherever every value involved is finite.
 defop("cmul", elementwise(_zero_dominant(np.multiply, either=True)),
       lambda c, ans, g, local: (G.cmul(c, local), G.cmul(c, g)), broadcasting=True, selects=True,
-      c=C("cmul({a}, {b})", True), diagonal="zero_dominant_product", notation=Infix("*", MUL, ()), taylor=series.zero_dominant_product)
+      c=C("cmul({a}, {b})", True), diagonal="zero_dominant_product", notation=Infix("*", MUL, ()), rule=_PRODUCT, taylor=series.zero_dominant_product)
 defop("cdiv", elementwise(_zero_dominant(np.divide)),
       lambda c, ans, g, local: (G.cdiv(c, local), -G.cdiv(G.cmul(c, ans), local)), broadcasting=True,
-      selects=True, c=C("cdiv({a}, {b})", True), notation=Infix("/", MUL, ()), taylor=series.zero_dominant_quotient)
+      selects=True, c=C("cdiv({a}, {b})", True), notation=Infix("/", MUL, ()), rule=_QUOTIENT, taylor=series.zero_dominant_quotient)
 
 # ---------------------------------------------------------------- elementwise functions
 
@@ -779,7 +801,8 @@ defop("ne", **_comparison(np.not_equal, "!="))
 
 # The ufuncs' reduce methods directly: np.sum and friends add microseconds of
 # Python per call, which is most of the cost for one point.
-function("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape, pattern="probe", taylor=series.linear)
+function("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape, pattern="probe",
+         rule="linearity: sum(u)' = sum(u')", taylor=series.linear)
 function("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
          rewrite=rewrites.identity_on_scalars, kink=_ties_kink("max"), selects=True, taylor=series.extreme_reduction)
 function("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
@@ -795,40 +818,44 @@ function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe", taylor=serie
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
       rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
-      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), taylor=series.linear)
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), rule="linearity: cumsum(u)' = cumsum(u')", taylor=series.linear)
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
-      notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"), taylor=series.cumprod_rule)
-defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN, taylor=series.linscan_rule)
+      notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"),
+      rule="product rule for each running product: (u0 u1 ... ui)' = sum over k of u'k times the others", taylor=series.cumprod_rule)
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN,
+      rule="sum and product rules, entry by entry: (h + a s)' = h' + a' s + a s'", taylor=series.linscan_rule)
 
 # ---------------------------------------------------------------- linear algebra
 
 defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
-      notation=Infix("@", MUL, ("@",)), taylor=series.bilinear)
+      notation=Infix("@", MUL, ("@",)), rule="product rule: (A B)' = A' B + A B'", taylor=series.bilinear)
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
-         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True, taylor=series.linear)
+         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True,
+         rule=_LINEAR, taylor=series.linear)
 function("trace", lambda node: lambda a: np.trace(a, axis1=-2, axis2=-1), _trace_vjp, shape=_trace_shape,
-         pattern="probe", taylor=series.linear)
+         pattern="probe", rule=_LINEAR, taylor=series.linear)
 
 # ---------------------------------------------------------------- structure
 
-defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape, pattern="moves", notation=OWN, taylor=series.linear)
+defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape, pattern="moves", notation=OWN,
+      rule="entry by entry: [u, v]' = [u', v']", taylor=series.linear)
 defop("index", _index_kernel,
       lambda g, ans, x: (G.scatter(g, attr=(ans.attr, x.shape)),),
-      shape=_index_shape, pattern="moves", notation=OWN, taylor=series.linear)
+      shape=_index_shape, pattern="moves", notation=OWN, rule="entry by entry: u[i]' = u'[i]", taylor=series.linear)
 defop("scatter", _scatter_kernel,
       lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
-      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, taylor=series.linear)
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, rule=_LINEAR, taylor=series.linear)
 defop("scatter_sum", _scatter_sum_kernel,
       lambda g, ans, *parts: tuple(G.index(g, attr=items) for items in ans.attr[0]),
-      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, taylor=series.linear)
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, rule=_LINEAR, taylor=series.linear)
 defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape,
-      pattern="moves", rewrite=rewrites.reshape, notation=OWN, taylor=series.linear)
+      pattern="moves", rewrite=rewrites.reshape, notation=OWN, rule=_LINEAR, taylor=series.linear)
 defop("broadcast_to", _broadcast_to_kernel,
       lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape,
-      pattern="moves", rewrite=rewrites.same_shape, notation=OWN, taylor=series.linear)
+      pattern="moves", rewrite=rewrites.same_shape, notation=OWN, rule=_LINEAR, taylor=series.linear)
 defop("sum_to", _sum_to_kernel,
       lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape,
-      pattern="probe", rewrite=rewrites.same_shape, notation=OWN, taylor=series.linear)
+      pattern="probe", rewrite=rewrites.same_shape, notation=OWN, rule=_LINEAR, taylor=series.linear)
 
 
 def operator(token: str) -> str:

@@ -971,3 +971,53 @@ def polynomial_text(coefficients, variable: str, about: float) -> str:
     first_sign, first = terms[0]
     text = ("-" if first_sign == "-" else "") + first
     return text + "".join(f" {sign} {term}" for sign, term in terms[1:])
+
+
+def print_steps(console, derivation) -> None:
+    """A derivation (graph/steps.py) as a tree from the answer down: at each node
+    the subexpression, the rule, what its letters stand for and its derivative;
+    a step met again is referred to, not repeated. Built with an explicit stack."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    steps = {step.id: step for step in derivation.steps}
+    last = derivation.steps[-1]
+    tree = Tree(_step_text(Text, last, steps, derivation.wrt))
+    seen = {last.id}
+    stack = [(tree, steps[i]) for _, i in reversed(last.operands)]
+    while stack:
+        parent, step = stack.pop()
+        if step.id in seen and not step.constant:
+            parent.add(Text(f"d/d{derivation.wrt} [{step.expression}]: as above", style="dim"))
+            continue
+        seen.add(step.id)
+        branch = parent.add(_step_text(Text, step, steps, derivation.wrt))
+        stack.extend((branch, steps[i]) for _, i in reversed(step.operands))
+    console.print(tree)
+    console.print(Text.assemble(("answer: ", "bold"), f"d/d{derivation.wrt} [{derivation.expression}] = ",
+                                (derivation.answer, "bold")))
+
+
+def _step_text(Text, step, steps, wrt):
+    head = Text.assemble(f"d/d{wrt} [", (step.expression, "cyan"), "]")
+    if step.constant or not step.operands:
+        return Text.assemble(head, f" = {step.derivative}   ", (step.rule, "dim"))
+    text = Text.assemble(head, "   ", (step.rule, "magenta"))
+    letters = ", ".join(f"{letter} = {steps[i].expression}" for letter, i in step.operands)
+    text.append(f"\n  {letters}")
+    for label, entry in step.entries:
+        text.append(f"\n  table: {label} = {entry}")
+    text.append("\n  = ")
+    text.append(step.derivative, style="bold")
+    return text
+
+
+def steps_document(source: str, derivations) -> dict:
+    """The derivations as JSON: the steps in order, each naming its operands' steps by id."""
+    return {"expression": source, "derivations": [
+        {"wrt": d.wrt, "expression": d.expression, "answer": d.answer, "steps": [
+            {"id": s.id, "expression": s.expression, "rule": s.rule,
+             "operands": {letter: i for letter, i in s.operands},
+             "table": {label: entry for label, entry in s.entries},
+             "derivative": s.derivative, "constant": s.constant} for s in d.steps]}
+        for d in derivations]}
