@@ -852,7 +852,8 @@ def _run(kind: str, options: Options) -> None:
 def _refuse_contradictions(options: Options) -> None:
     """Options that cannot both be obeyed, or one that would be ignored, are an
     error (status 2) rather than silently one of them."""
-    if options.quiet and options.formats:
+    formula_form = options.symbolic and options.output_format in FORMULA_FORMATS and len(options.formats) == 1
+    if options.quiet and options.formats and not formula_form:  # -q --format latex: the bare formula
         given = options.output_format and f"--format {options.output_format}" or \
             next(f"--{flag}" for flag, on in (("json", options.as_json), ("nl", options.as_ndjson),
                                                 ("csv", options.as_csv), ("tsv", options.as_tsv)) if on)

@@ -150,7 +150,7 @@ def test_version_and_help():
     assert "EXIT STATUS" in help_text and "diffcli grad 'cos(x) + sin(x)' --at x=2" in help_text
 
 
-COMPUTING_COMMANDS = ["eval", "grad", "jac", "vjp", "hess", "jvp", "hvp"]
+COMPUTING_COMMANDS = ["eval", "grad", "jac", "vjp", "hess", "jvp", "hvp", "series"]
 
 
 def test_every_computing_command_takes_the_shared_options_first_and_each_is_a_field_of_options():
