@@ -54,7 +54,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import rewrites
-from ..errors import ShapeError
+from ..errors import ExpressionError, ShapeError
 
 
 class ShapeMismatch(Exception):
@@ -647,6 +647,70 @@ def _pairwise_extreme_vjp(first, second):
     return vjp
 
 
+def _nan_ignoring_extreme_vjp(first):
+    # As maximum's, except that a nan loses: fmax(a, nan) is a, so a gets g there.
+    def vjp(g, ans, a, b):
+        tie = G.eq(a, b)
+        half = g * 0.5
+        return (G.where(G.where(G.ne(b, b), 1.0, first(a, b)), g, G.where(tie, half, 0.0)),
+                G.where(G.where(G.ne(a, a), 1.0, first(b, a)), g, G.where(tie, half, 0.0)))
+    return vjp
+
+
+# sinc'(x) = (cos(pi x) - sinc(x)) / x, which is 0 / 0 at 0 and loses digits near it:
+# there (|x| < 1/4) its Taylor series, sum over k >= 1 of (-1)^k 2k pi^2k x^(2k-1) / (2k+1)!,
+# to 10 terms (the 11th is below 1e-20 of the first), exact at 0 at every order the
+# series reaches; the quotient's operand is kept away from 0 in the branch not taken.
+_SINC_SERIES = tuple((-1) ** k * 2 * k * math.pi ** (2 * k) / math.factorial(2 * k + 1) for k in range(1, 11))
+
+
+def _sinc_slope(x):
+    x2 = x * x
+    small = G.lt(x2, 0.0625)
+    series = x2 * _SINC_SERIES[-1] + _SINC_SERIES[-2]
+    for c in reversed(_SINC_SERIES[:-2]):
+        series = series * x2 + c
+    safe = G.where(small, 1.0, x)
+    quotient = (G.cos(math.pi * safe) - G.sinc(safe)) / safe
+    return G.where(small, series * x, quotient)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_SQRT_PI_OVER_TWO = math.sqrt(math.pi) / 2.0
+_SPECIAL = "scipy.special's kernel, which no C expression here reproduces"
+
+
+def _special(name):
+    """A scipy.special ufunc as a kernel: scipy (about 0.1 s) is imported when a plan
+    needs it, never when diffcli starts."""
+    def kernel(node):
+        import scipy.special
+
+        return getattr(scipy.special, name)
+    kernel.elementwise = True
+    return kernel
+
+
+def _polygamma_kernel(node):
+    import scipy.special
+
+    order = node.attr
+    return lambda a: scipy.special.polygamma(order, a)
+
+
+_polygamma_kernel.elementwise = True
+
+
+def _user_polygamma(graph, args, span):
+    """polygamma(n, x) as scipy.special writes it: n a constant integer >= 0 (the
+    order of the derivative of digamma), which is the operation's attr."""
+    n, x = args
+    if n.op != "const" or n.shape or not (float(n.value) >= 0 and float(n.value) == int(n.value)):
+        raise ExpressionError("polygamma(n, x) needs n a constant integer >= 0", span)
+    order = int(n.value)
+    return graph.apply("digamma", (x,), span=span) if order == 0 else graph.apply("polygamma", (x,), order, span=span)
+
+
 def _norm_vjp(g, ans, x):
     nonzero = G.where(G.eq(ans, 0.0), 1.0, ans)
     return (_expand_reduced(g / nonzero, x, ans.attr) * x,)
@@ -829,17 +893,19 @@ _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
 # ---------------------------------------------------------------- arithmetic
 
 defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
-      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)))
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), names=("add",), arity=2)
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
-      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)))
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), names=("subtract",), arity=2)
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
-      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)))
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)),
+      names=("multiply",), arity=2)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
-      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)))
+      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)),
+      names=("divide", "true_divide"), arity=2)
 defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
-      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2)
+      notation=Infix("^", POWER, ("**", "^")), names=("pow", "power"), arity=2)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
-      diagonal="negation", notation=OWN)
+      diagonal="negation", notation=OWN, names=("negative",), arity=1)
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
 # "no contribution" (a branch of where not taken, a kink's subgradient): there
@@ -857,20 +923,26 @@ defop("cdiv", elementwise(_zero_dominant(np.divide)),
 function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"))
 function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"))
 function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"))
-function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"))
-function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"))
-function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"))
+function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"),
+         aliases=("arcsin",))
+function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"),
+         aliases=("arccos",))
+function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"),
+         aliases=("arctan",))
 function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"))
 function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"))
 function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"))
-function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"))
+function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"),
+         aliases=("arcsinh",))
 function("acosh", elementwise(np.arccosh),
-         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"))
-function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"))
+         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"),
+         aliases=("arccosh",))
+function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"),
+         aliases=("arctanh",))
 function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"))
 function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"))
 function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"))
-function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"))
+function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), aliases=("ln",))
 function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"))
 function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"))
 function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"))
@@ -879,14 +951,14 @@ function("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),), c=C
                    infinite=True))
 function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"))
 function("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),),
-         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True)
+         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, aliases=("absolute", "fabs"))
 function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"))
 function("floor", elementwise(np.floor), _no_derivative, c=C("floor({a})", True),
          kink=_jump(_at_integers, "floor jumps at integers"))
 function("ceil", elementwise(np.ceil), _no_derivative, c=C("ceil({a})", True),
          kink=_jump(_at_integers, "ceil jumps at integers"))
 function("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),),
-         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written")
+         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", aliases=("logistic",))
 function("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),),
          no_c="np.maximum's nan and signed-zero rules have no C form written",
          kink=_one_sided("relu", "0 and 1"), selects=True)
@@ -898,7 +970,7 @@ function("softplus", elementwise(lambda a: np.logaddexp(0.0, a)), lambda g, ans,
 _BINARY_LIBRARY = "the probe checks one-argument C library functions only"
 function("atan2", elementwise(np.arctan2),
          lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), arity=2,
-         broadcasting=True, no_c=_BINARY_LIBRARY)
+         broadcasting=True, no_c=_BINARY_LIBRARY, aliases=("arctan2",))
 function("hypot", elementwise(np.hypot), lambda g, ans, a, b: (g * a / ans, g * b / ans), arity=2,
          broadcasting=True, no_c=_BINARY_LIBRARY)
 function("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), arity=2, broadcasting=True,
@@ -910,6 +982,44 @@ function("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
          broadcasting=True, c=C("{a} != 0.0 ? {b} : {c}", True), selects=True,
          kink=Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
                                        "of the comparison equal)", "differentiating the branch it chose"))
+
+# ---------------------------------------------------------------- NumPy's other functions (issue 19)
+
+defop("mod", elementwise(np.mod), lambda g, ans, a, b: (g, -(g * G.floor(a / b))), broadcasting=True,
+      kink=Kink(lambda node: G.eq(node, 0.0), "mod jumps where a is a multiple of b (its value falls back to 0)",
+                "using the derivatives 1 and -floor(a/b) of the side it is on, as PyTorch does"),
+      no_c="np.mod's sign fix-ups have no C form written", notation=Infix("%", MUL, ("%",)),
+      names=("mod", "remainder"), arity=2)
+function("logaddexp", elementwise(np.logaddexp),
+         lambda g, ans, a, b: (g * G.exp(a - ans), g * G.exp(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY)
+function("logaddexp2", elementwise(np.logaddexp2),
+         lambda g, ans, a, b: (g * G.exp2(a - ans), g * G.exp2(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY)
+function("fmax", elementwise(np.fmax), _nan_ignoring_extreme_vjp(G.gt), arity=2, broadcasting=True,
+         no_c="C's fmax returns either zero of two signed zeros, np.fmax the first",
+         kink=_pairwise_kink("fmax"), selects=True)
+function("fmin", elementwise(np.fmin), _nan_ignoring_extreme_vjp(G.lt), arity=2, broadcasting=True,
+         no_c="C's fmin returns either zero of two signed zeros, np.fmin the first",
+         kink=_pairwise_kink("fmin"), selects=True)
+function("round", elementwise(np.rint), _no_derivative, no_c=_NOT_WRITTEN,
+         kink=_jump(lambda node: G.eq(G.abs(node.args[0] - node), 0.5), "round jumps half-way between integers"))
+function("sinc", elementwise(np.sinc), lambda g, ans, x: (g * _sinc_slope(x),), no_c=_NOT_WRITTEN)
+
+# scipy.special's, imported when a plan first runs one (never when diffcli starts).
+function("erf", _special("erf"), lambda g, ans, x: (g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x))),),
+         no_c=_SPECIAL)
+function("erfc", _special("erfc"), lambda g, ans, x: (-(g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x)))),),
+         no_c=_SPECIAL)
+function("erfinv", _special("erfinv"), lambda g, ans, x: (g * (_SQRT_PI_OVER_TWO * G.exp(ans * ans)),),
+         no_c=_SPECIAL)
+function("lgamma", _special("gammaln"), lambda g, ans, x: (g * G.digamma(x),), no_c=_SPECIAL,
+         aliases=("gammaln",))
+function("digamma", _special("psi"), lambda g, ans, x: (g * G.polygamma(x, attr=1),), no_c=_SPECIAL,
+         aliases=("psi",))
+function("polygamma", _polygamma_kernel, lambda g, ans, x: (g * G.polygamma(x, attr=ans.attr + 1),),
+         no_c=_SPECIAL, arity=2, build=_user_polygamma,
+         notation=Call(lambda node, texts: [str(node.attr)] + texts))
 
 # ---------------------------------------------------------------- comparisons (0.0 / 1.0)
 
