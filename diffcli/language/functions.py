@@ -131,9 +131,10 @@ def _prod(graph, args, span, options=None):
     if not x.shape:
         return x
     attr = _sum(graph, args, span, options).attr
-    if attr is None:
+    if attr is None or len(attr[0]) == len(x.shape):
         flat = graph.reshape(x, (x.size,))
-        return graph.apply("index", (graph.apply("cumprod", (flat,), span=span),), (x.size - 1,), span=span)
+        whole = graph.apply("index", (graph.apply("cumprod", (flat,), span=span),), (x.size - 1,), span=span)
+        return whole if attr is None else graph.reshape(whole, (1,) * len(x.shape))  # keepdims
     axes, keepdims = attr
     if len(axes) > 1:
         raise ShapeError("prod runs along one axis at a time (or the whole value)", options["axis"].span)
