@@ -824,8 +824,8 @@ def _library(name):
 
 def _user_cumulative(name):
     """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis,
-    or along axis=: the last axis is the leading one of the transpose (which reverses
-    the axes), so it runs there between two transposes, moving numbers only."""
+    or along axis=, which is brought to the front and back by reshapes and transposes
+    (they move numbers only, so the results are NumPy's)."""
     def build(graph, args, span, options=None):
         options = options or {}
         (x,) = args
@@ -835,12 +835,22 @@ def _user_cumulative(name):
         (k,) = (0,) if axis is None else axes_option(axis, x.shape, name)
         if k == 0:
             return graph.apply(name, (x,), False, span=span)
-        if k == len(x.shape) - 1:
+        if k == len(x.shape) - 1:  # the leading axis of the transpose, which reverses the axes
             along = graph.apply(name, (graph.apply("transpose", (x,), span=span),), False, span=span)
             return graph.apply("transpose", (along,), span=span)
-        raise ShapeError(f"{name} runs along the first or the last axis; axis={axis.value} of "
-                         f"{describe(x.shape)} is neither", axis.span)
+        return _along_middle_axis(graph, name, x, k, span)
     return build
+
+
+def _along_middle_axis(graph, name, x, k, span):
+    """x of shape before + rest (rest starting with axis k) as a (before, rest) matrix,
+    transposed, is rest + (before,) with axis k leading: the scan runs there."""
+    before, rest = math.prod(x.shape[:k]), x.shape[k:]
+    flat = graph.reshape(x, (before, math.prod(rest)))
+    leading = graph.reshape(graph.apply("transpose", (flat,), span=span), rest + (before,))
+    along = graph.apply(name, (leading,), False, span=span)
+    back = graph.apply("transpose", (graph.reshape(along, (math.prod(rest), before)),), span=span)
+    return graph.reshape(back, x.shape)
 
 
 def axes_option(option, shape, name, in_order=False) -> tuple[int, ...]:
