@@ -58,9 +58,14 @@ def _at(expression):
 
 @pytest.mark.parametrize("expression,expected", CASES, ids=[c[0] for c in CASES])
 def test_values_are_numpys(expression, expected):
+    """To the last bit (the compositions compute what NumPy's functions compute, in its
+    order), but for logsumexp and softmax, whose references here are the naive formulas."""
     got = diffcli.compile(expression).eval(_at(expression)).value
     assert got.shape == np.shape(expected)
-    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
+    if expression.startswith(("logsumexp", "softmax")):
+        np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
+    else:
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("expression", [c[0] for c in CASES])
