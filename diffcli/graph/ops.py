@@ -144,7 +144,8 @@ OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, struct
 Call = _record("Call", "arguments")
 
 # A keyword argument: its name; the kind of constant it takes ("axes": an integer or
-# a tuple of them, "int", "flag": True/False or 1/0, "number"); and whether it may
+# a tuple of them, "int", "flag": True/False or 1/0, "number", "ints": integers in
+# tuples nested to any depth, as nested Python tuples); and whether it may
 # also be given by position after the operands, in the order of the record (NumPy's
 # sum(x, 0) is sum(x, axis=0)).
 Param = _record("Param", "name kind positional", defaults=(False,))
