@@ -185,10 +185,6 @@ def _same_shape(shapes, attr):
     return shapes[0]
 
 
-def _scalar_shape(shapes, attr):
-    return ()
-
-
 def _attr_shape(shapes, attr):
     return attr
 
@@ -710,7 +706,7 @@ def _user_polygamma(graph, args, span):
     """polygamma(n, x) as scipy.special writes it: n a constant integer >= 0 (the
     order of the derivative of digamma), which is the operation's attr."""
     n, x = args
-    if n.op != "const" or n.shape or not (float(n.value) >= 0 and float(n.value) == int(n.value)):
+    if n.op != "const" or n.shape or not (0 <= float(n.value) < 2 ** 31 and float(n.value) == int(n.value)):
         raise ExpressionError("polygamma(n, x) needs n a constant integer >= 0", span)
     order = int(n.value)
     return graph.apply("digamma", (x,), span=span) if order == 0 else graph.apply("polygamma", (x,), order, span=span)
