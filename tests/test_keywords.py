@@ -145,6 +145,8 @@ BUILD_ERRORS = [
     ("sum(A, axis=(0, -2))", ShapeError, "names an axis twice", 7),
     ("sum(A, axis=0.5)", ExpressionError, "axis takes a constant integer or a tuple of them", 7),
     ("sum(A, keepdims=2)", ExpressionError, "keepdims takes True or False", 7),
+    ("sum(A, axis=[[0]])", ExpressionError, "axis takes a constant integer or a tuple of them", 7),
+    ("trace(S, offset=1e30)", ExpressionError, "offset takes a constant integer", 9),
     ("trace(S, offset=[1, 2])", ExpressionError, "offset takes a constant integer", 9),
     ("norm(S, ord=2)", ShapeError, "its largest singular value, which diffcli does not compute", 8),
     ("norm(T, ord=1)", ShapeError, "norm with ord= needs a vector or a matrix", 8),

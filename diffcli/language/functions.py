@@ -55,14 +55,15 @@ def read_option(param: Param, value, span, function: str) -> Option:
     numbers = value if isinstance(value, tuple) else (value,)
     found = []
     for node in numbers:
-        if isinstance(node, tuple) or node.op != "const" or (node.shape and param.kind != "axes"):
+        if isinstance(node, tuple) or node.op != "const" or (node.shape and param.kind != "axes") \
+                or len(node.shape) > 1:
             raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT[param.kind]}", span)
         found += [float(v) for v in node.value.ravel()] if node.shape else [float(node.value)]
     if param.kind == "number":
         if len(found) != 1:
             raise ExpressionError(f"{function}: {param.name} takes one number", span)
         return Option(found[0], span)
-    if not all(math.isfinite(v) and v == int(v) for v in found) or \
+    if not all(math.isfinite(v) and v == int(v) and abs(v) < _LARGEST for v in found) or \
             (param.kind != "axes" and len(found) != 1):
         raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT[param.kind]}", span)
     ints = tuple(int(v) for v in found)
@@ -81,7 +82,8 @@ def _nested_ints(value, param, span, function):
     if isinstance(value, tuple):
         return tuple(_nested_ints(v, param, span, function) for v in value)
     array = value.value if value.op == "const" else None
-    if array is None or not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+    if array is None or not np.all(np.isfinite(array)) or not np.all(array == np.round(array)) \
+            or not np.all(np.abs(array) < _LARGEST):
         raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT['ints']}", span)
     listed = array.astype(np.int64).tolist()
     return _as_tuples(listed)
@@ -92,6 +94,8 @@ def _as_tuples(listed):
         return listed
     return tuple(_as_tuples(v) for v in listed)
 
+
+_LARGEST = 2 ** 31  # integers beyond it are no axis, offset or count of anything diffcli can hold
 
 _KIND_TEXT = {"axes": "a constant integer or a tuple of them, as (0, 1)", "int": "a constant integer",
               "flag": "True or False", "number": "a constant number",
