@@ -63,6 +63,17 @@ CASES = [
     ("x[1:] * x[:-1] + x[0]", {"x": [0.3, -1.2, 2.1, 0.9]}),
     ("A[:, 0] * A[1, ::2]", {"A": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}),
     ("x[::-1] * x", {"x": V}),
+    # issue 19: NumPy's other functions, and reductions along axes
+    ("x % y", {"x": [2.5, -1.2, 7.1], "y": [0.7, 0.9, -2.0]}),
+    ("logaddexp(x, y)", {"x": V, "y": [1.0, -30.0, 2.1]}), ("logaddexp2(x, y)", {"x": V, "y": [1.0, -30.0, 2.2]}),
+    ("fmax(a, b)", {"a": V, "b": [0.0, 0.0, 3.0]}), ("fmin(a, b)", {"a": V, "b": [0.0, 0.0, 3.0]}),
+    ("round(x) * x", {"x": V}), ("sinc(x)", {"x": [-1.7, -0.2, 0.1, 0.3, 2.5]}),
+    ("erf(x)", {"x": V}), ("erfc(x)", {"x": V}), ("erfinv(x)", {"x": U}),
+    ("lgamma(x)", {"x": [0.3, 2.5, -1.5]}), ("digamma(x)", {"x": [0.3, 2.5, -1.5]}),
+    ("polygamma(2, x)", {"x": [0.3, 2.5, -1.5]}),
+    ("sum(A * A, axis=0)", {"A": A}), ("max(A, axis=1, keepdims=True)", {"A": A}),
+    ("logsumexp(A, axis=0)", {"A": A}), ("softmax(A, axis=1)", {"A": A}), ("norm(A, axis=1)", {"A": A}),
+    ("trace(A, offset=1)", {"A": A}),
 ]
 
 
@@ -262,7 +273,7 @@ def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
 def _missing_facts(name, op) -> list[str]:
     """'name: field (why a layer needs it)' for each fact the record lacks."""
     from diffcli.engine import diagonal, sparsity
-    from diffcli.graph.ops import CALL, OWN, TABLE, C, Infix, Kink
+    from diffcli.graph.ops import CALL, OWN, TABLE, C, Call, Infix, Kink
 
     missing = []
 
@@ -273,8 +284,9 @@ def _missing_facts(name, op) -> list[str]:
     need(callable(op.kernel) and callable(op.shape), "kernel, shape", "the evaluator and graph.py run them")
     need(callable(op.vjp), "vjp", "autodiff.py differentiates through every operation")
     need(callable(op.taylor), "taylor", "engine/taylor.py propagates Taylor series through every operation")
-    need(type(op.notation) is Infix or op.notation in (CALL, OWN), "notation", "formula.py prints every operation")
-    if op.notation == CALL:
+    need(type(op.notation) in (Infix, Call) or op.notation in (CALL, OWN), "notation",
+         "formula.py prints every operation")
+    if op.notation == CALL or type(op.notation) is Call:
         need(name in op.names, "names", "a formula writes name(...), which must parse back to this operation")
     if op.names:
         need(isinstance(op.arity, int), "arity", "the parser checks a call's number of arguments")
@@ -323,8 +335,9 @@ def test_every_name_a_record_gives_calls_that_operation():
 
     for name, op in OPS.items():
         for user_name in op.names:
-            call = f"{user_name}({', '.join(['x'] * op.arity)})"
-            graph = diffcli.compile(call)._binding({"x": (2, 2)}).graph
+            operands = ["1", "x0"] if name == "polygamma" else [f"x{i}" for i in range(op.arity)]  # (its order)
+            call = f"{user_name}({', '.join(operands)})"
+            graph = diffcli.compile(call)._binding({f"x{i}": (2, 2) for i in range(op.arity)}).graph
             assert FUNCTIONS[user_name].min_args == op.arity
             assert name in {node.op for node in graph.nodes}, user_name
         if type(op.notation) is Infix:

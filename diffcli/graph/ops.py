@@ -28,8 +28,11 @@ Each record (Op) holds every fact about its operation that some layer needs:
                                operators, the tokens the parser reads as it): an
                                Infix, CALL (name(args)) or OWN (formula.py's own rule);
   names, arity, build          the names users call it by, with how many arguments,
-                               and build(graph, args, span) when a call is more than
-                               graph.apply (functions.py);
+                               and build(graph, args, span[, options]) when a call is
+                               more than graph.apply (functions.py);
+  keywords                     the keyword arguments a call takes (Param: name, kind
+                               of constant, whether it may also come by position),
+                               read by functions.py into options for build;
   taylor(node, kernel)         its Taylor rule: a function from its operands' truncated
                                Taylor series to its result's (series.py; engine/taylor.py
                                propagates them for derivatives of any order);
@@ -57,7 +60,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import rewrites, series
-from ..errors import ShapeError
+from ..errors import ExpressionError, ShapeError
 
 
 class ShapeMismatch(Exception):
@@ -101,7 +104,7 @@ def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None =
 
 
 _OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-              "pattern notation names arity build taylor rule")
+              "pattern notation names arity build taylor rule keywords")
 
 
 def _zero_derivative(op) -> bool:
@@ -140,23 +143,35 @@ Infix = _record("Infix", "symbol precedence tokens")
 CALL = "call"  # written name(arguments), by its own name
 TABLE = "table"  # its derivative is its table entry (with the chain rule), as steps.py finds it
 OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, structure)
+# Written name(arguments(node, texts)): the operand texts with what the node's attr
+# says written as keyword arguments (sum(x, axis=1)), which parse back to the node.
+Call = _record("Call", "arguments")
+
+# A keyword argument: its name; the kind of constant it takes ("axes": an integer or
+# a tuple of them, "int", "flag": True/False or 1/0, "number", "ints": integers in
+# tuples nested to any depth, as nested Python tuples); and whether it may
+# also be given by position after the operands, in the order of the record (NumPy's
+# sum(x, 0) is sum(x, axis=0)).
+Param = _record("Param", "name kind positional", defaults=(False,))
 
 OPS: dict[str, Op] = {}
 
 
 def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
           c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
-          build=None, taylor=None, rule=None):
+          build=None, taylor=None, rule=None, keywords=()):
     elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
     OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
-                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, taylor, rule)
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, taylor, rule,
+                   tuple(keywords))
 
 
-def function(name, kernel, vjp, arity=1, **facts):
-    """An operation users call by its own name (written so in formulas); its
-    derivative is its table entry, unless facts name another rule."""
+def function(name, kernel, vjp, arity=1, aliases=(), notation=CALL, **facts):
+    """An operation users call by its own name (written so in formulas), and by its
+    aliases (NumPy's and JAX's other names for it); its derivative is its table
+    entry, unless facts name another rule."""
     facts.setdefault("rule", TABLE)
-    defop(name, kernel, vjp, names=(name,), arity=arity, notation=CALL, **facts)
+    defop(name, kernel, vjp, names=(name, *aliases), arity=arity, notation=notation, **facts)
 
 
 def elementwise(f):
@@ -174,10 +189,6 @@ def value_axes(shape) -> tuple[int, ...]:
 
 def _same_shape(shapes, attr):
     return shapes[0]
-
-
-def _scalar_shape(shapes, attr):
-    return ()
 
 
 def _attr_shape(shapes, attr):
@@ -211,6 +222,49 @@ def _reshape(x, shape):
 def _expand_as_reduced(g, x):
     """A cotangent of a full reduction, shaped to broadcast against x."""
     return _reshape(g, (1,) * len(x.shape))
+
+
+# A reduction's attr: None (over the whole value, a scalar result), or (axes, keepdims)
+# with axes the sorted, non-negative value axes it runs over (sum(A, axis=-1)).
+def _reduce_axes(rank, attr):
+    """The value axes a reduction runs over, counted from the end (batch axes lead)."""
+    if attr is None:
+        return tuple(range(-rank, 0))
+    return tuple(a - rank for a in attr[0])
+
+
+def _keeps(attr) -> bool:
+    return attr is not None and attr[1]
+
+
+def _reduced_shape(shapes, attr):
+    if attr is None:
+        return ()
+    axes, keepdims = attr
+    return tuple(1 if i in axes else n for i, n in enumerate(shapes[0]) if keepdims or i not in axes)
+
+
+def _kept_shape(shape, attr):
+    """The result's shape with the reduced axes kept as 1s: it broadcasts against x."""
+    axes = range(len(shape)) if attr is None else attr[0]
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_reduced(g, x, attr):
+    """A cotangent (or value) of a reduction of x, shaped to broadcast against x."""
+    return _reshape(g, _kept_shape(x.shape, attr))
+
+
+def _axes_text(axes) -> str:
+    return str(axes[0]) if len(axes) == 1 else "(" + ", ".join(map(str, axes)) + ")"
+
+
+def _reduction_arguments(node, texts):
+    """sum(x, axis=1, keepdims=True) as the node's attr says (the parser reads it back)."""
+    if node.attr is None:
+        return texts
+    axes, keepdims = node.attr
+    return texts + [f"axis={_axes_text(axes)}"] + (["keepdims=True"] if keepdims else [])
 
 
 def _cumsum(x, reverse):
@@ -248,18 +302,27 @@ def _to_float(f):
 
 
 def _logsumexp_kernel(node):
-    axes = value_axes(node.args[0].shape)
+    axes = _reduce_axes(len(node.args[0].shape), node.attr)
+    keep = _keeps(node.attr)
 
     def logsumexp(a):
         m = np.max(a, axis=axes, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
         s = np.sum(np.exp(a - m), axis=axes, keepdims=True)
-        return (np.log(s) + m).reshape(s.shape[:s.ndim - len(axes)])
+        out = np.log(s) + m
+        return out if keep else np.squeeze(out, axis=axes)
     return logsumexp
 
 
+# softmax's attr: None (over the whole value, as scipy.special.softmax's default) or
+# the sorted, non-negative value axes it normalises over.
+def _softmax_axes(node):
+    rank = len(node.shape)
+    return value_axes(node.shape) if node.attr is None else tuple(a - rank for a in node.attr)
+
+
 def _softmax_kernel(node):
-    axes = value_axes(node.shape)
+    axes = _softmax_axes(node)
 
     def softmax(a):
         m = np.max(a, axis=axes, keepdims=True)
@@ -268,15 +331,17 @@ def _softmax_kernel(node):
     return softmax
 
 
-def _reduction(f):
+def _reduction_kernel(f):
     def kernel(node):
-        axes = value_axes(node.args[0].shape)
-        return lambda a: f(a, axis=axes)
+        axes = _reduce_axes(len(node.args[0].shape), node.attr)
+        if not _keeps(node.attr):
+            return lambda a: f(a, axis=axes)
+        return lambda a: f(a, axis=axes, keepdims=True)
     return kernel
 
 
-def _norm(a, axis):
-    return np.sqrt(np.sum(np.square(a), axis=axis))
+def _norm(a, axis, keepdims=False):
+    return np.sqrt(np.sum(np.square(a), axis=axis, keepdims=keepdims))
 
 
 def _cumulative(f):
@@ -333,7 +398,19 @@ def _trace_shape(shapes, attr):
 
 
 def _trace_vjp(g, ans, a):
-    return (_reshape(g, (1, 1)) * a.graph.const(np.eye(*a.shape)),)
+    return (_reshape(g, (1, 1)) * a.graph.const(np.eye(*a.shape, k=ans.attr or 0)),)
+
+
+# trace's attr: None, or the offset of the diagonal it sums (NumPy's offset=).
+def _trace_kernel(node):
+    offset = node.attr or 0
+    return lambda a: np.trace(a, offset=offset, axis1=-2, axis2=-1)
+
+
+def _user_trace(graph, args, span, options=None):
+    options = options or {}
+    offset = options["offset"].value if "offset" in options else 0
+    return graph.apply("trace", args, offset or None, span=span)
 
 
 def _stack_shape(shapes, attr):
@@ -565,8 +642,8 @@ def _pow_exponent_vjp(g, ans, a, b):
 
 
 def _extreme_vjp(g, ans, x):
-    tied = G.eq(x, _expand_as_reduced(ans, x))
-    share = _expand_as_reduced(g / G.sum(tied), x)
+    tied = G.eq(x, _expand_reduced(ans, x, ans.attr))
+    share = _expand_reduced(g / G.sum(tied, attr=ans.attr), x, ans.attr)
     return (G.where(tied, share, 0.0),)
 
 
@@ -580,17 +657,87 @@ def _pairwise_extreme_vjp(first, second):
     return vjp
 
 
+def _nan_ignoring_extreme_vjp(first):
+    # As maximum's, except that a nan loses: fmax(a, nan) is a, so a gets g there.
+    def vjp(g, ans, a, b):
+        tie = G.eq(a, b)
+        half = g * 0.5
+        return (G.where(G.where(G.ne(b, b), 1.0, first(a, b)), g, G.where(tie, half, 0.0)),
+                G.where(G.where(G.ne(a, a), 1.0, first(b, a)), g, G.where(tie, half, 0.0)))
+    return vjp
+
+
+# sinc'(x) = (cos(pi x) - sinc(x)) / x, which is 0 / 0 at 0 and loses digits near it:
+# there (|x| < 1/4) its Taylor series, sum over k >= 1 of (-1)^k 2k pi^2k x^(2k-1) / (2k+1)!,
+# to 10 terms (the 11th is below 1e-20 of the first), exact at 0 at every order the
+# series reaches; the quotient's operand is kept away from 0 in the branch not taken.
+_SINC_SERIES = tuple((-1) ** k * 2 * k * math.pi ** (2 * k) / math.factorial(2 * k + 1) for k in range(1, 11))
+
+
+def _sinc_slope(x):
+    x2 = x * x
+    small = G.lt(x2, 0.0625)
+    series = x2 * _SINC_SERIES[-1] + _SINC_SERIES[-2]
+    for c in reversed(_SINC_SERIES[:-2]):
+        series = series * x2 + c
+    safe = G.where(small, 1.0, x)
+    quotient = (G.cos(math.pi * safe) - G.sinc(safe)) / safe
+    return G.where(small, series * x, quotient)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_SQRT_PI_OVER_TWO = math.sqrt(math.pi) / 2.0
+_SPECIAL = "scipy.special's kernel, which no C expression here reproduces"
+
+
+def _special(name):
+    """A scipy.special ufunc as a kernel: scipy (about 0.1 s) is imported when a plan
+    needs it, never when diffcli starts."""
+    def kernel(node):
+        import scipy.special
+
+        return getattr(scipy.special, name)
+    kernel.elementwise = True
+    return kernel
+
+
+def _polygamma_kernel(node):
+    import scipy.special
+
+    order = node.attr
+    return lambda a: scipy.special.polygamma(order, a)
+
+
+_polygamma_kernel.elementwise = True
+
+
+def _user_polygamma(graph, args, span):
+    """polygamma(n, x) as scipy.special writes it: n a constant integer >= 0 (the
+    order of the derivative of digamma), which is the operation's attr."""
+    n, x = args
+    if n.op != "const" or n.shape or not (0 <= float(n.value) < 2 ** 31 and float(n.value) == int(n.value)):
+        raise ExpressionError("polygamma(n, x) needs n a constant integer >= 0", span)
+    order = int(n.value)
+    return graph.apply("digamma", (x,), span=span) if order == 0 else graph.apply("polygamma", (x,), order, span=span)
+
+
 def _norm_vjp(g, ans, x):
     nonzero = G.where(G.eq(ans, 0.0), 1.0, ans)
-    return (_expand_as_reduced(g / nonzero, x) * x,)
+    return (_expand_reduced(g / nonzero, x, ans.attr) * x,)
+
+
+def _logsumexp_vjp(g, ans, x):
+    return (_expand_reduced(g, x, ans.attr) * G.exp(x - _expand_reduced(ans, x, ans.attr)),)
 
 
 def _softmax_vjp(g, ans, x):
-    return (ans * (g - _expand_as_reduced(G.sum(g * ans), x)),)
+    if ans.attr is None:
+        return (ans * (g - _expand_as_reduced(G.sum(g * ans), x)),)
+    return (ans * (g - G.sum(g * ans, attr=(ans.attr, True))),)
 
 
 def _sum_vjp(g, ans, x):
-    return (G.broadcast_to(_expand_as_reduced(g, x), attr=x.shape),)
+    return (G.broadcast_to(_expand_reduced(g, x, ans.attr), attr=x.shape),)
 
 
 def _no_derivative(g, ans, *args):
@@ -616,7 +763,13 @@ def _at_integers(node):
 
 def _tied(node):
     x = node.args[0]
-    return G.gt(G.sum(G.eq(x, _expand_as_reduced(node, x))), 1.0)
+    return _kink_frame(G.gt(G.sum(G.eq(x, _expand_reduced(node, x, node.attr)), attr=node.attr), 1.0), node)
+
+
+def _kink_frame(condition, node):
+    """A reduction's kink condition along axes, its reduced axes kept as 1s so that
+    it broadcasts against the operand (autodiff.py lays the cotangent out alike)."""
+    return condition if node.attr is None else _expand_reduced(condition, node.args[0], node.attr)
 
 
 def _on_boundary(node):
@@ -677,13 +830,84 @@ def _library(name):
 
 
 def _user_cumulative(name):
-    """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis."""
-    def build(graph, args, span):
+    """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis,
+    or along axis=, which is brought to the front and back by reshapes and transposes
+    (they move numbers only, so the results are NumPy's)."""
+    def build(graph, args, span, options=None):
+        options = options or {}
         (x,) = args
         if not x.shape:
             raise ShapeError(f"{name} needs a vector or an array, not a scalar", span)
-        return graph.apply(name, (x,), False, span=span)
+        axis = options.get("axis")
+        (k,) = (0,) if axis is None else axes_option(axis, x.shape, name)
+        if k == 0:
+            return graph.apply(name, (x,), False, span=span)
+        if k == len(x.shape) - 1:  # the leading axis of the transpose, which reverses the axes
+            along = graph.apply(name, (graph.apply("transpose", (x,), span=span),), False, span=span)
+            return graph.apply("transpose", (along,), span=span)
+        return _along_middle_axis(graph, name, x, k, span)
     return build
+
+
+def _along_middle_axis(graph, name, x, k, span):
+    """x of shape before + rest (rest starting with axis k) as a (before, rest) matrix,
+    transposed, is rest + (before,) with axis k leading: the scan runs there."""
+    before, rest = math.prod(x.shape[:k]), x.shape[k:]
+    flat = graph.reshape(x, (before, math.prod(rest)))
+    leading = graph.reshape(graph.apply("transpose", (flat,), span=span), rest + (before,))
+    along = graph.apply(name, (leading,), False, span=span)
+    back = graph.apply("transpose", (graph.reshape(along, (math.prod(rest), before)),), span=span)
+    return graph.reshape(back, x.shape)
+
+
+def axes_option(option, shape, name, in_order=False) -> tuple[int, ...]:
+    """The sorted (or as given), non-negative axes an axis= option names (an int or a
+    tuple of them, negative counting from the end, as NumPy), or a ShapeError pointing at it."""
+    rank = len(shape)
+    given = option.value if isinstance(option.value, tuple) else (option.value,)
+    axes = []
+    for a in given:
+        if not -rank <= a < rank:
+            allowed = f"axes 0 to {rank - 1} or -{rank} to -1" if rank > 1 else "axis 0 or -1" if rank else "no axes"
+            raise ShapeError(f"{name}: axis {a} is out of range for {describe(shape)} ({allowed})", option.span)
+        axes.append(a % rank)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"{name}: axis={option.value} names an axis twice", option.span)
+    return tuple(axes) if in_order else tuple(sorted(axes))
+
+
+def _reduction_attr(x, options, name):
+    """None (the whole value, as without keywords) or (axes, keepdims)."""
+    keepdims = options["keepdims"].value if "keepdims" in options else False
+    axis = options.get("axis")
+    axes = tuple(range(len(x.shape))) if axis is None else axes_option(axis, x.shape, name)
+    if len(axes) == len(x.shape) and not keepdims:
+        return None  # one node for sum(A) and sum(A, axis=(0, 1))
+    return (axes, keepdims)
+
+
+def _user_reduction(name):
+    def build(graph, args, span, options=None):
+        options = options or {}
+        (x,) = args
+        return graph.apply(name, (x,), _reduction_attr(x, options, name), span=span)
+    return build
+
+
+def _user_softmax(graph, args, span, options=None):
+    options = options or {}
+    (x,) = args
+    attr = _reduction_attr(x, {"axis": options["axis"]} if "axis" in options else {}, "softmax")
+    return graph.apply("softmax", (x,), None if attr is None else attr[0], span=span)
+
+
+REDUCTION_KEYWORDS = (Param("axis", "axes", True), Param("keepdims", "flag"))
+
+
+def _reduction(name, kernel, vjp, **facts):
+    """A reduction users call name(x, axis=..., keepdims=...): over the whole value by default."""
+    function(name, kernel, vjp, shape=_reduced_shape, pattern="probe", notation=Call(_reduction_arguments),
+             build=_user_reduction(name), keywords=REDUCTION_KEYWORDS, **facts)
 
 
 _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
@@ -704,19 +928,19 @@ def _pow_rule(node) -> str:
 # ---------------------------------------------------------------- arithmetic
 
 defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
-      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), rule="sum rule: (u + v)' = u' + v'", taylor=series.linear)
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), names=("add",), arity=2, taylor=series.linear, rule="sum rule: (u + v)' = u' + v'")
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
-      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)),
-      rule="difference rule: (u - v)' = u' - v'", taylor=series.linear)
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), names=("subtract",), arity=2, taylor=series.linear, rule="difference rule: (u - v)' = u' - v'")
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
-      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)), rule=_PRODUCT, taylor=series.bilinear)
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)),
+      names=("multiply",), arity=2, taylor=series.bilinear, rule=_PRODUCT)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
       rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)),
-      rule=_QUOTIENT, taylor=series.div_rule)
+      names=("divide", "true_divide"), arity=2, taylor=series.div_rule, rule=_QUOTIENT)
 defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
-      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2, rule=_pow_rule, taylor=series.power_rule)
+      notation=Infix("^", POWER, ("**", "^")), names=("pow", "power"), arity=2, taylor=series.power_rule, rule=_pow_rule)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
-      diagonal="negation", notation=OWN, rule="constant multiple rule: (-u)' = -u'", taylor=series.linear)
+      diagonal="negation", notation=OWN, names=("negative",), arity=1, taylor=series.linear, rule="constant multiple rule: (-u)' = -u'")
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
 # "no contribution" (a branch of where not taken, a kink's subgradient): there
@@ -734,20 +958,26 @@ defop("cdiv", elementwise(_zero_dominant(np.divide)),
 function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"), taylor=series.SIN)
 function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"), taylor=series.COS)
 function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"), taylor=series.TAN)
-function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"), taylor=series.ASIN)
-function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"), taylor=series.ACOS)
-function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"), taylor=series.ATAN)
+function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"),
+         aliases=("arcsin",), taylor=series.ASIN)
+function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"),
+         aliases=("arccos",), taylor=series.ACOS)
+function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"),
+         aliases=("arctan",), taylor=series.ATAN)
 function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"), taylor=series.SINH)
 function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"), taylor=series.COSH)
 function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"), taylor=series.TANH)
-function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"), taylor=series.ASINH)
+function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"),
+         aliases=("arcsinh",), taylor=series.ASINH)
 function("acosh", elementwise(np.arccosh),
-         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"), taylor=series.ACOSH)
-function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"), taylor=series.ATANH)
+         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"),
+         aliases=("arccosh",), taylor=series.ACOSH)
+function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"),
+         aliases=("arctanh",), taylor=series.ATANH)
 function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"), taylor=series.EXP)
 function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"), taylor=series.EXP2)
 function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"), taylor=series.EXPM1)
-function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), taylor=series.LOG)
+function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), aliases=("ln",), taylor=series.LOG)
 function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"), taylor=series.LOG1P)
 function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"), taylor=series.LOG2)
 function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"), taylor=series.LOG10)
@@ -756,14 +986,14 @@ function("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),), c=C
                    infinite=True), taylor=series.SQRT)
 function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"), taylor=series.CBRT)
 function("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),),
-         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, taylor=series.ABS)
+         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, aliases=("absolute", "fabs"), taylor=series.ABS)
 function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"), taylor=series.constant_rule)
 function("floor", elementwise(np.floor), _no_derivative, c=C("floor({a})", True),
          kink=_jump(_at_integers, "floor jumps at integers"), taylor=series.constant_rule)
 function("ceil", elementwise(np.ceil), _no_derivative, c=C("ceil({a})", True),
          kink=_jump(_at_integers, "ceil jumps at integers"), taylor=series.constant_rule)
 function("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),),
-         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", taylor=series.SIGMOID)
+         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", aliases=("logistic",), taylor=series.SIGMOID)
 function("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),),
          no_c="np.maximum's nan and signed-zero rules have no C form written",
          kink=_one_sided("relu", "0 and 1"), selects=True, taylor=series.RELU)
@@ -775,7 +1005,7 @@ function("softplus", elementwise(lambda a: np.logaddexp(0.0, a)), lambda g, ans,
 _BINARY_LIBRARY = "the probe checks one-argument C library functions only"
 function("atan2", elementwise(np.arctan2),
          lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), arity=2,
-         broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.atan2_rule)
+         broadcasting=True, no_c=_BINARY_LIBRARY, aliases=("arctan2",), taylor=series.atan2_rule)
 function("hypot", elementwise(np.hypot), lambda g, ans, a, b: (g * a / ans, g * b / ans), arity=2,
          broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.hypot_rule)
 function("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), arity=2, broadcasting=True,
@@ -787,6 +1017,47 @@ function("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
          broadcasting=True, c=C("{a} != 0.0 ? {b} : {c}", True), selects=True,
          kink=Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
                                        "of the comparison equal)", "differentiating the branch it chose"), taylor=series.where_rule)
+
+# ---------------------------------------------------------------- NumPy's other functions (issue 19)
+
+defop("mod", elementwise(np.mod), lambda g, ans, a, b: (g, -(g * G.floor(a / b))), broadcasting=True,
+      kink=Kink(lambda node: G.eq(node, 0.0), "mod jumps where a is a multiple of b (its value falls back to 0)",
+                "using the derivatives 1 and -floor(a/b) of the side it is on, as PyTorch does"),
+      no_c="np.mod's sign fix-ups have no C form written", notation=Infix("%", MUL, ("%",)),
+      names=("mod", "remainder"), arity=2, taylor=series.mod_rule,
+      rule="remainder: (u % v)' = u' - floor(u / v) v' (away from its jumps)")
+function("logaddexp", elementwise(np.logaddexp),
+         lambda g, ans, a, b: (g * G.exp(a - ans), g * G.exp(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY, taylor=series.logaddexp_rule("e"))
+function("logaddexp2", elementwise(np.logaddexp2),
+         lambda g, ans, a, b: (g * G.exp2(a - ans), g * G.exp2(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY, taylor=series.logaddexp_rule(2))
+function("fmax", elementwise(np.fmax), _nan_ignoring_extreme_vjp(G.gt), arity=2, broadcasting=True,
+         no_c="C's fmax returns either zero of two signed zeros, np.fmax the first",
+         kink=_pairwise_kink("fmax"), selects=True, taylor=series.pairwise_extreme(series.nan_losing(np.greater)))
+function("fmin", elementwise(np.fmin), _nan_ignoring_extreme_vjp(G.lt), arity=2, broadcasting=True,
+         no_c="C's fmin returns either zero of two signed zeros, np.fmin the first",
+         kink=_pairwise_kink("fmin"), selects=True, taylor=series.pairwise_extreme(series.nan_losing(np.less)))
+function("round", elementwise(np.rint), _no_derivative, no_c=_NOT_WRITTEN,
+         kink=_jump(lambda node: G.eq(G.abs(node.args[0] - node), 0.5), "round jumps half-way between integers"),
+         taylor=series.constant_rule)
+function("sinc", elementwise(np.sinc), lambda g, ans, x: (g * _sinc_slope(x),), no_c=_NOT_WRITTEN,
+         taylor=series.SINC)
+
+# scipy.special's, imported when a plan first runs one (never when diffcli starts).
+function("erf", _special("erf"), lambda g, ans, x: (g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x))),),
+         no_c=_SPECIAL, taylor=series.ERF)
+function("erfc", _special("erfc"), lambda g, ans, x: (-(g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x)))),),
+         no_c=_SPECIAL, taylor=series.ERFC)
+function("erfinv", _special("erfinv"), lambda g, ans, x: (g * (_SQRT_PI_OVER_TWO * G.exp(ans * ans)),),
+         no_c=_SPECIAL, taylor=series.ERFINV)
+function("lgamma", _special("gammaln"), lambda g, ans, x: (g * G.digamma(x),), no_c=_SPECIAL,
+         aliases=("gammaln",), taylor=series.polygamma_family(-1))
+function("digamma", _special("psi"), lambda g, ans, x: (g * G.polygamma(x, attr=1),), no_c=_SPECIAL,
+         aliases=("psi",), taylor=series.polygamma_family(0))
+function("polygamma", _polygamma_kernel, lambda g, ans, x: (g * G.polygamma(x, attr=ans.attr + 1),),
+         no_c=_SPECIAL, arity=2, build=_user_polygamma,
+         notation=Call(lambda node, texts: [str(node.attr)] + texts), taylor=series.polygamma_family(None))
 
 # ---------------------------------------------------------------- comparisons (0.0 / 1.0)
 
@@ -801,39 +1072,40 @@ defop("ne", **_comparison(np.not_equal, "!="))
 
 # The ufuncs' reduce methods directly: np.sum and friends add microseconds of
 # Python per call, which is most of the cost for one point.
-function("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape, pattern="probe",
-         rule="linearity: sum(u)' = sum(u')", taylor=series.linear)
-function("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
-         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("max"), selects=True, taylor=series.extreme_reduction)
-function("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
-         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("min"), selects=True, taylor=series.extreme_reduction)
-function("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape, pattern="probe",
-         kink=Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0", "using the subgradient 0" + _PYTORCH), taylor=series.norm_rule)
-function("logsumexp", _logsumexp_kernel,
-         lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
-         shape=_scalar_shape, pattern="probe", taylor=series.logsumexp_rule)
-function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe", taylor=series.softmax_rule)
+_reduction("sum", _reduction_kernel(np.add.reduce), _sum_vjp, taylor=series.linear)
+_reduction("max", _reduction_kernel(np.maximum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
+           kink=_ties_kink("max"), selects=True, taylor=series.extreme_reduction)
+_reduction("min", _reduction_kernel(np.minimum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
+           kink=_ties_kink("min"), selects=True, taylor=series.extreme_reduction)
+# norm(x) is the 2-norm (Frobenius for a matrix); norm(x, ord=...) is built by
+# functions.py from sum, max, min and abs, which are exact compositions.
+_reduction("norm", _reduction_kernel(_norm), _norm_vjp,
+           kink=Kink(lambda n: _kink_frame(G.eq(n, 0.0), n), "norm is not differentiable at 0",
+                     "using the subgradient 0" + _PYTORCH), taylor=series.norm_rule)
+_reduction("logsumexp", _logsumexp_kernel, _logsumexp_vjp, taylor=series.logsumexp_rule)
+function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe",
+         notation=Call(lambda node, texts: texts + ([] if node.attr is None else [f"axis={_axes_text(node.attr)}"])),
+         build=_user_softmax, keywords=(Param("axis", "axes", True),), taylor=series.softmax_rule)
 
 # ---------------------------------------------------------------- along the leading value axis
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
       rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
-      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), rule="linearity: cumsum(u)' = cumsum(u')", taylor=series.linear)
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),), taylor=series.linear, rule="linearity: cumsum(u)' = cumsum(u')")
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
       notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"),
-      rule="product rule for each running product: (u0 u1 ... ui)' = sum over k of u'k times the others", taylor=series.cumprod_rule)
-defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN,
-      rule="sum and product rules, entry by entry: (h + a s)' = h' + a' s + a s'", taylor=series.linscan_rule)
+      keywords=(Param("axis", "int", True),), taylor=series.cumprod_rule, rule="product rule for each running product: (u0 u1 ... ui)' = sum over k of u'k times the others")
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN, taylor=series.linscan_rule, rule="sum and product rules, entry by entry: (h + a s)' = h' + a' s + a s'")
 
 # ---------------------------------------------------------------- linear algebra
 
 defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
       notation=Infix("@", MUL, ("@",)), rule="product rule: (A B)' = A' B + A B'", taylor=series.bilinear)
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
-         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True,
-         rule=_LINEAR, taylor=series.linear)
-function("trace", lambda node: lambda a: np.trace(a, axis1=-2, axis2=-1), _trace_vjp, shape=_trace_shape,
-         pattern="probe", rule=_LINEAR, taylor=series.linear)
+         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True, taylor=series.linear, rule=_LINEAR)
+function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape, pattern="probe", build=_user_trace,
+         notation=Call(lambda node, texts: texts + ([f"offset={node.attr}"] if node.attr else [])),
+         keywords=(Param("offset", "int", True),), taylor=series.linear, rule=_LINEAR)
 
 # ---------------------------------------------------------------- structure
 
