@@ -613,7 +613,7 @@ def test_implicit_multiplication_and_degrees_through_the_command(expression, at,
 
 
 @pytest.mark.parametrize("expression,message", [
-    ("ln(x)", "diffcli: error: unknown function 'ln': did you mean 'log'?\n  ln(x)\n  ^^\n"),
+    ("sen(x)", "diffcli: error: unknown function 'sen': did you mean 'sin'?\n  sen(x)\n  ^^^\n"),
     ("np.sin(x)", "diffcli: error: 'np.sin': diffcli's names take no module prefix: did you mean 'sin'?\n"),
     ("cot(x)", "diffcli: error: unknown function 'cot': did you mean 1/tan(x)? (or 'dot', 'cos')\n"),
     ("x 2", "diffcli: error: missing operator before '2': write '*' to multiply, as in x*2\n"),

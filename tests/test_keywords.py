@@ -170,7 +170,7 @@ def test_the_cli_points_a_caret_at_a_bad_keyword():
     done = subprocess.run(_diffcli_command() + ["grad", "sum(x, axes=0)", "--at", "x=[1,2]"],
                           capture_output=True, text=True, env=_env(), timeout=60)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == ["error: sum has no keyword argument 'axes' (it takes axis, keepdims)",
+    assert done.stderr.splitlines() == ["diffcli: error: sum has no keyword argument 'axes' (it takes axis, keepdims)",
                                         "  sum(x, axes=0)", "         ^^^^"]
 
 

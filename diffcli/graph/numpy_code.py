@@ -29,14 +29,15 @@ HELPERS = {
     "_sigmoid": '''def _sigmoid(x):
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))''',
-    "_logsumexp": '''def _logsumexp(x):
-    m = np.max(x)
-    m = m if np.isfinite(m) else 0.0
-    return np.log(np.sum(np.exp(x - m))) + m''',
-    "_softmax": '''def _softmax(x):
-    m = np.max(x)
-    e = np.exp(x - (m if np.isfinite(m) else 0.0))
-    return e / np.sum(e)''',
+    "_logsumexp": '''def _logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)''',
+    "_softmax": '''def _softmax(x, axis=None):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - np.where(np.isfinite(m), m, 0.0))
+    return e / np.sum(e, axis=axis, keepdims=True)''',
     "_scatter": '''def _scatter(values, where, shape):
     out = np.zeros(shape)
     out[where] = values
@@ -65,6 +66,8 @@ def function_source(root: Node, function_name: str, parameters: tuple[str, ...])
     def render(node, args):
         text, level = _render(node, args)
         used.update(h for h in HELPERS if h + "(" in text)
+        if "scipy.special." in text:
+            used.add("scipy")
         return text, level
 
     spelled = tuple(spell_name(p) for p in parameters)
@@ -78,7 +81,8 @@ def function_source(root: Node, function_name: str, parameters: tuple[str, ...])
 def module_source(functions: list[tuple[str, set[str]]]) -> str:
     """The import, the helpers any function needs, then the functions."""
     needed = set().union(*(used for _, used in functions)) if functions else set()
-    parts = ["import numpy as np"] + [HELPERS[h] for h in HELPERS if h in needed] + [f for f, _ in functions]
+    imports = "import numpy as np" + ("\nimport scipy.special" if "scipy" in needed else "")
+    parts = [imports] + [HELPERS[h] for h in HELPERS if h in needed] + [f for f, _ in functions]
     return "\n\n\n".join(parts) + "\n"
 
 
@@ -147,6 +151,23 @@ def _sum_to(node, args):
     return _call("np.sum", args, f"axis={axes}", "keepdims=True")
 
 
+def _axes(node) -> list[str]:
+    """A reduction's axis= and keepdims= (none for the whole value, its attr None)."""
+    if node.attr is None:
+        return []
+    axes, keepdims = node.attr
+    return [f"axis={axes}"] + (["keepdims=True"] if keepdims else [])
+
+
+def _norm(node, args):
+    inner = _call("np.sum", [(f"np.square({args[0][0]})", ATOM)], *_axes(node))[0]
+    return f"np.sqrt({inner})", ATOM
+
+
+def _special(name):
+    return lambda node, args: _call("scipy.special." + name, args)
+
+
 def _scatter_sum(node, args):
     shape = _shape(node.attr[1])
     parts = [f"_scatter({arg[0]}, {_key(items)}, {shape})" for items, arg in zip(node.attr[0], args)]
@@ -161,17 +182,24 @@ _OWN = {
     "softplus": lambda node, args: (f"np.logaddexp(0.0, {args[0][0]})", ATOM),
     "where": lambda node, args: (f"np.where({_wrap(args[0], COMPARE + 1)} != 0, {args[1][0]}, {args[2][0]})",
                                  ATOM),
-    "sum": lambda node, args: _call("np.sum", args),
-    "max": lambda node, args: _call("np.max", args),
-    "min": lambda node, args: _call("np.min", args),
-    "norm": lambda node, args: (f"np.sqrt(np.sum(np.square({args[0][0]})))", ATOM),
-    "logsumexp": lambda node, args: _call("_logsumexp", args),
-    "softmax": lambda node, args: _call("_softmax", args),
+    "sum": lambda node, args: _call("np.sum", args, *_axes(node)),
+    "max": lambda node, args: _call("np.max", args, *_axes(node)),
+    "min": lambda node, args: _call("np.min", args, *_axes(node)),
+    "norm": _norm,
+    "logsumexp": lambda node, args: _call("_logsumexp", args, *_axes(node)),
+    "softmax": lambda node, args: _call("_softmax", args, *([] if node.attr is None else [f"axis={node.attr}"])),
+    "sinc": lambda node, args: _call("np.sinc", args),
+    "erf": _special("erf"),
+    "erfc": _special("erfc"),
+    "erfinv": _special("erfinv"),
+    "lgamma": _special("gammaln"),
+    "digamma": _special("psi"),
+    "polygamma": lambda node, args: _call("scipy.special.polygamma", [(str(node.attr), ATOM)] + list(args)),
     "cumsum": _cumulative,
     "cumprod": _cumulative,
     "linscan": lambda node, args: _call("_linscan", args, str(bool(node.attr))),
     "transpose": lambda node, args: _call("np.transpose", args),
-    "trace": lambda node, args: _call("np.trace", args),
+    "trace": lambda node, args: _call("np.trace", args, *([f"offset={node.attr}"] if node.attr else [])),
     "stack": lambda node, args: (f"np.array([{', '.join(t for t, _ in args)}])", ATOM),
     "index": lambda node, args: (f"{_wrap(args[0], POSTFIX)}[{', '.join(_subscript(i) for i in node.attr)}]",
                                  POSTFIX),

@@ -17,11 +17,11 @@ from .functions import CONSTANTS, FUNCTIONS
 # other tools' name -> diffcli's names (the first that exists is suggested) or a formula in x
 MEANINGS: dict[str, tuple[str, ...]] = {
     # logarithms and exponentials
-    "ln": ("log",), "loge": ("log",), "lg": ("log10",), "lb": ("log2",), "ld": ("log2",),
+    "loge": ("log",), "lg": ("log10",), "lb": ("log2",), "ld": ("log2",),
     "log_10": ("log10",), "log_2": ("log2",), "exp10": ("10^x",), "pow10": ("10^x",),
-    "exponential": ("exp",), "power": ("pow",), "float_power": ("pow",), "sqr": ("x^2",),
-    "square": ("x^2",), "cube": ("x^3",), "cuberoot": ("cbrt",), "cube_root": ("cbrt",),
-    "logaddexp": ("logsumexp",), "reduce_logsumexp": ("logsumexp",),
+    "exponential": ("exp",), "float_power": ("pow",), "sqr": ("x^2",),
+    "cube": ("x^3",), "cuberoot": ("cbrt",), "cube_root": ("cbrt",),
+    "reduce_logsumexp": ("logsumexp",),
     # trigonometry, in English, Spanish, Italian, Portuguese, French and Russian/German spellings
     "sen": ("sin",), "sine": ("sin",), "cosine": ("cos",), "tg": ("tan",), "tang": ("tan",),
     "arcsin": ("arcsin", "asin"), "arcsen": ("arcsin", "asin"), "asen": ("arcsin", "asin"),
@@ -40,9 +40,8 @@ MEANINGS: dict[str, tuple[str, ...]] = {
     "arctanh": ("arctanh", "atanh"), "artanh": ("arctanh", "atanh"), "argth": ("arctanh", "atanh"),
     "coth": ("coth", "1/tanh(x)"), "sech": ("sech", "1/cosh(x)"), "csch": ("csch", "1/sinh(x)"),
     # elementwise
-    "fabs": ("abs",), "absolute": ("abs",), "sgn": ("sign",), "signum": ("sign",), "ceiling": ("ceil",),
-    "fmax": ("maximum",), "fmin": ("minimum",), "expit": ("sigmoid",), "logistic": ("sigmoid",),
-    "logit": ("log(x/(1-x))",), "root": ("sqrt",), "sqroot": ("sqrt",),
+    "sgn": ("sign",), "signum": ("sign",), "ceiling": ("ceil",),
+    "expit": ("sigmoid",),     "logit": ("log(x/(1-x))",), "root": ("sqrt",), "sqroot": ("sqrt",),
     # reductions and linear algebra
     "amax": ("max",), "amin": ("min",), "reduce_max": ("max",), "reduce_min": ("min",),
     "average": ("mean",), "avg": ("mean",), "reduce_mean": ("mean",), "total": ("sum",),
