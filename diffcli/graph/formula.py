@@ -29,15 +29,22 @@ def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     """The text of root's value, as 'let; let; result'."""
     order = topological_order([root])
     uses: dict[int, int] = {}
+    lifts_to_drop: set[int] = set()  # rank lifts read only by operations that broadcast
+    reads_ranked: set[int] = set()
     for node in order:
         for a in node.args:
             # A scan's operands are spelled out once per entry: name them instead.
             uses[a.id] = uses.get(a.id, 0) + (2 if node.op == "linscan" else 1)
+            if _broadcasts(node):
+                lifts_to_drop.add(a.id)
+            else:
+                reads_ranked.add(a.id)
+    lifts_to_drop -= reads_ranked
     names = _fresh_names(reserved)
     texts: dict[int, tuple[str, int]] = {}
     lets: list[str] = []
     for node in order:
-        text, level = _render(node, [texts[a.id] for a in node.args])
+        text, level = _render(node, [texts[a.id] for a in node.args], node.id in lifts_to_drop)
         shared = uses.get(node.id, 0) > 1
         if node is not root and (shared or len(text) > LONG) and not _is_leaf(node):
             name = next(names)
@@ -56,6 +63,12 @@ def _fresh_names(reserved):
             yield f"t{i}"
 
 
+def _broadcasts(node: Node) -> bool:
+    """Its operands are lined up by the language's own broadcasting, which lifts a
+    lower rank with leading axes of size 1, as a lift (reshape) in the graph does."""
+    return OPS[node.op].broadcasting or node.op == "broadcast_to"
+
+
 def _is_leaf(node: Node) -> bool:
     return node.op == "var" or (node.op == "const" and node.size == 1)
 
@@ -65,7 +78,9 @@ def _wrap(part: tuple[str, int], minimum: int) -> str:
     return text if level >= minimum else f"({text})"
 
 
-def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
+def _render(node: Node, args: list[tuple[str, int]], drop_lift: bool = False) -> tuple[str, int]:
+    """node's text from its operands' texts. drop_lift: node is read only where
+    broadcasting lifts ranks anyway, so a rank lift may be written as nothing."""
     op = node.op
     if op == "var":
         return node.attr, ATOM
@@ -96,7 +111,7 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
     if op == "stack":
         return f"[{', '.join(text for text, _ in args)}]", ATOM
     if op == "reshape":
-        return _reshape(node, args[0])
+        return _reshape(node, args[0], drop_lift)
     if op == "broadcast_to":
         ones = _constant(np.ones(node.shape))
         return f"{_wrap(args[0], MUL)} * {ones[0]}", MUL
@@ -154,11 +169,15 @@ def _subscript(item) -> str:
     return text + (f":{step}" if step is not None else "")
 
 
-def _reshape(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+def _reshape(node: Node, arg: tuple[str, int], drop_lift: bool) -> tuple[str, int]:
     source, target = node.args[0].shape, node.shape
     lifted = len(target) - len(source)
     if lifted >= 0 and target[lifted:] == source and all(s == 1 for s in target[:lifted]):
-        return arg  # the language lifts ranks the same way when it broadcasts
+        if drop_lift:
+            return arg  # the language lifts ranks the same way when it broadcasts
+        # Elsewhere (transpose, indexing, @, the result itself) the axes must be
+        # there: each [ ] of one element adds a leading axis of size 1.
+        return "[" * lifted + arg[0] + "]" * lifted, ATOM
     dropped = len(source) - len(target)
     if dropped > 0 and source[dropped:] == target and all(s == 1 for s in source[:dropped]):
         return f"{_wrap(arg, POSTFIX)}[{', '.join(['0'] * dropped)}]", POSTFIX
@@ -210,7 +229,7 @@ def _linscan(node: Node, args) -> tuple[str, int]:
     mirror image from the start."""
     n = node.shape[0]
     _check_literal_size((n * n,))
-    h, a = (_wrap(arg, POSTFIX) for arg in args)
+    h, a = (_scan_operand(operand, part) for operand, part in zip(node.args, args))
     step = 1 if node.attr else -1
     entries = []
     for i in range(n):
@@ -218,11 +237,24 @@ def _linscan(node: Node, args) -> tuple[str, int]:
         while 0 <= j + step < n:
             j += step
             chain.append(j)
-        text = f"{h}[{chain[-1]}]"
+        text = h(chain[-1])
         for k in reversed(chain[:-1]):
-            text = f"{h}[{k}] + {a}[{k}] * ({text})"
+            text = f"{h(k)} + {a(k)} * ({text})"
         entries.append(text)
     return "[" + ", ".join(entries) + "]", ATOM
+
+
+def _scan_operand(operand: Node, part: tuple[str, int]):
+    """Entry k of a scan's operand along the scan's axis: the scan broadcasts its
+    operands, so one of size 1 there gives its only entry to every k, and a
+    constant of one number is that number."""
+    if operand.op == "const" and operand.uniform is not None:
+        number = _wrap(_number(operand.uniform), POSTFIX)
+        return lambda k: number
+    base = _wrap(part, POSTFIX)
+    if operand.shape[0] == 1:
+        return lambda k: f"{base}[0]"
+    return lambda k: f"{base}[{k}]"
 
 
 def _elementwise_literal(node, arg, source_index) -> tuple[str, int]:
