@@ -150,10 +150,13 @@ class Function:
         return method(tangents, at, batch_ndim=batch_ndim)
 
     def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
-                 wrt: Iterable[str] | None = None, order: int = 1) -> dict:
+                 wrt: Iterable[str] | None = None, order: int = 1, simplify: bool = True) -> dict:
         """Derivatives as formulas in diffcli's language, feedable to eval.
         kind: 'gradient', 'jacobian', 'hessian' or 'derivative' (with order).
-        Variables are scalars unless shapes says otherwise."""
+        Variables are scalars unless shapes says otherwise. simplify: rewritten
+        to a shorter form (graph/simplify.py), equal on the reals wherever both
+        are defined; False prints the derivative graph as it is, which gives
+        grad's numbers bit for bit wherever every value involved is finite."""
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
         out = binding.output
@@ -171,6 +174,11 @@ class Function:
         from ..graph.formula import formula  # only --symbolic needs it
 
         reserved = self.variables
+        if simplify:
+            from ..graph.simplify import simplified
+
+            nodes = simplified(nodes)
+
         return {k: ({b: formula(n, reserved) for b, n in v.items()} if isinstance(v, dict)
                     else formula(v, reserved)) for k, v in nodes.items()}
 

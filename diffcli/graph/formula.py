@@ -129,8 +129,9 @@ def _render(node: Node, args: list[tuple[str, int]], drop_lift: bool = False) ->
 
 
 def _scalar_if_uniform(node: Node, arg: Node, part: tuple[str, int]) -> tuple[str, int]:
-    """[2, 2, 2] * x is written 2 * x when broadcasting the scalar gives the same numbers."""
-    if arg.op != "const" or arg.size <= 1 or node.op == "matmul":
+    """[2, 2, 2] * x (or [2] * x, a lifted 2) is written 2 * x when broadcasting the
+    scalar gives the same numbers."""
+    if arg.op != "const" or not arg.shape or node.op == "matmul":
         return part
     others = [o.shape for o in node.args if o is not arg]
     first = float(arg.value.ravel()[0])

@@ -1,0 +1,451 @@
+"""Shorter derivative formulas: the derivative graph rewritten to a normal form
+before it is printed (`--symbolic`).
+
+The normal form is SymPy's for sums and products (Add and Mul with numeric
+coefficients and powers): each node's value is a sum of terms, each term a
+number times a product of atoms raised to numeric powers. Building it collects
+constants through products and quotients (a/(2b)*2 -> a/b), combines like
+terms (2x + 3x -> 5x) and like factors (x*x -> x^2, sqrt(t)/t -> 1/sqrt(t)),
+reads uniform constants as numbers ([2]*x -> 2*x) and keeps one sign per term.
+An atom is anything else (a variable, sin(...), indexing, @, ...), built from
+its simplified operands; a sum that meets a product or a power becomes an atom
+too (sums are not multiplied out, which could grow without bound), but it keeps
+its terms so that a common denominator can expand it back when that is
+shorter: what SymPy's together/cancel reach, chosen by size as an e-graph
+extraction would (egg's cost function: the operation count).
+
+Every rewrite is an identity on the reals wherever both sides are defined:
+powers are split over products, and (a^k)^p merged, only for integer p or
+where the base cannot be negative, so sqrt(x^2) stays |x|'s formula and is not
+x. The numbers are those of `grad` up to rounding (tests/test_simplify.py
+compares them at random points), not bit for bit: the graph printed without
+this step is (Function.formulas(simplify=False)).
+
+Nodes are visited in topological order and each one's form is built from its
+operands' forms, so nothing recurses on the depth of an expression; a form is
+kept to MAX_TERMS terms and MAX_FACTORS factors (beyond, it becomes an atom),
+so the work stays linear in the size of the graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .nodes import Graph, Node, topological_order
+from .ops import OPS
+
+MAX_TERMS = 24  # terms of one sum before it is kept as an atom
+MAX_FACTORS = 24  # factors of one product likewise
+MAX_EXPANDED = 48  # terms a common numerator may be multiplied out into
+_INNER = -1  # stands for the sum left after a common factor is taken out (costing only)
+
+# Linear operations of one operand: a number in front of the operand comes out
+# in front of the result (sum(2 * x) -> 2 * sum(x)). Operations that only move
+# entries (their record's pattern "moves") are linear too.
+_LINEAR = frozenset({"sum", "sum_to", "cumsum", "trace"})
+_PRODUCTS = frozenset({"mul", "cmul"})  # cmul/cdiv are printed as * and / anyway
+_QUOTIENTS = frozenset({"div", "cdiv"})
+
+
+class Form:
+    """terms: {monomial: coefficient}; a monomial is a sorted tuple of (atom id,
+    exponent); () is the constant term. shape: the value's shape (terms that
+    cancel must not take their broadcasting with them)."""
+
+    __slots__ = ("terms", "shape")
+
+    def __init__(self, terms: dict, shape: tuple):
+        self.terms = terms
+        self.shape = shape
+
+    def single(self):
+        """(coefficient, monomial) of a form of one term, else None."""
+        if len(self.terms) != 1:
+            return None
+        ((monomial, coefficient),) = self.terms.items()
+        return coefficient, monomial
+
+    def constant(self) -> float | None:
+        if not self.terms:
+            return 0.0
+        single = self.single()
+        return single[0] if single is not None and not single[1] else None
+
+
+def simplified(nodes):
+    """The same structure (a node, or dicts of nodes, as Function.formulas has
+    them) with each derivative node replaced by its simplified equivalent, all
+    in one new graph (so what they share is built, and named, once)."""
+    roots: list[Node] = []
+    _collect(nodes, roots)
+    simplifier = Simplifier()
+    simplifier.run(roots)
+    return _replace(nodes, simplifier.node_of)
+
+
+def _collect(tree, out):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            _collect(value, out)
+    else:
+        out.append(tree)
+
+
+def _replace(tree, node_of):
+    if isinstance(tree, dict):
+        return {k: _replace(v, node_of) for k, v in tree.items()}
+    return node_of(tree)
+
+
+class Simplifier:
+    def __init__(self):
+        self.graph = Graph()
+        self.forms: dict[int, Form] = {}  # by the original node's id
+        self.built: dict[int, Node] = {}  # likewise: the simplified node
+        self.atoms: dict[int, Node] = {}  # by the new node's id
+        self.expansions: dict[int, Form] = {}  # a sum kept as an atom: its terms
+        self.atom_forms: dict[int, Form] = {}
+
+    def run(self, roots) -> None:
+        order = topological_order(roots)
+        # Variables first, by name: products list their factors in atom order (x * y).
+        for node in sorted((n for n in order if n.op == "var"), key=lambda n: n.attr):
+            self.graph.var(node.attr, node.shape)
+        for node in order:
+            self.forms[node.id] = self.form_of(node)
+
+    def node_of(self, original: Node) -> Node:
+        node = self.built.get(original.id)
+        if node is None:
+            node = self.built[original.id] = self.build(self.forms[original.id])
+        return node
+
+    # ------------------------------------------------------------ graph -> forms
+
+    def form_of(self, node: Node) -> Form:
+        op, args = node.op, node.args
+        if op == "var":
+            return self.atom(self.graph.var(node.attr, node.shape))
+        if op == "const":
+            return self.constant_form(node)
+        forms = [self.forms[a.id] for a in args]
+        if op == "add":
+            return self.add(forms[0], forms[1])
+        if op == "sub":
+            return self.add(forms[0], self.scale(forms[1], -1.0))
+        if op == "neg":
+            return self.scale(forms[0], -1.0)
+        if op in _PRODUCTS:
+            return self.multiply(forms[0], forms[1])
+        if op in _QUOTIENTS:
+            return self.multiply(forms[0], self.power(forms[1], -1.0))
+        if op == "pow" and forms[1].constant() is not None and node.shape == args[0].shape:
+            return self.power(forms[0], forms[1].constant())
+        if op == "sqrt":
+            return self.power(forms[0], 0.5)
+        return self.operation(node, forms)
+
+    def constant_form(self, node: Node) -> Form:
+        number = node.uniform
+        if number is None or not math.isfinite(number):
+            return self.atom(self.graph.const(node.value))
+        return Form({(): number} if number != 0.0 else {}, node.shape)
+
+    def operation(self, node: Node, forms: list[Form]) -> Form:
+        """An atom: the operation applied to its simplified operands, with a number
+        in front of the operand of a linear operation taken out in front."""
+        factor = 1.0
+        linear = node.op in _LINEAR or (OPS[node.op].pattern == "moves" and len(forms) == 1)
+        if linear or node.op == "matmul":
+            pulled = []
+            for form in forms:
+                single = form.single()
+                if single is not None and single[0] != 1.0 and single[1]:
+                    factor *= single[0]
+                    form = Form({single[1]: 1.0}, form.shape)
+                pulled.append(form)
+            forms = pulled
+        operands = [self.build(f) for f in forms]
+        atom = self.atom(self.graph.apply(node.op, operands, node.attr))
+        return self.scale(atom, factor) if factor != 1.0 else atom
+
+    def atom(self, node: Node) -> Form:
+        if node.op == "const":
+            if node.uniform is not None and math.isfinite(node.uniform):
+                return Form({(): node.uniform} if node.uniform != 0.0 else {}, node.shape)
+        self.atoms[node.id] = node
+        return Form({((node.id, 1.0),): 1.0}, node.shape)
+
+    def frozen(self, form: Form) -> Form:
+        """form as one atom (its terms remembered for a common numerator)."""
+        node = self.build(form)
+        atom = self.atom(node)
+        if len(form.terms) > 1 and atom.single() is not None and atom.single()[1]:
+            self.expansions[node.id] = form
+        return atom
+
+    # ------------------------------------------------------------ arithmetic on forms
+
+    def add(self, a: Form, b: Form) -> Form:
+        terms = dict(a.terms)
+        for monomial, c in b.terms.items():
+            total = terms.get(monomial, 0.0) + c
+            if total == 0.0:
+                terms.pop(monomial, None)
+            else:
+                terms[monomial] = total
+        form = Form(terms, _broadcast(a.shape, b.shape))
+        return self.frozen(form) if len(terms) > MAX_TERMS else form
+
+    def scale(self, a: Form, c: float) -> Form:
+        if c == 0.0:
+            return Form({}, a.shape)
+        return Form({m: k * c for m, k in a.terms.items()}, a.shape)
+
+    def multiply(self, a: Form, b: Form) -> Form:
+        shape = _broadcast(a.shape, b.shape)
+        for one, other in ((a, b), (b, a)):
+            c = one.constant()
+            if c is not None:
+                scaled = self.scale(other, c)
+                return Form(scaled.terms, shape)
+        if a.single() is None:
+            a = self.frozen(a)
+        if b.single() is None:
+            b = self.frozen(b)
+        (ca, ma), (cb, mb) = a.single(), b.single()
+        monomial = _times(ma, mb)
+        form = Form({monomial: ca * cb}, shape)
+        return self.frozen(form) if len(monomial) > MAX_FACTORS else form
+
+    def power(self, a: Form, p: float) -> Form:
+        if p == 1.0:
+            return a
+        if p == 0.0:  # x^0 is 1 for every x (NumPy's pow, nan and inf included)
+            return Form({(): 1.0}, a.shape)
+        c = a.constant()
+        if c is not None:  # NumPy's power of the number: a number, or an atom for inf and nan
+            with np.errstate(all="ignore"):
+                value = float(np.power(c, p))
+            if math.isfinite(value):
+                return Form({(): value} if value != 0.0 else {}, a.shape)
+            return self.atom(self.graph.apply("pow", (self.build(a), p)))
+        single = a.single()
+        if single is not None and _splits(single, p):
+            coefficient, monomial = single
+            return Form({tuple((i, k * p) for i, k in monomial): coefficient ** p}, a.shape)
+        if single is None or len(single[1]) != 1 or single[0] != 1.0 or \
+                (single[1][0][1] != 1.0 and not p.is_integer()):
+            a = self.frozen(a)  # now one atom to the power 1
+        ((i, k),) = next(iter(a.terms))
+        return Form({((i, k * p),): 1.0}, a.shape)
+
+    # ------------------------------------------------------------ forms -> graph
+
+    def build(self, form: Form) -> Node:
+        """The shortest of the form written as it is, with a common factor (or
+        denominator) taken out, and with that factor's numerator multiplied out."""
+        single = form.single()
+        if single is not None:
+            node = self.term_node(*single)
+        elif not form.terms:
+            node = self.graph.const(0.0)
+        else:
+            best = (sum_cost(form.terms), None)
+            factored = self.factored(form)
+            if factored is not None and factored[0] <= best[0]:  # on a tie, each atom written fewer times
+                best = factored
+            if best[1] is None:
+                node = self.sum_node(form.terms)
+            else:
+                coefficient, common, inner = best[1]
+                if inner is None:
+                    return self.fitted(self.term_node(coefficient, common), form.shape)
+                inner_node = self.sum_node(inner)
+                self.atoms[inner_node.id] = inner_node
+                self.expansions.setdefault(inner_node.id, Form(inner, form.shape))
+                node = self.term_node(coefficient, _times(common, ((inner_node.id, 1.0),)))
+        return self.fitted(node, form.shape)
+
+    def factored(self, form: Form):
+        """(cost, (coefficient, common monomial, inner terms)) with the common factor of
+        every term taken out (negative powers: a common denominator), or None."""
+        terms = form.terms
+        common = _common_monomial(list(terms))
+        coefficients = list(terms.values())
+        coefficient = abs(coefficients[0]) if all(abs(c) == abs(coefficients[0]) for c in coefficients) else 1.0
+        if all(c < 0 for c in coefficients):
+            coefficient = -coefficient
+        if not common and coefficient == 1.0:
+            return None
+        inner = {_divided(m, common): c / coefficient for m, c in terms.items()}
+        expanded = self.expanded(inner)
+        if expanded is not None and sum_cost(expanded) < sum_cost(inner):
+            inner = expanded
+        if len(inner) == 1:  # everything cancelled down to one term
+            ((m, c),) = inner.items()
+            whole = (c * coefficient, _times(common, m))
+            return term_cost(*whole), (*whole, None)
+        cost = sum_cost(inner) + term_cost(coefficient, _times(common, ((_INNER, 1.0),)))
+        return cost, (coefficient, common, inner)
+
+    def expanded(self, terms: dict) -> dict | None:
+        """terms with the sums kept as atoms (to a positive integer power) multiplied
+        out and like terms combined; None if there is none or it grows too large."""
+        total: dict = {}
+        grew = False
+        for monomial, c in terms.items():
+            product = {(): c}
+            for i, k in monomial:
+                expansion = self.expansions.get(i)
+                if expansion is not None and k.is_integer() and 0 < k <= 2:
+                    for _ in range(int(k)):
+                        product = _poly_times(product, expansion.terms)
+                    grew = True
+                else:
+                    product = _poly_times(product, {((i, k),): 1.0})
+                if len(product) > MAX_EXPANDED:
+                    return None
+            for m, value in product.items():
+                total[m] = total.get(m, 0.0) + value
+                if total[m] == 0.0:
+                    del total[m]
+            if len(total) > MAX_EXPANDED:
+                return None
+        return total if grew else None
+
+    def sum_node(self, terms: dict) -> Node:
+        """Terms added in a fixed order (so equal sums are one node), a positive
+        term first; when every term is negative, one minus in front of them all."""
+        ordered = sorted(terms.items(), key=lambda item: (item[1] < 0, item[0]))
+        negate = ordered[0][1] < 0
+        node = None
+        for monomial, c in ordered:
+            if negate:
+                c = -c
+            part = self.term_node(abs(c), monomial)
+            if node is None:
+                node = part if c > 0 else self.graph.apply("neg", (part,))
+            else:
+                node = self.graph.apply("add" if c > 0 else "sub", (node, part))
+        return self.graph.apply("neg", (node,)) if negate else node
+
+    def term_node(self, c: float, monomial) -> Node:
+        """c * (numerator factors) / (denominator factors), the sign in front."""
+        numerator = [self.factor(i, k) for i, k in monomial if k > 0]
+        denominator = [self.factor(i, -k) for i, k in monomial if k < 0]
+        magnitude = abs(c)
+        node = self.graph.const(magnitude) if magnitude != 1.0 or not numerator else None
+        for factor in numerator:
+            node = factor if node is None else self.graph.apply("mul", (node, factor))
+        if denominator:
+            below = denominator[0]
+            for factor in denominator[1:]:
+                below = self.graph.apply("mul", (below, factor))
+            node = self.graph.apply("div", (node, below))
+        return self.graph.apply("neg", (node,)) if c < 0 else node
+
+    def factor(self, i: int, k: float) -> Node:
+        atom = self.atoms[i]
+        if k == 1.0:
+            return atom
+        if k == 0.5:
+            return self.graph.apply("sqrt", (atom,))
+        return self.graph.apply("pow", (atom, k))
+
+    def fitted(self, node: Node, shape: tuple) -> Node:
+        """node broadcast to the form's shape, where terms that cancelled took the
+        broadcasting with them."""
+        if node.shape == shape:
+            return node
+        if len(node.shape) < len(shape):
+            node = self.graph.reshape(node, (1,) * (len(shape) - len(node.shape)) + node.shape)
+        return self.graph.apply("broadcast_to", (node,), shape)
+
+
+# ---------------------------------------------------------------- monomials and their cost
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    if a == b:
+        return a
+    rank = max(len(a), len(b))
+    a, b = (1,) * (rank - len(a)) + a, (1,) * (rank - len(b)) + b
+    return tuple(max(x, y) if 1 in (x, y) else x for x, y in zip(a, b))
+
+
+def _times(a: tuple, b: tuple) -> tuple:
+    if not a:
+        return b
+    if not b:
+        return a
+    powers = dict(a)
+    for i, k in b:
+        total = powers.get(i, 0.0) + k
+        if total == 0.0:  # x / x is 1 wherever both sides are defined
+            powers.pop(i, None)
+        else:
+            powers[i] = total
+    return tuple(sorted(powers.items()))
+
+
+def _divided(a: tuple, b: tuple) -> tuple:
+    return _times(a, tuple((i, -k) for i, k in b))
+
+
+def _common_monomial(monomials: list) -> tuple:
+    """Each atom to the least power it has in every term (absent: power 0), where
+    that is not 0: a common factor if positive, a common denominator if negative."""
+    atoms = {i for m in monomials for i, _ in m}
+    common = []
+    for i in sorted(atoms):
+        powers = [dict(m).get(i, 0.0) for m in monomials]
+        low = min(powers)
+        if low != 0.0:
+            common.append((i, low))
+    return tuple(common)
+
+
+def _poly_times(a: dict, b: dict) -> dict:
+    out: dict = {}
+    for ma, ca in a.items():
+        for mb, cb in b.items():
+            m = _times(ma, mb)
+            out[m] = out.get(m, 0.0) + ca * cb
+            if out[m] == 0.0:
+                del out[m]
+    return out
+
+
+def _splits(single, p: float) -> bool:
+    """(c * a^k * b^l ...)^p may be written c^p a^(kp) b^(lp): for an integer p
+    always (where both sides are defined); otherwise only where no base can be
+    negative while the left side is defined: c > 0, and every factor either one
+    base to the power 1 or already a power that needs a base >= 0."""
+    c, monomial = single
+    if p.is_integer():
+        return c != 0.0 or p > 0
+    if c <= 0.0:
+        return False
+    if len(monomial) == 1 and monomial[0][1] == 1.0:
+        return True
+    return all(not float(k).is_integer() for _, k in monomial)
+
+
+def term_cost(c: float, monomial) -> int:
+    """Operations in c * a^k * ... / (b^l * ...) as term_node writes it (a power
+    of 1/2 is one sqrt, any other power one ^)."""
+    numerator = [k for _, k in monomial if k > 0]
+    denominator = [k for _, k in monomial if k < 0]
+    cost = len(numerator) - 1 + (abs(c) != 1.0 and bool(numerator))
+    cost = max(cost, 0) + (len(denominator) if denominator else 0)
+    cost += sum(1 for k in numerator + denominator if abs(k) != 1.0)
+    return cost + (c < 0)
+
+
+def sum_cost(terms: dict) -> int:
+    """Each term's cost and one operation between terms; a term's minus sign is
+    the subtraction itself (sum_node writes a - b), so it costs nothing more."""
+    return sum(term_cost(abs(c), m) for m, c in terms.items()) + len(terms) - 1 + \
+        all(c < 0 for c in terms.values())
