@@ -45,13 +45,19 @@ def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     lets: list[str] = []
     for node in order:
         text, level = _render(node, [texts[a.id] for a in node.args], node.id in lifts_to_drop)
-        shared = uses.get(node.id, 0) > 1
+        shared = _worth_naming(text, uses.get(node.id, 0))
         if node is not root and (shared or len(text) > LONG) and not _is_leaf(node):
             name = next(names)
             lets.append(f"{name} = {text}")
             text, level = name, ATOM
         texts[node.id] = (text, level)
     return "; ".join(lets + [texts[root.id][0]])
+
+
+def _worth_naming(text: str, uses: int) -> bool:
+    """A subexpression used more than once gets a name where writing it each time
+    would be longer than 't1 = ...; ' and the name each time (x ^ 2 twice is not)."""
+    return uses > 1 and uses * len(text) > len(text) + 7 + 2 * uses
 
 
 def _fresh_names(reserved):

@@ -106,7 +106,9 @@ class Simplifier:
         self.built: dict[int, Node] = {}  # likewise: the simplified node
         self.atoms: dict[int, Node] = {}  # by the new node's id
         self.expansions: dict[int, Form] = {}  # a sum kept as an atom: its terms
-        self.atom_forms: dict[int, Form] = {}
+        self.guards: dict[int, Form] = {}  # where(z == 0, 1, z) atoms: z's form
+        self.zero_guards: dict[int, list] = {}  # where(z == 0, 0, 1) atoms: the z nodes
+        self.inside: dict[int, int] = {}  # a sum kept as an atom: its own operation count
 
     def run(self, roots) -> None:
         order = topological_order(roots)
@@ -140,12 +142,76 @@ class Simplifier:
         if op in _PRODUCTS:
             return self.multiply(forms[0], forms[1])
         if op in _QUOTIENTS:
-            return self.multiply(forms[0], self.power(forms[1], -1.0))
+            return self.multiply(forms[0], self.power(self.unguarded(forms[1]), -1.0))
         if op == "pow" and forms[1].constant() is not None and node.shape == args[0].shape:
-            return self.power(forms[0], forms[1].constant())
+            p = forms[1].constant()
+            return self.power(self.unguarded(forms[0]) if p < 0 else forms[0], p)
         if op == "sqrt":
             return self.power(forms[0], 0.5)
+        if op == "hypot":  # sqrt(a^2 + b^2) on the reals: meets the same sum elsewhere
+            return self.power(self.add(self.power(forms[0], 2.0), self.power(forms[1], 2.0)), 0.5)
+        if op in ("reshape", "broadcast_to") and _lifts_or_broadcasts(args[0].shape, node.shape):
+            # the same numbers wherever an elementwise operation broadcasts them
+            return Form(forms[0].terms, node.shape)
+        if op == "where":
+            return self.where(node, forms)
+        if op == "log":
+            forms = [self.unguarded(forms[0])]
         return self.operation(node, forms)
+
+    # ------------------------------------------------------------ where, as derivative rules use it
+    #
+    # Rules guard a quotient or a logarithm against a zero: where(z == 0, 1, z) as a
+    # denominator (norm), log(where(z == 0, 1, z)) (pow's exponent), and put 0 where
+    # a product with z in it is 0 or undefined: where(z == 0, 0, e). Without the guard
+    # each is an identity wherever both sides are defined (at z = 0 the unguarded side
+    # is 0/0 or log(0)); grad keeps its chosen value there, the formula does not.
+
+    def where(self, node: Node, forms: list[Form]) -> Form:
+        condition, a, b = node.args
+        zeros = [self.node_of(z) for z in _zero_when(condition)]
+        if zeros and a.op == "const" and a.uniform == 1.0 and any(z is self.node_of(b) for z in zeros):
+            form = self.operation(node, forms)
+            self.guards[next(iter(form.terms))[0][0]] = forms[2]
+            return form
+        if zeros and a.op == "const" and a.uniform == 0.0 and forms[2].terms and \
+                all(self.vanishes(m, zeros) for m in forms[2].terms):
+            return Form(forms[2].terms, node.shape)
+        if zeros and a.op == "const" and a.uniform == 0.0 and forms[2].constant() == 1.0:
+            # where(z == 0, 0, 1): a factor that a product with z in it does not need
+            form = self.operation(node, forms)
+            self.zero_guards[next(iter(form.terms))[0][0]] = zeros
+            return form
+        return self.operation(node, forms)
+
+    def unneeded_guards(self, monomial: tuple) -> tuple:
+        """monomial without its where(z == 0, 0, 1) factors whose other factors are 0
+        or undefined at z = 0 anyway."""
+        for i, k in monomial:
+            zeros = self.zero_guards.get(i)
+            if zeros is not None and k > 0:
+                rest = tuple(f for f in monomial if f[0] != i)
+                if self.vanishes(rest, zeros):
+                    monomial = rest
+        return monomial
+
+    def vanishes(self, monomial, zeros) -> bool:
+        """The term is 0 or undefined wherever one of zeros is 0: it has one of them,
+        or their log or sign, as a factor."""
+        ids = {z.id for z in zeros}
+        for i, k in monomial:
+            atom = self.atoms[i]
+            if i in ids or (atom.op in ("log", "sign") and atom.args[0].id in ids):
+                return True
+        return False
+
+    def unguarded(self, form: Form) -> Form:
+        """A guarded operand (where(z == 0, 1, z)) as z, where a zero makes the whole
+        term undefined anyway (a denominator, a logarithm)."""
+        single = form.single()
+        if single is not None and single[0] == 1.0 and len(single[1]) == 1 and single[1][0][1] == 1.0:
+            return self.guards.get(single[1][0][0], form)
+        return form
 
     def constant_form(self, node: Node) -> Form:
         number = node.uniform
@@ -179,11 +245,20 @@ class Simplifier:
         return Form({((node.id, 1.0),): 1.0}, node.shape)
 
     def frozen(self, form: Form) -> Form:
-        """form as one atom (its terms remembered for a common numerator)."""
+        """form as one term: a sum becomes an atom (its terms remembered for a common
+        numerator), with the factor its terms have in common kept outside it, so
+        that x * ((a + b) / x) is still a + b."""
+        if len(form.terms) > 1:
+            coefficient, common = _common_factor(form.terms)
+            if common or coefficient != 1.0:
+                inner = Form({_divided(m, common): c / coefficient for m, c in form.terms.items()}, form.shape)
+                atom = self.frozen(inner)
+                ((monomial, _),) = atom.terms.items()
+                return Form({_times(common, monomial): coefficient}, form.shape)
         node = self.build(form)
         atom = self.atom(node)
         if len(form.terms) > 1 and atom.single() is not None and atom.single()[1]:
-            self.expansions[node.id] = form
+            self.remember_sum(node, form)
         return atom
 
     # ------------------------------------------------------------ arithmetic on forms
@@ -217,6 +292,8 @@ class Simplifier:
             b = self.frozen(b)
         (ca, ma), (cb, mb) = a.single(), b.single()
         monomial = _times(ma, mb)
+        if self.zero_guards:
+            monomial = self.unneeded_guards(monomial)
         form = Form({monomial: ca * cb}, shape)
         return self.frozen(form) if len(monomial) > MAX_FACTORS else form
 
@@ -232,64 +309,88 @@ class Simplifier:
             if math.isfinite(value):
                 return Form({(): value} if value != 0.0 else {}, a.shape)
             return self.atom(self.graph.apply("pow", (self.build(a), p)))
+        if a.single() is None:
+            a = self.frozen(a)
         single = a.single()
-        if single is not None and _splits(single, p):
+        if _splits(single, p):
             coefficient, monomial = single
             return Form({tuple((i, k * p) for i, k in monomial): coefficient ** p}, a.shape)
-        if single is None or len(single[1]) != 1 or single[0] != 1.0 or \
-                (single[1][0][1] != 1.0 and not p.is_integer()):
-            a = self.frozen(a)  # now one atom to the power 1
+        if len(single[1]) != 1 or single[0] != 1.0 or single[1][0][1] != 1.0:
+            a = self.atom(self.build(a))  # one atom to the power 1
         ((i, k),) = next(iter(a.terms))
         return Form({((i, k * p),): 1.0}, a.shape)
 
     # ------------------------------------------------------------ forms -> graph
 
     def build(self, form: Form) -> Node:
-        """The shortest of the form written as it is, with a common factor (or
-        denominator) taken out, and with that factor's numerator multiplied out."""
-        single = form.single()
-        if single is not None:
-            node = self.term_node(*single)
-        elif not form.terms:
-            node = self.graph.const(0.0)
-        else:
-            best = (sum_cost(form.terms), None)
-            factored = self.factored(form)
-            if factored is not None and factored[0] <= best[0]:  # on a tie, each atom written fewer times
-                best = factored
-            if best[1] is None:
-                node = self.sum_node(form.terms)
+        """The shortest of: the form as it is, or with its sums multiplied out (like
+        terms combined), each written plainly or with the factor (or denominator)
+        its terms have in common taken out, that factor's cofactor multiplied out
+        where shorter. SymPy's together/cancel, chosen by operation count."""
+        candidates = []
+        for terms in (form.terms, self.expanded_fully(form.terms)):
+            if terms is None:
+                continue
+            if len(terms) <= 1:
+                candidates.append((self.cost(terms), 0, terms, None))
+                continue
+            candidates.append((self.cost(terms), 1, terms, None))
+            factored = self.factored(terms)
+            if factored is not None:  # on a tie, each atom written fewer times
+                candidates.append((factored[0], 0, terms, factored[1]))
+        _, _, terms, factored = min(candidates, key=lambda c: c[:2])
+        if factored is None:
+            if not terms:
+                node = self.graph.const(0.0)
+            elif len(terms) == 1:
+                node = self.term_node(*next(iter(terms.items()))[::-1])
             else:
-                coefficient, common, inner = best[1]
-                if inner is None:
-                    return self.fitted(self.term_node(coefficient, common), form.shape)
+                node = self.sum_node(terms)
+        else:
+            coefficient, common, inner = factored
+            if len(inner) == 1:  # everything cancelled down to one term
+                ((m, c),) = inner.items()
+                node = self.term_node(c * coefficient, _times(common, m))
+            else:
                 inner_node = self.sum_node(inner)
-                self.atoms[inner_node.id] = inner_node
-                self.expansions.setdefault(inner_node.id, Form(inner, form.shape))
+                self.remember_sum(inner_node, Form(inner, form.shape))
                 node = self.term_node(coefficient, _times(common, ((inner_node.id, 1.0),)))
         return self.fitted(node, form.shape)
 
-    def factored(self, form: Form):
+    def remember_sum(self, node: Node, form: Form) -> None:
+        self.atoms[node.id] = node
+        if node.id not in self.expansions:
+            self.expansions[node.id] = form
+            self.inside[node.id] = self.cost(form.terms)
+
+    def cost(self, terms: dict) -> int:
+        return sum_cost(terms, self.inside)
+
+    def factored(self, terms: dict):
         """(cost, (coefficient, common monomial, inner terms)) with the common factor of
         every term taken out (negative powers: a common denominator), or None."""
-        terms = form.terms
-        common = _common_monomial(list(terms))
-        coefficients = list(terms.values())
-        coefficient = abs(coefficients[0]) if all(abs(c) == abs(coefficients[0]) for c in coefficients) else 1.0
-        if all(c < 0 for c in coefficients):
-            coefficient = -coefficient
+        coefficient, common = _common_factor(terms)
         if not common and coefficient == 1.0:
             return None
         inner = {_divided(m, common): c / coefficient for m, c in terms.items()}
-        expanded = self.expanded(inner)
-        if expanded is not None and sum_cost(expanded) < sum_cost(inner):
+        expanded = self.expanded_fully(inner)
+        if expanded is not None and self.cost(expanded) < self.cost(inner):
             inner = expanded
-        if len(inner) == 1:  # everything cancelled down to one term
-            ((m, c),) = inner.items()
-            whole = (c * coefficient, _times(common, m))
-            return term_cost(*whole), (*whole, None)
-        cost = sum_cost(inner) + term_cost(coefficient, _times(common, ((_INNER, 1.0),)))
+        if len(inner) <= 1:
+            ((m, c),) = inner.items() if inner else (((), 0.0),)
+            return term_cost(c * coefficient, _times(common, m), self.inside), (coefficient, common, inner)
+        cost = self.cost(inner) + term_cost(coefficient, _times(common, ((_INNER, 1.0),)), self.inside)
         return cost, (coefficient, common, inner)
+
+    def expanded_fully(self, terms: dict) -> dict | None:
+        """expanded, again while it finds sums to multiply out (a few levels)."""
+        result = None
+        for _ in range(4):
+            more = self.expanded(terms if result is None else result)
+            if more is None:
+                break
+            result = more
+        return result
 
     def expanded(self, terms: dict) -> dict | None:
         """terms with the sums kept as atoms (to a positive integer power) multiplied
@@ -336,8 +437,14 @@ class Simplifier:
         """c * (numerator factors) / (denominator factors), the sign in front."""
         numerator = [self.factor(i, k) for i, k in monomial if k > 0]
         denominator = [self.factor(i, -k) for i, k in monomial if k < 0]
-        magnitude = abs(c)
-        node = self.graph.const(magnitude) if magnitude != 1.0 or not numerator else None
+        # The sign goes on the number in front, or on the first factor: -2 * x / y,
+        # -x / y ((-x) / y is -(x / y) exactly: negation only flips the sign bit).
+        if c == 1.0 and numerator:
+            node = None
+        elif c == -1.0 and numerator:
+            node, numerator[0] = None, self.graph.apply("neg", (numerator[0],))
+        else:
+            node = self.graph.const(c)
         for factor in numerator:
             node = factor if node is None else self.graph.apply("mul", (node, factor))
         if denominator:
@@ -345,7 +452,7 @@ class Simplifier:
             for factor in denominator[1:]:
                 below = self.graph.apply("mul", (below, factor))
             node = self.graph.apply("div", (node, below))
-        return self.graph.apply("neg", (node,)) if c < 0 else node
+        return node
 
     def factor(self, i: int, k: float) -> Node:
         atom = self.atoms[i]
@@ -366,6 +473,27 @@ class Simplifier:
 
 
 # ---------------------------------------------------------------- monomials and their cost
+
+def _lifts_or_broadcasts(source: tuple, target: tuple) -> bool:
+    """target is source broadcast (leading axes of size 1 added, axes of size 1 grown)."""
+    lifted = (1,) * (len(target) - len(source)) + source
+    return len(target) >= len(source) and all(s in (1, t) for s, t in zip(lifted, target))
+
+
+def _zero_when(condition: Node) -> list[Node]:
+    """Nodes z with condition = 1 only where z = 0: z == 0, or a product of
+    0/1 conditions with such a factor (pow's rule multiplies two)."""
+    found, stack = [], [condition]
+    while stack:
+        c = stack.pop()
+        if c.op == "eq":
+            for z, other in (c.args, c.args[::-1]):
+                if other.op == "const" and other.uniform == 0.0 and z.shape == c.shape:
+                    found.append(z)
+        elif c.op == "mul" and all(a.op in ("eq", "ge", "gt", "le", "lt", "ne", "mul") for a in c.args):
+            stack.extend(c.args)
+    return found
+
 
 def _broadcast(a: tuple, b: tuple) -> tuple:
     if a == b:
@@ -392,6 +520,16 @@ def _times(a: tuple, b: tuple) -> tuple:
 
 def _divided(a: tuple, b: tuple) -> tuple:
     return _times(a, tuple((i, -k) for i, k in b))
+
+
+def _common_factor(terms: dict) -> tuple[float, tuple]:
+    """The number (the terms' one magnitude, negative if every term is) and the
+    monomial every term has in common."""
+    coefficients = list(terms.values())
+    coefficient = abs(coefficients[0]) if all(abs(c) == abs(coefficients[0]) for c in coefficients) else 1.0
+    if all(c < 0 for c in coefficients):
+        coefficient = -coefficient
+    return coefficient, _common_monomial(list(terms))
 
 
 def _common_monomial(monomials: list) -> tuple:
@@ -433,19 +571,21 @@ def _splits(single, p: float) -> bool:
     return all(not float(k).is_integer() for _, k in monomial)
 
 
-def term_cost(c: float, monomial) -> int:
+def term_cost(c: float, monomial, inside: dict) -> int:
     """Operations in c * a^k * ... / (b^l * ...) as term_node writes it (a power
-    of 1/2 is one sqrt, any other power one ^)."""
+    of 1/2 is one sqrt, any other power one ^), and those inside the sums among
+    the factors (each time it is written: multiplying one out may remove it)."""
     numerator = [k for _, k in monomial if k > 0]
     denominator = [k for _, k in monomial if k < 0]
     cost = len(numerator) - 1 + (abs(c) != 1.0 and bool(numerator))
     cost = max(cost, 0) + (len(denominator) if denominator else 0)
     cost += sum(1 for k in numerator + denominator if abs(k) != 1.0)
-    return cost + (c < 0)
+    cost += sum(inside.get(i, 0) for i, _ in monomial)
+    return cost + (c == -1.0 or (c < 0 and not numerator))
 
 
-def sum_cost(terms: dict) -> int:
+def sum_cost(terms: dict, inside: dict) -> int:
     """Each term's cost and one operation between terms; a term's minus sign is
     the subtraction itself (sum_node writes a - b), so it costs nothing more."""
-    return sum(term_cost(abs(c), m) for m, c in terms.items()) + len(terms) - 1 + \
+    return sum(term_cost(abs(c), m, inside) for m, c in terms.items()) + len(terms) - 1 + \
         all(c < 0 for c in terms.values())
