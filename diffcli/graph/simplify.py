@@ -253,8 +253,10 @@ class Simplifier:
             if common or coefficient != 1.0:
                 inner = Form({_divided(m, common): c / coefficient for m, c in form.terms.items()}, form.shape)
                 atom = self.frozen(inner)
-                ((monomial, _),) = atom.terms.items()
-                return Form({_times(common, monomial): coefficient}, form.shape)
+                if not atom.terms:
+                    return Form({}, form.shape)
+                ((monomial, inner_coefficient),) = atom.terms.items()
+                return Form({_times(common, monomial): coefficient * inner_coefficient}, form.shape)
         node = self.build(form)
         atom = self.atom(node)
         if len(form.terms) > 1 and atom.single() is not None and atom.single()[1]:
