@@ -45,7 +45,12 @@ _INNER = -1  # stands for the sum left after a common factor is taken out (costi
 # in front of the result (sum(2 * x) -> 2 * sum(x)). Operations that only move
 # entries (their record's pattern "moves") are linear too.
 _LINEAR = frozenset({"sum", "sum_to", "cumsum", "trace"})
-_PRODUCTS = frozenset({"mul", "cmul"})  # cmul/cdiv are printed as * and / anyway
+_PRODUCTS = frozenset({"mul", "cmul"})
+# cos^2 with sin^2, cosh^2 with sinh^2: the partner, and whether opposite signs
+# (rather than equal ones) make the double angle.
+_SQUARE_PARTNERS = {"cos": ("sin", True), "cosh": ("sinh", False)}
+# sin(a) cos(a) = sin(2a) / 2, sinh(a) cosh(a) = sinh(2a) / 2: partner, doubled function
+_PRODUCT_PARTNERS = {"sin": ("cos", "sin"), "sinh": ("cosh", "sinh")}  # cmul/cdiv are printed as * and / anyway
 _QUOTIENTS = frozenset({"div", "cdiv"})
 
 
@@ -330,7 +335,9 @@ class Simplifier:
         its terms have in common taken out, that factor's cofactor multiplied out
         where shorter. SymPy's together/cancel, chosen by operation count."""
         candidates = []
-        for terms in (form.terms, self.expanded_fully(form.terms)):
+        expanded = self.expanded_fully(form.terms)
+        for terms in (form.terms, expanded, self.trigonometric(form.terms),
+                      None if expanded is None else self.trigonometric(expanded)):
             if terms is None:
                 continue
             if len(terms) <= 1:
@@ -358,6 +365,80 @@ class Simplifier:
                 self.remember_sum(inner_node, Form(inner, form.shape))
                 node = self.term_node(coefficient, _times(common, ((inner_node.id, 1.0),)))
         return self.fitted(node, form.shape)
+
+    # ------------------------------------------------------------ identities of sin, cos, sinh, cosh
+
+    def trigonometric(self, terms: dict) -> dict | None:
+        """terms with the double-angle and Pythagorean identities applied once where
+        they meet: c cos(a)^2 - c sin(a)^2 -> c cos(2a), c (sin(a)^2 + cos(a)^2) -> c,
+        c (cosh(a)^2 + sinh(a)^2) -> c cosh(2a), c (cosh(a)^2 - sinh(a)^2) -> c;
+        sin(a) cos(a) -> sin(2a) / 2, sinh(a) cosh(a) -> sinh(2a) / 2,
+        sin(a)^k / cos(a)^k -> tan(a)^k. None if none applies."""
+        out = dict(terms)
+        changed = False
+        for m, c in terms.items():
+            if m not in out:
+                continue
+            for i, k in m:
+                found = self.squares(out, m, c, i, k)
+                if found is not None:
+                    out, changed = found, True
+                    break
+        products = {}
+        for m, c in out.items():
+            new_m, factor = self.products(m)
+            changed = changed or new_m != m
+            products[new_m] = products.get(new_m, 0.0) + c * factor
+        return {m: c for m, c in products.items() if c != 0.0} if changed else None
+
+    def squares(self, out: dict, m: tuple, c: float, i: int, k: float) -> dict | None:
+        atom = self.atoms[i]
+        if k != 2.0 or atom.op not in _SQUARE_PARTNERS:
+            return None
+        partner_op, double_when_opposite = _SQUARE_PARTNERS[atom.op]
+        partner = self.graph.apply(partner_op, atom.args)
+        rest = tuple(f for f in m if f[0] != i)
+        other = _times(rest, ((partner.id, 2.0),))
+        d = out.get(other)
+        if partner.id not in self.atoms or d is None or abs(d) != abs(c):
+            return None
+        out = dict(out)
+        del out[m], out[other]
+        if (d == -c) == double_when_opposite:
+            doubled = self.atom(self.graph.apply(atom.op, (self.graph.apply("mul", (2.0, atom.args[0])),)))
+            rest = _times(rest, next(iter(doubled.terms)))
+        out[rest] = out.get(rest, 0.0) + c
+        if out[rest] == 0.0:
+            del out[rest]
+        return out
+
+    def products(self, m: tuple) -> tuple[tuple, float]:
+        """(monomial, number) with sin(a) cos(a) (and its hyperbolic twin) as one
+        doubled sine, and sin(a)^k / cos(a)^k as tan(a)^k."""
+        powers = dict(m)
+        factor = 1.0
+        for i, k in m:
+            atom = self.atoms[i]
+            if i not in powers or atom.op not in _PRODUCT_PARTNERS:
+                continue
+            partner_op, doubled_op = _PRODUCT_PARTNERS[atom.op]
+            j = self.graph.apply(partner_op, atom.args).id
+            if k == 1.0 and powers.get(j) == 1.0:
+                doubled = self.graph.apply("mul", (2.0, atom.args[0]))
+                new, exponent = self.atom(self.graph.apply(doubled_op, (doubled,))), 1.0
+                factor *= 0.5
+            elif atom.op == "sin" and k.is_integer() and powers.get(j) == -k:
+                new, exponent = self.atom(self.graph.apply("tan", atom.args)), k
+            else:
+                continue
+            del powers[i], powers[j]
+            ((n, _),) = next(iter(new.terms))
+            total = powers.get(n, 0.0) + exponent
+            if total == 0.0:
+                powers.pop(n, None)
+            else:
+                powers[n] = total
+        return tuple(sorted(powers.items())), factor
 
     def remember_sum(self, node: Node, form: Form) -> None:
         self.atoms[node.id] = node
