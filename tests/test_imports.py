@@ -26,7 +26,7 @@ STEPS = [
     ("operations", {"graph.ops"}),
     ("names", {"language.functions"}),
     ("graph", {"graph.nodes"}),
-    ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
+    ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "graph.simplify", "engine.sparsity"}),
     ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),
     ("engine", {"engine.evaluate"}),
     ("library", {"api", "api.function", "api.binding", "api.requests", "api.growth", "api.result",

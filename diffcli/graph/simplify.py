@@ -376,11 +376,11 @@ class Simplifier:
         sin(a)^k / cos(a)^k -> tan(a)^k. None if none applies."""
         out = dict(terms)
         changed = False
-        for m, c in terms.items():
+        for m in terms:
             if m not in out:
                 continue
             for i, k in m:
-                found = self.squares(out, m, c, i, k)
+                found = self.squares(out, m, out[m], i, k)
                 if found is not None:
                     out, changed = found, True
                     break
