@@ -240,3 +240,10 @@ def test_the_issues_reproductions_round_trip_through_the_cli(expression, at, nam
         result = run(cli, ["eval", text, *points, "--json"])
         assert result.exit_code == 0, (text, result.stderr)
         np.testing.assert_allclose(json.loads(result.stdout)["value"], want, rtol=1e-14, err_msg=text)
+
+
+@pytest.mark.parametrize("seed", [1833, 1893, 2023])
+def test_cases_the_long_campaign_found(seed):
+    """v - v folds a guard of a derivative rule (where(z == 0, 1, z)) to a number,
+    which the simplifier took for an atom."""
+    assert round_trip(seed)

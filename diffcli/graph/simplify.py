@@ -114,6 +114,7 @@ class Simplifier:
         self.guards: dict[int, Form] = {}  # where(z == 0, 1, z) atoms: z's form
         self.zero_guards: dict[int, list] = {}  # where(z == 0, 0, 1) atoms: the z nodes
         self.inside: dict[int, int] = {}  # a sum kept as an atom: its own operation count
+        self.powers: dict[int, tuple] = {}  # a^b atoms with b not a number: (a's node, b's form)
 
     def run(self, roots) -> None:
         order = topological_order(roots)
@@ -158,6 +159,12 @@ class Simplifier:
         if op in ("reshape", "broadcast_to") and _lifts_or_broadcasts(args[0].shape, node.shape):
             # the same numbers wherever an elementwise operation broadcasts them
             return Form(forms[0].terms, node.shape)
+        if op == "pow":  # a non-constant exponent: an atom that remembers base and exponent
+            form = self.operation(node, forms)
+            single = form.single()
+            if single is not None and single[0] == 1.0 and len(single[1]) == 1:
+                self.powers[single[1][0][0]] = (self.build(forms[0]), forms[1])
+            return form
         if op == "where":
             return self.where(node, forms)
         if op == "log":
@@ -177,7 +184,9 @@ class Simplifier:
         zeros = [self.node_of(z) for z in _zero_when(condition)]
         if zeros and a.op == "const" and a.uniform == 1.0 and any(z is self.node_of(b) for z in zeros):
             form = self.operation(node, forms)
-            self.guards[next(iter(form.terms))[0][0]] = forms[2]
+            atom = _single_atom(form)
+            if atom is not None:
+                self.guards[atom] = forms[2]
             return form
         if zeros and a.op == "const" and a.uniform == 0.0 and forms[2].terms and \
                 all(self.vanishes(m, zeros) for m in forms[2].terms):
@@ -185,9 +194,54 @@ class Simplifier:
         if zeros and a.op == "const" and a.uniform == 0.0 and forms[2].constant() == 1.0:
             # where(z == 0, 0, 1): a factor that a product with z in it does not need
             form = self.operation(node, forms)
-            self.zero_guards[next(iter(form.terms))[0][0]] = zeros
+            atom = _single_atom(form)
+            if atom is not None:
+                self.zero_guards[atom] = zeros
             return form
         return self.operation(node, forms)
+
+    def with_merged_powers(self, terms: dict) -> dict:
+        out: dict = {}
+        for m, c in terms.items():
+            for _ in range(len(m)):
+                merged = self.merged_powers(m)
+                if merged == m:
+                    break
+                m = merged
+            out[m] = out.get(m, 0.0) + c
+        return {m: c for m, c in out.items() if c != 0.0}
+
+    def merged_powers(self, monomial: tuple) -> tuple:
+        """a^b * a^k = a^(b + k) and a^b * a^c = a^(b + c) for exponents that are not
+        numbers (x * x^(x - 1) is x^x), wherever both sides are defined."""
+        for i, k in monomial:
+            if k != 1.0 or i not in self.powers:
+                continue
+            base, exponent = self.powers[i]
+            powers = dict(monomial)
+            partner = None
+            if base.id in powers and powers[base.id].is_integer():
+                partner = base.id
+                exponent = self.add(exponent, Form({(): powers[base.id]}, ()))
+            else:
+                for j, kj in monomial:
+                    if j != i and kj == 1.0 and j in self.powers and self.powers[j][0] is base:
+                        partner = j
+                        exponent = self.add(exponent, self.powers[j][1])
+                        break
+            if partner is None:
+                continue
+            del powers[i], powers[partner]
+            node = self.graph.apply("pow", (base, self.build(exponent)))
+            merged = self.atom(node)
+            single = merged.single()
+            if single is None or single[0] != 1.0 or len(single[1]) != 1:
+                continue  # folded to a number: left as it was
+            n = single[1][0][0]
+            self.powers[n] = (base, exponent)
+            powers[n] = powers.get(n, 0.0) + 1.0
+            return tuple(sorted(powers.items()))
+        return monomial
 
     def unneeded_guards(self, monomial: tuple) -> tuple:
         """monomial without its where(z == 0, 0, 1) factors whose other factors are 0
@@ -335,6 +389,8 @@ class Simplifier:
         its terms have in common taken out, that factor's cofactor multiplied out
         where shorter. SymPy's together/cancel, chosen by operation count."""
         candidates = []
+        if self.powers:  # only when written: a^b * a is a^(b+1) but has a larger domain
+            form = Form(self.with_merged_powers(form.terms), form.shape)
         expanded = self.expanded_fully(form.terms)
         for terms in (form.terms, expanded, self.trigonometric(form.terms),
                       None if expanded is None else self.trigonometric(expanded)):
@@ -357,7 +413,9 @@ class Simplifier:
                 node = self.sum_node(terms)
         else:
             coefficient, common, inner = factored
-            if len(inner) == 1:  # everything cancelled down to one term
+            if not inner:  # everything cancelled
+                node = self.graph.const(0.0)
+            elif len(inner) == 1:  # everything cancelled down to one term
                 ((m, c),) = inner.items()
                 node = self.term_node(c * coefficient, _times(common, m))
             else:
@@ -518,6 +576,8 @@ class Simplifier:
 
     def term_node(self, c: float, monomial) -> Node:
         """c * (numerator factors) / (denominator factors), the sign in front."""
+        if self.powers:
+            ((monomial, c),) = self.with_merged_powers({monomial: c}).items() or (((), 0.0),)
         numerator = [self.factor(i, k) for i, k in monomial if k > 0]
         denominator = [self.factor(i, -k) for i, k in monomial if k < 0]
         # The sign goes on the number in front, or on the first factor: -2 * x / y,
@@ -556,6 +616,14 @@ class Simplifier:
 
 
 # ---------------------------------------------------------------- monomials and their cost
+
+def _single_atom(form: Form) -> int | None:
+    """The atom's id, for a form that is one atom (not folded to a number)."""
+    single = form.single()
+    if single is None or single[0] != 1.0 or len(single[1]) != 1 or single[1][0][1] != 1.0:
+        return None
+    return single[1][0][0]
+
 
 def _lifts_or_broadcasts(source: tuple, target: tuple) -> bool:
     """target is source broadcast (leading axes of size 1 added, axes of size 1 grown)."""
