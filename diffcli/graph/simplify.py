@@ -342,15 +342,16 @@ class Simplifier:
 
     def multiply(self, a: Form, b: Form) -> Form:
         shape = _broadcast(a.shape, b.shape)
-        for one, other in ((a, b), (b, a)):
-            c = one.constant()
-            if c is not None:
-                scaled = self.scale(other, c)
-                return Form(scaled.terms, shape)
-        if a.single() is None:
-            a = self.frozen(a)
-        if b.single() is None:
-            b = self.frozen(b)
+        for attempt in range(2):  # again after freezing: a sum may cancel to a number
+            for one, other in ((a, b), (b, a)):
+                c = one.constant()
+                if c is not None:
+                    scaled = self.scale(other, c)
+                    return Form(scaled.terms, shape)
+            if a.single() is None:
+                a = self.frozen(a)
+            if b.single() is None:
+                b = self.frozen(b)
         (ca, ma), (cb, mb) = a.single(), b.single()
         monomial = _times(ma, mb)
         if self.zero_guards:
@@ -372,6 +373,8 @@ class Simplifier:
             return self.atom(self.graph.apply("pow", (self.build(a), p)))
         if a.single() is None:
             a = self.frozen(a)
+            if a.constant() is not None:  # the sum cancelled to a number
+                return self.power(a, p)
         single = a.single()
         if _splits(single, p):
             coefficient, monomial = single
