@@ -1120,11 +1120,138 @@ def task_high_order():
     table.print()
 
 
+# ---------------------------------------------------------------- symbolic: formula size against SymPy
+
+# 40 textbook functions: diffcli's text, and the same function built in SymPy
+# (s: the sympy module; x, y scalars; v three scalars standing for a 3-vector).
+SYMBOLIC_CORPUS = [
+    ("x / (1 + x^2)", lambda s, x, y, v: x / (1 + x**2)),
+    ("sin(x)^2 * exp(x)", lambda s, x, y, v: s.sin(x)**2 * s.exp(x)),
+    ("x * sin(x)", lambda s, x, y, v: x * s.sin(x)),
+    ("exp(x * y)", lambda s, x, y, v: s.exp(x * y)),
+    ("sqrt(x^2 + y^2) * atan2(y, x)", lambda s, x, y, v: s.sqrt(x**2 + y**2) * s.atan2(y, x)),
+    ("log(1 + x^2) / x", lambda s, x, y, v: s.log(1 + x**2) / x),
+    ("tanh(x)", lambda s, x, y, v: s.tanh(x)),
+    ("x^3 * exp(-x)", lambda s, x, y, v: x**3 * s.exp(-x)),
+    ("sin(x) * cos(x)", lambda s, x, y, v: s.sin(x) * s.cos(x)),
+    ("exp(sin(x))", lambda s, x, y, v: s.exp(s.sin(x))),
+    ("log(cos(x))", lambda s, x, y, v: s.log(s.cos(x))),
+    ("atan(x / y)", lambda s, x, y, v: s.atan(x / y)),
+    ("asin(x)", lambda s, x, y, v: s.asin(x)),
+    ("acos(x^2)", lambda s, x, y, v: s.acos(x**2)),
+    ("sqrt(1 - x^2)", lambda s, x, y, v: s.sqrt(1 - x**2)),
+    ("sinh(x) * cosh(x)", lambda s, x, y, v: s.sinh(x) * s.cosh(x)),
+    ("x^x", lambda s, x, y, v: x**x),
+    ("(x^2 + 1) / (x - 1)", lambda s, x, y, v: (x**2 + 1) / (x - 1)),
+    ("1 / (1 + exp(-x))", lambda s, x, y, v: 1 / (1 + s.exp(-x))),
+    ("log(x + sqrt(x^2 + 1))", lambda s, x, y, v: s.log(x + s.sqrt(x**2 + 1))),
+    ("exp(-x^2 / 2)", lambda s, x, y, v: s.exp(-x**2 / 2)),
+    ("x * exp(-x^2)", lambda s, x, y, v: x * s.exp(-x**2)),
+    ("atan2(y, x)", lambda s, x, y, v: s.atan2(y, x)),
+    ("hypot(x, y)", lambda s, x, y, v: s.sqrt(x**2 + y**2)),
+    ("x^2 * y + y^3", lambda s, x, y, v: x**2 * y + y**3),
+    ("sin(x * y) + cos(x - y)", lambda s, x, y, v: s.sin(x * y) + s.cos(x - y)),
+    ("exp(x) * sin(y)", lambda s, x, y, v: s.exp(x) * s.sin(y)),
+    ("log(x^2 + y^2)", lambda s, x, y, v: s.log(x**2 + y**2)),
+    ("x * y / (x + y)", lambda s, x, y, v: x * y / (x + y)),
+    ("tan(x)^2", lambda s, x, y, v: s.tan(x)**2),
+    ("asinh(x * y)", lambda s, x, y, v: s.asinh(x * y)),
+    ("atanh(x / 2)", lambda s, x, y, v: s.atanh(x / 2)),
+    ("cosh(x)^2 - sinh(x)^2", lambda s, x, y, v: s.cosh(x)**2 - s.sinh(x)**2),
+    ("sqrt(x) * log(x)", lambda s, x, y, v: s.sqrt(x) * s.log(x)),
+    ("(sin(x) + cos(x))^2", lambda s, x, y, v: (s.sin(x) + s.cos(x))**2),
+    ("hypot(x, 1) * atan(x)", lambda s, x, y, v: s.sqrt(x**2 + 1) * s.atan(x)),
+    ("sum(v^2)", lambda s, x, y, v: sum(c**2 for c in v)),
+    ("dot(v, sin(v))", lambda s, x, y, v: sum(c * s.sin(c) for c in v)),
+    ("norm(v)", lambda s, x, y, v: s.sqrt(sum(c**2 for c in v))),
+    ("sum(exp(v)) / norm(v)", lambda s, x, y, v: sum(s.exp(c) for c in v) / s.sqrt(sum(c**2 for c in v))),
+]
+
+_OPERATOR_TOKENS = ("**", "^", "+", "-", "*", "/", "@")
+
+
+def count_operations(text: str) -> int:
+    """Operations in a formula's text, diffcli's or SymPy's alike: each infix or
+    unary operator (** and ^ once) and each function call; names bound by `t1 = `
+    count once where they are defined. Numbers (1e-05 included) are not operators."""
+    import re
+
+    text = re.sub(r"\d+\.?\d*(e[+-]?\d+)?", "0", text)
+    calls = len(re.findall(r"[A-Za-z_][A-Za-z_0-9]*\s*\(", text))
+    text = text.replace("**", "^")
+    return calls + sum(text.count(token) for token in ("^", "+", "-", "*", "/", "@"))
+
+
+def _sympy_formulas(s, expression, x, y, v, hessian: bool) -> list[str]:
+    """SymPy's simplify(diff(f)) for each variable the expression uses (each pair
+    for the Hessian), as text."""
+    symbols = [c for c in (x, y, *v) if expression.has(c)]
+    if not hessian:
+        return [str(s.simplify(s.diff(expression, a))) for a in symbols]
+    return [str(s.simplify(s.diff(expression, a, b))) for a in symbols for b in symbols]
+
+
+def _diffcli_formulas(text: str, hessian: bool) -> list[str]:
+    f = diffcli.compile(text)
+    shapes = {"v": (3,)} if "v" in f.variables else {}
+    formulas = f.formulas("hessian" if hessian else "gradient", shapes)
+    if hessian:
+        return [t for row in formulas.values() for t in row.values()]
+    return list(formulas.values())
+
+
+def task_symbolic(rows: bool = True):
+    """--symbolic's formulas (gradients and Hessians) over SYMBOLIC_CORPUS: total
+    operation count and characters against SymPy's simplify(diff(f)), and the time
+    each takes to produce them (diffcli: compile + differentiate + simplify + print,
+    from a fresh compile; SymPy: diff + simplify). A vector variable is one formula
+    for diffcli and three components for SymPy (both as printed)."""
+    s = peers.load("sympy")
+    if s is None:
+        print("\nSymbolic: sympy not installed (pip install '.[bench]')")
+        return
+    x, y = s.symbols("x y", real=True)
+    v = s.symbols("v0 v1 v2", real=True)
+    for hessian in (False, True):
+        ours_ops = theirs_ops = ours_chars = theirs_chars = 0
+        scalar_ours = scalar_theirs = 0  # without the vector functions (one formula against three)
+        ours_time = theirs_time = 0.0
+        ratios = []
+        lines = []
+        for text, build in SYMBOLIC_CORPUS:
+            start = time.perf_counter()
+            ours = _diffcli_formulas(text, hessian)
+            ours_time += time.perf_counter() - start
+            expression = build(s, x, y, v)
+            start = time.perf_counter()
+            theirs = _sympy_formulas(s, expression, x, y, v, hessian)
+            theirs_time += time.perf_counter() - start
+            a, b = sum(map(count_operations, ours)), sum(map(count_operations, theirs))
+            ours_ops, theirs_ops = ours_ops + a, theirs_ops + b
+            if "v" not in diffcli.compile(text).variables:
+                scalar_ours, scalar_theirs = scalar_ours + a, scalar_theirs + b
+            ours_chars += sum(map(len, ours))
+            theirs_chars += sum(map(len, theirs))
+            ratios.append(a / max(b, 1))
+            lines.append(f"  {text:<32} {a:>4} {b:>4}   {' | '.join(ours)[:90]}\n"
+                         f"  {'':<32} {'':>4} {'':>4}   {' | '.join(theirs)[:90]}")
+        title = "Hessians" if hessian else "Gradients"
+        print(f"\nSymbolic {title} of {len(SYMBOLIC_CORPUS)} functions: diffcli --symbolic against SymPy simplify(diff(f))")
+        if rows:
+            print(f"  {'function':<32} {'ops':>4} {'sympy':>4}   formulas (diffcli, then SymPy)")
+            print("\n".join(lines))
+        print(f"  operations: diffcli {ours_ops}, SymPy {theirs_ops}: {ours_ops / theirs_ops:.2f}x "
+              f"(median per function {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x); "
+              f"scalar functions only: {scalar_ours} against {scalar_theirs}, {scalar_ours / scalar_theirs:.2f}x")
+        print(f"  characters: diffcli {ours_chars}, SymPy {theirs_chars}: {ours_chars / theirs_chars:.2f}x")
+        print(f"  time: diffcli {_fmt(ours_time)}, SymPy {_fmt(theirs_time)}: {ours_time / theirs_time:.4f}x")
+
+
 TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
          "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
          "pipeline": task_pipeline, "pipeline-ndjson": task_pipeline_ndjson, "phases": task_phases,
          "compile": task_compile, "dask": task_dask, "orders": task_orders, "tensor": task_tensor,
-         "high-order": task_high_order}
+         "high-order": task_high_order, "symbolic": task_symbolic}
 
 
 def main():

@@ -80,9 +80,14 @@ def test_a_derivatives_formula_is_its_closed_form(text, shapes, at, want):
 
 
 def test_a_shared_subexpression_is_named_once_avoiding_reserved_names():
-    _, output, _ = _build("r = sin(x); r * r + r", {"x": ()})
-    text = formula(output, ("x", "t1"))
-    assert text.count("sin(") == 1 and text.startswith("t2 = sin(x); ") and "t1" not in text
+    _, output, _ = _build("r = sin(x + y); r * r + r", {"x": (), "y": ()})
+    text = formula(output, ("x", "y", "t1"))
+    assert text.count("sin(") == 1 and text.startswith("t2 = sin(x + y); ") and "t1" not in text
+
+
+def test_a_short_subexpression_is_written_out_where_a_name_would_not_shorten_the_text():
+    _, output, _ = _build("x^2 / (1 + x^2)", {"x": ()})
+    assert formula(output) == "x ^ 2 / (1 + x ^ 2)"
 
 
 def test_a_long_subexpression_gets_a_name_and_the_text_stays_linear():

@@ -26,7 +26,7 @@ STEPS = [
     ("operations", {"graph.ops"}),
     ("names", {"language.functions", "language.synonyms"}),
     ("graph", {"graph.nodes"}),
-    ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
+    ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "graph.simplify", "engine.sparsity"}),
     ("printers", {"graph.latex", "graph.numpy_code", "graph.steps"}),
     ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),
     ("engine", {"engine.evaluate", "engine.taylor", "engine.tensors"}),

@@ -176,13 +176,17 @@ class Function:
         return method(tangents, at, batch_ndim=batch_ndim)
 
     def formulas(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
-                 wrt: Iterable[str] | None = None, order: int = 1, form: str = "diffcli") -> dict:
+                 wrt: Iterable[str] | None = None, order: int = 1, form: str = "diffcli",
+                 simplify: bool = True) -> dict:
         """Derivatives as formulas, by variable (by pair for a Hessian).
         kind: 'gradient', 'jacobian', 'hessian' or 'derivative' (with order).
         form: 'diffcli' (the language, feedable to eval), 'latex', or 'numpy'
         (the source of a Python module with a NumPy function per derivative).
-        Variables are scalars unless shapes says otherwise."""
-        found = self._formula_blocks(kind, shapes, wrt, order)
+        Variables are scalars unless shapes says otherwise. simplify: rewritten
+        to a shorter form (graph/simplify.py), equal on the reals wherever both
+        are defined; False prints the derivative graph as it is, which gives
+        grad's numbers bit for bit wherever every value involved is finite."""
+        found = self._formula_blocks(kind, shapes, wrt, order, simplify)
         texts = formulas.block_texts(found, formulas.check_form(form), self.variables)
         out: dict = {}
         for block, text in zip(found, texts):
@@ -194,22 +198,22 @@ class Function:
 
     def formula_table(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
                       wrt: Iterable[str] | None = None, order: int = 1,
-                      form: str = "diffcli") -> formulas.FormulaTable:
+                      form: str = "diffcli", simplify: bool = True) -> formulas.FormulaTable:
         """The derivatives as a labelled matrix of formulas, one entry a line
         (d2/dxdy, dvalue[0]/dx[1]; LaTeX \\frac labels with form='latex'), with
         the subexpressions they share named once: (lets, [(label, text)])."""
         if formulas.check_form(form) == "numpy":
             raise UsageError("a NumPy function returns a whole block: use numpy_source()")
-        found = self._formula_blocks(kind, shapes, wrt, order)
+        found = self._formula_blocks(kind, shapes, wrt, order, simplify)
         with self._lock, collector_paused():
             return formulas.table(found, form, self.variables)
 
     def numpy_source(self, kind: str, shapes: Mapping[str, tuple] | None = None, *,
-                     wrt: Iterable[str] | None = None, order: int = 1) -> str:
+                     wrt: Iterable[str] | None = None, order: int = 1, simplify: bool = True) -> str:
         """One Python module computing the derivatives with NumPy: a function per
         variable (per pair for a Hessian), d_dx(x, y), d2_dxdy(x, y), ..., each
         taking every variable, with the helpers they need printed once."""
-        return formulas.numpy_module(self._formula_blocks(kind, shapes, wrt, order), self.variables)
+        return formulas.numpy_module(self._formula_blocks(kind, shapes, wrt, order, simplify), self.variables)
 
     def steps(self, shapes: Mapping[str, tuple] | None = None, *,
               wrt: Iterable[str] | None = None) -> list:
@@ -226,7 +230,7 @@ class Function:
             return [steps.derive(binding.graph, binding.output, binding.by_name[name], self.variables)
                     for name in self._check_wrt(wrt)]
 
-    def _formula_blocks(self, kind, shapes, wrt, order) -> list:
+    def _formula_blocks(self, kind, shapes, wrt, order, simplify: bool = True) -> list:
         shapes = {n: tuple((shapes or {}).get(n, ())) for n in self.variables}
         binding = self._binding(shapes)
         out = binding.output
@@ -241,6 +245,10 @@ class Function:
             except BudgetError:
                 self._forget(binding)
                 raise
+            if simplify:
+                from ..graph.simplify import simplified  # only --symbolic needs it
+
+                nodes = simplified(nodes)
         return formulas.blocks(nodes, kind, out.shape, shapes, order)
 
     def backward_pass(self, at: Mapping) -> list[tuple[Node, np.ndarray, np.ndarray | None]]:

@@ -27,14 +27,31 @@ LONG = 400  # characters after which a subexpression gets a name of its own
 
 def formula(root: Node, reserved: tuple[str, ...] = ()) -> str:
     """The text of root's value, as 'let; let; result'."""
-    lets, (text,) = walk([root], _render, reserved)
+    lets, (text,) = walk([root], _renderer([root]), reserved)
     return "; ".join([f"{name} = {value}" for name, value in lets] + [text])
 
 
 def formula_parts(roots: list[Node], reserved: tuple[str, ...] = (),
                   leaf=None) -> tuple[list[tuple[str, str]], list[str]]:
     """Several formulas sharing their let-bindings: ([(name, text)], [text per root])."""
-    return walk(roots, _render, reserved, leaf)
+    return walk(roots, _renderer(roots), reserved, leaf)
+
+
+def _renderer(roots: list[Node]):
+    """_render, writing as nothing the rank lifts that only broadcasting operations
+    read (where the language's broadcasting lifts ranks the same way)."""
+    drop = lifts_to_drop(roots)
+    return lambda node, args: _render(node, args, node.id in drop)
+
+
+def lifts_to_drop(roots: list[Node]) -> set[int]:
+    """Ids of the nodes read only by operations that broadcast."""
+    broadcast_reads: set[int] = set()
+    ranked_reads: set[int] = set()
+    for node in topological_order(roots):
+        for a in node.args:
+            (broadcast_reads if _broadcasts(node) else ranked_reads).add(a.id)
+    return broadcast_reads - ranked_reads
 
 
 def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,
@@ -61,13 +78,19 @@ def walk(roots: list[Node], render, reserved: tuple[str, ...] = (), leaf=None,
     lets: list[tuple[str, str]] = []
     for node in order:
         text, level = render(node, [texts[a.id] for a in node.args])
-        shared = uses.get(node.id, 0) > 1
+        shared = _worth_naming(text, uses.get(node.id, 0))
         if (shared or (len(text) > long and node.id not in root_ids)) and not leaf(node):
             name = spell(next(names))
             lets.append((name, text))
             text, level = name, ATOM
         texts[node.id] = (text, level)
     return lets, [texts[root.id][0] for root in roots]
+
+
+def _worth_naming(text: str, uses: int) -> bool:
+    """A subexpression used more than once gets a name where writing it each time
+    would be longer than 't1 = ...; ' and the name each time (x ^ 2 twice is not)."""
+    return uses > 1 and uses * len(text) > len(text) + 7 + 2 * uses
 
 
 def _fresh_names(reserved):
@@ -79,6 +102,12 @@ def _fresh_names(reserved):
             yield f"t{i}"
 
 
+def _broadcasts(node: Node) -> bool:
+    """Its operands are lined up by the language's own broadcasting, which lifts a
+    lower rank with leading axes of size 1, as a lift (reshape) in the graph does."""
+    return OPS[node.op].broadcasting or node.op == "broadcast_to"
+
+
 def _is_leaf(node: Node) -> bool:
     return node.op == "var" or (node.op == "const" and node.size == 1)
 
@@ -88,7 +117,9 @@ def _wrap(part: tuple[str, int], minimum: int) -> str:
     return text if level >= minimum else f"({text})"
 
 
-def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
+def _render(node: Node, args: list[tuple[str, int]], drop_lift: bool = False) -> tuple[str, int]:
+    """node's text from its operands' texts. drop_lift: node is read only where
+    broadcasting lifts ranks anyway, so a rank lift may be written as nothing."""
     op = node.op
     if op == "var":
         return node.attr, ATOM
@@ -121,7 +152,7 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
     if op == "stack":
         return f"[{', '.join(text for text, _ in args)}]", ATOM
     if op == "reshape":
-        return _reshape(node, args[0])
+        return _reshape(node, args[0], drop_lift)
     if op == "broadcast_to":
         ones = _constant(np.ones(node.shape))
         return f"{_wrap(args[0], MUL)} * {ones[0]}", MUL
@@ -139,8 +170,9 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
 
 
 def _scalar_if_uniform(node: Node, arg: Node, part: tuple[str, int]) -> tuple[str, int]:
-    """[2, 2, 2] * x is written 2 * x when broadcasting the scalar gives the same numbers."""
-    if arg.op != "const" or arg.size <= 1 or node.op == "matmul":
+    """[2, 2, 2] * x (or [2] * x, a lifted 2) is written 2 * x when broadcasting the
+    scalar gives the same numbers."""
+    if arg.op != "const" or not arg.shape or node.op == "matmul":
         return part
     others = [o.shape for o in node.args if o is not arg]
     first = float(arg.value.ravel()[0])
@@ -179,11 +211,15 @@ def _subscript(item) -> str:
     return text + (f":{step}" if step is not None else "")
 
 
-def _reshape(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+def _reshape(node: Node, arg: tuple[str, int], drop_lift: bool) -> tuple[str, int]:
     source, target = node.args[0].shape, node.shape
     lifted = len(target) - len(source)
     if lifted >= 0 and target[lifted:] == source and all(s == 1 for s in target[:lifted]):
-        return arg  # the language lifts ranks the same way when it broadcasts
+        if drop_lift:
+            return arg  # the language lifts ranks the same way when it broadcasts
+        # Elsewhere (transpose, indexing, @, the result itself) the axes must be
+        # there: each [ ] of one element adds a leading axis of size 1.
+        return "[" * lifted + arg[0] + "]" * lifted, ATOM
     dropped = len(source) - len(target)
     if dropped > 0 and source[dropped:] == target and all(s == 1 for s in source[:dropped]):
         return f"{_wrap(arg, POSTFIX)}[{', '.join(['0'] * dropped)}]", POSTFIX
@@ -235,7 +271,7 @@ def _linscan(node: Node, args) -> tuple[str, int]:
     mirror image from the start."""
     n = node.shape[0]
     _check_literal_size((n * n,))
-    h, a = (_wrap(arg, POSTFIX) for arg in args)
+    h, a = (_scan_operand(operand, part) for operand, part in zip(node.args, args))
     step = 1 if node.attr else -1
     entries = []
     for i in range(n):
@@ -243,11 +279,24 @@ def _linscan(node: Node, args) -> tuple[str, int]:
         while 0 <= j + step < n:
             j += step
             chain.append(j)
-        text = f"{h}[{chain[-1]}]"
+        text = h(chain[-1])
         for k in reversed(chain[:-1]):
-            text = f"{h}[{k}] + {a}[{k}] * ({text})"
+            text = f"{h(k)} + {a(k)} * ({text})"
         entries.append(text)
     return "[" + ", ".join(entries) + "]", ATOM
+
+
+def _scan_operand(operand: Node, part: tuple[str, int]):
+    """Entry k of a scan's operand along the scan's axis: the scan broadcasts its
+    operands, so one of size 1 there gives its only entry to every k, and a
+    constant of one number is that number."""
+    if operand.op == "const" and operand.uniform is not None:
+        number = _wrap(_number(operand.uniform), POSTFIX)
+        return lambda k: number
+    base = _wrap(part, POSTFIX)
+    if operand.shape[0] == 1:
+        return lambda k: f"{base}[0]"
+    return lambda k: f"{base}[{k}]"
 
 
 def _elementwise_literal(node, arg, source_index) -> tuple[str, int]:
