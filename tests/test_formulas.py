@@ -23,8 +23,9 @@ def _invoke(*args):
 def test_a_hessian_on_a_terminal_is_a_labelled_matrix_one_entry_a_line():
     result = _invoke("hess", "exp(x*y)", "--symbolic", "--format", "table", "--color", "never")
     assert result.exit_code == 0
-    assert result.stdout == ("t1 = exp(x * y)\nt2 = y * t1\nt3 = x * t1\n"
-                             "d2/dxdx = t2 * y\nd2/dxdy = t1 + t2 * x\nd2/dydx = t1 + t3 * y\nd2/dydy = t3 * x\n")
+    assert result.stdout == ("t1 = exp(x * y)\n"
+                             "d2/dxdx = y ^ 2 * t1\nd2/dxdy = t1 * (1 + x * y)\nd2/dydx = t1 * (1 + x * y)\n"
+                             "d2/dydy = x ^ 2 * t1\n")
 
 
 def _entry_value(lets, text, at):
@@ -105,14 +106,12 @@ def test_a_form_is_one_of_three():
 
 def test_the_command_line_forms():
     latex = _invoke("grad", "x/(1+x^2)", "--symbolic", "--format", "latex")
-    assert latex.stdout == ("t_{1} = 1 + x^{2}\n"
-                            r"\frac{\partial f}{\partial x} = \frac{1}{t_{1}} + \frac{-\frac{x}{t_{1}}}{t_{1}}"
-                            r" \cdot 2 \cdot x" "\n")
+    assert latex.stdout == r"\frac{\partial f}{\partial x} = \frac{1 - x^{2}}{\left(1 + x^{2}\right)^{2}}" "\n"
     bare = _invoke("grad", "x/(1+x^2)", "--symbolic", "--format", "latex", "-q")
     assert bare.stdout == diffcli.compile("x/(1+x^2)").formulas("gradient", form="latex")["x"] + "\n"
     document = json.loads(_invoke("hess", "x * y^2", "--symbolic", "--json").stdout)
     assert set(document) == {"expression", "hessian", "latex", "numpy"}
-    assert document["hessian"]["y"]["y"] == "x * 2" and document["latex"]["y"]["y"] == r"x \cdot 2"
+    assert document["hessian"]["y"]["y"] == "2 * x" and document["latex"]["y"]["y"] == r"2 \cdot x"
     assert "def d2_dydy(x, y):" in document["numpy"]["y"]["y"]
     refused = _invoke("grad", "x^2", "--at", "x=1", "--format", "latex")
     assert refused.exit_code == 2 and refused.stdout == ""

@@ -184,11 +184,11 @@ def test_names_subscripts_and_vectors():
 
 
 def test_shared_subexpressions_are_named_once_with_where():
-    text = diffcli.compile("x/(1+x^2)").formulas("gradient", form="latex")["x"]
+    text = diffcli.compile("x/(1+x^2)").formulas("gradient", form="latex", simplify=False)["x"]
     assert text.endswith(r",\quad \mathrm{where}\ t_{1} = 1 + x^{2}") and text.count("t_{1}") >= 3
 
 
 def test_a_named_part_never_looks_like_a_variable():
     """A variable t_1 is written t_{1}, as the part t1 would be: parts start at t_{2}."""
-    text = diffcli.compile("exp(t_1 * x) * exp(t_1 * x)").formulas("gradient", form="latex")["x"]
+    text = diffcli.compile("exp(t_1 * x) * exp(t_1 * x)").formulas("gradient", form="latex", simplify=False)["x"]
     assert text.endswith(r"\mathrm{where}\ t_{2} = e^{t_{1} \cdot x}")

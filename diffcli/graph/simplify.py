@@ -636,7 +636,8 @@ def _lifts_or_broadcasts(source: tuple, target: tuple) -> bool:
 
 def _zero_when(condition: Node) -> list[Node]:
     """Nodes z with condition = 1 only where z = 0: z == 0, or a product of
-    0/1 conditions with such a factor (pow's rule multiplies two)."""
+    0/1 conditions with such a factor (pow's rule multiplies two: (b == 0) * (a == 0),
+    which is (x == 0)^2 for x^x)."""
     found, stack = [], [condition]
     while stack:
         c = stack.pop()
@@ -644,8 +645,11 @@ def _zero_when(condition: Node) -> list[Node]:
             for z, other in (c.args, c.args[::-1]):
                 if other.op == "const" and other.uniform == 0.0 and z.shape == c.shape:
                     found.append(z)
-        elif c.op == "mul" and all(a.op in ("eq", "ge", "gt", "le", "lt", "ne", "mul") for a in c.args):
+        elif c.op == "mul" and all(a.op in ("eq", "ge", "gt", "le", "lt", "ne", "mul", "pow") for a in c.args):
             stack.extend(c.args)
+        elif c.op == "pow" and c.args[1].op == "const" and c.args[1].uniform is not None and \
+                c.args[1].uniform > 0 and c.args[0].op in ("eq", "mul"):
+            stack.append(c.args[0])  # (z == 0)^2: a 0/1 condition times itself, as interning writes it
     return found
 
 
