@@ -465,15 +465,26 @@ def hvp_command(**given):
     _run("hvp", Options(**given))
 
 
+GRAPH_FORMATS = ["table", "dot", "json", "ndjson", "csv"]
+
+
 @cli.command("graph", epilog=EPILOG)
 @_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
 @click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
-              help="A point: adds the backward pass, node by node, as a table.")
-@click.option("--dot", is_flag=True, help="Print Graphviz DOT text instead of a tree.")
-@_digits_option(6, "Significant digits in the backward-pass table.")
+              help="A point: adds the backward pass, each node's value and adjoint.")
+@click.option("--format", "output_format", type=click.Choice(GRAPH_FORMATS),
+              help="table: the tree (and the backward pass as a table); dot: Graphviz; json: nodes, "
+                   "edges (and values, adjoints); ndjson, csv: a record per node. Default: table on "
+                   "a terminal, json otherwise.")
+@click.option("--dot", is_flag=True, help="Same as --format dot.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson.")
+@click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv.")
+@_digits_option(6, "Significant digits in the backward-pass table and DOT labels.")
 @_color_option("Colour; NO_COLOR is honoured.")
 @_handle_errors
-def graph_command(expression, expression_file, at, dot, digits, color):
+def graph_command(expression, expression_file, at, output_format, dot, as_json, as_ndjson, as_csv, digits,
+                  color):
     """The DAG of EXPRESSION: one node per distinct subexpression (shared nodes
     are shown once and referred to by id). With --at, also the backward pass in
     the order it runs: each node's value and its adjoint d(output)/d(node).
@@ -482,24 +493,56 @@ def graph_command(expression, expression_file, at, dot, digits, color):
     diffcli graph 'sin(x) * exp(sin(x)) + x'
     diffcli graph 'cos(x) + sin(x)' --at x=2
     diffcli graph 'x * y + y' --dot | dot -Tsvg > graph.svg
+    diffcli graph 'x * y' --at x=1,y=2 --json | jq '.nodes[] | {label, adjoint}'
     """
     source = _read_expression(expression, expression_file)
     values = parse_at(at)
+    flags = {"dot": dot, "json": as_json, "ndjson": as_ndjson, "csv": as_csv}
+    fmt = _one_format(output_format, [name for name, given in flags.items() if given], "table")
     try:
         function = compile_expression(source)
         shapes = {n: np.shape(values[n]) if n in values else () for n in function.variables}
         graph, root = function.graph(shapes)
-        if dot:
-            click.echo(dot_text(root), nl=False)
-            return
         steps = function.backward_pass(values) if values else None  # an error here leaves stdout empty
+    except DiffcliError as e:
+        raise e.with_source(source)
+    if fmt == "table":
         console = _console(color)
         print_graph_tree(console, root)
         if steps is not None:
             console.print()
             print_backward_table(console, steps, digits)
-    except DiffcliError as e:
-        raise e.with_source(source)
+    elif fmt == "dot":
+        _write_pieces([dot_text(root, steps, digits)])
+    else:
+        _write_graph_data(fmt, source, values, root, steps)
+
+
+def _one_format(chosen: str | None, flags: list[str], human: str) -> str:
+    """The one output format asked for by --format or its flags; else the human
+    one on a terminal and JSON otherwise."""
+    asked = {chosen} - {None} | set(flags)
+    if len(asked) > 1:
+        raise UsageError(f"choose one output format, not {' and '.join(sorted(asked))}")
+    if asked:
+        return asked.pop()
+    return human if _stdout_is_terminal() else "json"
+
+
+def _write_graph_data(fmt: str, source: str, at: dict, root, steps) -> None:
+    from .io.render import GRAPH_CSV_COLUMNS, delimited_line, graph_csv_rows, graph_document, graph_nodes
+
+    if fmt != "csv" and steps is not None and any(
+            not np.all(np.isfinite(array)) for _, value, adjoint in steps for array in (value, adjoint)
+            if array is not None):
+        _stderr("warning: non-finite numbers are written as null in JSON")
+    if fmt == "json":
+        _write_pieces([json.dumps(graph_document(source, at, root, steps)), "\n"])
+    elif fmt == "ndjson":
+        _write_pieces(json.dumps(node) + "\n" for node in graph_nodes(root, steps))
+    else:
+        rows = graph_csv_rows(graph_nodes(root, steps, json_numbers=False))
+        _write_pieces(delimited_line(row) + "\n" for row in [GRAPH_CSV_COLUMNS, *rows])
 
 
 PLOT_FORMATS = ["plot", "json", "ndjson", "csv"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -232,3 +233,53 @@ def test_delimited_text_is_a_quoted_header_and_repr_rows_on_either_side_of_the_c
     quoted = {",": 'x[0],"say ""hi"", or\ttab"', "\t": 'x[0]\t"say ""hi"", or\ttab"'}[delimiter]
     expected = quoted + "\n" + "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
     assert render.delimited_text(labels, matrix, delimiter) == expected
+
+
+# ---------------------------------------------------------------- graph: DOT and data with values and adjoints
+
+
+def _graph(*args):
+    from click.testing import CliRunner
+
+    from diffcli.cli import cli
+
+    return CliRunner().invoke(cli, ["graph", *args])
+
+
+def test_graph_dot_at_a_point_puts_values_and_adjoints_in_the_labels():
+    result = _graph("x*y", "--dot", "--at", "x=1,y=2")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert '  n0 [label="#0 var x\\nvalue 1\\nadjoint 2"];' in lines  # d(x*y)/dx = y
+    assert '  n1 [label="#1 var y\\nvalue 2\\nadjoint 1"];' in lines  # d(x*y)/dy = x
+    assert '  n2 [label="#2 mul\\nvalue 2\\nadjoint 1"];' in lines
+    assert "  n0 -> n2;" in lines and "  n1 -> n2;" in lines
+    assert '  n0 [label="#0 var x"];' in _graph("x*y", "--dot").stdout.splitlines()  # no point: no numbers
+
+
+def test_graph_json_gives_nodes_edges_values_and_adjoints():
+    doc = json.loads(_graph("cos(x) + sin(x)", "--at", "x=2", "--format", "json").stdout)
+    ops = {node["op"]: node for node in doc["nodes"]}
+    assert doc["output"] == ops["add"]["id"] and ops["var"]["name"] == "x"
+    assert sorted(map(tuple, doc["edges"])) == sorted(
+        [(ops["var"]["id"], ops["cos"]["id"]), (ops["var"]["id"], ops["sin"]["id"]),
+         (ops["cos"]["id"], ops["add"]["id"]), (ops["sin"]["id"], ops["add"]["id"])])
+    assert ops["cos"]["value"] == math.cos(2) and ops["sin"]["value"] == math.sin(2)
+    assert ops["var"]["adjoint"] == pytest.approx(math.cos(2) - math.sin(2), rel=1e-15)
+    assert ops["cos"]["adjoint"] == 1.0 and doc["backward_order"][0] == doc["output"]
+    plain = json.loads(_graph("x*y").stdout)  # off a terminal, JSON is the default
+    assert [n["op"] for n in plain["nodes"]] == ["var", "var", "mul"] and "value" not in plain["nodes"][0]
+
+
+def test_graph_ndjson_and_csv_are_a_record_per_node():
+    records = [json.loads(line) for line in _graph("x*y", "--at", "x=3,y=4", "--nl").stdout.splitlines()]
+    assert [(r["id"], r["args"], r["value"], r["adjoint"]) for r in records] == \
+        [(0, [], 3.0, 4.0), (1, [], 4.0, 3.0), (2, [0, 1], 12.0, 1.0)]
+    csv = _graph("sum(log(x)*y)", "--at", "x=0,y=[1,2]", "--csv").stdout.splitlines()
+    assert csv[0] == "id,op,label,shape,args,value,adjoint"
+    assert "1,log,#1 log,,0,-inf,3.0" in csv and '2,var,#2 var y 2,2,,"[1.0, 2.0]","[-inf, -inf]"' in csv
+
+
+def test_graph_refuses_two_formats():
+    result = _graph("x", "--dot", "--json")
+    assert result.exit_code == 2 and "choose one output format, not dot and json" in result.stderr

@@ -863,18 +863,81 @@ def print_graph_tree(console, root) -> None:
                       highlight=False)
 
 
-def dot_text(root) -> str:
-    """Graphviz DOT for the DAG: an edge from each argument to its consumer."""
+def dot_text(root, steps=None, digits: int = 6) -> str:
+    """Graphviz DOT for the DAG: an edge from each argument to its consumer.
+    With the backward pass's steps (graph --at), each node's label also gives
+    its value and its adjoint d(output)/d(node)."""
     from ..graph.nodes import topological_order
 
+    computed = {node.id: (value, adjoint) for node, value, adjoint in steps or ()}
     lines = ["digraph diffcli {", "  rankdir=BT;", '  node [shape=box, fontname="monospace"];']
     for node in topological_order([root]):
-        label = node_label(node).replace("\\", "\\\\").replace('"', '\\"')
+        label = node_label(node)
+        if node.id in computed:
+            value, adjoint = computed[node.id]
+            label += (f"\nvalue {_compact(value, digits)}"
+                      f"\nadjoint {'-' if adjoint is None else _compact(adjoint, digits)}")
+        label = label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         lines.append(f'  n{node.id} [label="{label}"];')
         for arg in node.args:
             lines.append(f"  n{arg.id} -> n{node.id};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def graph_nodes(root, steps=None, json_numbers: bool = True) -> list[dict]:
+    """The DAG as one record per node, each after its arguments: id, op, label,
+    shape, args (the ids it consumes: the edges), and with the backward pass's
+    steps (graph --at) the node's value and its adjoint d(output)/d(node), None
+    where no derivative flows to it. Numbers as to_json_value gives them (None
+    where not finite), or with json_numbers=False as floats, nan included."""
+    number = to_json_value if json_numbers else (lambda array: np.asarray(array, dtype=np.float64).tolist())
+    from ..graph.nodes import topological_order
+
+    computed = {node.id: (value, adjoint) for node, value, adjoint in steps or ()}
+    records = []
+    for node in topological_order([root]):
+        record = {"id": node.id, "op": node.op, "label": node_label(node), "shape": list(node.shape),
+                  "args": [arg.id for arg in node.args]}
+        if node.op == "var":
+            record["name"] = node.attr
+        if node.id in computed:
+            value, adjoint = computed[node.id]
+            record["value"] = number(value)
+            record["adjoint"] = None if adjoint is None else number(adjoint)
+        records.append(record)
+    return records
+
+
+def graph_document(source: str, at: dict, root, steps=None) -> dict:
+    """graph --format json: the expression, the point, the output node's id, the
+    nodes (graph_nodes), the edges [from, to], and with --at the order in which
+    the backward pass visits the nodes."""
+    nodes = graph_nodes(root, steps)
+    doc = {"expression": source, "at": {k: to_json_value(v) for k, v in at.items()}, "output": root.id,
+           "nodes": nodes, "edges": [[arg, node["id"]] for node in nodes for arg in node["args"]]}
+    if steps is not None:
+        doc["backward_order"] = [node.id for node, _, _ in steps]
+    return doc
+
+
+GRAPH_CSV_COLUMNS = ["id", "op", "label", "shape", "args", "value", "adjoint"]
+
+
+def graph_csv_rows(nodes: list[dict]):
+    """graph --format csv: a row per node; shape as 2x3, args as space-separated
+    ids, value and adjoint as numbers (JSON lists for arrays; empty without --at,
+    and an adjoint is empty where no derivative flows)."""
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return plain_number(value)
+        # a list holds only numbers: Python's json spells nan and inf as NaN and Infinity
+        return json.dumps(value).replace("NaN", "nan").replace("Infinity", "inf")
+    for node in nodes:
+        yield [str(node["id"]), node["op"], node["label"], "x".join(map(str, node["shape"])),
+               " ".join(map(str, node["args"])), cell(node.get("value")), cell(node.get("adjoint"))]
 
 
 def print_backward_table(console, rows, digits: int) -> None:
