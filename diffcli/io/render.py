@@ -10,11 +10,13 @@ Non-finite numbers: JSON has no NaN or Infinity, so they are written as null
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
 import math
 import operator
+from collections.abc import Callable
 from itertools import product
 
 import numpy as np
@@ -295,33 +297,127 @@ def format_number(v: float, digits: int) -> str:
 
 def print_tables(console, result, digits: int) -> None:
     """The value, then a table per derivative block: a column of components, or a
-    matrix with labelled rows and columns."""
-    for i, leaf in enumerate(leaves(result)):
+    matrix with labelled rows and columns (a matrix-shaped vector of components
+    too, and a Hessian in several variables as one block matrix). A table wider
+    than the console is split into column blocks, its row labels repeated in each,
+    as NumPy and pandas print wide arrays: a number is never cut."""
+    for i, shown in enumerate(displays(result)):
         if i:
             console.print()
-            console.print(leaf.heading, style="bold", highlight=False)
-        for table in _leaf_tables(leaf, digits):
-            console.print(table)
+            console.print(shown.heading, style="bold", highlight=False)
+        print_display(console, shown, digits)
+
+
+def print_display(console, shown: "Display", digits: int) -> None:
+    for table in _leaf_tables(shown, digits, console.width):
+        console.print(Trimmed(table), crop=False)
+
+
+@dataclasses.dataclass
+class Display:
+    """A table as a person reads it: a column of (label, number) lines when
+    col_labels is None, else a matrix (rows x columns) with labelled rows and
+    columns and a rule after each row index in sections (a block matrix's blocks)."""
+
+    heading: str
+    row_labels: Callable  # () -> an iterator of the row labels
+    array: np.ndarray  # (rows,) for a column; (rows, columns) for a matrix
+    col_labels: list | None = None
+    sections: frozenset = frozenset()
+
+    @property
+    def matrix(self) -> bool:
+        return self.col_labels is not None
+
+
+def displays(result) -> list[Display]:
+    """The tables a result is shown as, in order: one per leaf, except that a
+    Hessian in several variables is one matrix, its blocks side by side."""
+    found = leaves(result)
+    if result.kind == "hessian" and len(found) > 2:
+        return [_display(found[0]), _hessian_display(result)]
+    return [_display(leaf) for leaf in found]
+
+
+def _display(leaf: Leaf) -> Display:
+    array = np.asarray(leaf.array, dtype=np.float64)
+    if leaf.col_name is not None and leaf.col_shape and leaf.row_shape:
+        return Display(leaf.heading, lambda: iter_component_labels(leaf.row_name, leaf.row_shape),
+                       array.reshape(math.prod(leaf.row_shape), -1),
+                       list(iter_component_labels(leaf.col_name, leaf.col_shape)))
+    if leaf.col_name is None:
+        name, shape = leaf.row_name, leaf.row_shape
+        labels = (lambda: iter_component_labels(name, shape)) if shape or leaf.path == ("value",) \
+            else leaf.iter_labels
+    elif not leaf.row_shape and not leaf.col_shape:
+        name, shape, labels = None, (), leaf.iter_labels  # one number: name it d2/dxdy, dvalue/dx, ...
+    else:
+        name, shape = (leaf.col_name, leaf.col_shape) if leaf.col_shape else (leaf.row_name, leaf.row_shape)
+        labels = lambda: iter_component_labels(name, shape)  # noqa: E731
+    if len(shape) == 2:  # a matrix of components reads best as a matrix: A[i,:] by A[:,j]
+        rows, columns = shape
+        return Display(leaf.heading, lambda: (f"{name}[{i},:]" for i in range(rows)), array.reshape(shape),
+                       [f"{name}[:,{j}]" for j in range(columns)])
+    return Display(leaf.heading, labels, array.ravel())
+
+
+def _hessian_display(result) -> Display:
+    """The Hessian as one matrix, rows and columns labelled by the variables'
+    components in order; a rule between the variables' blocks of rows unless
+    every variable is a scalar."""
+    names = list(result.derivatives)
+    sizes = [math.prod(result.shapes[n]) for n in names]
+    blocks = [[np.asarray(result.derivatives[a][b], dtype=np.float64).reshape(sa, sb)
+               for b, sb in zip(names, sizes)] for a, sa in zip(names, sizes)]
+    labels = [label for n in names for label in iter_component_labels(n, result.shapes[n])]
+    ends = itertools.accumulate(sizes)
+    sections = frozenset() if max(sizes) == 1 else frozenset(end - 1 for end in list(ends)[:-1])
+    return Display(f"∂²value/∂({', '.join(names)})²", lambda: iter(labels), np.block(blocks), labels, sections)
 
 
 TABLE_BLOCK = 1000  # rows drawn at a time: rich holds every cell of a table it draws
+PADDING = (0, 1, 0, 2)  # a cell's padding: two spaces before it, one after
 
 
-def _leaf_tables(leaf: Leaf, digits: int):
-    """The leaf as one rich Table; a leaf of more than TABLE_BLOCK rows as
-    several tables of that many rows with the same column widths, so that
-    memory stays near the array's own size however long the table."""
-    rows, matrix = _table_rows(leaf, digits)
-    count = int(np.prod(leaf.row_shape)) if matrix else np.size(leaf.array)
-    if count <= TABLE_BLOCK:
-        yield _table(leaf, list(rows()), matrix)
-        return
-    widths = None
+def _leaf_tables(shown, digits: int, width: int = 10**9):
+    """The display (or leaf) as rich Tables: the columns that fit in width
+    characters (the row labels repeated in each block of columns), and a block of
+    more than TABLE_BLOCK rows as several tables of that many rows with the same
+    column widths, so that memory stays near the array's own size however long
+    the table."""
+    if isinstance(shown, Leaf):
+        shown = _display(shown)
+    rows = _table_rows(shown, digits)
+    headers = ["", *shown.col_labels] if shown.matrix else ["", ""]
+    widths = [len(h) for h in headers]
     for block in _batched(rows(), TABLE_BLOCK):
-        widest = _widest(block)
-        widths = [max(w, c) for w, c in zip(widths, widest)] if widths else widest
-    for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
-        yield _table(leaf, block, matrix, widths, first=i == 0)
+        widths = [max(w, c) for w, c in zip(widths, _widest(block))]
+    # The SIMPLE_HEAD box draws an edge each side and a divider between columns
+    # (blank, but a character each); box=None draws none of them.
+    room, divider = (width - 1, 1) if shown.matrix else (width, 0)
+    for columns in column_blocks(widths, 1, room, divider):
+        for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
+            start = i * TABLE_BLOCK
+            sections = {r - start for r in shown.sections if start <= r < start + len(block)}
+            yield _table(shown.matrix, [headers[c] for c in columns], [[row[c] for c in columns] for row in block],
+                         [widths[c] for c in columns], first=i == 0, sections=sections)
+
+
+def column_blocks(widths: list[int], fixed: int, room: int, divider: int = 0) -> list[list[int]]:
+    """The columns of each block, as indices: the first `fixed` (the labels) in
+    every block, then as many of the others as fit in room characters with their
+    padding and a divider each, at least one a block."""
+    pad = PADDING[1] + PADDING[3] + divider
+    base = sum(w + pad for w in widths[:fixed])
+    blocks, current, used = [], [], base
+    for i in range(fixed, len(widths)):
+        if current and used + widths[i] + pad > room:
+            blocks.append(current)
+            current, used = [], base
+        current.append(i)
+        used += widths[i] + pad
+    blocks.append(current)
+    return [list(range(fixed)) + block for block in blocks]
 
 
 def _batched(items, n: int):
@@ -334,44 +430,61 @@ def _widest(block) -> list[int]:
     return [max(len(cell) for cell in column) for column in zip(*block)]
 
 
-def _table_rows(leaf: Leaf, digits: int):
-    """A function giving the leaf's table rows (label, then numbers), and whether
-    the table is a matrix (labelled columns) rather than a column of components."""
-    array = np.asarray(leaf.array, dtype=np.float64)
-    if leaf.col_name is None or not leaf.col_shape or not leaf.row_shape:
-        if leaf.col_name is None:
-            labels = (lambda: iter_component_labels(leaf.row_name, leaf.row_shape)) \
-                if leaf.row_shape or leaf.path == ("value",) else leaf.iter_labels
-        elif not leaf.row_shape and not leaf.col_shape:
-            labels = leaf.iter_labels  # one number: name it d2/dxdy, dvalue/dx, ...
-        else:
-            labels = (lambda: iter_component_labels(leaf.col_name, leaf.col_shape)) if leaf.col_shape \
-                else (lambda: iter_component_labels(leaf.row_name, leaf.row_shape))
-        flat = array.ravel()
-        return (lambda: ((label, format_number(float(v), digits)) for label, v in zip(labels(), flat))), False
-    matrix = array.reshape(int(np.prod(leaf.row_shape)), -1)
-    return (lambda: ((label, *(format_number(v, digits) for v in row.tolist()))
-                     for label, row in zip(iter_component_labels(leaf.row_name, leaf.row_shape), matrix))), True
+def _table_rows(shown: Display, digits: int):
+    """A function giving the display's table rows: label, then numbers."""
+    if not shown.matrix:
+        return lambda: ((label, format_number(float(v), digits)) for label, v in zip(shown.row_labels(), shown.array))
+    return lambda: ((label, *(format_number(v, digits) for v in row.tolist()))
+                    for label, row in zip(shown.row_labels(), shown.array))
 
 
-def _table(leaf: Leaf, rows, matrix: bool, widths=None, first: bool = True):
+def _table(matrix: bool, headers: list[str], rows, widths: list[int], first: bool = True, sections=(),
+           label_column: bool = True):
     from rich import box
     from rich.table import Table
 
-    def width(i, header=""):  # fixed widths keep the blocks of a long table aligned
-        return {} if widths is None else {"width": max(widths[i], len(header)), "no_wrap": True}
+    fixed = [{"width": max(w, len(h)), "no_wrap": True} for w, h in zip(widths, headers)]
     if not matrix:
-        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
-        table.add_column(style="bold", **width(0))
-        table.add_column(justify="right", **width(1))
+        table = Table(show_header=False, box=None, padding=PADDING)
+        table.add_column(style="bold", **fixed[0])
+        table.add_column(justify="right", **fixed[1])
     else:
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2), show_header=first)
-        table.add_column("", **width(0))
-        for i, c in enumerate(iter_component_labels(leaf.col_name, leaf.col_shape), 1):
-            table.add_column(c, justify="right", **width(i, c))
-    for row in rows:
-        table.add_row(*row)
+        table = Table(box=box.SIMPLE_HEAD, padding=PADDING, show_header=first)
+        if label_column:
+            table.add_column(headers[0], **fixed[0])
+        for header, options in zip(headers[1 if label_column else 0:], fixed[1 if label_column else 0:]):
+            table.add_column(header, justify="right", **options)
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i in sections)
     return table
+
+
+class Trimmed:
+    """A renderable drawn at its natural width, even past the console's (the
+    terminal wraps a line too long; a number is never cut), each line without
+    its trailing spaces."""
+
+    def __init__(self, renderable):
+        self.renderable = renderable
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        natural = console.measure(self.renderable, options=options.update(max_width=10**6)).maximum
+        wide = options.update(width=max(options.max_width, natural))
+        for line in console.render_lines(self.renderable, wide, pad=False):
+            yield from _without_trailing_spaces(line)
+            yield Segment.line()
+
+
+def _without_trailing_spaces(segments: list) -> list:
+    segments = list(segments)
+    while segments and not segments[-1].control and not segments[-1].text.rstrip(" "):
+        segments.pop()
+    if segments and not segments[-1].control:
+        last = segments[-1]
+        segments[-1] = type(last)(last.text.rstrip(" "), last.style, last.control)
+    return segments
 
 
 # ---------------------------------------------------------------- many points: streaming writers
@@ -760,8 +873,11 @@ class QuietWriter(Writer):
 
 
 class TableWriter(Writer):
-    """A rich table of the first points, drawn as soon as the chunks so far hold
-    them (the first chunk, usually), then a count of the rest at the end."""
+    """A rich table of the first points, each point's input values (its kept
+    columns, then its variables) beside its results, drawn as soon as the chunks
+    so far hold them (the first chunk, usually), then a count of the rest at the
+    end. Wider than the console, it is drawn in blocks of columns, the inputs
+    repeated in each (where they take at most half the width)."""
 
     def __init__(self, console, digits: int, limit: int = 20):
         super().__init__(None)
@@ -769,9 +885,18 @@ class TableWriter(Writer):
         self.digits = digits
         self.limit = limit
         self.labels: list[str] | None = None
+        self.fixed = 0  # the input columns, first
         self.rows: list[list[str]] = []
+        self.inputs: dict = {}
         self.shown = False
         self.more = 0
+
+    def watch(self, chunks):
+        """The chunks, passed on unchanged; each one's variable values are noted
+        as it goes by, to be shown beside its results (written before the next)."""
+        for chunk in chunks:
+            self.inputs = chunk.values
+            yield chunk
 
     def write(self, result, kept):
         if self.shown:
@@ -779,28 +904,31 @@ class TableWriter(Writer):
             return
         kept = text_columns(kept)
         labels, matrix = result_columns(result)
+        n = len(matrix)
+        inputs = {name: np.asarray(values, dtype=np.float64).reshape(n, -1) for name, values in self.inputs.items()}
         if self.labels is None:
-            self.labels = list(kept) + labels
+            input_labels = [label for name, values in self.inputs.items()
+                            for label in iter_component_labels(name, np.shape(values)[1:])]
+            self.labels = list(kept) + input_labels + labels
+            self.fixed = len(kept) + len(input_labels)
         kept_cells = [[kept_cell(v) for v in values] for values in kept.values()]
-        for i, row in enumerate(matrix.tolist()):
-            if len(self.rows) < self.limit:
-                self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
-            else:
-                self.more += 1
+        numbers = np.concatenate([*inputs.values(), matrix], axis=1) if inputs else matrix
+        taken = numbers[:self.limit - len(self.rows)]
+        for i, row in enumerate(taken.tolist()):
+            self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
+        self.more += n - len(taken)
         if len(self.rows) >= self.limit:
             self._show()
 
     def _show(self):
-        from rich import box
-        from rich.table import Table
-
         self.shown = True
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1))
-        for label in self.labels:
-            table.add_column(label, justify="right")
-        for row in self.rows:
-            table.add_row(*row)
-        self.console.print(table)
+        widths = [max([len(label)] + [len(row[i]) for row in self.rows]) for i, label in enumerate(self.labels)]
+        room = self.console.width - 1  # the box's edges, less the one divider fewer than columns
+        fixed = self.fixed if sum(w + 4 for w in widths[:self.fixed]) <= room // 2 else min(1, self.fixed)
+        for columns in column_blocks(widths, fixed, room, 1):
+            table = _table(True, [self.labels[c] for c in columns], [[row[c] for c in columns] for row in self.rows],
+                           [widths[c] for c in columns], label_column=False)
+            self.console.print(Trimmed(table), crop=False)
 
     def close(self):
         if self.labels is None:
