@@ -66,16 +66,18 @@ def test_tan_on_a_terminal_is_drawn_in_bounded_memory():
 
 
 def test_ctrl_c_stops_a_long_plot():
-    """SIGINT half a second into drawing a million samples (a few seconds of
-    work) ends the run at once with status 130 and 'interrupted'."""
+    """SIGINT while a million samples are drawn (about 3 s of work; the sampling
+    before it ends with a warning on stderr, which tells us the drawing began)
+    ends the run at once with status 130 and 'interrupted'."""
     master, slave = _pty(80, 24)
     env = dict(_env(), NO_COLOR="1")
-    proc = subprocess.Popen(_diffcli_command() + ["plot", "tan(x) * exp(sin(x))", "--over", "x=-3:3",
+    proc = subprocess.Popen(_diffcli_command() + ["plot", "tan(x) * exp(sin(x)) + sqrt(x + 3)", "--over", "x=-4:3",
                                                   "--samples", "1000000", "--order", "3"],
                             stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
     os.close(slave)
     try:
-        time.sleep(1.0)
+        assert proc.stderr.readline().startswith(b"warning: sqrt produced nan")
+        time.sleep(0.3)
         assert proc.poll() is None, "the plot finished before it could be interrupted"
         sent = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -117,3 +119,88 @@ def test_plot_and_graph_draw_on_a_terminal():
     assert status == 0 and shown.splitlines()[0] == "#2 mul"
     status, shown, _ = on_terminal(["plot", "sin(x)", "--over", "x=0:1"], columns=60, lines=15)
     assert status == 0 and "f(x) = sin(x)" in shown and "┌" in shown
+
+
+# ---------------------------------------------------------------- wide tables (item 2)
+
+
+def _numbers_and_labels(shown: str) -> list[str]:
+    return [cell for line in shown.splitlines() for cell in line.split() if "─" not in cell]
+
+
+@pytest.mark.parametrize("columns", [40, 80, 120])
+def test_a_wide_jacobian_is_drawn_in_column_blocks_with_every_digit(columns):
+    """jac of cumsum(sin(x)) at 8 points showed 'valu…  0.54…  -0.4…' at 80
+    columns: now every number is whole (the table's cells are exactly the
+    numbers, with 8 significant digits), every line fits, none ends in a space,
+    and every block repeats the row labels."""
+    at = "x=[" + ",".join(str(i) for i in range(1, 9)) + "]"
+    status, shown, stderr = on_terminal(["jac", "cumsum(sin(x))", "--at", at], columns=columns)
+    assert status == 0, stderr
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= columns and all(line == line.rstrip() for line in lines)
+    assert "…" not in shown
+    x = np.arange(1, 9)
+    jacobian = np.tril(np.broadcast_to(np.cos(x), (8, 8)))  # d cumsum(sin x)[i] / dx[j] = cos(x[j]) for j <= i
+    cells = _numbers_and_labels(shown.split("∂value/∂x", 1)[1])
+    numbers = [c for c in cells if not c.startswith(("value[", "x["))]
+    headers = [c for c in cells if c.startswith("x[")]
+    assert sorted(set(headers)) == [f"x[{j}]" for j in range(8)] and len(headers) == 8  # each column once
+    blocks = cells.count("value[0]")
+    assert blocks >= 2 and all(cells.count(f"value[{i}]") == blocks for i in range(8))  # labels in every block
+    expected = sorted(f"{v:.8g}" if v else "0" for v in jacobian.ravel())
+    assert sorted(numbers) == expected
+
+
+def test_a_15_by_15_jacobian_at_120_columns_is_readable():
+    at = "x=[" + ",".join(str(i) for i in range(1, 16)) + "]"
+    status, shown, _ = on_terminal(["jac", "x * sum(x)", "--at", at], columns=120)
+    table = shown.split("∂value/∂x", 1)[1]
+    assert status == 0 and "…" not in shown and max(map(len, shown.splitlines())) <= 120
+    assert table.count("value[14]") >= 2  # more than one block, each with all 15 row labels
+    rows = [line.split() for line in table.splitlines() if line.strip().startswith("value[3]")]
+    # d(x_i * sum(x))/dx_j = x_i + [i == j] sum(x): row 3 is 4 everywhere, 4 + 120 on the diagonal
+    assert [cell for row in rows for cell in row[1:]] == ["4"] * 3 + ["124"] + ["4"] * 11
+
+
+# ---------------------------------------------------------------- shapes as people think of them (item 9)
+
+
+def test_hess_of_scalar_variables_is_one_labelled_matrix():
+    status, shown, _ = on_terminal(["hess", "x^3*y + exp(x)", "--at", "x=1,y=2"])
+    assert status == 0
+    # d2/dx2 = 6xy + e^x = 12 + e, d2/dxdy = 3x^2 = 3, d2/dy2 = 0
+    assert shown.splitlines()[2:] == [
+        "∂²value/∂(x, y)²", "", "                x    y", " ──────────────────────",
+        f"   x    {12 + np.e:.8g}    3", "   y            3    0", ""][:len(shown.splitlines()) - 2]
+    assert len([line for line in shown.splitlines() if line.strip()]) == 6
+
+
+def test_hess_of_vector_and_scalar_is_a_block_matrix():
+    status, shown, _ = on_terminal(["hess", "sum(x^3)*y", "--at", "x=[1,2]", "--at", "y=3"])
+    rows = {line.split()[0]: line.split()[1:] for line in shown.split("²", 2)[-1].splitlines()
+            if line.strip().startswith(("x[", "y"))}
+    # d2/dx_i dx_j = 6 x_i y [i == j]; d2/dx_i dy = 3 x_i^2; d2/dy2 = 0
+    assert rows == {"x[0]": ["18", "0", "3"], "x[1]": ["0", "36", "12"], "y": ["3", "12", "0"]}
+    assert status == 0 and "∂²value/∂(x, y)²" in shown
+
+
+def test_a_matrix_variable_gradient_is_a_matrix():
+    status, shown, _ = on_terminal(["grad", "sum(A^2)", "--at", "A=[[1,2],[3,4]]"])
+    assert status == 0
+    lines = [line.split() for line in shown.split("∂value/∂A", 1)[1].splitlines() if line.strip()]
+    assert lines[0] == ["A[:,0]", "A[:,1]"] and lines[2:] == [["A[0,:]", "2", "4"], ["A[1,:]", "6", "8"]]
+
+
+# ---------------------------------------------------------------- points on a terminal (item 8)
+
+
+def test_points_on_a_terminal_show_their_inputs_beside_the_results(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("id,x,y\n" + "".join(f"p{i},{i},{i / 4}\n" for i in range(25)))
+    status, shown, _ = on_terminal(["grad", "x^2 * y", "--points", str(path), "--keep", "id"])
+    lines = [line.split() for line in shown.splitlines() if line.strip() and "─" not in line]
+    assert status == 0 and lines[0] == ["id", "x", "y", "value", "d/dx", "d/dy"]
+    i = 7  # value x^2 y, d/dx 2xy, d/dy x^2
+    assert lines[1 + i] == [f"p{i}", "7", "1.75", f"{49 * 1.75:g}", f"{2 * 7 * 1.75:g}", "49"]
+    assert len(lines) == 1 + 20 + 1 and " ".join(lines[-1]) == "… and 5 more points (use --format csv or ndjson for all)"
