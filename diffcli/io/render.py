@@ -1081,7 +1081,7 @@ def print_backward_table(console, rows, digits: int) -> None:
     for node, value, adjoint in rows:
         table.add_row(rich_escape(node_label(node)), _compact(value, digits),
                       "-" if adjoint is None else _compact(adjoint, digits))
-    console.print(table)
+    console.print(Trimmed(table), crop=False)
 
 
 def _compact(array, digits: int) -> str:
@@ -1122,5 +1122,5 @@ def print_check(console, result, check, digits: int) -> None:
             table.add_row(label, format_number(float(x), digits), format_number(float(y), digits),
                           f"{err:.1e}", style=style)
     console.print()
-    console.print(table)
+    console.print(Trimmed(table), crop=False)
     console.print(check_summary(check), highlight=False)
