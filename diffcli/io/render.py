@@ -309,8 +309,8 @@ def print_tables(console, result, digits: int) -> None:
 
 
 def print_display(console, shown: "Display", digits: int) -> None:
-    for table in _leaf_tables(shown, digits, console.width):
-        console.print(Trimmed(table), crop=False)
+    for text in _leaf_tables(shown, digits, console.width):
+        console.print(text, soft_wrap=True, end="")
 
 
 @dataclasses.dataclass
@@ -380,27 +380,30 @@ PADDING = (0, 1, 0, 2)  # a cell's padding: two spaces before it, one after
 
 
 def _leaf_tables(shown, digits: int, width: int = 10**9):
-    """The display (or leaf) as rich Tables: the columns that fit in width
-    characters (the row labels repeated in each block of columns), and a block of
-    more than TABLE_BLOCK rows as several tables of that many rows with the same
-    column widths, so that memory stays near the array's own size however long
-    the table."""
+    """The display (or leaf) as rich Texts laid out as rich's tables were: the
+    columns that fit in width characters (the row labels repeated in each block
+    of columns), TABLE_BLOCK rows at a time with the same column widths, so
+    that memory stays near the array's own size however long the table. (Text,
+    not rich's Table: laying out a 600 x 600 Jacobian's column blocks as Tables
+    took 49 s.)"""
     if isinstance(shown, Leaf):
         shown = _display(shown)
     rows = _table_rows(shown, digits)
     headers = ["", *shown.col_labels] if shown.matrix else ["", ""]
+    everything = list(range(len(headers)))
     widths = [len(h) for h in headers]
-    for block in _batched(rows(), TABLE_BLOCK):
+    for block in _batched(rows(everything), TABLE_BLOCK):
         widths = [max(w, c) for w, c in zip(widths, _widest(block))]
     # The SIMPLE_HEAD box draws an edge each side and a divider between columns
     # (blank, but a character each); box=None draws none of them.
     room, divider = (width - 1, 1) if shown.matrix else (width, 0)
     for columns in column_blocks(widths, 1, room, divider):
-        for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
+        for i, block in enumerate(_batched(rows(columns), TABLE_BLOCK)):
             start = i * TABLE_BLOCK
             sections = {r - start for r in shown.sections if start <= r < start + len(block)}
-            yield _table(shown.matrix, [headers[c] for c in columns], [[row[c] for c in columns] for row in block],
-                         [widths[c] for c in columns], first=i == 0, sections=sections)
+            last = start + len(block) >= len(shown.array)
+            yield grid_text(shown.matrix, [headers[c] for c in columns], block, [widths[c] for c in columns],
+                            header=i == 0, bottom=last, sections=sections)
 
 
 def column_blocks(widths: list[int], fixed: int, room: int, divider: int = 0) -> list[list[int]]:
@@ -431,32 +434,60 @@ def _widest(block) -> list[int]:
 
 
 def _table_rows(shown: Display, digits: int):
-    """A function giving the display's table rows: label, then numbers."""
+    """A function giving the display's table rows, label then numbers, of the
+    columns asked for (0 is the label): a block of a wide matrix formats only its
+    own numbers."""
     if not shown.matrix:
-        return lambda: ((label, format_number(float(v), digits)) for label, v in zip(shown.row_labels(), shown.array))
-    return lambda: ((label, *(format_number(v, digits) for v in row.tolist()))
-                    for label, row in zip(shown.row_labels(), shown.array))
+        return lambda columns: ([label, format_number(float(v), digits)]
+                                for label, v in zip(shown.row_labels(), shown.array))
+
+    def rows(columns):
+        numbers = np.array([c - 1 for c in columns[1:]], dtype=np.intp)
+        for label, row in zip(shown.row_labels(), shown.array):
+            yield [label, *(format_number(v, digits) for v in row[numbers].tolist())]
+    return rows
 
 
-def _table(matrix: bool, headers: list[str], rows, widths: list[int], first: bool = True, sections=(),
-           label_column: bool = True):
-    from rich import box
-    from rich.table import Table
+def grid_text(matrix: bool, headers: list[str], rows, widths: list[int], *, header: bool = True,
+              bottom: bool = True, sections=(), label_column: bool = True):
+    """Rows of cells as the lines of a rich table, without trailing spaces. A
+    matrix as Table(box=SIMPLE_HEAD, padding=(0, 1, 0, 2)) draws it: a blank edge
+    line above and below, an edge and a divider of one space, the header (bold)
+    over a rule, a blank line after each row index in sections; its first column
+    the (left-aligned) row labels unless not label_column, the rest right-aligned.
+    Otherwise a column of components as Table(box=None, ...): bold labels on the
+    left, numbers on the right, no header."""
+    from rich.text import Text
 
-    fixed = [{"width": max(w, len(h)), "no_wrap": True} for w, h in zip(widths, headers)]
-    if not matrix:
-        table = Table(show_header=False, box=None, padding=PADDING)
-        table.add_column(style="bold", **fixed[0])
-        table.add_column(justify="right", **fixed[1])
-    else:
-        table = Table(box=box.SIMPLE_HEAD, padding=PADDING, show_header=first)
-        if label_column:
-            table.add_column(headers[0], **fixed[0])
-        for header, options in zip(headers[1 if label_column else 0:], fixed[1 if label_column else 0:]):
-            table.add_column(header, justify="right", **options)
+    text = Text(no_wrap=True, end="")
+    left = 1 if matrix and label_column else 1 if not matrix else 0
+
+    def line(cells, style_first, style_rest):
+        if matrix:
+            text.append(" ")
+        pieces = []
+        for i, (cell, width) in enumerate(zip(cells, widths)):
+            gap = " " * (width - len(cell))
+            before, after = ("", gap) if i < left else (gap, "")
+            pieces.append(("  " if not matrix or i == 0 else "   ") + before)
+            pieces.append((cell, style_first if i == 0 else style_rest))
+            pieces.append(after + " ")
+        while pieces and isinstance(pieces[-1], str) and not pieces[-1].strip():
+            pieces.pop()  # no trailing spaces
+        for piece in pieces:
+            text.append(*piece) if isinstance(piece, tuple) else text.append(piece)
+        text.append("\n")
+    if matrix and header:
+        text.append("\n")
+        line(headers, "bold", "bold")
+        text.append(" " + "─" * (sum(w + 4 for w in widths) - 1) + "\n")
     for i, row in enumerate(rows):
-        table.add_row(*row, end_section=i in sections)
-    return table
+        line(row, None if matrix else "bold", None)
+        if i in sections:
+            text.append("\n")
+    if matrix and bottom:
+        text.append("\n")
+    return text
 
 
 class Trimmed:
@@ -926,9 +957,10 @@ class TableWriter(Writer):
         room = self.console.width - 1  # the box's edges, less the one divider fewer than columns
         fixed = self.fixed if sum(w + 4 for w in widths[:self.fixed]) <= room // 2 else min(1, self.fixed)
         for columns in column_blocks(widths, fixed, room, 1):
-            table = _table(True, [self.labels[c] for c in columns], [[row[c] for c in columns] for row in self.rows],
-                           [widths[c] for c in columns], label_column=False)
-            self.console.print(Trimmed(table), crop=False)
+            self.console.print(grid_text(True, [self.labels[c] for c in columns],
+                                         [[row[c] for c in columns] for row in self.rows],
+                                         [widths[c] for c in columns], label_column=False),
+                               soft_wrap=True, end="")
 
     def close(self):
         if self.labels is None:
