@@ -632,18 +632,15 @@ def plot_command(expression, expression_file, over, at, order, samples, ylim, ta
             _stderr(equation) if fmt != "plot" else click.echo(equation)  # stdout holds only data
 
 
-def _plot_format(output: str | None, output_format: str | None, *flags: bool) -> str:
+def _plot_format(output: str | None, output_format: str | None, as_json: bool, as_ndjson: bool,
+                 as_csv: bool) -> str:
     """plot's output: the picture ("plot", to the terminal or to --output) or a data format."""
-    chosen = {output_format} - {None} | {fmt for fmt, flag in zip(("json", "ndjson", "csv"), flags) if flag}
-    if len(chosen) > 1:
-        raise UsageError(f"choose one output format, not {' and '.join(sorted(chosen))}")
+    flags = [name for name, given in (("json", as_json), ("ndjson", as_ndjson), ("csv", as_csv)) if given]
     if output is not None:
-        if chosen - {"plot"}:
+        if flags or output_format not in (None, "plot"):
             raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
         return "plot"
-    if chosen:
-        return chosen.pop()
-    return "plot" if _stdout_is_terminal() else "json"
+    return _one_format(output_format, flags, "plot")
 
 
 def _plot_size(width: int | None, height: int | None, tangent: bool) -> tuple[int, int]:
