@@ -283,3 +283,46 @@ def test_graph_ndjson_and_csv_are_a_record_per_node():
 def test_graph_refuses_two_formats():
     result = _graph("x", "--dot", "--json")
     assert result.exit_code == 2 and "choose one output format, not dot and json" in result.stderr
+
+
+# ---------------------------------------------------------------- tables: rich's layout, in column blocks
+
+
+def _rich_table_text(matrix: bool, headers, rows) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    if matrix:
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2))
+        table.add_column(headers[0])
+        for header in headers[1:]:
+            table.add_column(header, justify="right")
+    else:
+        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
+        table.add_column()
+        table.add_column(justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(table)
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+
+
+@pytest.mark.parametrize("matrix", [True, False])
+def test_grid_text_is_what_rich_tables_drew_without_trailing_spaces(matrix):
+    headers = ["", "x[0]", "x[10]"] if matrix else ["", ""]
+    rows = [["value[0]", "2", "-0.41614684"], ["value[11]", "1e-07", "0"]] if matrix else \
+        [["value[0]", "2"], ["d2/dx[0]dy[1]", "-1.5e+300"]]
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows)]
+    text = render.grid_text(matrix, headers, rows, widths).plain
+    assert text == _rich_table_text(matrix, headers, rows)
+
+
+def test_column_blocks_keep_the_labels_and_fit_the_room():
+    widths = [8] + [10] * 9  # a label column and nine of numbers: 3 + 1 padding and divider each
+    blocks = render.column_blocks(widths, 1, 60, 1)
+    assert all(block[0] == 0 for block in blocks)
+    assert [c for block in blocks for c in block[1:]] == list(range(1, 10))  # each column once, in order
+    assert all(sum(widths[c] + 4 for c in block) <= 60 for block in blocks) and len(blocks) == 3
+    assert render.column_blocks([30, 50], 1, 20, 1) == [[0, 1]]  # a column wider than the room still gets a block
