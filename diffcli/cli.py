@@ -885,7 +885,7 @@ def _run_points(function, kind, at, request, fmt, options: Options) -> int:
     writer = _writer(fmt, options.color, options.digits)
     with _progress(fmt) as on_progress:
         try:
-            chunks = writer.watch(source.chunks()) if fmt == "table" else source.chunks()  # inputs beside results
+            chunks = writer.watch(source.chunks(), at) if fmt == "table" else source.chunks()  # inputs beside results
             outcome = run_points(function, kind, chunks, writer, request=request,
                                  skip_bad=options.skip_bad, stop_on_kink=options.stop_on_kink,
                                  stop_on_nonfinite=options.strict,

@@ -203,3 +203,14 @@ def test_points_on_a_terminal_show_their_inputs_beside_the_results(tmp_path):
     i = 7  # value x^2 y, d/dx 2xy, d/dy x^2
     assert lines[1 + i] == [f"p{i}", "7", "1.75", f"{49 * 1.75:g}", f"{2 * 7 * 1.75:g}", "49"]
     assert len(lines) == 1 + 20 + 1 and " ".join(lines[-1]) == "… and 5 more points (use --format csv or ndjson for all)"
+
+
+def test_a_constant_from_at_is_not_repeated_as_an_input_column(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("x\n1\n2\n")
+    status, shown, _ = on_terminal(["grad", "x*y", "--points", str(path), "--at", "y=5"])
+    lines = [line.split() for line in shown.splitlines() if line.strip() and "─" not in line]
+    assert status == 0 and lines == [["x", "value", "d/dx", "d/dy"], ["1", "5", "5", "1"], ["2", "10", "5", "2"]]
+    path.write_text("x,y\n1,5\n2,3\n")  # a point's own y wins over --at, so it is shown
+    status, shown, _ = on_terminal(["grad", "x*y", "--points", str(path), "--at", "y=5"])
+    assert shown.split()[:5] == ["x", "y", "value", "d/dx", "d/dy"]

@@ -919,12 +919,17 @@ class TableWriter(Writer):
         self.fixed = 0  # the input columns, first
         self.rows: list[list[str]] = []
         self.inputs: dict = {}
+        self.constants: dict = {}
+        self.shown_inputs: list[str] | None = None
         self.shown = False
         self.more = 0
 
-    def watch(self, chunks):
+    def watch(self, chunks, constants: dict | None = None):
         """The chunks, passed on unchanged; each one's variable values are noted
-        as it goes by, to be shown beside its results (written before the next)."""
+        as it goes by, to be shown beside its results (written before the next).
+        A variable given as a constant (--at) is left out where the table's points
+        all have that value: the command line shows it already."""
+        self.constants = constants or {}
         for chunk in chunks:
             self.inputs = chunk.values
             yield chunk
@@ -936,10 +941,12 @@ class TableWriter(Writer):
         kept = text_columns(kept)
         labels, matrix = result_columns(result)
         n = len(matrix)
-        inputs = {name: np.asarray(values, dtype=np.float64).reshape(n, -1) for name, values in self.inputs.items()}
+        if self.shown_inputs is None:
+            self.shown_inputs = [name for name in self.inputs if not self._constant(name)]
+        inputs = {name: np.asarray(self.inputs[name], dtype=np.float64).reshape(n, -1) for name in self.shown_inputs}
         if self.labels is None:
-            input_labels = [label for name, values in self.inputs.items()
-                            for label in iter_component_labels(name, np.shape(values)[1:])]
+            input_labels = [label for name in self.shown_inputs
+                            for label in iter_component_labels(name, np.shape(self.inputs[name])[1:])]
             self.labels = list(kept) + input_labels + labels
             self.fixed = len(kept) + len(input_labels)
         kept_cells = [[kept_cell(v) for v in values] for values in kept.values()]
@@ -950,6 +957,12 @@ class TableWriter(Writer):
         self.more += n - len(taken)
         if len(self.rows) >= self.limit:
             self._show()
+
+    def _constant(self, name: str) -> bool:
+        if name not in self.constants:
+            return False
+        values = np.asarray(self.inputs[name][:self.limit], dtype=np.float64)
+        return bool(np.array_equal(values, np.broadcast_to(self.constants[name], values.shape), equal_nan=True))
 
     def _show(self):
         self.shown = True
