@@ -639,15 +639,26 @@ def series_command(**given):
     _run("series", Options(**given))
 
 
+GRAPH_FORMATS = ["table", "dot", "json", "ndjson", "csv"]
+
+
 @cli.command("graph", epilog=EPILOG)
 @_stacked(_expression_input("Read the expression from FILE ('-' for stdin)."))
 @click.option("-a", "--at", "at", multiple=True, metavar="NAME=VALUE",
-              help="A point: adds the backward pass, node by node, as a table.")
-@click.option("--dot", is_flag=True, help="Print Graphviz DOT text instead of a tree.")
-@_digits_option(6, "Significant digits in the backward-pass table.")
+              help="A point: adds the backward pass, each node's value and adjoint.")
+@click.option("--format", "output_format", type=click.Choice(GRAPH_FORMATS),
+              help="table: the tree (and the backward pass as a table); dot: Graphviz; json: nodes, "
+                   "edges (and values, adjoints); ndjson, csv: a record per node. Default: table on "
+                   "a terminal, json otherwise.")
+@click.option("--dot", is_flag=True, help="Same as --format dot.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson.")
+@click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv.")
+@_digits_option(6, "Significant digits in the backward-pass table and DOT labels.")
 @_color_option("Colour; NO_COLOR is honoured.")
 @_handle_errors
-def graph_command(expression, expression_file, at, dot, digits, color):
+def graph_command(expression, expression_file, at, output_format, dot, as_json, as_ndjson, as_csv, digits,
+                  color):
     """The DAG of EXPRESSION: one node per distinct subexpression (shared nodes
     are shown once and referred to by id). With --at, also the backward pass in
     the order it runs: each node's value and its adjoint d(output)/d(node).
@@ -656,24 +667,66 @@ def graph_command(expression, expression_file, at, dot, digits, color):
     diffcli graph 'sin(x) * exp(sin(x)) + x'
     diffcli graph 'cos(x) + sin(x)' --at x=2
     diffcli graph 'x * y + y' --dot | dot -Tsvg > graph.svg
+    diffcli graph 'x * y' --at x=1,y=2 --json | jq '.nodes[] | {label, adjoint}'
     """
     source = _read_expression(expression, expression_file)
     values = parse_at(at)
+    flags = {"dot": dot, "json": as_json, "ndjson": as_ndjson, "csv": as_csv}
+    fmt = _one_format(output_format, [name for name, given in flags.items() if given], "table")
     try:
         function = compile_expression(source)
         shapes = {n: np.shape(values[n]) if n in values else () for n in function.variables}
         graph, root = function.graph(shapes)
-        if dot:
-            click.echo(dot_text(root), nl=False)
-            return
         steps = function.backward_pass(values) if values else None  # an error here leaves stdout empty
+    except DiffcliError as e:
+        raise e.with_source(source)
+    if fmt == "table":
         console = _console(color)
         print_graph_tree(console, root)
         if steps is not None:
             console.print()
             print_backward_table(console, steps, digits)
-    except DiffcliError as e:
-        raise e.with_source(source)
+    elif fmt == "dot":
+        _write_pieces([dot_text(root, steps, digits)])
+    else:
+        _write_graph_data(fmt, source, values, root, steps)
+
+
+def _one_format(chosen: str | None, flags: list[str], human: str) -> str:
+    """The one output format asked for by --format or its flags; else the human
+    one on a terminal and JSON otherwise."""
+    asked = {chosen} - {None} | set(flags)
+    if len(asked) > 1:
+        raise UsageError(f"choose one output format, not {' and '.join(sorted(asked))}")
+    if asked:
+        return asked.pop()
+    return human if _stdout_is_terminal() else "json"
+
+
+def _write_graph_data(fmt: str, source: str, at: dict, root, steps) -> None:
+    from .io.render import GRAPH_CSV_COLUMNS, delimited_line, graph_csv_rows, graph_document, graph_nodes
+
+    if fmt != "csv" and steps is not None and any(
+            not np.all(np.isfinite(array)) for _, value, adjoint in steps for array in (value, adjoint)
+            if array is not None):
+        _stderr("warning: non-finite numbers are written as null in JSON")
+    if fmt == "json":
+        _write_pieces([json.dumps(graph_document(source, at, root, steps)), "\n"])
+    elif fmt == "ndjson":
+        _write_pieces(json.dumps(node) + "\n" for node in graph_nodes(root, steps))
+    else:
+        rows = graph_csv_rows(graph_nodes(root, steps, json_numbers=False))
+        _write_pieces(delimited_line(row) + "\n" for row in [GRAPH_CSV_COLUMNS, *rows])
+
+
+PLOT_FORMATS = ["plot", "json", "ndjson", "csv"]
+
+
+def _refuse_plot_points(ctx, param, value):
+    """plot's sample count was --points N, which everywhere else reads a file."""
+    if value is not None:
+        raise click.UsageError("plot takes --samples N for the number of samples (--points was renamed: "
+                               "in the other commands it reads a file of points)", ctx)
 
 
 @cli.command("steps", epilog=EPILOG)
@@ -729,34 +782,43 @@ def steps_command(expression, expression_file, at, wrt, output_format, as_json, 
               help="The other variables' values (repeatable, or --at y=1,z=2).")
 @click.option("--order", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Draw the derivatives f', f'', ... up to this order.")
-@click.option("--points", "points", type=click.IntRange(2, None), metavar="N",
+@click.option("--samples", type=click.IntRange(2, None), metavar="N",
               help="Samples over the range (default: 4 per terminal column; 1001 for --output; "
-                   "101 for --format).")
+                   "101 for the data formats).")
+@click.option("--points", "old_points", hidden=True, expose_value=False, callback=_refuse_plot_points)
+@click.option("--ylim", metavar="FROM:TO",
+              help="The y range to show, like -5:5 (default: the curves' range, a pole's spike "
+                   "left out).")
 @click.option("--tangent-at", "tangent_at", metavar="NAME=VALUE",
               help="Draw the tangent line at this point and print its equation.")
 @click.option("--width", type=click.IntRange(20, None), help="Columns (default: the terminal's).")
 @click.option("--height", type=click.IntRange(8, None), help="Lines (default: the terminal's).")
 @click.option("-o", "--output", metavar="FILE",
               help='Write a figure to FILE.svg, .png or .pdf (needs: pip install "diffcli[plot]").')
-@click.option("--format", "output_format", type=click.Choice(["json", "csv"]),
-              help="Write the sampled data (x, value, d/dx, ...) instead of a picture.")
+@click.option("--format", "output_format", type=click.Choice(PLOT_FORMATS),
+              help="plot: the picture; json, ndjson, csv: the sampled data (x, value, d/dx, ...). "
+                   "Default: the picture on a terminal, json otherwise.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--nl", "as_ndjson", is_flag=True, help="Same as --format ndjson.")
+@click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv.")
 @_digits_option(8, "Significant digits in the tangent's equation.")
 @_color_option("Colour; NO_COLOR is honoured (without colour, each curve has its own mark).")
 @_max_memory_option()
 @_handle_errors
-def plot_command(expression, expression_file, over, at, order, points, tangent_at, width, height,
-                 output, output_format, digits, color, max_memory):
+def plot_command(expression, expression_file, over, at, order, samples, ylim, tangent_at, width, height,
+                 output, output_format, as_json, as_ndjson, as_csv, digits, color, max_memory):
     """Plot EXPRESSION and its derivatives over a range: in the terminal, to
-    an SVG/PNG/PDF figure, or as data. All curves come from one vectorised
-    evaluation over the samples.
+    an SVG/PNG/PDF figure, or as data (JSON when stdout is not a terminal).
+    All curves come from one vectorised evaluation over the samples.
 
     \b
     diffcli plot 'sin(x)' --over x=-3:3
     diffcli plot 'sin(x)' --over x=-pi:pi --order 2 --tangent-at x=1
+    diffcli plot 'tan(x)' --over x=-3:3 --ylim -5:5
     diffcli plot 'x * y^2' --over y=-1:1 --at x=2
     diffcli plot 'sum(x^2)' --over 'x[0]=-1:1' --at 'x=[0, 1, 2]'
     diffcli plot 'tan(x)' --over x=-3:3 --output tan.svg
-    diffcli plot 'sin(x)' --over x=0:1 --points 5 --format csv
+    diffcli plot 'sin(x)' --over x=0:1 --samples 5 --format csv
     """
     from .io import plot as plotting
 
@@ -764,28 +826,39 @@ def plot_command(expression, expression_file, over, at, order, points, tangent_a
     axis = plotting.parse_over(over)
     values = parse_at(at)
     tangent = _tangent_point(plotting, tangent_at, axis)
-    if output is not None and output_format is not None:
-        raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
+    y_range = plotting.parse_ylim(ylim) if ylim is not None else None
+    fmt = _plot_format(output, output_format, as_json, as_ndjson, as_csv)
     if output is not None:
         plotting.figure_format(output)  # a bad file name fails before any work
     width, height = _plot_size(width, height, tangent is not None)
-    if points is None:
-        points = 101 if output_format else 1001 if output else 4 * width
+    if samples is None:
+        samples = 1001 if output else 4 * width if fmt == "plot" else 101
     try:
         function = compile_expression(source, max_memory=max_memory)
-        samples = plotting.sample(function, axis, values, order, points, tangent)
-        for diagnostic in samples.diagnostics[:1] + samples.kinks:
+        sampled = plotting.sample(function, axis, values, order, samples, tangent)
+        for diagnostic in sampled.diagnostics[:1] + sampled.kinks:
             _stderr("warning: " + diagnostic.format(source))
-        if output_format is not None:
-            _write_plot_data(plotting, samples, output_format)
+        if fmt != "plot":
+            _write_plot_data(plotting, sampled, fmt)
         else:
-            plotting.with_formulas(samples, function, 48)
-            _draw(plotting, samples, output, width, height, color)
+            plotting.with_formulas(sampled, function, 48)
+            _draw(plotting, sampled, output, width, height, color, y_range)
     except DiffcliError as e:
         raise e.with_source(source)
-    if samples.tangent is not None:
-        for equation in samples.tangent.equations(axis.label, samples.components, digits):
-            _stderr(equation) if output_format else click.echo(equation)  # stdout holds only data with --format
+    if sampled.tangent is not None:
+        for equation in sampled.tangent.equations(axis.label, sampled.components, digits):
+            _stderr(equation) if fmt != "plot" else click.echo(equation)  # stdout holds only data
+
+
+def _plot_format(output: str | None, output_format: str | None, as_json: bool, as_ndjson: bool,
+                 as_csv: bool) -> str:
+    """plot's output: the picture ("plot", to the terminal or to --output) or a data format."""
+    flags = [name for name, given in (("json", as_json), ("ndjson", as_ndjson), ("csv", as_csv)) if given]
+    if output is not None:
+        if flags or output_format not in (None, "plot"):
+            raise UsageError("choose --output FILE (a figure) or --format (the data), not both")
+        return "plot"
+    return _one_format(output_format, flags, "plot")
 
 
 def _plot_size(width: int | None, height: int | None, tangent: bool) -> tuple[int, int]:
@@ -798,20 +871,25 @@ def _plot_size(width: int | None, height: int | None, tangent: bool) -> tuple[in
 
 
 def _write_plot_data(plotting, samples, output_format: str) -> None:
-    if output_format == "json" and plotting.has_nonfinite(samples):
+    if output_format != "csv" and plotting.has_nonfinite(samples):
         _stderr("warning: non-finite numbers are written as null in JSON")
+    if output_format == "ndjson":
+        for piece in plotting.ndjson_pieces(samples):
+            sys.stdout.write(piece)  # whole lines: Ctrl-C waits for each (_Stdout)
+        return
     text = plotting.csv_text(samples) if output_format == "csv" else plotting.json_text(samples)
-    click.echo(text, nl=False)
+    _write_pieces([text])
 
 
-def _draw(plotting, samples, output: str | None, width: int, height: int, color: str) -> None:
+def _draw(plotting, samples, output: str | None, width: int, height: int, color: str,
+          ylim: tuple[float, float] | None) -> None:
     """The plot as a figure file (--output), else in the terminal."""
     if output is not None:
-        plotting.write_figure(samples, output)
+        plotting.write_figure(samples, output, ylim=ylim)
         _stderr(f"diffcli: wrote {output}")
     else:
         use_color = _wants_color(color)
-        click.echo(plotting.terminal_plot(samples, width, height, use_color), color=use_color)
+        click.echo(plotting.terminal_plot(samples, width, height, use_color, ylim), color=use_color)
 
 
 def _tangent_point(plotting, text: str | None, axis) -> float | None:
@@ -1105,7 +1183,8 @@ def _run_points(function, kind, at, request, fmt, options: Options) -> int:
     writer = _writer(fmt, options.color, options.digits)
     with _progress(fmt) as on_progress:
         try:
-            outcome = run_points(function, kind, source.chunks(), writer, request=request,
+            chunks = writer.watch(source.chunks(), at) if fmt == "table" else source.chunks()  # inputs beside results
+            outcome = run_points(function, kind, chunks, writer, request=request,
                                  skip_bad=options.skip_bad, stop_on_kink=options.stop_on_kink,
                                  stop_on_nonfinite=options.strict,
                                  on_bad=lambda bad: _stderr(f"{bad.where}: {bad.message}"),

@@ -205,7 +205,7 @@ def test_a_derivative_graph_past_its_node_budget_is_refused_and_forgotten():
 def test_plot_takes_the_budget_too():
     """Taylor propagation holds order + 1 coefficients of each sample's values."""
     result = CliRunner().invoke(cli, ["plot", "tan(exp(x))", "--over", "x=0:1", "--order", "8", "--format", "csv",
-                                      "--max-memory", "1M", "--points", "100000"])
+                                      "--max-memory", "1M", "--samples", "100000"])
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "the derivatives up to order 8 would need about 6.87 MiB of memory, over the budget of 1 MiB" \

@@ -283,7 +283,7 @@ def test_a_full_disk_is_one_line_and_status_4(args):
 @pytest.mark.parametrize("args", [
     "jac 'x^2' --at 'x=[" + ",".join(map(str, range(60))) + "]' --format table --color never",
     "hess 'sum(x^3)' --at 'x=[" + ",".join(map(str, range(60))) + "]' --format table --color never",
-    "graph '" + " + ".join(f"sin({i}*x)" for i in range(60)) + "' --at x=1 --color never",
+    "graph '" + " + ".join(f"sin({i}*x)" for i in range(60)) + "' --at x=1 --format table --color never",
 ])
 def test_head_after_a_wide_table_is_quiet_with_status_0(args):
     """rich's Console exits with status 1 on a closed pipe; the other formats end with 0."""

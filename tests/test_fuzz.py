@@ -138,7 +138,7 @@ def _command_options(rng: random.Random, command: str) -> tuple[list, bool]:
     options, check = [], False
     if command == "plot":
         options += ["--over", rng.choice(["x=-3:3", "x=0:1", "x=1:1", "y=-pi:pi", "x[0]=-1:1"]),
-                    "--points", str(rng.randint(2, 40)), "--format", rng.choice(["csv", "json"])]
+                    "--samples", str(rng.randint(2, 40)), "--format", rng.choice(["csv", "json"])]
         if rng.random() < 0.5:
             options += ["--order", str(rng.randint(1, 3))]
         return options, check

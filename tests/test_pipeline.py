@@ -145,8 +145,11 @@ def test_table_on_a_terminal_shows_first_rows_and_counts_the_rest(tmp_path, monk
     monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
     path = tmp_path / "p.csv"
     write_points(path, _points(n=30), "csv")
+    points = _points(n=30)
     out = run("grad", EXPR, "--points", str(path), "--digits", "4").stdout
-    assert out.splitlines()[1].split() == ["value", "d/dx", "d/dy", "d/dz"]
+    assert out.splitlines()[1].split() == ["x", "y", "z", "value", "d/dx", "d/dy", "d/dz"]  # inputs beside results
+    first = out.splitlines()[3].split()
+    assert first[:3] == [f"{points[k][0]:.4g}" for k in "xyz"]
     assert "… and 10 more points" in out
 
 

@@ -20,6 +20,13 @@ from diffcli.errors import UsageError
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 
 
+@pytest.fixture(autouse=True)
+def _stdout_a_terminal(monkeypatch):
+    """These tests look at what a terminal shows; off a terminal the default is JSON
+    (tests/test_terminal.py runs the real command both ways)."""
+    monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
+
+
 def run(*args, env=None):
     return CliRunner().invoke(cli_module.cli, ["plot", *args], env=env)
 
@@ -60,7 +67,7 @@ def test_all_orders_come_from_one_evaluation(monkeypatch):
 
 
 def test_csv_output_matches_closed_forms_with_other_variables_fixed():
-    result = run("x * y^3", "--over", "y=-1:1", "--at", "x=2", "--order", "2", "--points", "9",
+    result = run("x * y^3", "--over", "y=-1:1", "--at", "x=2", "--order", "2", "--samples", "9",
                  "--format", "csv")
     assert result.exit_code == 0, result.output
     header, data = csv_rows(result.output)
@@ -70,7 +77,7 @@ def test_csv_output_matches_closed_forms_with_other_variables_fixed():
 
 
 def test_json_output_has_columns_and_the_tangent():
-    result = run("x^2", "--over", "x=0:2", "--points", "3", "--format", "json", "--tangent-at", "x=1")
+    result = run("x^2", "--over", "x=0:2", "--samples", "3", "--format", "json", "--tangent-at", "x=1")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     doc = json.loads(lines[0])
@@ -155,6 +162,72 @@ def test_window_ignores_a_pole_but_not_ordinary_growth():
     assert lo < -243 and hi > 405  # all of x^5 and 5x^4
 
 
+def test_clipped_cuts_segments_at_the_window_and_leaves_poles_as_gaps():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    y = np.array([0.0, 20.0, 1e300, -100.0, 5.0, np.nan, 1.0])
+    cx, cy = plotting.clipped(x, y, -10.0, 10.0)
+    pieces = [p for p in np.split(np.column_stack([cx, cy]), np.flatnonzero(np.isnan(cy)) + 1) if len(p)]
+    pieces = [p[~np.isnan(p[:, 1])] for p in pieces]
+    pieces = [p for p in pieces if len(p)]
+    # 0 -> 20 is cut where it leaves the top (x = 0.5); 1e300 -> -1e300 is a pole: nothing;
+    # -100 -> 5 comes in at the bottom at x = 3 + 90/105; the nan is a gap
+    assert len(pieces) == 2
+    np.testing.assert_allclose(pieces[0], [[0.0, 0.0], [0.5, 10.0]])
+    np.testing.assert_allclose(pieces[1], [[3 + 90 / 105, -10.0], [4.0, 5.0]])
+    assert np.all(np.abs(cy[np.isfinite(cy)]) <= 10.0)
+
+
+def test_clipped_keeps_a_curve_inside_the_window_as_one_piece():
+    x = np.linspace(0, 1, 50)
+    cx, cy = plotting.clipped(x, np.sin(x), -2.0, 2.0)
+    assert cx[:-1].tolist() == x.tolist() and cy[:-1].tolist() == np.sin(x).tolist() and np.isnan(cy[-1])
+
+
+def test_ylim_chooses_the_window_and_a_curve_outside_it_is_named():
+    result = run("x^2 + 100", "--over", "x=-1:1", "--ylim", "-5:5", "--width", "60", "--height", "14",
+                 "--color", "never")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.rstrip().splitlines()
+    assert lines[-1] == "f(x) = x^2 + 100: outside this window"
+    assert any(line.endswith("│ -5") for line in lines)  # the bottom is the --ylim's
+
+
+@pytest.mark.parametrize("ylim,message", [("5", "--ylim expects FROM:TO"), ("5:-5", "the range must go up"),
+                                          ("a:1", "is not a constant")])
+def test_a_bad_ylim_is_a_usage_error(ylim, message):
+    result = run("x", "--over", "x=0:1", "--ylim", ylim)
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_points_is_refused_with_a_hint_to_samples():
+    result = run("sin(x)", "--over", "x=0:1", "--points", "5", "--format", "csv")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "plot takes --samples N for the number of samples (--points was renamed" in result.stderr
+    assert len(run("sin(x)", "--over", "x=0:1", "--samples", "5", "--format", "csv").stdout.splitlines()) == 6
+
+
+@pytest.mark.parametrize("flags", [["--json"], ["--format", "json"]])
+def test_json_flag_and_format_give_the_same_document(flags):
+    doc = json.loads(run("x^2", "--over", "x=0:1", "--samples", "3", *flags).stdout)
+    assert doc["x"] == [0.0, 0.5, 1.0] and doc["value"] == [0.0, 0.25, 1.0]
+    assert doc["derivatives"] == [[0.0, 1.0, 2.0]] and doc["over"]["samples"] == 3
+
+
+def test_ndjson_is_one_sample_a_line():
+    result = run("x^3", "--over", "x=0:2", "--samples", "3", "--order", "2", "--nl")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records == [{"x": 0.0, "value": 0.0, "derivatives": [0.0, 0.0]},
+                       {"x": 1.0, "value": 1.0, "derivatives": [3.0, 6.0]},
+                       {"x": 2.0, "value": 8.0, "derivatives": [12.0, 12.0]}]
+    assert run("1/x", "--over", "x=-1:1", "--samples", "3", "--nl").stdout.splitlines()[1] == \
+        '{"x": 0.0, "value": null, "derivatives": [null]}'
+
+
+def test_two_formats_are_refused():
+    result = run("x", "--over", "x=0:1", "--json", "--csv")
+    assert result.exit_code == 2 and "choose one output format, not csv and json" in result.stderr
+
+
 # ---------------------------------------------------------------- figures (matplotlib)
 
 
@@ -217,7 +290,7 @@ def test_matplotlib_is_not_imported_by_the_cli():
 
 
 def test_vector_output_draws_each_component():
-    result = run("[sin(x), x^2]", "--over", "x=0:1", "--points", "3", "--format", "csv")
+    result = run("[sin(x), x^2]", "--over", "x=0:1", "--samples", "3", "--format", "csv")
     assert result.exit_code == 0, result.output
     header, data = csv_rows(result.output)
     assert header == ["x", "value[0]", "value[1]", "dvalue[0]/dx", "dvalue[1]/dx"]
@@ -229,7 +302,7 @@ def test_vector_output_draws_each_component():
 
 def test_a_component_of_a_vector_variable():
     result = run("sum(x^2) * y", "--over", "x[1]=-1:1", "--at", "x=[3, 0, 1]", "--at", "y=2",
-                 "--order", "2", "--points", "5", "--format", "csv")
+                 "--order", "2", "--samples", "5", "--format", "csv")
     assert result.exit_code == 0, result.output
     header, data = csv_rows(result.output)
     assert header == ["x[1]", "value", "d/dx[1]", "d2/dx[1]dx[1]"]
@@ -267,7 +340,7 @@ def test_parse_over_accepts_constants_and_indices():
 
 
 def test_a_pole_is_reported_and_drawn_without_failing():
-    result = run("1/x", "--over", "x=-1:1", "--points", "201", "--width", "60", "--height", "14",
+    result = run("1/x", "--over", "x=-1:1", "--samples", "201", "--width", "60", "--height", "14",
                  "--color", "never")
     assert result.exit_code == 0
     assert "warning: div produced inf" in result.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -232,3 +233,96 @@ def test_delimited_text_is_a_quoted_header_and_repr_rows_on_either_side_of_the_c
     quoted = {",": 'x[0],"say ""hi"", or\ttab"', "\t": 'x[0]\t"say ""hi"", or\ttab"'}[delimiter]
     expected = quoted + "\n" + "".join(delimiter.join(map(repr, row)) + "\n" for row in matrix.tolist())
     assert render.delimited_text(labels, matrix, delimiter) == expected
+
+
+# ---------------------------------------------------------------- graph: DOT and data with values and adjoints
+
+
+def _graph(*args):
+    from click.testing import CliRunner
+
+    from diffcli.cli import cli
+
+    return CliRunner().invoke(cli, ["graph", *args])
+
+
+def test_graph_dot_at_a_point_puts_values_and_adjoints_in_the_labels():
+    result = _graph("x*y", "--dot", "--at", "x=1,y=2")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert '  n0 [label="#0 var x\\nvalue 1\\nadjoint 2"];' in lines  # d(x*y)/dx = y
+    assert '  n1 [label="#1 var y\\nvalue 2\\nadjoint 1"];' in lines  # d(x*y)/dy = x
+    assert '  n2 [label="#2 mul\\nvalue 2\\nadjoint 1"];' in lines
+    assert "  n0 -> n2;" in lines and "  n1 -> n2;" in lines
+    assert '  n0 [label="#0 var x"];' in _graph("x*y", "--dot").stdout.splitlines()  # no point: no numbers
+
+
+def test_graph_json_gives_nodes_edges_values_and_adjoints():
+    doc = json.loads(_graph("cos(x) + sin(x)", "--at", "x=2", "--format", "json").stdout)
+    ops = {node["op"]: node for node in doc["nodes"]}
+    assert doc["output"] == ops["add"]["id"] and ops["var"]["name"] == "x"
+    assert sorted(map(tuple, doc["edges"])) == sorted(
+        [(ops["var"]["id"], ops["cos"]["id"]), (ops["var"]["id"], ops["sin"]["id"]),
+         (ops["cos"]["id"], ops["add"]["id"]), (ops["sin"]["id"], ops["add"]["id"])])
+    assert ops["cos"]["value"] == math.cos(2) and ops["sin"]["value"] == math.sin(2)
+    assert ops["var"]["adjoint"] == pytest.approx(math.cos(2) - math.sin(2), rel=1e-15)
+    assert ops["cos"]["adjoint"] == 1.0 and doc["backward_order"][0] == doc["output"]
+    plain = json.loads(_graph("x*y").stdout)  # off a terminal, JSON is the default
+    assert [n["op"] for n in plain["nodes"]] == ["var", "var", "mul"] and "value" not in plain["nodes"][0]
+
+
+def test_graph_ndjson_and_csv_are_a_record_per_node():
+    records = [json.loads(line) for line in _graph("x*y", "--at", "x=3,y=4", "--nl").stdout.splitlines()]
+    assert [(r["id"], r["args"], r["value"], r["adjoint"]) for r in records] == \
+        [(0, [], 3.0, 4.0), (1, [], 4.0, 3.0), (2, [0, 1], 12.0, 1.0)]
+    csv = _graph("sum(log(x)*y)", "--at", "x=0,y=[1,2]", "--csv").stdout.splitlines()
+    assert csv[0] == "id,op,label,shape,args,value,adjoint"
+    assert "1,log,#1 log,,0,-inf,3.0" in csv and '2,var,#2 var y 2,2,,"[1.0, 2.0]","[-inf, -inf]"' in csv
+
+
+def test_graph_refuses_two_formats():
+    result = _graph("x", "--dot", "--json")
+    assert result.exit_code == 2 and "choose one output format, not dot and json" in result.stderr
+
+
+# ---------------------------------------------------------------- tables: rich's layout, in column blocks
+
+
+def _rich_table_text(matrix: bool, headers, rows) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    if matrix:
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2))
+        table.add_column(headers[0])
+        for header in headers[1:]:
+            table.add_column(header, justify="right")
+    else:
+        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
+        table.add_column()
+        table.add_column(justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(table)
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+
+
+@pytest.mark.parametrize("matrix", [True, False])
+def test_grid_text_is_what_rich_tables_drew_without_trailing_spaces(matrix):
+    headers = ["", "x[0]", "x[10]"] if matrix else ["", ""]
+    rows = [["value[0]", "2", "-0.41614684"], ["value[11]", "1e-07", "0"]] if matrix else \
+        [["value[0]", "2"], ["d2/dx[0]dy[1]", "-1.5e+300"]]
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows)]
+    text = render.grid_text(matrix, headers, rows, widths).plain
+    assert text == _rich_table_text(matrix, headers, rows)
+
+
+def test_column_blocks_keep_the_labels_and_fit_the_room():
+    widths = [8] + [10] * 9  # a label column and nine of numbers: 3 + 1 padding and divider each
+    blocks = render.column_blocks(widths, 1, 60, 1)
+    assert all(block[0] == 0 for block in blocks)
+    assert [c for block in blocks for c in block[1:]] == list(range(1, 10))  # each column once, in order
+    assert all(sum(widths[c] + 4 for c in block) <= 60 for block in blocks) and len(blocks) == 3
+    assert render.column_blocks([30, 50], 1, 20, 1) == [[0, 1]]  # a column wider than the room still gets a block

@@ -123,6 +123,19 @@ def parse_point(text: str) -> tuple[str, tuple[int, ...] | None, float]:
     return name, index, _scalar(f"--tangent-at {name}", rest)
 
 
+def parse_ylim(text: str) -> tuple[float, float]:
+    """'-5:5' or '-pi:pi' -> (lo, hi), for --ylim."""
+    bounds = text.split(":")
+    if len(bounds) != 2 or not all(b.strip() for b in bounds):
+        raise UsageError(f"--ylim expects FROM:TO, like -5:5, got '{text}'")
+    lo, hi = (_scalar("--ylim", b) for b in bounds)
+    if not lo < hi:
+        raise UsageError(f"--ylim: the range must go up, but {lo!r} is not below {hi!r}")
+    if not math.isfinite(hi - lo):
+        raise UsageError(f"--ylim: the range {lo!r}:{hi!r} is too wide to draw in float64")
+    return lo, hi
+
+
 def _split_target(text: str, option: str, example: str):
     match = _TARGET.match(text)
     if not match or not match.group(3).strip():
@@ -156,7 +169,7 @@ def sample(function: Function, axis: Axis, at: dict, order: int, points: int,
     """f and its derivatives of orders 1..order along axis at `points` evenly
     spaced samples (and at tangent_at), in one vectorised evaluation."""
     if not 2 <= points <= MAX_POINTS:
-        raise UsageError(f"--points must be between 2 and {MAX_POINTS:,}, not {points:,}")
+        raise UsageError(f"--samples must be between 2 and {MAX_POINTS:,}, not {points:,}")
     shape = _axis_shape(function, axis, at)
     x = np.linspace(axis.lo, axis.hi, points)
     where = x if tangent_at is None else np.append(x, tangent_at)
@@ -307,24 +320,70 @@ def broken(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[np.ndarr
     return np.insert(x, jumps + 1, middle), np.insert(y, jumps + 1, np.nan)
 
 
+def clipped(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The curve cut to the window lo <= y <= hi: each segment between two
+    samples is cut where it crosses the window's top or bottom, and a NaN ends
+    each visible piece. For a drawing library that walks every pixel of each
+    segment it is given (uniplot does: one segment of tan's derivative from
+    y = 1.4e7 took an array of 92 x 14,501,624 pixels), so that its work and
+    memory are bounded by the samples and the plot's size, never by the y
+    range. As in `broken`, a segment with a non-finite end is a gap, and so is
+    one that crosses the whole window in one step (a pole)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x0, x1, y0, y1 = x[:-1], x[1:], y[:-1], y[1:]
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(y0) & np.isfinite(y1)
+        pole = ((y0 > hi) & (y1 < lo)) | ((y0 < lo) & (y1 > hi))
+        dy = y1 - y0
+        flat = dy == 0
+        t_lo = np.where(flat, -np.inf, (lo - y0) / dy)
+        t_hi = np.where(flat, np.inf, (hi - y0) / dy)
+        t_start = np.maximum(0.0, np.minimum(t_lo, t_hi))
+        t_end = np.minimum(1.0, np.maximum(t_lo, t_hi))
+        visible = finite & ~pole & (t_start <= t_end) & (~flat | ((y0 >= lo) & (y0 <= hi)))
+    # A piece goes on through the next segment when that one starts where this one ends.
+    goes_on = np.zeros(len(visible), dtype=bool)
+    goes_on[:-1] = visible[:-1] & (t_end[:-1] == 1.0) & visible[1:] & (t_start[1:] == 0.0)
+    chosen = np.flatnonzero(visible)
+    last = ~goes_on[chosen]  # these write their end point and a NaN after their start
+    counts = np.where(last, 3, 1)
+    starts = np.cumsum(counts) - counts
+    out_x = np.full(int(counts.sum()), np.nan)
+    out_y = np.full(len(out_x), np.nan)
+
+    def at(t, i):  # the point at t along segment i; its samples exactly at t = 0 and 1
+        with np.errstate(all="ignore"):
+            inside_x = x0[i] + t * (x1[i] - x0[i])
+            inside_y = y0[i] + t * dy[i]
+        return (np.where(t == 0, x0[i], np.where(t == 1, x1[i], inside_x)),
+                np.where(t == 0, y0[i], np.where(t == 1, y1[i], np.clip(inside_y, lo, hi))))
+    out_x[starts], out_y[starts] = at(t_start[chosen], chosen)
+    ends = chosen[last]
+    out_x[starts[last] + 1], out_y[starts[last] + 1] = at(t_end[ends], ends)
+    return out_x, out_y
+
+
 # ---------------------------------------------------------------- the terminal
 
 
-def terminal_plot(samples: Samples, width: int, height: int, color: bool) -> str:
+def terminal_plot(samples: Samples, width: int, height: int, color: bool,
+                  ylim: tuple[float, float] | None = None) -> str:
     """The plot as text of at most width x height characters: with colour, in
     block characters, one colour per curve; without, in ASCII, one mark per
-    curve (+ x o * ~ .), so the curves stay apart in black and white."""
+    curve (+ x o * ~ .), so the curves stay apart in black and white. The y
+    range is ylim, else `window`'s; each curve is cut to it (`clipped`)."""
     try:
         from uniplot import plot_to_string
     except ImportError:  # pragma: no cover - a runtime dependency
         raise UsageError("the terminal plot needs uniplot: pip install uniplot") from None
     series = _series(samples, MAX_TERMINAL_CURVES, "the terminal plot")
-    lo, hi = window(samples)
+    lo, hi = ylim or window(samples)
     xs, ys, labels, missing = [], [], [], []
     for label, y in series:
-        bx, by = broken(samples.x, y, lo, hi)
+        bx, by = clipped(samples.x, y, lo, hi)
         if not np.isfinite(by).any():  # uniplot cannot draw an empty series; say so instead
-            missing.append(label)
+            why = "outside this window" if np.isfinite(y).any() else "not finite anywhere in this window"
+            missing.append(f"{label}: {why}")
             continue
         xs.append(bx)
         ys.append(by)
@@ -340,7 +399,7 @@ def terminal_plot(samples: Samples, width: int, height: int, color: bool) -> str
     excess = len(text.splitlines()) - height + len(missing)
     if excess > 0:
         text = plot_to_string(ys, xs, width=max(10, width - 2), height=max(3, rows - excess), **options)
-    notes = "".join(f"\n{label}: not finite anywhere in this window" for label in missing)
+    notes = "".join(f"\n{note}" for note in missing)
     return text + notes
 
 
@@ -377,7 +436,7 @@ def figure_format(path: str) -> str:
 
 
 def write_figure(samples: Samples, path: str, *, width_inches: float = 7.0, height_inches: float = 4.4,
-                 dpi: int = 150) -> None:
+                 dpi: int = 150, ylim: tuple[float, float] | None = None) -> None:
     """A publication-quality figure: axes labelled, one line per curve (each
     tagged gid='curve-N' in SVG), the tangent dashed, poles as gaps."""
     fmt = figure_format(path)
@@ -386,7 +445,7 @@ def write_figure(samples: Samples, path: str, *, width_inches: float = 7.0, heig
     except ImportError:
         raise UsageError(f"--output needs matplotlib, an optional extra: {EXTRA_HINT}") from None
     series = _series(samples, MAX_FIGURE_CURVES, "a figure")
-    lo, hi = window(samples)
+    lo, hi = ylim or window(samples)
     figure = Figure(figsize=(width_inches, height_inches), dpi=dpi, layout="constrained")
     axes = figure.add_subplot()
     curve_count = len(samples.curves)
@@ -433,16 +492,22 @@ def csv_text(samples: Samples) -> str:
     return delimited_text(*data_columns(samples))
 
 
+def _per_order(samples: Samples) -> list[np.ndarray]:
+    """The value and each derivative as one array of shape (samples,) + output shape."""
+    orders = max(c.order for c in samples.curves)
+    n = len(samples.x)
+    return [np.column_stack([c.y for c in samples.curves if c.order == k]).reshape((n,) + samples.out_shape)
+            for k in range(orders + 1)]
+
+
 def json_text(samples: Samples) -> str:
     """One document, columns as arrays: x, value and derivatives[k-1] for
     order k (per sample; a list per sample for a vector output)."""
-    orders = max(c.order for c in samples.curves)
     n = len(samples.x)
-    per_order = [np.column_stack([c.y for c in samples.curves if c.order == k])
-                 .reshape((n,) + samples.out_shape) for k in range(orders + 1)]
+    per_order = _per_order(samples)
     doc = {"expression": samples.source,
            "over": {"variable": samples.axis.label, "from": samples.axis.lo, "to": samples.axis.hi,
-                    "points": n},
+                    "samples": n},
            "at": {k: to_json_value(v) for k, v in samples.at.items()},
            "x": to_json_value(samples.x),
            "value": to_json_value(per_order[0]),
@@ -452,6 +517,20 @@ def json_text(samples: Samples) -> str:
         doc["tangent"] = {"at": t.at, "value": to_json_value(t.value), "slope": to_json_value(t.slope),
                           "intercept": to_json_value(t.value - t.slope * t.at)}
     return json.dumps(doc, allow_nan=False) + "\n"
+
+
+def ndjson_pieces(samples: Samples, per_piece: int = 4096):
+    """One object per sample, with the keys of the JSON document's columns:
+    {"x": ..., "value": ..., "derivatives": [f', f'', ...]}, null where a
+    number is not finite; a few thousand lines per piece of text."""
+    per_order = _per_order(samples)
+    for start in range(0, len(samples.x), per_piece):
+        stop = start + per_piece
+        xs = to_json_value(samples.x[start:stop])
+        values = to_json_value(per_order[0][start:stop])
+        derivatives = [to_json_value(d[start:stop]) for d in per_order[1:]]
+        yield "".join(json.dumps({"x": x, "value": v, "derivatives": list(d)}) + "\n"
+                      for x, v, *d in zip(xs, values, *derivatives))
 
 
 def has_nonfinite(samples: Samples) -> bool:

@@ -10,12 +10,14 @@ Non-finite numbers: JSON has no NaN or Infinity, so they are written as null
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
 import math
 import operator
 import re
+from collections.abc import Callable
 from itertools import product
 
 import numpy as np
@@ -316,33 +318,130 @@ def format_number(v: float, digits: int) -> str:
 
 def print_tables(console, result, digits: int) -> None:
     """The value, then a table per derivative block: a column of components, or a
-    matrix with labelled rows and columns."""
-    for i, leaf in enumerate(leaves(result)):
+    matrix with labelled rows and columns (a matrix-shaped vector of components
+    too, and a Hessian in several variables as one block matrix). A table wider
+    than the console is split into column blocks, its row labels repeated in each,
+    as NumPy and pandas print wide arrays: a number is never cut."""
+    for i, shown in enumerate(displays(result)):
         if i:
             console.print()
-            console.print(leaf.heading, style="bold", highlight=False)
-        for table in _leaf_tables(leaf, digits):
-            console.print(table)
+            console.print(shown.heading, style="bold", highlight=False)
+        print_display(console, shown, digits)
+
+
+def print_display(console, shown: "Display", digits: int) -> None:
+    for text in _leaf_tables(shown, digits, console.width):
+        console.print(text, soft_wrap=True, end="")
+
+
+@dataclasses.dataclass
+class Display:
+    """A table as a person reads it: a column of (label, number) lines when
+    col_labels is None, else a matrix (rows x columns) with labelled rows and
+    columns and a rule after each row index in sections (a block matrix's blocks)."""
+
+    heading: str
+    row_labels: Callable  # () -> an iterator of the row labels
+    array: np.ndarray  # (rows,) for a column; (rows, columns) for a matrix
+    col_labels: list | None = None
+    sections: frozenset = frozenset()
+
+    @property
+    def matrix(self) -> bool:
+        return self.col_labels is not None
+
+
+def displays(result) -> list[Display]:
+    """The tables a result is shown as, in order: one per leaf, except that a
+    Hessian in several variables is one matrix, its blocks side by side."""
+    found = leaves(result)
+    if result.kind == "hessian" and len(found) > 2:
+        return [_display(found[0]), _hessian_display(result)]
+    return [_display(leaf) for leaf in found]
+
+
+def _display(leaf: Leaf) -> Display:
+    array = np.asarray(leaf.array, dtype=np.float64)
+    if leaf.col_name is not None and leaf.col_shape and leaf.row_shape:
+        return Display(leaf.heading, lambda: iter_component_labels(leaf.row_name, leaf.row_shape),
+                       array.reshape(math.prod(leaf.row_shape), -1),
+                       list(iter_component_labels(leaf.col_name, leaf.col_shape)))
+    if leaf.col_name is None:
+        name, shape = leaf.row_name, leaf.row_shape
+        labels = (lambda: iter_component_labels(name, shape)) if shape or leaf.path == ("value",) \
+            else leaf.iter_labels
+    elif not leaf.row_shape and not leaf.col_shape:
+        name, shape, labels = None, (), leaf.iter_labels  # one number: name it d2/dxdy, dvalue/dx, ...
+    else:
+        name, shape = (leaf.col_name, leaf.col_shape) if leaf.col_shape else (leaf.row_name, leaf.row_shape)
+        labels = lambda: iter_component_labels(name, shape)  # noqa: E731
+    if len(shape) == 2:  # a matrix of components reads best as a matrix: A[i,:] by A[:,j]
+        rows, columns = shape
+        return Display(leaf.heading, lambda: (f"{name}[{i},:]" for i in range(rows)), array.reshape(shape),
+                       [f"{name}[:,{j}]" for j in range(columns)])
+    return Display(leaf.heading, labels, array.ravel())
+
+
+def _hessian_display(result) -> Display:
+    """The Hessian as one matrix, rows and columns labelled by the variables'
+    components in order; a rule between the variables' blocks of rows unless
+    every variable is a scalar."""
+    names = list(result.derivatives)
+    sizes = [math.prod(result.shapes[n]) for n in names]
+    blocks = [[np.asarray(result.derivatives[a][b], dtype=np.float64).reshape(sa, sb)
+               for b, sb in zip(names, sizes)] for a, sa in zip(names, sizes)]
+    labels = [label for n in names for label in iter_component_labels(n, result.shapes[n])]
+    ends = itertools.accumulate(sizes)
+    sections = frozenset() if max(sizes) == 1 else frozenset(end - 1 for end in list(ends)[:-1])
+    return Display(f"∂²value/∂({', '.join(names)})²", lambda: iter(labels), np.block(blocks), labels, sections)
 
 
 TABLE_BLOCK = 1000  # rows drawn at a time: rich holds every cell of a table it draws
+PADDING = (0, 1, 0, 2)  # a cell's padding: two spaces before it, one after
 
 
-def _leaf_tables(leaf: Leaf, digits: int):
-    """The leaf as one rich Table; a leaf of more than TABLE_BLOCK rows as
-    several tables of that many rows with the same column widths, so that
-    memory stays near the array's own size however long the table."""
-    rows, matrix = _table_rows(leaf, digits)
-    count = int(np.prod(leaf.row_shape)) if matrix else np.size(leaf.array)
-    if count <= TABLE_BLOCK:
-        yield _table(leaf, list(rows()), matrix)
-        return
-    widths = None
-    for block in _batched(rows(), TABLE_BLOCK):
-        widest = _widest(block)
-        widths = [max(w, c) for w, c in zip(widths, widest)] if widths else widest
-    for i, block in enumerate(_batched(rows(), TABLE_BLOCK)):
-        yield _table(leaf, block, matrix, widths, first=i == 0)
+def _leaf_tables(shown, digits: int, width: int = 10**9):
+    """The display (or leaf) as rich Texts laid out as rich's tables were: the
+    columns that fit in width characters (the row labels repeated in each block
+    of columns), TABLE_BLOCK rows at a time with the same column widths, so
+    that memory stays near the array's own size however long the table. (Text,
+    not rich's Table: laying out a 600 x 600 Jacobian's column blocks as Tables
+    took 49 s.)"""
+    if isinstance(shown, Leaf):
+        shown = _display(shown)
+    rows = _table_rows(shown, digits)
+    headers = ["", *shown.col_labels] if shown.matrix else ["", ""]
+    everything = list(range(len(headers)))
+    widths = [len(h) for h in headers]
+    for block in _batched(rows(everything), TABLE_BLOCK):
+        widths = [max(w, c) for w, c in zip(widths, _widest(block))]
+    # The SIMPLE_HEAD box draws an edge each side and a divider between columns
+    # (blank, but a character each); box=None draws none of them.
+    room, divider = (width - 1, 1) if shown.matrix else (width, 0)
+    for columns in column_blocks(widths, 1, room, divider):
+        for i, block in enumerate(_batched(rows(columns), TABLE_BLOCK)):
+            start = i * TABLE_BLOCK
+            sections = {r - start for r in shown.sections if start <= r < start + len(block)}
+            last = start + len(block) >= len(shown.array)
+            yield grid_text(shown.matrix, [headers[c] for c in columns], block, [widths[c] for c in columns],
+                            header=i == 0, bottom=last, sections=sections)
+
+
+def column_blocks(widths: list[int], fixed: int, room: int, divider: int = 0) -> list[list[int]]:
+    """The columns of each block, as indices: the first `fixed` (the labels) in
+    every block, then as many of the others as fit in room characters with their
+    padding and a divider each, at least one a block."""
+    pad = PADDING[1] + PADDING[3] + divider
+    base = sum(w + pad for w in widths[:fixed])
+    blocks, current, used = [], [], base
+    for i in range(fixed, len(widths)):
+        if current and used + widths[i] + pad > room:
+            blocks.append(current)
+            current, used = [], base
+        current.append(i)
+        used += widths[i] + pad
+    blocks.append(current)
+    return [list(range(fixed)) + block for block in blocks]
 
 
 def _batched(items, n: int):
@@ -355,44 +454,89 @@ def _widest(block) -> list[int]:
     return [max(len(cell) for cell in column) for column in zip(*block)]
 
 
-def _table_rows(leaf: Leaf, digits: int):
-    """A function giving the leaf's table rows (label, then numbers), and whether
-    the table is a matrix (labelled columns) rather than a column of components."""
-    array = np.asarray(leaf.array, dtype=np.float64)
-    if leaf.col_name is None or not leaf.col_shape or not leaf.row_shape:
-        if leaf.col_name is None:
-            labels = (lambda: iter_component_labels(leaf.row_name, leaf.row_shape)) \
-                if leaf.row_shape or leaf.path == ("value",) else leaf.iter_labels
-        elif not leaf.row_shape and not leaf.col_shape:
-            labels = leaf.iter_labels  # one number: name it d2/dxdy, dvalue/dx, ...
-        else:
-            labels = (lambda: iter_component_labels(leaf.col_name, leaf.col_shape)) if leaf.col_shape \
-                else (lambda: iter_component_labels(leaf.row_name, leaf.row_shape))
-        flat = array.ravel()
-        return (lambda: ((label, format_number(float(v), digits)) for label, v in zip(labels(), flat))), False
-    matrix = array.reshape(int(np.prod(leaf.row_shape)), -1)
-    return (lambda: ((label, *(format_number(v, digits) for v in row.tolist()))
-                     for label, row in zip(iter_component_labels(leaf.row_name, leaf.row_shape), matrix))), True
+def _table_rows(shown: Display, digits: int):
+    """A function giving the display's table rows, label then numbers, of the
+    columns asked for (0 is the label): a block of a wide matrix formats only its
+    own numbers."""
+    if not shown.matrix:
+        return lambda columns: ([label, format_number(float(v), digits)]
+                                for label, v in zip(shown.row_labels(), shown.array))
+
+    def rows(columns):
+        numbers = np.array([c - 1 for c in columns[1:]], dtype=np.intp)
+        for label, row in zip(shown.row_labels(), shown.array):
+            yield [label, *(format_number(v, digits) for v in row[numbers].tolist())]
+    return rows
 
 
-def _table(leaf: Leaf, rows, matrix: bool, widths=None, first: bool = True):
-    from rich import box
-    from rich.table import Table
+def grid_text(matrix: bool, headers: list[str], rows, widths: list[int], *, header: bool = True,
+              bottom: bool = True, sections=(), label_column: bool = True):
+    """Rows of cells as the lines of a rich table, without trailing spaces. A
+    matrix as Table(box=SIMPLE_HEAD, padding=(0, 1, 0, 2)) draws it: a blank edge
+    line above and below, an edge and a divider of one space, the header (bold)
+    over a rule, a blank line after each row index in sections; its first column
+    the (left-aligned) row labels unless not label_column, the rest right-aligned.
+    Otherwise a column of components as Table(box=None, ...): bold labels on the
+    left, numbers on the right, no header."""
+    from rich.text import Text
 
-    def width(i, header=""):  # fixed widths keep the blocks of a long table aligned
-        return {} if widths is None else {"width": max(widths[i], len(header)), "no_wrap": True}
-    if not matrix:
-        table = Table(show_header=False, box=None, padding=(0, 1, 0, 2))
-        table.add_column(style="bold", **width(0))
-        table.add_column(justify="right", **width(1))
-    else:
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 2), show_header=first)
-        table.add_column("", **width(0))
-        for i, c in enumerate(iter_component_labels(leaf.col_name, leaf.col_shape), 1):
-            table.add_column(c, justify="right", **width(i, c))
-    for row in rows:
-        table.add_row(*row)
-    return table
+    text = Text(no_wrap=True, end="")
+    left = 1 if matrix and label_column else 1 if not matrix else 0
+
+    def line(cells, style_first, style_rest):
+        if matrix:
+            text.append(" ")
+        pieces = []
+        for i, (cell, width) in enumerate(zip(cells, widths)):
+            gap = " " * (width - len(cell))
+            before, after = ("", gap) if i < left else (gap, "")
+            pieces.append(("  " if not matrix or i == 0 else "   ") + before)
+            pieces.append((cell, style_first if i == 0 else style_rest))
+            pieces.append(after + " ")
+        while pieces and isinstance(pieces[-1], str) and not pieces[-1].strip():
+            pieces.pop()  # no trailing spaces
+        for piece in pieces:
+            text.append(*piece) if isinstance(piece, tuple) else text.append(piece)
+        text.append("\n")
+    if matrix and header:
+        text.append("\n")
+        line(headers, "bold", "bold")
+        text.append(" " + "─" * (sum(w + 4 for w in widths) - 1) + "\n")
+    for i, row in enumerate(rows):
+        line(row, None if matrix else "bold", None)
+        if i in sections:
+            text.append("\n")
+    if matrix and bottom:
+        text.append("\n")
+    return text
+
+
+class Trimmed:
+    """A renderable drawn at its natural width, even past the console's (the
+    terminal wraps a line too long; a number is never cut), each line without
+    its trailing spaces."""
+
+    def __init__(self, renderable):
+        self.renderable = renderable
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        natural = console.measure(self.renderable, options=options.update(max_width=10**6)).maximum
+        wide = options.update(width=max(options.max_width, natural))
+        for line in console.render_lines(self.renderable, wide, pad=False):
+            yield from _without_trailing_spaces(line)
+            yield Segment.line()
+
+
+def _without_trailing_spaces(segments: list) -> list:
+    segments = list(segments)
+    while segments and not segments[-1].control and not segments[-1].text.rstrip(" "):
+        segments.pop()
+    if segments and not segments[-1].control:
+        last = segments[-1]
+        segments[-1] = type(last)(last.text.rstrip(" "), last.style, last.control)
+    return segments
 
 
 # ---------------------------------------------------------------- many points: streaming writers
@@ -781,8 +925,11 @@ class QuietWriter(Writer):
 
 
 class TableWriter(Writer):
-    """A rich table of the first points, drawn as soon as the chunks so far hold
-    them (the first chunk, usually), then a count of the rest at the end."""
+    """A rich table of the first points, each point's input values (its kept
+    columns, then its variables) beside its results, drawn as soon as the chunks
+    so far hold them (the first chunk, usually), then a count of the rest at the
+    end. Wider than the console, it is drawn in blocks of columns, the inputs
+    repeated in each (where they take at most half the width)."""
 
     def __init__(self, console, digits: int, limit: int = 20):
         super().__init__(None)
@@ -790,9 +937,23 @@ class TableWriter(Writer):
         self.digits = digits
         self.limit = limit
         self.labels: list[str] | None = None
+        self.fixed = 0  # the input columns, first
         self.rows: list[list[str]] = []
+        self.inputs: dict = {}
+        self.constants: dict = {}
+        self.shown_inputs: list[str] | None = None
         self.shown = False
         self.more = 0
+
+    def watch(self, chunks, constants: dict | None = None):
+        """The chunks, passed on unchanged; each one's variable values are noted
+        as it goes by, to be shown beside its results (written before the next).
+        A variable given as a constant (--at) is left out where the table's points
+        all have that value: the command line shows it already."""
+        self.constants = constants or {}
+        for chunk in chunks:
+            self.inputs = chunk.values
+            yield chunk
 
     def write(self, result, kept):
         if self.shown:
@@ -800,28 +961,40 @@ class TableWriter(Writer):
             return
         kept = text_columns(kept)
         labels, matrix = result_columns(result)
+        n = len(matrix)
+        if self.shown_inputs is None:
+            self.shown_inputs = [name for name in self.inputs if not self._constant(name)]
+        inputs = {name: np.asarray(self.inputs[name], dtype=np.float64).reshape(n, -1) for name in self.shown_inputs}
         if self.labels is None:
-            self.labels = list(kept) + labels
+            input_labels = [label for name in self.shown_inputs
+                            for label in iter_component_labels(name, np.shape(self.inputs[name])[1:])]
+            self.labels = list(kept) + input_labels + labels
+            self.fixed = len(kept) + len(input_labels)
         kept_cells = [[kept_cell(v) for v in values] for values in kept.values()]
-        for i, row in enumerate(matrix.tolist()):
-            if len(self.rows) < self.limit:
-                self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
-            else:
-                self.more += 1
+        numbers = np.concatenate([*inputs.values(), matrix], axis=1) if inputs else matrix
+        taken = numbers[:self.limit - len(self.rows)]
+        for i, row in enumerate(taken.tolist()):
+            self.rows.append([c[i] for c in kept_cells] + [format_number(v, self.digits) for v in row])
+        self.more += n - len(taken)
         if len(self.rows) >= self.limit:
             self._show()
 
-    def _show(self):
-        from rich import box
-        from rich.table import Table
+    def _constant(self, name: str) -> bool:
+        if name not in self.constants:
+            return False
+        values = np.asarray(self.inputs[name][:self.limit], dtype=np.float64)
+        return bool(np.array_equal(values, np.broadcast_to(self.constants[name], values.shape), equal_nan=True))
 
+    def _show(self):
         self.shown = True
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1))
-        for label in self.labels:
-            table.add_column(label, justify="right")
-        for row in self.rows:
-            table.add_row(*row)
-        self.console.print(table)
+        widths = [max([len(label)] + [len(row[i]) for row in self.rows]) for i, label in enumerate(self.labels)]
+        room = self.console.width - 1  # the box's edges, less the one divider fewer than columns
+        fixed = self.fixed if sum(w + 4 for w in widths[:self.fixed]) <= room // 2 else min(1, self.fixed)
+        for columns in column_blocks(widths, fixed, room, 1):
+            self.console.print(grid_text(True, [self.labels[c] for c in columns],
+                                         [[row[c] for c in columns] for row in self.rows],
+                                         [widths[c] for c in columns], label_column=False),
+                               soft_wrap=True, end="")
 
     def close(self):
         if self.labels is None:
@@ -884,18 +1057,81 @@ def print_graph_tree(console, root) -> None:
                       highlight=False)
 
 
-def dot_text(root) -> str:
-    """Graphviz DOT for the DAG: an edge from each argument to its consumer."""
+def dot_text(root, steps=None, digits: int = 6) -> str:
+    """Graphviz DOT for the DAG: an edge from each argument to its consumer.
+    With the backward pass's steps (graph --at), each node's label also gives
+    its value and its adjoint d(output)/d(node)."""
     from ..graph.nodes import topological_order
 
+    computed = {node.id: (value, adjoint) for node, value, adjoint in steps or ()}
     lines = ["digraph diffcli {", "  rankdir=BT;", '  node [shape=box, fontname="monospace"];']
     for node in topological_order([root]):
-        label = node_label(node).replace("\\", "\\\\").replace('"', '\\"')
+        label = node_label(node)
+        if node.id in computed:
+            value, adjoint = computed[node.id]
+            label += (f"\nvalue {_compact(value, digits)}"
+                      f"\nadjoint {'-' if adjoint is None else _compact(adjoint, digits)}")
+        label = label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         lines.append(f'  n{node.id} [label="{label}"];')
         for arg in node.args:
             lines.append(f"  n{arg.id} -> n{node.id};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def graph_nodes(root, steps=None, json_numbers: bool = True) -> list[dict]:
+    """The DAG as one record per node, each after its arguments: id, op, label,
+    shape, args (the ids it consumes: the edges), and with the backward pass's
+    steps (graph --at) the node's value and its adjoint d(output)/d(node), None
+    where no derivative flows to it. Numbers as to_json_value gives them (None
+    where not finite), or with json_numbers=False as floats, nan included."""
+    number = to_json_value if json_numbers else (lambda array: np.asarray(array, dtype=np.float64).tolist())
+    from ..graph.nodes import topological_order
+
+    computed = {node.id: (value, adjoint) for node, value, adjoint in steps or ()}
+    records = []
+    for node in topological_order([root]):
+        record = {"id": node.id, "op": node.op, "label": node_label(node), "shape": list(node.shape),
+                  "args": [arg.id for arg in node.args]}
+        if node.op == "var":
+            record["name"] = node.attr
+        if node.id in computed:
+            value, adjoint = computed[node.id]
+            record["value"] = number(value)
+            record["adjoint"] = None if adjoint is None else number(adjoint)
+        records.append(record)
+    return records
+
+
+def graph_document(source: str, at: dict, root, steps=None) -> dict:
+    """graph --format json: the expression, the point, the output node's id, the
+    nodes (graph_nodes), the edges [from, to], and with --at the order in which
+    the backward pass visits the nodes."""
+    nodes = graph_nodes(root, steps)
+    doc = {"expression": source, "at": {k: to_json_value(v) for k, v in at.items()}, "output": root.id,
+           "nodes": nodes, "edges": [[arg, node["id"]] for node in nodes for arg in node["args"]]}
+    if steps is not None:
+        doc["backward_order"] = [node.id for node, _, _ in steps]
+    return doc
+
+
+GRAPH_CSV_COLUMNS = ["id", "op", "label", "shape", "args", "value", "adjoint"]
+
+
+def graph_csv_rows(nodes: list[dict]):
+    """graph --format csv: a row per node; shape as 2x3, args as space-separated
+    ids, value and adjoint as numbers (JSON lists for arrays; empty without --at,
+    and an adjoint is empty where no derivative flows)."""
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return plain_number(value)
+        # a list holds only numbers: Python's json spells nan and inf as NaN and Infinity
+        return json.dumps(value).replace("NaN", "nan").replace("Infinity", "inf")
+    for node in nodes:
+        yield [str(node["id"]), node["op"], node["label"], "x".join(map(str, node["shape"])),
+               " ".join(map(str, node["args"])), cell(node.get("value")), cell(node.get("adjoint"))]
 
 
 def print_backward_table(console, rows, digits: int) -> None:
@@ -911,7 +1147,7 @@ def print_backward_table(console, rows, digits: int) -> None:
     for node, value, adjoint in rows:
         table.add_row(rich_escape(node_label(node)), _compact(value, digits),
                       "-" if adjoint is None else _compact(adjoint, digits))
-    console.print(table)
+    console.print(Trimmed(table), crop=False)
 
 
 def _compact(array, digits: int) -> str:
@@ -952,7 +1188,7 @@ def print_check(console, result, check, digits: int) -> None:
             table.add_row(label, format_number(float(x), digits), format_number(float(y), digits),
                           f"{err:.1e}", style=style)
     console.print()
-    console.print(table)
+    console.print(Trimmed(table), crop=False)
     console.print(check_summary(check), highlight=False)
 
 
