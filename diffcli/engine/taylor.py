@@ -55,6 +55,8 @@ class TaylorPlan:
             op = OPS[node.op]
             kernel = op.kernel(node)
             how = op.taylor(node, kernel) if node.id in active else None
+            if how is not None and op.elementwise:
+                how = _constant_stays_constant(how)
             self._steps.append((i, how, kernel, args, releases))
 
     def run(self, series: list[np.ndarray], batch_ndim: int) -> list[np.ndarray]:
@@ -76,6 +78,23 @@ class TaylorPlan:
                 for r in releases:
                     slots[r] = None
         return [slots[s] for s in self._output_slots]
+
+
+def _constant_stays_constant(rule):
+    """An elementwise rule whose operands do not move at an entry (every coefficient
+    above 0 is zero there, as in a branch not taken) gives zeros there too, as the
+    derivative graph's zero-dominant products do: sqrt(maximum(x, 0)) at x = -2 is
+    the constant 0, where sqrt's recurrence would divide by its value 0."""
+    def rule_or_constant(*args):
+        out = rule(*args)
+        if out.shape[0] > 1 and not np.isfinite(out[1:]).all():
+            still = np.ones(out.shape[1:], dtype=bool)
+            for a in args:
+                if a.shape[0] > 1:
+                    still &= ~np.any(a[1:] != 0.0, axis=0)
+            out[1:] = np.where(still, 0.0, out[1:])
+        return out
+    return rule_or_constant
 
 
 def seeded(value: np.ndarray, tangent: np.ndarray | None, order: int) -> np.ndarray:

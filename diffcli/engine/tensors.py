@@ -9,8 +9,7 @@ d^i f = sum_j gamma_ij f_j^(d) / d!, with (for |i| = d)
     gamma_ij = sum_{0 < k <= i} (-1)^|i-k| binom(i, k) binom(d k / |k|, j) (|k| / d)^d,
 
 multi-index binomials being products of one-index ones (of a real upper
-argument in binom(d k/|k|, j)). The coefficients are rational: computed once
-per (n, d) in exact fractions.
+argument in binom(d k/|k|, j)). Computed once per (n, d) (interpolation()).
 """
 
 from __future__ import annotations
@@ -46,24 +45,31 @@ def _binomial(top: Fraction, m: int) -> Fraction:
 def interpolation(n: int, d: int) -> np.ndarray:
     """gamma / d! as a float matrix (rows: multi-indices i, columns: directions j),
     both in multi_indices order: applied to the order-d derivatives along the
-    directions, it gives the tensor's distinct entries."""
+    directions, it gives the tensor's distinct entries. gamma = W @ B, with
+    W[i, k] = (-1)^|i-k| binom(i, k) (|k|/d)^d over 0 < k <= i and
+    B[k, j] = binom(d k/|k|, j); each one-index binomial of a rational upper
+    argument is computed exactly once and rounded, then the products and the
+    sum run in float64 (an (n, d) = (10, 4) matrix, 715 x 715, in well under a second)."""
     indices = multi_indices(n, d)
-    gamma = np.empty((len(indices), len(indices)))
-    for row, i in enumerate(indices):
-        terms = []  # (coefficient, k) over 0 < k <= i
+    directions = np.array(indices)  # (D, n)
+    ks = [k for size in range(1, d + 1) for k in multi_indices(n, size)]
+    column = {k: c for c, k in enumerate(ks)}
+    tops = sorted({Fraction(d * km, sum(k)) for k in ks for km in k})
+    top_row = {t: r for r, t in enumerate(tops)}
+    table = np.array([[float(_binomial(t, m)) for m in range(d + 1)] for t in tops])  # binom(t, m)
+    b = np.empty((len(ks), len(indices)))
+    for c, k in enumerate(ks):
+        size = sum(k)
+        rows = [top_row[Fraction(d * km, size)] for km in k]
+        b[c] = np.prod(table[np.array(rows)[:, None], directions.T], axis=0)  # product over the n components
+    w = np.zeros((len(indices), len(ks)))
+    for r, i in enumerate(indices):
         for k in itertools.product(*(range(m + 1) for m in i)):
             size = sum(k)
-            if size == 0:
-                continue
-            sign = -1 if (d - size) % 2 else 1
-            weight = sign * math.prod(math.comb(a, b) for a, b in zip(i, k)) * Fraction(size, d) ** d
-            terms.append((weight, [Fraction(d * km, size) for km in k]))
-        for column, j in enumerate(indices):
-            total = Fraction(0)
-            for weight, top in terms:
-                total += weight * math.prod((_binomial(t, jm) for t, jm in zip(top, j)), start=Fraction(1))
-            gamma[row, column] = float(total / math.factorial(d))
-    return gamma
+            if size:
+                sign = -1.0 if (d - size) % 2 else 1.0
+                w[r, column[k]] = sign * math.prod(math.comb(a, c) for a, c in zip(i, k)) * (size / d) ** d
+    return (w @ b) / math.factorial(d)
 
 
 @lru_cache(maxsize=8)
