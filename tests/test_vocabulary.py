@@ -310,9 +310,10 @@ SYMBOLIC = ["x % y", "remainder(x, -y)", "logaddexp(x, y)", "logaddexp2(x, y)", 
 
 @pytest.mark.parametrize("expression", SYMBOLIC)
 def test_gradient_formulas_of_the_new_operations_parse_back_to_the_same_numbers(expression):
-    """The printed gradient evaluates, bit for bit, to what diffcli computes, at four points."""
+    """The printed gradient evaluates, bit for bit, to what diffcli computes, at four points
+    (as printed from the derivative graph; the simplified form agrees to rounding)."""
     function = diffcli.compile(expression)
-    formulas = function.formulas("gradient", {"x": (), "y": ()})
+    formulas = function.formulas("gradient", {"x": (), "y": ()}, simplify=False)
     points = [(-1.7, 0.3), (0.0, 1.1), (0.45, 2.5), (1.3, 0.7)]
     for x, y in points:
         at = {k: v for k, v in {"x": x, "y": y}.items() if k in function.variables}
