@@ -8,6 +8,7 @@ import math
 from collections import namedtuple
 
 from ..graph.ops import OPS
+from .arrays import ARRAY_FUNCTIONS
 
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan}
 
@@ -42,22 +43,11 @@ def _prod(graph, args, span):
     return graph.apply("index", (graph.apply("cumprod", (flat,), span=span),), (x.size - 1,), span=span)
 
 
-def _dot(graph, args, span):
-    a, b = args
-    if not a.shape or not b.shape:
-        return graph.apply("mul", (a, b), span=span)
-    return graph.apply("matmul", (a, b), span=span)
-
-
-def _outer(graph, args, span):
-    a, b = (graph.reshape(x, (x.size,)) for x in args)
-    return graph.apply("mul", (graph.reshape(a, (a.size, 1)), graph.reshape(b, (1, b.size))), span=span)
-
-
 # By the user's name (not an operation's): every name an operation's record gives,
 # then the compositions.
 FUNCTIONS: dict[str, FunctionSpec] = {
     name: FunctionSpec(op.arity, op.arity, op.build or _primitive(op.name))
     for op in OPS.values() for name in op.names}
-FUNCTIONS.update(mean=FunctionSpec(1, 1, _mean), prod=FunctionSpec(1, 1, _prod), dot=FunctionSpec(2, 2, _dot),
-                 outer=FunctionSpec(2, 2, _outer))
+FUNCTIONS.update(mean=FunctionSpec(1, 1, _mean), prod=FunctionSpec(1, 1, _prod))
+# NumPy's array functions (arrays.py); transpose and trace take NumPy's optional arguments too.
+FUNCTIONS.update((name, FunctionSpec(*spec)) for name, spec in ARRAY_FUNCTIONS.items())
