@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ExpressionError, ShapeError
-from ..graph.ops import LETTERS, Positions, matmul_subscripts
+from ..graph.ops import LETTERS, Positions
 
 # name -> (least arguments, most arguments, build(graph, args, span))
 ARRAY_FUNCTIONS: dict[str, tuple] = {}
