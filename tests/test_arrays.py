@@ -117,6 +117,29 @@ CASES = [
     ("T[[1, 0], :, [3, -1]]", {"T": T234}, lambda T: T[[1, 0], :, [3, -1]]),
     ("T[:, [[0, 1], [2, 2]]]", {"T": T234}, lambda T: T[:, [[0, 1], [2, 2]]]),
     ("A[1, [0, 2]]", {"A": A23}, lambda A: A[1, [0, 2]]),
+    # the keyword forms (NumPy's parameter names)
+    ("flip(T, axis=(0, 2))", {"T": T234}, lambda T: np.flip(T, axis=(0, 2))),
+    ("moveaxis(T, source=0, destination=-1)", {"T": T234}, lambda T: np.moveaxis(T, 0, -1)),
+    ("tensordot(T, U, axes=2)", {"T": T234, "U": r(3, 4, 2)}, lambda T, U: np.tensordot(T, U, axes=2)),
+    ("tensordot(A, B, axes=[[1], [0]])", {"A": A23, "B": B34}, lambda A, B: np.tensordot(A, B, ([1], [0]))),
+    ("roll(T, shift=(1, -2), axis=(0, 2))", {"T": T234}, lambda T: np.roll(T, (1, -2), (0, 2))),
+    ("transpose(T, axes=(1, 2, 0))", {"T": T234}, lambda T: np.transpose(T, (1, 2, 0))),
+    ("concatenate([A, B2], axis=1)", {"A": A23, "B2": r(2, 2)}, lambda A, B2: np.concatenate([A, B2], 1)),
+    ("stack([v, w], axis=-1)", {"v": v3, "w": w3}, lambda v, w: np.stack([v, w], axis=-1)),
+    ("trace(T, offset=1, axis1=1, axis2=2)", {"T": T234}, lambda T: np.trace(T, 1, 1, 2)),
+    ("trace(A, offset=-1)", {"A": r(3, 4)}, lambda A: np.trace(A, -1)),
+    ("sort(T, axis=0)", {"T": T234}, lambda T: np.sort(T, axis=0)),
+    ("diagonal(T, offset=1, axis1=2, axis2=0)", {"T": r(3, 2, 4)}, lambda T: np.diagonal(T, 1, 2, 0)),
+    ("repeat(A, repeats=2, axis=0)", {"A": A23}, lambda A: np.repeat(A, 2, axis=0)),
+    ("expand_dims(v, axis=(0, 2))", {"v": v3}, lambda v: np.expand_dims(v, (0, 2))),
+    ("reshape(T, shape=(4, -1))", {"T": T234}, lambda T: np.reshape(T, (4, -1))),
+    ("tril(S, k=-1) + triu(S, k=1)", {"S": S33}, lambda S: np.tril(S, -1) + np.triu(S, 1)),
+    ("rot90(A, k=2)", {"A": A23}, lambda A: np.rot90(A, 2)),
+    ("diff(T, n=2, axis=2)", {"T": T234}, lambda T: np.diff(T, 2, 2)),
+    ("swapaxes(T, axis1=0, axis2=1)", {"T": T234}, lambda T: np.swapaxes(T, 0, 1)),
+    ("take_along_axis(A, argsort(A, axis=0), axis=0)", {"A": A23},
+     lambda A: np.take_along_axis(A, np.argsort(A, 0), 0)),
+    ("v * linspace(1, 2, num=3, endpoint=False)", {"v": v3}, lambda v: v * np.linspace(1, 2, 3, endpoint=False)),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -276,14 +299,15 @@ def test_a_shape_error_is_one_line_at_the_call(expression, shapes, message):
 @pytest.mark.parametrize("expression,message", [
     ("einsum(A, B)", "einsum's first argument is its subscripts"),
     ("'ij' + A", "quoted text is only einsum's subscripts"),
-    ("roll(A, B)", "this argument must be a constant"),
+    ("roll(A)", "roll needs shift (by position or as shift=...)"),
+    ("flip(A, axes=0)", "flip has no keyword argument 'axes'"),
+    ("roll(A, B)", "roll: keyword arguments are constants, and 'B' is not one"),
     ("take_along_axis(A, B, 0)", "take_along_axis takes constant indices or argsort"),
     ("einsum('i.j', A)", "einsum: a '.' outside '...'"),
 ])
 def test_a_misused_argument_is_named(expression, message):
-    function = diffcli.compile(expression)
-    with pytest.raises(ExpressionError) as caught:
-        function._binding({"A": (3, 3), "B": (3, 3)})
+    with pytest.raises(ExpressionError) as caught:  # when parsed, or when built for shapes
+        diffcli.compile(expression)._binding({"A": (3, 3), "B": (3, 3)})
     assert caught.value.message.startswith(message), caught.value.message
 
 

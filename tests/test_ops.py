@@ -265,7 +265,7 @@ def test_pow_of_a_zero_base_warns_only_where_its_derivative_is_infinite():
 def _missing_facts(name, op) -> list[str]:
     """'name: field (why a layer needs it)' for each fact the record lacks."""
     from diffcli.engine import diagonal, sparsity
-    from diffcli.graph.ops import CALL, OWN, C, Infix, Kink
+    from diffcli.graph.ops import CALL, OWN, C, Call, Infix, Kink
 
     missing = []
 
@@ -275,8 +275,9 @@ def _missing_facts(name, op) -> list[str]:
 
     need(callable(op.kernel) and callable(op.shape), "kernel, shape", "the evaluator and graph.py run them")
     need(callable(op.vjp), "vjp", "autodiff.py differentiates through every operation")
-    need(type(op.notation) is Infix or op.notation in (CALL, OWN), "notation", "formula.py prints every operation")
-    if op.notation == CALL:
+    need(type(op.notation) in (Infix, Call) or op.notation in (CALL, OWN), "notation",
+         "formula.py prints every operation")
+    if op.notation == CALL or type(op.notation) is Call:
         need(name in op.names, "names", "a formula writes name(...), which must parse back to this operation")
     if op.names:
         need(isinstance(op.arity, int), "arity", "the parser checks a call's number of arguments")

@@ -150,6 +150,8 @@ def _nan_at_kink(graph: Graph, node: Node, g: Node, contributions, active) -> li
     """--kink nan: each contribution gets nan added where the operation is not
     differentiable (and its cotangent is not a structural zero there)."""
     where_kink = graph.apply("where", (OPS[node.op].kink.condition(node), float("nan"), 0.0))
+    if where_kink.shape != node.shape and where_kink.size == node.size:
+        g = graph.reshape(g, where_kink.shape)  # a reduction along axes: its condition keeps them as 1s
     poison = graph.apply("cmul", (g, where_kink))
     result = []
     for arg, ct in zip(node.args, contributions):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .nodes import Node, topological_order
-from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Infix, einsum_text
+from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Call, Infix, einsum_text
 
 # How each operation is written is its record's notation (ops.py): an infix
 # operator, a call by its name, or one of the rules of _render's own below.
@@ -87,6 +87,8 @@ def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
         return f"-{_wrap(args[0], UNARY)}", UNARY
     if notation == CALL:
         return f"{op}({', '.join(text for text, _ in args)})", ATOM
+    if type(notation) is Call:  # with keyword arguments from its attr
+        return f"{op}({', '.join(notation.arguments(node, [text for text, _ in args]))})", ATOM
     if op == "cumsum":
         if node.attr:  # accumulated from the end
             return f"cumsum({_wrap(args[0], POSTFIX)}[::-1])[::-1]", POSTFIX

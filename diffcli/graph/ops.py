@@ -28,8 +28,11 @@ Each record (Op) holds every fact about its operation that some layer needs:
                                operators, the tokens the parser reads as it): an
                                Infix, CALL (name(args)) or OWN (formula.py's own rule);
   names, arity, build          the names users call it by, with how many arguments,
-                               and build(graph, args, span) when a call is more than
-                               graph.apply (functions.py).
+                               and build(graph, args, span[, options]) when a call is
+                               more than graph.apply (functions.py);
+  keywords                     the keyword arguments a call takes (Param: name, kind
+                               of constant, whether it may also come by position),
+                               read by functions.py into options for build.
 
 tests/test_ops.py walks the table and names any operation that lacks a fact.
 
@@ -95,7 +98,7 @@ def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None =
 
 
 _OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-              "pattern notation names arity build")
+              "pattern notation names arity build keywords")
 
 
 def _zero_derivative(op) -> bool:
@@ -133,21 +136,31 @@ COMPARE, ADD, MUL, UNARY, POWER, POSTFIX, ATOM = range(7)
 Infix = _record("Infix", "symbol precedence tokens")
 CALL = "call"  # written name(arguments), by its own name
 OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, structure)
+# Written name(arguments(node, texts)): the operand texts with what the node's attr
+# says written as keyword arguments (sum(x, axis=1)), which parse back to the node.
+Call = _record("Call", "arguments")
+
+# A keyword argument: its name; the kind of constant it takes ("axes": an integer or
+# a tuple of them, "int", "flag": True/False or 1/0, "number"); and whether it may
+# also be given by position after the operands, in the order of the record (NumPy's
+# sum(x, 0) is sum(x, axis=0)).
+Param = _record("Param", "name kind positional", defaults=(False,))
 
 OPS: dict[str, Op] = {}
 
 
 def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
           c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
-          build=None):
+          build=None, keywords=()):
     elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
     OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
-                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build)
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, tuple(keywords))
 
 
-def function(name, kernel, vjp, arity=1, **facts):
-    """An operation users call by its own name (written so in formulas)."""
-    defop(name, kernel, vjp, names=(name,), arity=arity, notation=CALL, **facts)
+def function(name, kernel, vjp, arity=1, aliases=(), notation=CALL, **facts):
+    """An operation users call by its own name (written so in formulas), and by its
+    aliases (NumPy's and JAX's other names for it)."""
+    defop(name, kernel, vjp, names=(name, *aliases), arity=arity, notation=notation, **facts)
 
 
 def elementwise(f):
@@ -204,6 +217,49 @@ def _expand_as_reduced(g, x):
     return _reshape(g, (1,) * len(x.shape))
 
 
+# A reduction's attr: None (over the whole value, a scalar result), or (axes, keepdims)
+# with axes the sorted, non-negative value axes it runs over (sum(A, axis=-1)).
+def _reduce_axes(rank, attr):
+    """The value axes a reduction runs over, counted from the end (batch axes lead)."""
+    if attr is None:
+        return tuple(range(-rank, 0))
+    return tuple(a - rank for a in attr[0])
+
+
+def _keeps(attr) -> bool:
+    return attr is not None and attr[1]
+
+
+def _reduced_shape(shapes, attr):
+    if attr is None:
+        return ()
+    axes, keepdims = attr
+    return tuple(1 if i in axes else n for i, n in enumerate(shapes[0]) if keepdims or i not in axes)
+
+
+def _kept_shape(shape, attr):
+    """The result's shape with the reduced axes kept as 1s: it broadcasts against x."""
+    axes = range(len(shape)) if attr is None else attr[0]
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_reduced(g, x, attr):
+    """A cotangent (or value) of a reduction of x, shaped to broadcast against x."""
+    return _reshape(g, _kept_shape(x.shape, attr))
+
+
+def _axes_text(axes) -> str:
+    return str(axes[0]) if len(axes) == 1 else "(" + ", ".join(map(str, axes)) + ")"
+
+
+def _reduction_arguments(node, texts):
+    """sum(x, axis=1, keepdims=True) as the node's attr says (the parser reads it back)."""
+    if node.attr is None:
+        return texts
+    axes, keepdims = node.attr
+    return texts + [f"axis={_axes_text(axes)}"] + (["keepdims=True"] if keepdims else [])
+
+
 def _cumsum(x, reverse):
     return G.cumsum(x, attr=reverse)
 
@@ -239,18 +295,27 @@ def _to_float(f):
 
 
 def _logsumexp_kernel(node):
-    axes = value_axes(node.args[0].shape)
+    axes = _reduce_axes(len(node.args[0].shape), node.attr)
+    keep = _keeps(node.attr)
 
     def logsumexp(a):
         m = np.max(a, axis=axes, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
         s = np.sum(np.exp(a - m), axis=axes, keepdims=True)
-        return (np.log(s) + m).reshape(s.shape[:s.ndim - len(axes)])
+        out = np.log(s) + m
+        return out if keep else np.squeeze(out, axis=axes)
     return logsumexp
 
 
+# softmax's attr: None (over the whole value, as scipy.special.softmax's default) or
+# the sorted, non-negative value axes it normalises over.
+def _softmax_axes(node):
+    rank = len(node.shape)
+    return value_axes(node.shape) if node.attr is None else tuple(a - rank for a in node.attr)
+
+
 def _softmax_kernel(node):
-    axes = value_axes(node.shape)
+    axes = _softmax_axes(node)
 
     def softmax(a):
         m = np.max(a, axis=axes, keepdims=True)
@@ -259,15 +324,17 @@ def _softmax_kernel(node):
     return softmax
 
 
-def _reduction(f):
+def _reduction_kernel(f):
     def kernel(node):
-        axes = value_axes(node.args[0].shape)
-        return lambda a: f(a, axis=axes)
+        axes = _reduce_axes(len(node.args[0].shape), node.attr)
+        if not _keeps(node.attr):
+            return lambda a: f(a, axis=axes)
+        return lambda a: f(a, axis=axes, keepdims=True)
     return kernel
 
 
-def _norm(a, axis):
-    return np.sqrt(np.sum(np.square(a), axis=axis))
+def _norm(a, axis, keepdims=False):
+    return np.sqrt(np.sum(np.square(a), axis=axis, keepdims=keepdims))
 
 
 def _cumulative(f):
@@ -362,15 +429,23 @@ def _trace_shape(shapes, attr):
     return shapes[0][2:]
 
 
+# trace's attr: None, or the offset of the diagonal it sums (NumPy's offset=); over
+# the first two value axes, as NumPy's default axis1=0, axis2=1.
 def _trace_kernel(node):
-    rank = len(node.args[0].shape)
-    return lambda a: np.trace(a, axis1=-rank, axis2=1 - rank)
+    rank, offset = len(node.args[0].shape), node.attr or 0
+    return lambda a: np.trace(a, offset=offset, axis1=-rank, axis2=1 - rank)
+
+
+def _user_trace(graph, args, span, options=None):
+    options = options or {}
+    offset = options["offset"].value if "offset" in options else 0
+    return graph.apply("trace", args, offset or None, span=span)
 
 
 def _trace_vjp(g, ans, a):
     n, m = a.shape[:2]
     rest = (1,) * (len(a.shape) - 2)
-    eye = a.graph.const(np.eye(n, m).reshape((n, m) + rest))
+    eye = a.graph.const(np.eye(n, m, k=ans.attr or 0).reshape((n, m) + rest))
     return (_reshape(g, (1, 1) + ans.shape) * eye,)
 
 
@@ -817,8 +892,8 @@ def _pow_exponent_vjp(g, ans, a, b):
 
 
 def _extreme_vjp(g, ans, x):
-    tied = G.eq(x, _expand_as_reduced(ans, x))
-    share = _expand_as_reduced(g / G.sum(tied), x)
+    tied = G.eq(x, _expand_reduced(ans, x, ans.attr))
+    share = _expand_reduced(g / G.sum(tied, attr=ans.attr), x, ans.attr)
     return (G.where(tied, share, 0.0),)
 
 
@@ -834,15 +909,21 @@ def _pairwise_extreme_vjp(first, second):
 
 def _norm_vjp(g, ans, x):
     nonzero = G.where(G.eq(ans, 0.0), 1.0, ans)
-    return (_expand_as_reduced(g / nonzero, x) * x,)
+    return (_expand_reduced(g / nonzero, x, ans.attr) * x,)
+
+
+def _logsumexp_vjp(g, ans, x):
+    return (_expand_reduced(g, x, ans.attr) * G.exp(x - _expand_reduced(ans, x, ans.attr)),)
 
 
 def _softmax_vjp(g, ans, x):
-    return (ans * (g - _expand_as_reduced(G.sum(g * ans), x)),)
+    if ans.attr is None:
+        return (ans * (g - _expand_as_reduced(G.sum(g * ans), x)),)
+    return (ans * (g - G.sum(g * ans, attr=(ans.attr, True))),)
 
 
 def _sum_vjp(g, ans, x):
-    return (G.broadcast_to(_expand_as_reduced(g, x), attr=x.shape),)
+    return (G.broadcast_to(_expand_reduced(g, x, ans.attr), attr=x.shape),)
 
 
 def _no_derivative(g, ans, *args):
@@ -868,7 +949,13 @@ def _at_integers(node):
 
 def _tied(node):
     x = node.args[0]
-    return G.gt(G.sum(G.eq(x, _expand_as_reduced(node, x))), 1.0)
+    return _kink_frame(G.gt(G.sum(G.eq(x, _expand_reduced(node, x, node.attr)), attr=node.attr), 1.0), node)
+
+
+def _kink_frame(condition, node):
+    """A reduction's kink condition along axes, its reduced axes kept as 1s so that
+    it broadcasts against the operand (autodiff.py lays the cotangent out alike)."""
+    return condition if node.attr is None else _expand_reduced(condition, node.args[0], node.attr)
 
 
 def _on_boundary(node):
@@ -927,13 +1014,74 @@ def _library(name):
 
 
 def _user_cumulative(name):
-    """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis."""
-    def build(graph, args, span):
+    """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis,
+    or along axis=: the last axis is the leading one of the transpose (which reverses
+    the axes), so it runs there between two transposes, moving numbers only."""
+    def build(graph, args, span, options=None):
+        options = options or {}
         (x,) = args
         if not x.shape:
             raise ShapeError(f"{name} needs a vector or an array, not a scalar", span)
-        return graph.apply(name, (x,), False, span=span)
+        axis = options.get("axis")
+        (k,) = (0,) if axis is None else axes_option(axis, x.shape, name)
+        if k == 0:
+            return graph.apply(name, (x,), False, span=span)
+        if k == len(x.shape) - 1:
+            along = graph.apply(name, (graph.apply("transpose", (x,), span=span),), False, span=span)
+            return graph.apply("transpose", (along,), span=span)
+        raise ShapeError(f"{name} runs along the first or the last axis; axis={axis.value} of "
+                         f"{describe(x.shape)} is neither", axis.span)
     return build
+
+
+def axes_option(option, shape, name, in_order=False) -> tuple[int, ...]:
+    """The sorted (or as given), non-negative axes an axis= option names (an int or a
+    tuple of them, negative counting from the end, as NumPy), or a ShapeError pointing at it."""
+    rank = len(shape)
+    given = option.value if isinstance(option.value, tuple) else (option.value,)
+    axes = []
+    for a in given:
+        if not -rank <= a < rank:
+            allowed = f"axes 0 to {rank - 1} or -{rank} to -1" if rank > 1 else "axis 0 or -1" if rank else "no axes"
+            raise ShapeError(f"{name}: axis {a} is out of range for {describe(shape)} ({allowed})", option.span)
+        axes.append(a % rank)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"{name}: axis={option.value} names an axis twice", option.span)
+    return tuple(axes) if in_order else tuple(sorted(axes))
+
+
+def _reduction_attr(x, options, name):
+    """None (the whole value, as without keywords) or (axes, keepdims)."""
+    keepdims = options["keepdims"].value if "keepdims" in options else False
+    axis = options.get("axis")
+    axes = tuple(range(len(x.shape))) if axis is None else axes_option(axis, x.shape, name)
+    if len(axes) == len(x.shape) and not keepdims:
+        return None  # one node for sum(A) and sum(A, axis=(0, 1))
+    return (axes, keepdims)
+
+
+def _user_reduction(name):
+    def build(graph, args, span, options=None):
+        options = options or {}
+        (x,) = args
+        return graph.apply(name, (x,), _reduction_attr(x, options, name), span=span)
+    return build
+
+
+def _user_softmax(graph, args, span, options=None):
+    options = options or {}
+    (x,) = args
+    attr = _reduction_attr(x, {"axis": options["axis"]} if "axis" in options else {}, "softmax")
+    return graph.apply("softmax", (x,), None if attr is None else attr[0], span=span)
+
+
+REDUCTION_KEYWORDS = (Param("axis", "axes", True), Param("keepdims", "flag"))
+
+
+def _reduction(name, kernel, vjp, **facts):
+    """A reduction users call name(x, axis=..., keepdims=...): over the whole value by default."""
+    function(name, kernel, vjp, shape=_reduced_shape, pattern="probe", notation=Call(_reduction_arguments),
+             build=_user_reduction(name), keywords=REDUCTION_KEYWORDS, **facts)
 
 
 _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
@@ -1036,25 +1184,29 @@ defop("ne", **_comparison(np.not_equal, "!="))
 
 # The ufuncs' reduce methods directly: np.sum and friends add microseconds of
 # Python per call, which is most of the cost for one point.
-function("sum", _reduction(np.add.reduce), _sum_vjp, shape=_scalar_shape, pattern="probe")
-function("max", _reduction(np.maximum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
-         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("max"), selects=True)
-function("min", _reduction(np.minimum.reduce), _extreme_vjp, shape=_scalar_shape, pattern="probe",
-         rewrite=rewrites.identity_on_scalars, kink=_ties_kink("min"), selects=True)
-function("norm", _reduction(_norm), _norm_vjp, shape=_scalar_shape, pattern="probe",
-         kink=Kink(lambda n: G.eq(n, 0.0), "norm is not differentiable at 0", "using the subgradient 0" + _PYTORCH))
-function("logsumexp", _logsumexp_kernel,
-         lambda g, ans, x: (_expand_as_reduced(g, x) * G.exp(x - _expand_as_reduced(ans, x)),),
-         shape=_scalar_shape, pattern="probe")
-function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe")
+_reduction("sum", _reduction_kernel(np.add.reduce), _sum_vjp)
+_reduction("max", _reduction_kernel(np.maximum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
+           kink=_ties_kink("max"), selects=True)
+_reduction("min", _reduction_kernel(np.minimum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
+           kink=_ties_kink("min"), selects=True)
+# norm(x) is the 2-norm (Frobenius for a matrix); norm(x, ord=...) is built by
+# functions.py from sum, max, min and abs, which are exact compositions.
+_reduction("norm", _reduction_kernel(_norm), _norm_vjp,
+           kink=Kink(lambda n: _kink_frame(G.eq(n, 0.0), n), "norm is not differentiable at 0",
+                     "using the subgradient 0" + _PYTORCH))
+_reduction("logsumexp", _logsumexp_kernel, _logsumexp_vjp)
+function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe",
+         notation=Call(lambda node, texts: texts + ([] if node.attr is None else [f"axis={_axes_text(node.attr)}"])),
+         build=_user_softmax, keywords=(Param("axis", "axes", True),))
 
 # ---------------------------------------------------------------- along the leading value axis
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
       rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
-      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"))
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),))
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
-      notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"))
+      notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"),
+      keywords=(Param("axis", "int", True),))
 defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN)
 
 # ---------------------------------------------------------------- linear algebra
@@ -1063,8 +1215,9 @@ defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe
       notation=Infix("@", MUL, ("@",)))
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
          shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True)
-function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape,
-         pattern="probe")
+function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape, pattern="probe", build=_user_trace,
+         notation=Call(lambda node, texts: texts + ([f"offset={node.attr}"] if node.attr else [])),
+         keywords=(Param("offset", "int", True),))
 
 # ---------------------------------------------------------------- structure
 

@@ -15,18 +15,24 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ExpressionError, ShapeError
-from ..graph.ops import LETTERS, Positions
+from ..graph.ops import LETTERS, Param, Positions
 
-# name -> (least arguments, most arguments, build(graph, args, span))
+# name -> (least operands, most operands, build(graph, args, span, options), keywords):
+# functions.py's FunctionSpec. Keywords are NumPy's parameter names; those marked
+# positional may also come by position after the operands (roll(x, 1, 0)).
 ARRAY_FUNCTIONS: dict[str, tuple] = {}
 MAX_OPERANDS = 26
 
 
-def _function(name, least, most=None):
+def _function(name, least, most=None, keywords=()):
     def register(build):
-        ARRAY_FUNCTIONS[name] = (least, least if most is None else most, build)
+        ARRAY_FUNCTIONS[name] = (least, least if most is None else most, build, tuple(keywords))
         return build
     return register
+
+
+def _p(name, kind="int"):
+    return Param(name, kind, True)
 
 
 # ---------------------------------------------------------------- constant arguments
@@ -45,21 +51,17 @@ def _integers(node, span, what: str) -> np.ndarray:
     return value.astype(np.int64)
 
 
-def _integer(node, span, what: str) -> int:
-    value = _integers(node, span, what)
-    if value.ndim:
-        raise ExpressionError(f"{what} must be one integer", span)
-    return int(value)
+def _values(options, defaults=None) -> dict:
+    """The options' values by name (NumPy's keyword names), over the defaults."""
+    values = dict(defaults or {})
+    values.update((name, option.value) for name, option in (options or {}).items())
+    return values
 
 
-def _axes(node, span, what: str = "the axis"):
-    """An int or a tuple of ints (from a literal [0, 1])."""
-    value = _integers(node, span, what)
-    return int(value) if value.ndim == 0 else tuple(int(v) for v in value.ravel())
-
-
-def _optional(args, i, read, default):
-    return read(args[i]) if len(args) > i else default
+def _require(name, options, required, span):
+    for param in required:
+        if param not in (options or {}):
+            raise ExpressionError(f"{name} needs {param} (by position or as {param}=...)", span)
 
 
 def _array(node, span, name: str):
@@ -100,47 +102,35 @@ def _numpy(name, span, f, *arrays):
         raise ShapeError(f"{name}: {message}", span) from None
 
 
-def _moving(name, least, most, f, zeros=False, reads=()):
-    """A function of one array and constant arguments: reads[i] turns argument i+1
-    into what f takes."""
-    def build(graph, args, span):
+def _moving(name, f, keywords=(), required=(), zeros=False):
+    """A function of one array and constant keyword arguments, moving its entries
+    as f (NumPy's function, called with the same keywords) moves numbered ones."""
+    def build(graph, args, span, options=None):
+        _require(name, options, required, span)
         x = _array(args[0], span, name)
-        extra = [read(a, span) for read, a in zip(reads, args[1:])]
-        return moved(graph, x, name, span, lambda a: f(a, *extra), zeros=zeros)
-    _function(name, least, most)(build)
+        values = _values(options)
+        return moved(graph, x, name, span, lambda a: f(a, **values), zeros=zeros)
+    _function(name, 1, 1, keywords)(build)
 
 
-def _axis_arg(node, span):
-    return _axes(node, span)
-
-
-def _int_arg(node, span):
-    return _integer(node, span, "this argument")
-
-
-def _ints_arg(node, span):
-    value = _integers(node, span, "this argument")
-    return int(value) if value.ndim == 0 else value
-
-
-_moving("flip", 1, 2, lambda a, axis=None: np.flip(a, axis), reads=(_axis_arg,))
-_moving("flipud", 1, 1, np.flipud)
-_moving("fliplr", 1, 1, np.fliplr)
-_moving("rot90", 1, 3, lambda a, k=1, axes=(0, 1): np.rot90(a, k, axes), reads=(_int_arg, _axis_arg))
-_moving("roll", 2, 3, lambda a, shift, axis=None: np.roll(a, shift, axis), reads=(_ints_arg, _axis_arg))
-_moving("repeat", 2, 3, lambda a, n, axis=None: np.repeat(a, n, axis), reads=(_ints_arg, _int_arg))
-_moving("tile", 2, 2, np.tile, reads=(_ints_arg,))
-_moving("swapaxes", 3, 3, np.swapaxes, reads=(_int_arg, _int_arg))
-_moving("moveaxis", 3, 3, np.moveaxis, reads=(_axis_arg, _axis_arg))
-_moving("diagonal", 1, 4, lambda a, offset=0, axis1=0, axis2=1: np.diagonal(a, offset, axis1, axis2),
-        reads=(_int_arg, _int_arg, _int_arg))
-_moving("tril", 1, 2, lambda a, k=0: np.tril(a, k), zeros=True, reads=(_int_arg,))
-_moving("triu", 1, 2, lambda a, k=0: np.triu(a, k), zeros=True, reads=(_int_arg,))
-_moving("ravel", 1, 1, np.ravel)
-_moving("flatten", 1, 1, np.ravel)
-_moving("squeeze", 1, 2, lambda a, axis=None: np.squeeze(a, axis), reads=(_axis_arg,))
-_moving("expand_dims", 2, 2, np.expand_dims, reads=(_axis_arg,))
-_moving("reshape", 2, 2, lambda a, shape: np.reshape(a, shape), reads=(_axis_arg,))
+_moving("flip", np.flip, (_p("axis", "axes"),))
+_moving("flipud", np.flipud)
+_moving("fliplr", np.fliplr)
+_moving("rot90", np.rot90, (_p("k"), _p("axes", "axes")))
+_moving("roll", np.roll, (_p("shift", "axes"), _p("axis", "axes")), required=("shift",))
+_moving("repeat", np.repeat, (_p("repeats", "axes"), _p("axis")), required=("repeats",))
+_moving("tile", np.tile, (_p("reps", "axes"),), required=("reps",))
+_moving("swapaxes", np.swapaxes, (_p("axis1"), _p("axis2")), required=("axis1", "axis2"))
+_moving("moveaxis", np.moveaxis, (_p("source", "axes"), _p("destination", "axes")),
+        required=("source", "destination"))
+_moving("diagonal", np.diagonal, (_p("offset"), _p("axis1"), _p("axis2")))
+_moving("tril", np.tril, (_p("k"),), zeros=True)
+_moving("triu", np.triu, (_p("k"),), zeros=True)
+_moving("ravel", np.ravel)
+_moving("flatten", np.ravel)
+_moving("squeeze", np.squeeze, (_p("axis", "axes"),))
+_moving("expand_dims", np.expand_dims, (_p("axis", "axes"),), required=("axis",))
+_moving("reshape", lambda a, shape: np.reshape(a, shape), (_p("shape", "axes"),), required=("shape",))
 
 
 def _diag(a, k=0):
@@ -149,15 +139,15 @@ def _diag(a, k=0):
     return np.diag(a, k)
 
 
-_moving("diag", 1, 2, _diag, zeros=True, reads=(_int_arg,))
+_moving("diag", _diag, (_p("k"),), zeros=True)
 
 
-@_function("transpose", 1, 2)
-def _transpose(graph, args, span):
+@_function("transpose", 1, 1, (_p("axes", "axes"),))
+def _transpose(graph, args, span, options=None):
     x = _array(args[0], span, "transpose")
-    if len(args) == 1:
+    if not options:
         return graph.apply("transpose", (x,), span=span)
-    axes = _axes(args[1], span, "transpose's axes")
+    axes = options["axes"].value
     return moved(graph, x, "transpose", span, lambda a: np.transpose(a, axes))
 
 
@@ -189,19 +179,19 @@ def _joined(graph, arrays, span, name, join):
     return gathered(graph, tuple(arrays), positions, span)
 
 
-def _joining(name, least, most, join):
-    def build(graph, args, span):
+def _joining(name, join, keywords=()):
+    def build(graph, args, span, options=None):
         arrays = _sequence(graph, args[0], span, name)
-        extra = [_axes(a, span) for a in args[1:]]
-        return _joined(graph, arrays, span, name, lambda *a: join(list(a), *extra))
+        values = _values(options)
+        return _joined(graph, arrays, span, name, lambda *a: join(list(a), **values))
     build.takes_sequence = True  # parse.py: the list literal [a, b] is a list, not an array
-    _function(name, least, most)(build)
+    _function(name, 1, 1, keywords)(build)
 
 
-_joining("concatenate", 1, 2, lambda arrays, axis=0: np.concatenate(arrays, axis))
-_joining("stack", 1, 2, lambda arrays, axis=0: np.stack(arrays, axis))
-_joining("hstack", 1, 1, np.hstack)
-_joining("vstack", 1, 1, np.vstack)
+_joining("concatenate", np.concatenate, (_p("axis"),))
+_joining("stack", np.stack, (_p("axis"),))
+_joining("hstack", np.hstack)
+_joining("vstack", np.vstack)
 
 
 # ---------------------------------------------------------------- products
@@ -251,7 +241,7 @@ def parse_subscripts(text: str, ranks: list[int], span) -> tuple[tuple[str, ...]
 
 
 @_function("einsum", 2, MAX_OPERANDS + 1)
-def _einsum(graph, args, span):
+def _einsum(graph, args, span, options=None):
     subscripts, operands = args[0], args[1:]
     if not isinstance(subscripts, str):
         raise ExpressionError("einsum's first argument is its subscripts, in quotes: einsum('ij,jk->ik', A, B)",
@@ -266,12 +256,12 @@ def _letters(n: int, start: int = 0) -> str:
 
 
 @_function("matmul", 2)
-def _matmul(graph, args, span):
+def _matmul(graph, args, span, options=None):
     return graph.apply("matmul", tuple(_array(a, span, "matmul") for a in args), span=span)
 
 
 @_function("dot", 2)
-def _dot(graph, args, span):
+def _dot(graph, args, span, options=None):
     a, b = (_array(x, span, "dot") for x in args)
     if not a.shape or not b.shape:
         return graph.apply("mul", (a, b), span=span)
@@ -292,7 +282,7 @@ def _contract(graph, ins, out, operands, span, name):
 
 
 @_function("inner", 2)
-def _inner(graph, args, span):
+def _inner(graph, args, span, options=None):
     a, b = (_array(x, span, "inner") for x in args)
     if not a.shape or not b.shape:
         return graph.apply("mul", (a, b), span=span)
@@ -302,40 +292,41 @@ def _inner(graph, args, span):
 
 
 @_function("outer", 2)
-def _outer(graph, args, span):
+def _outer(graph, args, span, options=None):
     a, b = (graph.reshape(_array(x, span, "outer"), (x.size,)) for x in args)
     return graph.apply("mul", (graph.reshape(a, (a.size, 1)), graph.reshape(b, (1, b.size))), span=span)
 
 
-@_function("tensordot", 2, 3)
-def _tensordot(graph, args, span):
+@_function("tensordot", 2, 2, (_p("axes", "axes"),))
+def _tensordot(graph, args, span, options=None):
+    """np.tensordot: axes=N sums a's last N axes with b's first N; axes=[[axes of a],
+    [axes of b]] (or [i, j]) pairs them."""
     a, b = (_array(x, span, "tensordot") for x in args[:2])
-    axes = _integers(args[2], span, "tensordot's axes") if len(args) > 2 else np.array(2)
+    axes = _values(options, {"axes": 2})["axes"]
     ra, rb = len(a.shape), len(b.shape)
-    if axes.ndim == 0:
-        n = int(axes)
-        if not 0 <= n <= min(ra, rb):
-            raise ShapeError(f"tensordot: {n} axes to sum over, but the arrays have {ra} and {rb}", span)
-        pairs = list(zip(range(ra - n, ra), range(n)))
+    if isinstance(axes, int):
+        if not 0 <= axes <= min(ra, rb):
+            raise ShapeError(f"tensordot: {axes} axes to sum over, but the arrays have {ra} and {rb}", span)
+        pairs = list(zip(range(ra - axes, ra), range(axes)))
     else:
-        if axes.shape[0] != 2:
+        if len(axes) % 2:
             raise ShapeError("tensordot's axes are a number or two lists, [[axes of a], [axes of b]]", span)
-        first, second = (np.atleast_1d(v) for v in axes)
-        pairs = list(zip(first.tolist(), second.tolist()))
+        half = len(axes) // 2
+        pairs = list(zip(axes[:half], axes[half:]))
     sa, sb = list(_letters(ra)), list(_letters(rb, ra))
     for i, j in pairs:
         if not (-ra <= i < ra and -rb <= j < rb):
             raise ShapeError(f"tensordot: axis pair ({i}, {j}) is out of range for {ra} and {rb} axes", span)
         sb[j % rb] = sa[i % ra]
     summed = {sa[i % ra] for i, _ in pairs}
-    if len(summed) != len(pairs):
+    if len(summed) != len(pairs) or len({j % rb for _, j in pairs}) != len(pairs):
         raise ShapeError("tensordot: an axis is summed over twice", span)
     out = "".join(c for c in sa if c not in summed) + "".join(c for c in sb if c not in summed)
     return _contract(graph, ("".join(sa), "".join(sb)), out, (a, b), span, "tensordot")
 
 
 @_function("kron", 2)
-def _kron(graph, args, span):
+def _kron(graph, args, span, options=None):
     """np.kron: a's and b's axes interleaved by an outer product, then merged."""
     a, b = (_array(x, span, "kron") for x in args)
     rank = max(len(a.shape), len(b.shape))
@@ -346,7 +337,7 @@ def _kron(graph, args, span):
 
 
 @_function("cross", 2)
-def _cross(graph, args, span):
+def _cross(graph, args, span, options=None):
     """a x b along the last axis (3-vectors): a[1]b[2] - a[2]b[1], ... as NumPy."""
     a, b = (_array(x, span, "cross") for x in args)
     for x in (a, b):
@@ -365,75 +356,74 @@ def _describe(shape):
     return describe(shape)
 
 
-@_function("trace", 1, 4)
-def _trace(graph, args, span):
+@_function("trace", 1, 1, (_p("offset"), _p("axis1"), _p("axis2")))
+def _trace(graph, args, span, options=None):
+    """np.trace: the sum of a diagonal over two axes (the first two by default)."""
     x = _array(args[0], span, "trace")
-    given = [_integer(a, span, "trace's offset and axes") for a in args[1:]]
-    offset, axis1, axis2 = given + [0, 0, 1][len(given):]
+    values = _values(options, {"offset": 0, "axis1": 0, "axis2": 1})
     if len(x.shape) < 2:
         raise ShapeError(f"trace needs a matrix or an array, got {_describe(x.shape)}", span)
-    if (offset, axis1, axis2) == (0, 0, 1):
-        return graph.apply("trace", (x,), span=span)
-    diagonal = moved(graph, x, "trace", span, lambda a: np.diagonal(a, offset, axis1, axis2))
-    return graph.apply("einsum", (diagonal,), ((_letters(len(diagonal.shape)),),
-                                                _letters(len(diagonal.shape) - 1)), span=span)
+    if (values["axis1"], values["axis2"]) == (0, 1):
+        return graph.apply("trace", (x,), values["offset"] or None, span=span)
+    diagonal = moved(graph, x, "trace", span, lambda a: np.diagonal(a, **values))
+    letters = _letters(len(diagonal.shape))
+    return graph.apply("einsum", (diagonal,), ((letters,), letters[:-1]), span=span)
 
 
 # ---------------------------------------------------------------- along an axis
 
 
-@_function("diff", 1, 3)
-def _diff(graph, args, span):
+@_function("diff", 1, 1, (_p("n"), _p("axis")))
+def _diff(graph, args, span, options=None):
+    """np.diff: a[1:] - a[:-1] along the axis, n times, as NumPy computes it."""
     x = _array(args[0], span, "diff")
-    n = _optional(args, 1, lambda a: _integer(a, span, "diff's n"), 1)
-    axis = _optional(args, 2, lambda a: _integer(a, span, "diff's axis"), -1)
+    values = _values(options, {"n": 1, "axis": -1})
+    n = values["n"]
     rank = len(x.shape)
     if not rank:
         raise ShapeError("diff needs a vector or an array, not a scalar", span)
-    if not -rank <= axis < rank:
-        raise ShapeError(f"diff: axis {axis} is out of bounds for {_describe(x.shape)}", span)
+    axis = _axis_in(x, values["axis"], "diff", span)
     if n < 0 or n >= x.shape[axis]:
         raise ShapeError(f"diff: order {n} needs more than {n} entries along axis {axis % rank}", span)
     before = ((None, None, None),) * (axis % rank)
-    for _ in range(n):  # a[1:] - a[:-1], as np.diff computes it
+    for _ in range(n):
         later = graph.apply("index", (x,), before + ((1, None, None),), span=span)
         earlier = graph.apply("index", (x,), before + ((0, -1, None),), span=span)
         x = graph.apply("sub", (later, earlier), span=span)
     return x
 
 
-def _axis_of(x, args, i, span, name, default=-1):
-    axis = _optional(args, i, lambda a: _integer(a, span, f"{name}'s axis"), default)
+def _axis_in(x, axis, name, span) -> int:
+    """One axis of x, counted from the end (as the value axes follow the batch axes)."""
     rank = len(x.shape)
+    if not rank:
+        raise ShapeError(f"{name} needs a vector or an array, not a scalar", span)
     if not -rank <= axis < rank:
         raise ShapeError(f"{name}: axis {axis} is out of bounds for {_describe(x.shape)}", span)
     return axis - rank if axis >= 0 else axis
 
 
-@_function("argsort", 1, 2)
-def _argsort(graph, args, span):
+@_function("argsort", 1, 1, (_p("axis"),))
+def _argsort(graph, args, span, options=None):
     x = _array(args[0], span, "argsort")
-    if not x.shape:
-        raise ShapeError("argsort needs a vector or an array, not a scalar", span)
-    return graph.apply("argsort", (x,), _axis_of(x, args, 1, span, "argsort"), span=span)
+    axis = _axis_in(x, _values(options, {"axis": -1})["axis"], "argsort", span)
+    return graph.apply("argsort", (x,), axis, span=span)
 
 
-@_function("sort", 1, 2)
-def _sort(graph, args, span):
+@_function("sort", 1, 1, (_p("axis"),))
+def _sort(graph, args, span, options=None):
+    """np.sort: its derivative is the permutation it applies (take_along_axis of argsort)."""
     x = _array(args[0], span, "sort")
-    if not x.shape:
-        raise ShapeError("sort needs a vector or an array, not a scalar", span)
-    axis = _axis_of(x, args, 1, span, "sort")
+    axis = _axis_in(x, _values(options, {"axis": -1})["axis"], "sort", span)
     order = graph.apply("argsort", (x,), axis, span=span)
     return graph.apply("take_along_axis", (x, order), axis, span=span)
 
 
-@_function("take_along_axis", 3)
-def _take_along_axis(graph, args, span):
+@_function("take_along_axis", 2, 2, (_p("axis"),))
+def _take_along_axis(graph, args, span, options=None):
+    _require("take_along_axis", options, ("axis",), span)
     v, order = (_array(a, span, "take_along_axis") for a in args[:2])
-    if not v.shape:
-        raise ShapeError("take_along_axis needs a vector or an array, not a scalar", span)
-    axis = _axis_of(v, args, 2, span, "take_along_axis")
+    axis = _axis_in(v, options["axis"].value, "take_along_axis", span)
     if order.op == "const":
         indices = _integers(order, span, "take_along_axis's indices")
         return moved(graph, v, "take_along_axis", span, lambda a: np.take_along_axis(a, indices, axis))
@@ -443,14 +433,14 @@ def _take_along_axis(graph, args, span):
     return graph.apply("take_along_axis", (v, order), axis, span=span)
 
 
-@_function("linspace", 2, 4)
-def _linspace(graph, args, span):
+@_function("linspace", 2, 2, (_p("num"), _p("endpoint", "flag")))
+def _linspace(graph, args, span, options=None):
+    """np.linspace of constants: a constant."""
     ends = [_constant(a, span, "linspace's start and stop") for a in args[:2]]
     if any(end.ndim for end in ends):
         raise ExpressionError("linspace's start and stop must be numbers", span)
-    start, stop = (float(end) for end in ends)
-    num = _optional(args, 2, lambda a: _integer(a, span, "linspace's num"), 50)
-    endpoint = _optional(args, 3, lambda a: bool(_integer(a, span, "linspace's endpoint")), True)
+    values = _values(options, {"num": 50, "endpoint": True})
+    num = values["num"]
     if not 1 <= num <= 1 << 24:
         raise ShapeError(f"linspace: num must be between 1 and {1 << 24:,}, not {num}", span)
-    return graph.const(np.linspace(start, stop, num, endpoint=endpoint))
+    return graph.const(np.linspace(float(ends[0]), float(ends[1]), num, endpoint=values["endpoint"]))

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ExpressionError, ShapeError
 from .arrays import fancy_index
-from .functions import CONSTANTS, FUNCTIONS, arity_text
+from .functions import CONSTANTS, FUNCTIONS, arity_text, positional_slots, read_option
 from ..graph.nodes import Graph, Node
 from .lalr import NotParsed, Parser
 from ..graph.ops import describe, operator
@@ -81,6 +81,14 @@ class _Callbacks:
 
     def group(self, children):
         return children[1]
+
+    def tuple(self, children):
+        first, rest = children[1], children[3]
+        return Syntax("tuple", (first, *(rest or ())), None, _span(children[0]))
+
+    def keyword(self, children):
+        name, _, value = children
+        return Syntax("keyword", (value,), str(name), _span(name))
 
     def array(self, children):
         return Syntax("array", tuple(children[1]), None, _span(children[0]))
@@ -241,6 +249,10 @@ def parse(text: str) -> Program:
     if deepest > MAX_DEPTH:
         raise ExpressionError(f"the expression nests {deepest:,} levels deep; diffcli handles at most "
                               f"{MAX_DEPTH:,}", None, text)
+    try:
+        _check_calls(root)
+    except ExpressionError as e:
+        raise e.with_source(text) from None
     return Program(text, root)
 
 
@@ -370,6 +382,90 @@ def _walk(root: Syntax):
                 stack.append((child, False))
 
 
+def _check_calls(root: Syntax) -> None:
+    """Each call names a function and gives it arguments it takes: operands, then
+    the keyword arguments it has (or trailing positional ones standing for them),
+    each once and a constant; tuples only as such values. Checked before any shape
+    is known, with a caret at what is wrong."""
+    allowed: set[int] = set()  # the tuples that are keyword values
+    tuples = []
+    for statement in root.children:
+        for node in _walk(statement):
+            if node.kind == "call":
+                allowed.update(_check_call(node))
+            elif node.kind == "tuple":
+                tuples.append(node)
+    for node in tuples:
+        if id(node) not in allowed:
+            raise ExpressionError("a tuple (a, b) is only a keyword argument's value, as in sum(A, axis=(0, 1))",
+                                  node.span)
+
+
+def _check_call(call: Syntax) -> list[int]:
+    """Checks one call (see _check_calls); the ids of the tuples among its keyword values."""
+    name = call.data
+    spec = FUNCTIONS.get(name)
+    if spec is None:
+        raise _unknown_function(call)
+    positional = [c for c in call.children if c.kind != "keyword"]
+    after_keyword = next((c for c in positional if call.children.index(c) > _first_keyword(call)), None)
+    if after_keyword is not None:
+        raise ExpressionError(f"{name}: a positional argument follows a keyword argument", after_keyword.span)
+    slots = positional_slots(spec)
+    if not spec.min_args <= len(positional) <= spec.max_args + len(slots):
+        raise ExpressionError(f"{name} takes {arity_text(spec)} ({len(positional)} given)", call.span)
+    given = {p.name for p in slots[:max(0, len(positional) - spec.max_args)]}
+    values = positional[spec.max_args:]
+    known = {p.name for p in spec.keywords}
+    for keyword in (c for c in call.children if c.kind == "keyword"):
+        if keyword.data not in known:
+            takes = f"it takes {', '.join(p.name for p in spec.keywords)}" if known else "it takes none"
+            raise ExpressionError(f"{name} has no keyword argument '{keyword.data}' ({takes})", keyword.span)
+        if keyword.data in given:
+            raise ExpressionError(f"{name}: {keyword.data} is given twice", keyword.span)
+        given.add(keyword.data)
+        values.append(keyword.children[0])
+    for value in values:
+        _check_constant(name, value)
+    _defaults_for_none(call)
+    return [id(v) for v in values if v.kind == "tuple"]
+
+
+def _defaults_for_none(call: Syntax) -> None:
+    """A keyword argument given as None is left at its default (sum(x, axis=None))."""
+    def default(value):
+        return Syntax("default", (), None, value.span) if value.kind == "name" and value.data == "None" else value
+
+    for keyword in call.children:
+        if keyword.kind == "keyword":
+            keyword.children = (default(keyword.children[0]),)
+    call.children = tuple(c if c.kind == "keyword" or i < FUNCTIONS[call.data].max_args else default(c)
+                          for i, c in enumerate(call.children))
+
+
+def _first_keyword(call: Syntax) -> int:
+    return next((i for i, c in enumerate(call.children) if c.kind == "keyword"), len(call.children))
+
+
+def _check_constant(function: str, value: Syntax) -> None:
+    """A keyword argument's value names no variable (None alone stands for the default)."""
+    for node in _walk(value):
+        if node.kind == "name" and node.data not in CONSTANTS and not (node is value and node.data == "None"):
+            raise ExpressionError(f"{function}: keyword arguments are constants, and '{node.data}' is not one",
+                                  node.span)
+        if node.kind == "call":
+            raise ExpressionError(f"{function}: keyword arguments are constants (numbers, True, False, None, "
+                                  f"tuples of integers)", node.span)
+
+
+def _unknown_function(call: Syntax) -> ExpressionError:
+    import difflib  # only an error needs it
+
+    close = difflib.get_close_matches(call.data, list(FUNCTIONS), n=1)
+    hint = f": did you mean '{close[0]}'?" if close else ""
+    return ExpressionError(f"unknown function '{call.data}'{hint}", call.span)
+
+
 def _free_variables(root: Syntax) -> tuple[str, ...]:
     bound: set[str] = set()
     found: dict[str, None] = {}
@@ -445,9 +541,26 @@ def _build_one(graph, syn, args, env, shapes):
         return graph.apply("stack", args, span=syn.span)
     if kind == "slice":
         return tuple(args)
+    if kind == "tuple":
+        return Tuple(args)
+    if kind == "default":
+        return None
+    if kind == "keyword":
+        return Keyword(syn.data, args[0], syn.span)
     if kind == "index":
         return _index(graph, syn, args[0], args[1:])
     raise AssertionError(kind)
+
+
+class Tuple(tuple):
+    """A built tuple (a, b): the value of a keyword argument."""
+
+
+class Keyword:
+    __slots__ = ("name", "span", "value")
+
+    def __init__(self, name, value, span):
+        self.name, self.value, self.span = name, value, span
 
 
 def _resolve_name(graph, syn, env, shapes):
@@ -464,17 +577,18 @@ def _resolve_name(graph, syn, env, shapes):
 
 
 def _call(graph, syn, args):
+    """The call's node; parse() has checked its arguments against the function's."""
     name = syn.data
-    spec = FUNCTIONS.get(name)
-    if spec is None:
-        import difflib  # only an error needs it
-
-        close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
-        hint = f": did you mean '{close[0]}'?" if close else ""
-        raise ExpressionError(f"unknown function '{name}'{hint}", syn.span)
-    if not spec.min_args <= len(args) <= spec.max_args:
-        raise ExpressionError(f"{name} takes {arity_text(spec)} ({len(args)} given)", syn.span)
-    return spec.build(graph, args, syn.span)
+    spec = FUNCTIONS[name]
+    operands = [a for a in args if type(a) is not Keyword]
+    spans = [c.span for c in syn.children if c.kind != "keyword"]
+    given = [(param, value, span) for param, value, span in
+             zip(positional_slots(spec), operands[spec.max_args:], spans[spec.max_args:])]
+    by_name = {p.name: p for p in spec.keywords}
+    given += [(by_name[k.name], k.value, k.span) for k in args if type(k) is Keyword]
+    options = {param.name: read_option(param, value, span, name) for param, value, span in given
+               if value is not None}
+    return spec.build(graph, operands[:spec.max_args], syn.span, options)
 
 
 def _index(graph, syn, target: Node, subscripts) -> Node:
