@@ -333,3 +333,36 @@ def test_brackets_inside_quotes_are_not_brackets():
 def test_numeric_jacobian_helper_is_used():  # the FD helper agrees with NumPy on a linear map
     f = diffcli.compile("flip(x)")
     np.testing.assert_allclose(numeric_jacobian(f, {"x": v3}, "x"), np.eye(3)[::-1], atol=1e-9)
+
+
+# ---------------------------------------------------------------- Taylor rules (issue 18's field)
+
+
+def _taylor(function, at: dict, tangents: dict, order: int) -> np.ndarray:
+    from diffcli.engine.taylor import TaylorPlan, coefficients, seeded
+
+    binding = function._binding({k: np.shape(v) for k, v in at.items()})
+    plan = TaylorPlan([binding.output], binding.inputs)
+    inputs = [seeded(at[v.attr], tangents[v.attr], order) for v in binding.inputs]
+    return coefficients(plan.run(inputs, 0)[0], order)
+
+
+@pytest.mark.parametrize("expression,at,numpy", CASES, ids=IDS)
+def test_taylor_coefficients_are_the_directional_derivatives(expression, at, numpy):
+    """sin(f(x + t v)) to order 3: coefficient 0 is the value bit for bit, 1 the jvp
+    of the derivative graph, 2 and 3 the differences of the ones below (k! c_k is
+    the k-th derivative in t)."""
+    function = diffcli.compile(f"sin({expression})")
+    at = {k: np.asarray(v, dtype=float) for k, v in at.items()}
+    tangents = {k: np.round(RNG.uniform(-1, 1, np.shape(v)), 2) for k, v in at.items()}
+    c = _taylor(function, at, tangents, 3)
+    np.testing.assert_array_equal(c[0], function.eval(at).value)
+    np.testing.assert_allclose(c[1], function.jvp(tangents, at).jvp, rtol=1e-12, atol=1e-12)
+    h = 1e-4
+
+    def shifted(sign):
+        return _taylor(function, {k: v + sign * h * tangents[k] for k, v in at.items()}, tangents, 3)
+    plus, minus = shifted(1), shifted(-1)
+    for k in (2, 3):
+        np.testing.assert_allclose(k * c[k], (plus[k - 1] - minus[k - 1]) / (2 * h), rtol=1e-5, atol=1e-5,
+                                   err_msg=f"order {k}")

@@ -20,15 +20,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "diffcli"
 # Modules are named by their dotted path under diffcli/ (a folder's __init__.py by
 # the folder's name; the package's own by "__init__").
 STEPS = [
-    ("foundation", {"errors", "switches", "allocator", "budget", "engine.cbuild", "graph.rewrites",
+    ("foundation", {"errors", "switches", "allocator", "budget", "engine.cbuild", "graph.rewrites", "graph.series",
                     "language", "graph", "engine", "io"}),
     ("language tables", {"language._tables", "language.lalr"}),
     ("operations", {"graph.ops"}),
-    ("names", {"language.functions"}),
+    ("names", {"language.arrays", "language.functions"}),
     ("graph", {"graph.nodes"}),
     ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
     ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),
-    ("engine", {"engine.evaluate"}),
+    ("engine", {"engine.evaluate", "engine.taylor"}),
     ("library", {"api", "api.function", "api.binding", "api.requests", "api.growth", "api.result",
                  "api.check"}),
     ("input and output", {"io.points", "io.columnar", "io.render", "io.plot", "io.pipeline", "io.cluster"}),

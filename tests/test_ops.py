@@ -275,6 +275,7 @@ def _missing_facts(name, op) -> list[str]:
 
     need(callable(op.kernel) and callable(op.shape), "kernel, shape", "the evaluator and graph.py run them")
     need(callable(op.vjp), "vjp", "autodiff.py differentiates through every operation")
+    need(callable(op.taylor), "taylor", "engine/taylor.py propagates Taylor series through every operation")
     need(type(op.notation) in (Infix, Call) or op.notation in (CALL, OWN), "notation",
          "formula.py prints every operation")
     if op.notation == CALL or type(op.notation) is Call:
@@ -314,6 +315,8 @@ def test_a_record_without_a_fact_is_named_with_the_field():
     assert _missing_facts("sin", sin._replace(names=())) == [
         "sin: names (a formula writes name(...), which must parse back to this operation)"]
     assert _missing_facts("sum", OPS["sum"]._replace(pattern=None))[0].startswith("sum: pattern")
+    assert _missing_facts("tan", OPS["tan"]._replace(taylor=None)) == [
+        "tan: taylor (engine/taylor.py propagates Taylor series through every operation)"]
 
 
 def test_every_name_a_record_gives_calls_that_operation():

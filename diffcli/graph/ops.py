@@ -33,6 +33,9 @@ Each record (Op) holds every fact about its operation that some layer needs:
   keywords                     the keyword arguments a call takes (Param: name, kind
                                of constant, whether it may also come by position),
                                read by functions.py into options for build.
+  taylor(node, kernel)         its Taylor rule: a function from its operands' truncated
+                               Taylor series to its result's (series.py; engine/taylor.py
+                               propagates them for derivatives of any order).
 
 tests/test_ops.py walks the table and names any operation that lacks a fact.
 
@@ -53,7 +56,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from . import rewrites
+from . import rewrites, series
 from ..errors import ShapeError
 
 
@@ -98,7 +101,7 @@ def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None =
 
 
 _OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-              "pattern notation names arity build keywords")
+              "pattern notation names arity build keywords taylor")
 
 
 def _zero_derivative(op) -> bool:
@@ -151,10 +154,11 @@ OPS: dict[str, Op] = {}
 
 def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
           c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
-          build=None, keywords=()):
+          build=None, keywords=(), taylor=None):
     elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
     OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
-                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, tuple(keywords))
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, tuple(keywords),
+                   taylor)
 
 
 def function(name, kernel, vjp, arity=1, aliases=(), notation=CALL, **facts):
@@ -725,7 +729,9 @@ def _gather_kernel(node):
             if zeros:
                 parts.append(np.zeros(lead + (1,)))
             source = np.concatenate(parts, axis=-1)
-        return source[..., flat].reshape(lead + shape)
+        # C order whatever the leading axes (NumPy may lay out a[..., idx] otherwise), so
+        # that a sum over it adds in the same order at one point and in a batch
+        return np.ascontiguousarray(source[..., flat]).reshape(lead + shape)
     return gather
 
 
@@ -786,6 +792,74 @@ def _ties_along_axis(node):
     ordered = G.take_along_axis(x, node, attr=axis)
     before = ((None, None, None),) * (len(x.shape) + axis)
     return G.eq(G.index(ordered, attr=before + ((1, None, None),)), G.index(ordered, attr=before + ((0, -1, None),)))
+
+
+# ---------------------------------------------------------------- Taylor rules of the operations above
+# (series: (K+1,) + batch + value shape; a constant's leading axis has length 1;
+# every kernel here broadcasts the leading axes, so the coefficient axis rides along.)
+
+
+def _multilinear_taylor(node, kernel):
+    """einsum: linear in each operand, so c_k is the sum over j_1 + ... + j_m = k of the
+    kernel on the varying operands' coefficients j_1 ... j_m (the constants' own
+    coefficient 0 throughout): the truncated convolution of m series."""
+    def rule(*args):
+        varying = [i for i, a in enumerate(args) if not series.is_constant(a)]
+        if len(varying) <= 1:  # linear: the kernel on the stacked coefficients
+            return kernel(*args)
+        n = max(args[i].shape[0] for i in varying)
+        full = [series.full(a, n) if i in varying else a for i, a in enumerate(args)]
+        first = kernel(*(a[:1] for a in full))
+        out = np.zeros((n,) + first.shape[1:])
+        for k in range(n):
+            for split in _compositions(k, len(varying)):
+                operands = list(full)
+                for i, j in zip(varying, split):
+                    operands[i] = full[i][j:j + 1]
+                out[k] += kernel(*operands)[0]
+        return out
+    return rule
+
+
+def _compositions(k: int, parts: int):
+    """Every way to write k as an ordered sum of parts non-negative integers."""
+    if parts == 1:
+        yield (k,)
+        return
+    for first in range(k + 1):
+        for rest in _compositions(k - first, parts - 1):
+            yield (first,) + rest
+
+
+def _value_as_evaluated(factory):
+    """A rule whose coefficient 0 is the kernel on the values alone: a sum over axes
+    (einsum, trace, BLAS) may round differently with the coefficient axis in front,
+    and coefficient 0 must be the value evaluation gives, bit for bit."""
+    def taylor(node, kernel):
+        rule = factory(node, kernel)
+
+        def exact(*args):
+            out = rule(*args)
+            out[0] = kernel(*(np.ascontiguousarray(a[0]) for a in args))
+            return out
+        return exact
+    return taylor
+
+
+def _take_along_axis_taylor(node, kernel):
+    """Linear in v with the permutation fixed (argsort's series is its value, then zeros)."""
+    def rule(v, order):
+        return kernel(v, order[:1])
+    return rule
+
+
+def _nan_to_num_taylor(node, kernel):
+    """x's own series where x is finite (derivative 1), the constant elsewhere."""
+    def rule(x):
+        out = np.where(np.isfinite(x[0]), x, 0.0)
+        out[0] = kernel(x[0])
+        return out
+    return rule
 
 
 def _nan_to_num_vjp(g, ans, x):
@@ -994,7 +1068,8 @@ def _comparison(f, symbol, precedence=COMPARE):
     return {"kernel": elementwise(_to_float(f)), "vjp": _no_derivative, "broadcasting": True,
             "kink": Kink(_on_boundary, f"'{symbol}' is exactly on its boundary (both sides equal), where "
                                        f"its value jumps", "derivatives through it use the side it chose"),
-            "c": C(f"{{a}} {symbol} {{b}} ? 1.0 : 0.0", True), "notation": Infix(symbol, precedence, (symbol,))}
+            "c": C(f"{{a}} {symbol} {{b}} ? 1.0 : 0.0", True), "notation": Infix(symbol, precedence, (symbol,)),
+            "taylor": series.constant_rule}
 
 
 # ---------------------------------------------------------------- facts for the other layers
@@ -1089,17 +1164,17 @@ _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
 # ---------------------------------------------------------------- arithmetic
 
 defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
-      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)))
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), taylor=series.linear)
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
-      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)))
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), taylor=series.linear)
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
-      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)))
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)), taylor=series.bilinear)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
-      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)))
+      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)), taylor=series.div_rule)
 defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
-      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2)
+      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2, taylor=series.power_rule)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
-      diagonal="negation", notation=OWN)
+      diagonal="negation", notation=OWN, taylor=series.linear)
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
 # "no contribution" (a branch of where not taken, a kink's subgradient): there
@@ -1107,69 +1182,69 @@ defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites
 # Formulas write them as * and /: the same numbers wherever every value involved is finite.
 defop("cmul", elementwise(_zero_dominant(np.multiply, either=True)),
       lambda c, ans, g, local: (G.cmul(c, local), G.cmul(c, g)), broadcasting=True, selects=True,
-      c=C("cmul({a}, {b})", True), diagonal="zero_dominant_product", notation=Infix("*", MUL, ()))
+      c=C("cmul({a}, {b})", True), diagonal="zero_dominant_product", notation=Infix("*", MUL, ()), taylor=series.zero_dominant_product)
 defop("cdiv", elementwise(_zero_dominant(np.divide)),
       lambda c, ans, g, local: (G.cdiv(c, local), -G.cdiv(G.cmul(c, ans), local)), broadcasting=True,
-      selects=True, c=C("cdiv({a}, {b})", True), notation=Infix("/", MUL, ()))
+      selects=True, c=C("cdiv({a}, {b})", True), notation=Infix("/", MUL, ()), taylor=series.zero_dominant_quotient)
 
 # ---------------------------------------------------------------- elementwise functions
 
-function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"))
-function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"))
-function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"))
-function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"))
-function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"))
-function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"))
-function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"))
-function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"))
-function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"))
-function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"))
+function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"), taylor=series.SIN)
+function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"), taylor=series.COS)
+function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"), taylor=series.TAN)
+function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"), taylor=series.ASIN)
+function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"), taylor=series.ACOS)
+function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"), taylor=series.ATAN)
+function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"), taylor=series.SINH)
+function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"), taylor=series.COSH)
+function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"), taylor=series.TANH)
+function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"), taylor=series.ASINH)
 function("acosh", elementwise(np.arccosh),
-         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"))
-function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"))
-function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"))
-function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"))
-function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"))
-function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"))
-function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"))
-function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"))
-function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"))
+         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"), taylor=series.ACOSH)
+function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"), taylor=series.ATANH)
+function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"), taylor=series.EXP)
+function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"), taylor=series.EXP2)
+function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"), taylor=series.EXPM1)
+function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), taylor=series.LOG)
+function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"), taylor=series.LOG1P)
+function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"), taylor=series.LOG2)
+function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"), taylor=series.LOG10)
 function("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),), c=C("sqrt({a})", True),
          kink=Kink(_at_zero, "sqrt is not differentiable at 0", "using the derivative from the right, +inf",
-                   infinite=True))
-function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"))
+                   infinite=True), taylor=series.SQRT)
+function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"), taylor=series.CBRT)
 function("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),),
-         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True)
-function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"))
+         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, taylor=series.ABS)
+function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"), taylor=series.constant_rule)
 function("floor", elementwise(np.floor), _no_derivative, c=C("floor({a})", True),
-         kink=_jump(_at_integers, "floor jumps at integers"))
+         kink=_jump(_at_integers, "floor jumps at integers"), taylor=series.constant_rule)
 function("ceil", elementwise(np.ceil), _no_derivative, c=C("ceil({a})", True),
-         kink=_jump(_at_integers, "ceil jumps at integers"))
+         kink=_jump(_at_integers, "ceil jumps at integers"), taylor=series.constant_rule)
 function("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),),
-         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written")
+         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", taylor=series.SIGMOID)
 function("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),),
          no_c="np.maximum's nan and signed-zero rules have no C form written",
-         kink=_one_sided("relu", "0 and 1"), selects=True)
+         kink=_one_sided("relu", "0 and 1"), selects=True, taylor=series.RELU)
 function("softplus", elementwise(lambda a: np.logaddexp(0.0, a)), lambda g, ans, x: (g * G.sigmoid(x),),
-         no_c="np.logaddexp has no C library twin")
+         no_c="np.logaddexp has no C library twin", taylor=series.SOFTPLUS)
 
 # ---------------------------------------------------------------- binary functions
 
 _BINARY_LIBRARY = "the probe checks one-argument C library functions only"
 function("atan2", elementwise(np.arctan2),
          lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), arity=2,
-         broadcasting=True, no_c=_BINARY_LIBRARY)
+         broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.atan2_rule)
 function("hypot", elementwise(np.hypot), lambda g, ans, a, b: (g * a / ans, g * b / ans), arity=2,
-         broadcasting=True, no_c=_BINARY_LIBRARY)
+         broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.hypot_rule)
 function("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), arity=2, broadcasting=True,
-         no_c="C's fmax drops a nan that np.maximum passes on", kink=_pairwise_kink("maximum"), selects=True)
+         no_c="C's fmax drops a nan that np.maximum passes on", kink=_pairwise_kink("maximum"), selects=True, taylor=series.pairwise_extreme(np.greater))
 function("minimum", elementwise(np.minimum), _pairwise_extreme_vjp(G.lt, G.gt), arity=2, broadcasting=True,
-         no_c="C's fmin drops a nan that np.minimum passes on", kink=_pairwise_kink("minimum"), selects=True)
+         no_c="C's fmin drops a nan that np.minimum passes on", kink=_pairwise_kink("minimum"), selects=True, taylor=series.pairwise_extreme(np.less))
 function("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
          lambda g, ans, c, a, b: (None, G.where(c, g, 0.0), G.where(c, 0.0, g)), arity=3,
          broadcasting=True, c=C("{a} != 0.0 ? {b} : {c}", True), selects=True,
          kink=Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
-                                       "of the comparison equal)", "differentiating the branch it chose"))
+                                       "of the comparison equal)", "differentiating the branch it chose"), taylor=series.where_rule)
 
 # ---------------------------------------------------------------- comparisons (0.0 / 1.0)
 
@@ -1184,83 +1259,88 @@ defop("ne", **_comparison(np.not_equal, "!="))
 
 # The ufuncs' reduce methods directly: np.sum and friends add microseconds of
 # Python per call, which is most of the cost for one point.
-_reduction("sum", _reduction_kernel(np.add.reduce), _sum_vjp)
+_reduction("sum", _reduction_kernel(np.add.reduce), _sum_vjp, taylor=series.linear)
 _reduction("max", _reduction_kernel(np.maximum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
-           kink=_ties_kink("max"), selects=True)
+           kink=_ties_kink("max"), selects=True, taylor=series.extreme_reduction)
 _reduction("min", _reduction_kernel(np.minimum.reduce), _extreme_vjp, rewrite=rewrites.identity_on_scalars,
-           kink=_ties_kink("min"), selects=True)
+           kink=_ties_kink("min"), selects=True, taylor=series.extreme_reduction)
 # norm(x) is the 2-norm (Frobenius for a matrix); norm(x, ord=...) is built by
 # functions.py from sum, max, min and abs, which are exact compositions.
 _reduction("norm", _reduction_kernel(_norm), _norm_vjp,
            kink=Kink(lambda n: _kink_frame(G.eq(n, 0.0), n), "norm is not differentiable at 0",
-                     "using the subgradient 0" + _PYTORCH))
-_reduction("logsumexp", _logsumexp_kernel, _logsumexp_vjp)
+                     "using the subgradient 0" + _PYTORCH), taylor=series.norm_rule)
+_reduction("logsumexp", _logsumexp_kernel, _logsumexp_vjp, taylor=series.logsumexp_rule)
 function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe",
          notation=Call(lambda node, texts: texts + ([] if node.attr is None else [f"axis={_axes_text(node.attr)}"])),
-         build=_user_softmax, keywords=(Param("axis", "axes", True),))
+         build=_user_softmax, keywords=(Param("axis", "axes", True),), taylor=series.softmax_rule)
 
 # ---------------------------------------------------------------- along the leading value axis
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
       rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
-      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),))
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),),
+      taylor=series.linear)
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
       notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"),
-      keywords=(Param("axis", "int", True),))
-defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN)
+      keywords=(Param("axis", "int", True),), taylor=series.cumprod_rule)
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN,
+      taylor=series.linscan_rule)
 
 # ---------------------------------------------------------------- linear algebra
 
 defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
-      notation=Infix("@", MUL, ("@",)))
+      notation=Infix("@", MUL, ("@",)), taylor=_value_as_evaluated(series.bilinear))
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
-         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True)
+         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True,
+         taylor=series.linear)
 function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape, pattern="probe", build=_user_trace,
          notation=Call(lambda node, texts: texts + ([f"offset={node.attr}"] if node.attr else [])),
-         keywords=(Param("offset", "int", True),))
+         keywords=(Param("offset", "int", True),), taylor=_value_as_evaluated(series.linear))
 
 # ---------------------------------------------------------------- structure
 
-defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape, pattern="moves", notation=OWN)
+defop("stack", _stack_kernel, _stack_vjp, shape=_stack_shape, pattern="moves", notation=OWN, taylor=series.linear)
 defop("index", _index_kernel,
       lambda g, ans, x: (G.scatter(g, attr=(ans.attr, x.shape)),),
-      shape=_index_shape, pattern="moves", notation=OWN)
+      shape=_index_shape, pattern="moves", notation=OWN, taylor=series.linear)
 defop("scatter", _scatter_kernel,
       lambda g, ans, x: (G.index(g, attr=ans.attr[0]),),
-      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN)
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, taylor=series.linear)
 defop("scatter_sum", _scatter_sum_kernel,
       lambda g, ans, *parts: tuple(G.index(g, attr=items) for items in ans.attr[0]),
-      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN)
+      shape=lambda shapes, attr: attr[1], pattern="moves", notation=OWN, taylor=series.linear)
 defop("reshape", _reshape_kernel, lambda g, ans, x: (_reshape(g, x.shape),), shape=_reshape_shape,
-      pattern="moves", rewrite=rewrites.reshape, notation=OWN)
+      pattern="moves", rewrite=rewrites.reshape, notation=OWN, taylor=series.linear)
 defop("broadcast_to", _broadcast_to_kernel,
       lambda g, ans, x: (G.sum_to(g, attr=x.shape),), shape=_attr_shape,
-      pattern="moves", rewrite=rewrites.same_shape, notation=OWN)
+      pattern="moves", rewrite=rewrites.same_shape, notation=OWN, taylor=series.linear)
 defop("sum_to", _sum_to_kernel,
       lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape,
-      pattern="probe", rewrite=rewrites.same_shape, notation=OWN)
+      pattern="probe", rewrite=rewrites.same_shape, notation=OWN, taylor=series.linear)
 
 
 # ---------------------------------------------------------------- n-dimensional products and moves (issue 19)
 
-defop("einsum", _einsum_kernel, _einsum_vjp, shape=_einsum_shape, pattern="probe", notation=OWN)
+defop("einsum", _einsum_kernel, _einsum_vjp, shape=_einsum_shape, pattern="probe", notation=OWN,
+      taylor=_value_as_evaluated(_multilinear_taylor))
 # A linear map that moves entries by constant positions (flip, roll, tile, diag, tril,
 # fancy indexing, concatenate, ...: language/arrays.py makes the map with NumPy's own
 # function on numbered entries); gather_t is its transpose (adds back).
-defop("gather", _gather_kernel, _gather_vjp, shape=_gather_shape, pattern="moves", notation=OWN)
+defop("gather", _gather_kernel, _gather_vjp, shape=_gather_shape, pattern="moves", notation=OWN,
+      taylor=series.linear)
 defop("gather_t", _gather_t_kernel, lambda g, ans, x: (G.gather(g, attr=ans.attr),),
-      shape=lambda shapes, attr: attr.sources[0], pattern="probe", notation=OWN)
+      shape=lambda shapes, attr: attr.sources[0], pattern="probe", notation=OWN, taylor=series.linear)
 # sort(x) = take_along_axis(x, argsort(x)): the derivative is the permutation (the
 # transpose of a permutation is its inverse, argsort of it); ties as a stable sort
 # orders them, each tied entry getting the derivative of the place it is sorted to.
 defop("argsort", lambda node: lambda a: np.argsort(a, axis=node.attr, kind="stable").astype(np.float64),
-      _no_derivative, pattern="dense", notation=OWN,
+      _no_derivative, pattern="dense", notation=OWN, taylor=series.constant_rule,
       kink=Kink(_ties_along_axis, "sort of tied elements (the order among them jumps)",
                 "using the order a stable sort gives them, as PyTorch does"))
 defop("take_along_axis", _take_along_axis_kernel,
       lambda g, ans, v, order: (G.take_along_axis(g, G.argsort(order, attr=ans.attr), attr=ans.attr), None),
-      shape=_take_along_axis_shape, pattern="dense", notation=OWN)
-function("nan_to_num", elementwise(np.nan_to_num), _nan_to_num_vjp, selects=True,
+      shape=_take_along_axis_shape, pattern="dense", notation=OWN, taylor=_take_along_axis_taylor)
+function("nan_to_num", elementwise(np.nan_to_num), _nan_to_num_vjp, selects=True, taylor=_nan_to_num_taylor,
          no_c="np.nan_to_num's largest finite numbers have no C form written")
 
 
