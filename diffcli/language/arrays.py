@@ -81,11 +81,13 @@ def moved(graph, x, name: str, span, f, *, zeros: bool = False):
     positions = _numpy(name, span, f, numbered)
     if zeros:
         positions = positions - 1
-    return gathered(graph, (x,), positions, span)
+    return gathered(graph, (x,), positions, span, name)
 
 
-def gathered(graph, sources, positions, span):
+def gathered(graph, sources, positions, span, name):
     positions = np.asarray(positions, dtype=np.int64)
+    if not positions.size:  # as an empty slice: nothing to differentiate, no max or min
+        raise ShapeError(f"{name} would give an empty array", span)
     if len(sources) == 1:
         (x,) = sources
         if positions.size == x.size and np.array_equal(positions.ravel(), np.arange(x.size)):
@@ -176,7 +178,7 @@ def _joined(graph, arrays, span, name, join):
     numbered = [np.arange(start, start + a.size, dtype=np.int64).reshape(a.shape)
                 for start, a in zip(offsets, arrays)]
     positions = _numpy(name, span, join, *numbered)
-    return gathered(graph, tuple(arrays), positions, span)
+    return gathered(graph, tuple(arrays), positions, span, name)
 
 
 def _joining(name, join, keywords=()):
@@ -269,8 +271,10 @@ def _dot(graph, args, span, options=None):
         return graph.apply("matmul", (a, b), span=span)
     # sum over a's last axis and b's second-to-last
     sa = _letters(len(a.shape))
+    if len(b.shape) == 1:
+        return _contract(graph, (sa, sa[-1]), sa[:-1], (a, b), span, "dot")
     sb = _letters(len(b.shape), len(sa))
-    sb = sb[:-2] + sa[-1] + sb[-1:] if len(sb) >= 2 else sa[-1]
+    sb = sb[:-2] + sa[-1] + sb[-1:]
     return _contract(graph, (sa, sb), sa[:-1] + sb[:-2] + sb[-1:], (a, b), span, "dot")
 
 
