@@ -536,8 +536,12 @@ def _einsum_cotangents(g, attr, operands):
         present = set("".join(s for _, s in terms))
         terms += [(graph.const(np.ones(sizes[c])), c) for c in sorted(seen - present)]
         cotangent = G.einsum(*(t for t, _ in terms), attr=(tuple(s for _, s in terms), "".join(target)))
-        if cotangent.shape != x.shape:
-            cotangent = G.sum_to(cotangent, attr=x.shape)
+        if cotangent.shape != x.shape:  # x broadcast from 1 (summed back), or the others did (spread)
+            smaller = tuple(min(n, m) for n, m in zip(cotangent.shape, x.shape))
+            if smaller != cotangent.shape:
+                cotangent = G.sum_to(cotangent, attr=smaller)
+            if smaller != x.shape:
+                cotangent = G.broadcast_to(cotangent, attr=x.shape)
         cotangents.append(cotangent)
     return tuple(cotangents)
 

@@ -279,6 +279,14 @@ def _dot(graph, args, span, options=None):
 
 
 def _contract(graph, ins, out, operands, span, name):
+    """An einsum for dot, inner, tensordot: the summed axes must agree exactly (NumPy's
+    einsum broadcasts an axis of size 1 against any size; these functions do not)."""
+    sizes: dict[str, int] = {}
+    for letters, x in zip(ins, operands):
+        for letter, n in zip(letters, x.shape):
+            if letter not in out and sizes.setdefault(letter, n) != n:
+                raise ShapeError(f"{name}: the summed axes do not match: {_describe(operands[0].shape)} and "
+                                 f"{_describe(operands[1].shape)}", span)
     try:
         return _einsum_node(graph, ins, out, operands, span)
     except ShapeError as e:
