@@ -12,6 +12,8 @@ written positionally as in NumPy (moveaxis(a, 0, 1), tensordot(a, b, 2)).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ExpressionError, ShapeError
@@ -102,15 +104,41 @@ def _numpy(name, span, f, *arrays):
     except (ValueError, IndexError, TypeError) as e:
         message = str(e).split("\n")[0]
         raise ShapeError(f"{name}: {message}", span) from None
+    except MemoryError:
+        raise ShapeError(f"{name}: the result would not fit in memory", span) from None
 
 
-def _moving(name, f, keywords=(), required=(), zeros=False):
+# Entries a move may make for one point: 1 GiB of float64, the value nodes.py refuses
+# beyond (MAX_VALUE_BYTES; not imported, graph.nodes comes after the names), checked
+# before NumPy makes the map, for the functions whose arguments can grow it.
+MAX_ENTRIES = (1 << 30) // 8
+
+
+def _repeated_size(shape, values):
+    repeats = np.abs(np.atleast_1d(values.get("repeats", 1)))
+    return math.prod(shape) * int(repeats.max(initial=1))
+
+
+def _tiled_size(shape, values):
+    return math.prod(shape) * math.prod(abs(int(r)) for r in np.atleast_1d(values.get("reps", 1)))
+
+
+def _diag_size(shape, values):
+    n = max(shape, default=1) + abs(int(values.get("k", 0)))
+    return n * n
+
+
+def _moving(name, f, keywords=(), required=(), zeros=False, size=None):
     """A function of one array and constant keyword arguments, moving its entries
-    as f (NumPy's function, called with the same keywords) moves numbered ones."""
+    as f (NumPy's function, called with the same keywords) moves numbered ones.
+    size(shape, values): at most how many entries it makes, where that can grow."""
     def build(graph, args, span, options=None):
         _require(name, options, required, span)
         x = _array(args[0], span, name)
         values = _values(options)
+        if size is not None and size(x.shape, values) > MAX_ENTRIES:
+            raise ShapeError(f"{name} would make more than {MAX_ENTRIES:,} entries for one point; refusing "
+                             f"to allocate them", span)
         return moved(graph, x, name, span, lambda a: f(a, **values), zeros=zeros)
     _function(name, 1, 1, keywords)(build)
 
@@ -120,8 +148,8 @@ _moving("flipud", np.flipud)
 _moving("fliplr", np.fliplr)
 _moving("rot90", np.rot90, (_p("k"), _p("axes", "axes")))
 _moving("roll", np.roll, (_p("shift", "axes"), _p("axis", "axes")), required=("shift",))
-_moving("repeat", np.repeat, (_p("repeats", "axes"), _p("axis")), required=("repeats",))
-_moving("tile", np.tile, (_p("reps", "axes"),), required=("reps",))
+_moving("repeat", np.repeat, (_p("repeats", "axes"), _p("axis")), required=("repeats",), size=_repeated_size)
+_moving("tile", np.tile, (_p("reps", "axes"),), required=("reps",), size=_tiled_size)
 _moving("swapaxes", np.swapaxes, (_p("axis1"), _p("axis2")), required=("axis1", "axis2"))
 _moving("moveaxis", np.moveaxis, (_p("source", "axes"), _p("destination", "axes")),
         required=("source", "destination"))
@@ -141,7 +169,7 @@ def _diag(a, k=0):
     return np.diag(a, k)
 
 
-_moving("diag", _diag, (_p("k"),), zeros=True)
+_moving("diag", _diag, (_p("k"),), zeros=True, size=_diag_size)
 
 
 @_function("transpose", 1, 1, (_p("axes", "axes"),))
