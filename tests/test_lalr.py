@@ -149,3 +149,14 @@ def test_a_whole_command_never_imports_lark():
     env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_long_argument_lists_parse_in_linear_time():
+    """An inlined `(COMMA expr)*` is extended in place: 40,000 items took about 2 minutes
+    when each reduction copied the list so far (28 s for 20,000), and take about a second."""
+    import time
+
+    start = time.perf_counter()
+    program = parse.parse("[" + "x, " * 40_000 + "x]")
+    assert len(program.root.children[0].children) == 40_001
+    assert time.perf_counter() - start < 20

@@ -68,6 +68,17 @@ CASES = [
     ("einsum('ij,jk->ki', A, B)", {"A": A, "B": [[1.0, 0.0], [2.0, 1.0], [-1.0, 3.0]]}),
     ("flip(x) * roll(x, 1) + tril(S)[1]", {"x": [0.3, -1.2], "S": S}),
     ("sort(x) * x", {"x": V}), ("nan_to_num(x * y)", {"x": V, "y": P}),
+    # issue 19: NumPy's other functions, and reductions along axes
+    ("x % y", {"x": [2.5, -1.2, 7.1], "y": [0.7, 0.9, -2.0]}),
+    ("logaddexp(x, y)", {"x": V, "y": [1.0, -30.0, 2.1]}), ("logaddexp2(x, y)", {"x": V, "y": [1.0, -30.0, 2.2]}),
+    ("fmax(a, b)", {"a": V, "b": [0.0, 0.0, 3.0]}), ("fmin(a, b)", {"a": V, "b": [0.0, 0.0, 3.0]}),
+    ("round(x) * x", {"x": V}), ("sinc(x)", {"x": [-1.7, -0.2, 0.1, 0.3, 2.5]}),
+    ("erf(x)", {"x": V}), ("erfc(x)", {"x": V}), ("erfinv(x)", {"x": U}),
+    ("lgamma(x)", {"x": [0.3, 2.5, -1.5]}), ("digamma(x)", {"x": [0.3, 2.5, -1.5]}),
+    ("polygamma(2, x)", {"x": [0.3, 2.5, -1.5]}),
+    ("sum(A * A, axis=0)", {"A": A}), ("max(A, axis=1, keepdims=True)", {"A": A}),
+    ("logsumexp(A, axis=0)", {"A": A}), ("softmax(A, axis=1)", {"A": A}), ("norm(A, axis=1)", {"A": A}),
+    ("trace(A, offset=1)", {"A": A}),
 ]
 
 
@@ -325,8 +336,9 @@ def test_every_name_a_record_gives_calls_that_operation():
 
     for name, op in OPS.items():
         for user_name in op.names:
-            call = f"{user_name}({', '.join(['x'] * op.arity)})"
-            graph = diffcli.compile(call)._binding({"x": (2, 2)}).graph
+            operands = ["1", "x0"] if name == "polygamma" else [f"x{i}" for i in range(op.arity)]  # (its order)
+            call = f"{user_name}({', '.join(operands)})"
+            graph = diffcli.compile(call)._binding({f"x{i}": (2, 2) for i in range(op.arity)}).graph
             assert FUNCTIONS[user_name].min_args == op.arity
             assert name in {node.op for node in graph.nodes}, user_name
         if type(op.notation) is Infix:

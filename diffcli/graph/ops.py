@@ -32,7 +32,7 @@ Each record (Op) holds every fact about its operation that some layer needs:
                                more than graph.apply (functions.py);
   keywords                     the keyword arguments a call takes (Param: name, kind
                                of constant, whether it may also come by position),
-                               read by functions.py into options for build.
+                               read by functions.py into options for build;
   taylor(node, kernel)         its Taylor rule: a function from its operands' truncated
                                Taylor series to its result's (series.py; engine/taylor.py
                                propagates them for derivatives of any order).
@@ -57,7 +57,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import rewrites, series
-from ..errors import ShapeError
+from ..errors import ExpressionError, ShapeError
 
 
 class ShapeMismatch(Exception):
@@ -101,7 +101,7 @@ def _record(name: str, fields: str, defaults: tuple = (), methods: dict | None =
 
 
 _OP_FIELDS = ("name kernel shape vjp broadcasting elementwise kink selects rewrite c no_c permutes diagonal "
-              "pattern notation names arity build keywords taylor")
+              "pattern notation names arity build taylor keywords")
 
 
 def _zero_derivative(op) -> bool:
@@ -154,11 +154,11 @@ OPS: dict[str, Op] = {}
 
 def defop(name, kernel, vjp, shape=None, broadcasting=False, *, kink=None, selects=False, rewrite=None,
           c=None, no_c=None, permutes=False, diagonal=None, pattern=None, notation=None, names=(), arity=None,
-          build=None, keywords=(), taylor=None):
+          build=None, taylor=None, keywords=()):
     elementwise = getattr(kernel, "elementwise", False)  # marked by its factory, below
     OPS[name] = Op(name, kernel, shape or _same_shape, vjp, broadcasting, elementwise, kink, selects, rewrite,
-                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, tuple(keywords),
-                   taylor)
+                   c, no_c, permutes, diagonal, pattern, notation, tuple(names), arity, build, taylor,
+                   tuple(keywords))
 
 
 def function(name, kernel, vjp, arity=1, aliases=(), notation=CALL, **facts):
@@ -985,6 +985,70 @@ def _pairwise_extreme_vjp(first, second):
     return vjp
 
 
+def _nan_ignoring_extreme_vjp(first):
+    # As maximum's, except that a nan loses: fmax(a, nan) is a, so a gets g there.
+    def vjp(g, ans, a, b):
+        tie = G.eq(a, b)
+        half = g * 0.5
+        return (G.where(G.where(G.ne(b, b), 1.0, first(a, b)), g, G.where(tie, half, 0.0)),
+                G.where(G.where(G.ne(a, a), 1.0, first(b, a)), g, G.where(tie, half, 0.0)))
+    return vjp
+
+
+# sinc'(x) = (cos(pi x) - sinc(x)) / x, which is 0 / 0 at 0 and loses digits near it:
+# there (|x| < 1/4) its Taylor series, sum over k >= 1 of (-1)^k 2k pi^2k x^(2k-1) / (2k+1)!,
+# to 10 terms (the 11th is below 1e-20 of the first), exact at 0 at every order the
+# series reaches; the quotient's operand is kept away from 0 in the branch not taken.
+_SINC_SERIES = tuple((-1) ** k * 2 * k * math.pi ** (2 * k) / math.factorial(2 * k + 1) for k in range(1, 11))
+
+
+def _sinc_slope(x):
+    x2 = x * x
+    small = G.lt(x2, 0.0625)
+    series = x2 * _SINC_SERIES[-1] + _SINC_SERIES[-2]
+    for c in reversed(_SINC_SERIES[:-2]):
+        series = series * x2 + c
+    safe = G.where(small, 1.0, x)
+    quotient = (G.cos(math.pi * safe) - G.sinc(safe)) / safe
+    return G.where(small, series * x, quotient)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_SQRT_PI_OVER_TWO = math.sqrt(math.pi) / 2.0
+_SPECIAL = "scipy.special's kernel, which no C expression here reproduces"
+
+
+def _special(name):
+    """A scipy.special ufunc as a kernel: scipy (about 0.1 s) is imported when a plan
+    needs it, never when diffcli starts."""
+    def kernel(node):
+        import scipy.special
+
+        return getattr(scipy.special, name)
+    kernel.elementwise = True
+    return kernel
+
+
+def _polygamma_kernel(node):
+    import scipy.special
+
+    order = node.attr
+    return lambda a: scipy.special.polygamma(order, a)
+
+
+_polygamma_kernel.elementwise = True
+
+
+def _user_polygamma(graph, args, span):
+    """polygamma(n, x) as scipy.special writes it: n a constant integer >= 0 (the
+    order of the derivative of digamma), which is the operation's attr."""
+    n, x = args
+    if n.op != "const" or n.shape or not (float(n.value) >= 0 and float(n.value) == int(n.value)):
+        raise ExpressionError("polygamma(n, x) needs n a constant integer >= 0", span)
+    order = int(n.value)
+    return graph.apply("digamma", (x,), span=span) if order == 0 else graph.apply("polygamma", (x,), order, span=span)
+
+
 def _norm_vjp(g, ans, x):
     nonzero = G.where(G.eq(ans, 0.0), 1.0, ans)
     return (_expand_reduced(g / nonzero, x, ans.attr) * x,)
@@ -1094,8 +1158,8 @@ def _library(name):
 
 def _user_cumulative(name):
     """cumsum(x) and cumprod(x) as users write them: from the start of the leading axis,
-    or along axis=: the last axis is the leading one of the transpose (which reverses
-    the axes), so it runs there between two transposes, moving numbers only."""
+    or along axis=, which is brought to the front and back by reshapes and transposes
+    (they move numbers only, so the results are NumPy's)."""
     def build(graph, args, span, options=None):
         options = options or {}
         (x,) = args
@@ -1105,12 +1169,22 @@ def _user_cumulative(name):
         (k,) = (0,) if axis is None else axes_option(axis, x.shape, name)
         if k == 0:
             return graph.apply(name, (x,), False, span=span)
-        if k == len(x.shape) - 1:
+        if k == len(x.shape) - 1:  # the leading axis of the transpose, which reverses the axes
             along = graph.apply(name, (graph.apply("transpose", (x,), span=span),), False, span=span)
             return graph.apply("transpose", (along,), span=span)
-        raise ShapeError(f"{name} runs along the first or the last axis; axis={axis.value} of "
-                         f"{describe(x.shape)} is neither", axis.span)
+        return _along_middle_axis(graph, name, x, k, span)
     return build
+
+
+def _along_middle_axis(graph, name, x, k, span):
+    """x of shape before + rest (rest starting with axis k) as a (before, rest) matrix,
+    transposed, is rest + (before,) with axis k leading: the scan runs there."""
+    before, rest = math.prod(x.shape[:k]), x.shape[k:]
+    flat = graph.reshape(x, (before, math.prod(rest)))
+    leading = graph.reshape(graph.apply("transpose", (flat,), span=span), rest + (before,))
+    along = graph.apply(name, (leading,), False, span=span)
+    back = graph.apply("transpose", (graph.reshape(along, (math.prod(rest), before)),), span=span)
+    return graph.reshape(back, x.shape)
 
 
 def axes_option(option, shape, name, in_order=False) -> tuple[int, ...]:
@@ -1168,17 +1242,19 @@ _NOT_WRITTEN = "no C form written: a NumPy step between the loops"
 # ---------------------------------------------------------------- arithmetic
 
 defop("add", elementwise(np.add), lambda g, ans, a, b: (g, g), broadcasting=True, rewrite=rewrites.add,
-      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), taylor=series.linear)
+      c=C("{a} + {b}", True), diagonal="sum", notation=Infix("+", ADD, ("+",)), names=("add",), arity=2, taylor=series.linear)
 defop("sub", elementwise(np.subtract), lambda g, ans, a, b: (g, -g), broadcasting=True, rewrite=rewrites.sub,
-      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), taylor=series.linear)
+      c=C("{a} - {b}", True), diagonal="sum", notation=Infix("-", ADD, ("-",)), names=("subtract",), arity=2, taylor=series.linear)
 defop("mul", elementwise(np.multiply), lambda g, ans, a, b: (g * b, g * a), broadcasting=True,
-      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)), taylor=series.bilinear)
+      rewrite=rewrites.mul, c=C("{a} * {b}", True), diagonal="product", notation=Infix("*", MUL, ("*",)),
+      names=("multiply",), arity=2, taylor=series.bilinear)
 defop("div", elementwise(np.divide), lambda g, ans, a, b: (g / b, -(g * ans) / b), broadcasting=True,
-      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)), taylor=series.div_rule)
+      rewrite=rewrites.div, c=C("{a} / {b}", True), diagonal="quotient", notation=Infix("/", MUL, ("/",)),
+      names=("divide", "true_divide"), arity=2, taylor=series.div_rule)
 defop("pow", _pow_kernel, _pow_vjp, broadcasting=True, rewrite=rewrites.power_of_one, c=C(_pow_c, True),
-      notation=Infix("^", POWER, ("**", "^")), names=("pow",), arity=2, taylor=series.power_rule)
+      notation=Infix("^", POWER, ("**", "^")), names=("pow", "power"), arity=2, taylor=series.power_rule)
 defop("neg", elementwise(np.negative), lambda g, ans, x: (-g,), rewrite=rewrites.neg, c=C("-{a}", True),
-      diagonal="negation", notation=OWN, taylor=series.linear)
+      diagonal="negation", notation=OWN, names=("negative",), arity=1, taylor=series.linear)
 
 # Zero-dominant products and quotients for cotangents that may hold zeros meaning
 # "no contribution" (a branch of where not taken, a kink's subgradient): there
@@ -1196,20 +1272,26 @@ defop("cdiv", elementwise(_zero_dominant(np.divide)),
 function("sin", elementwise(np.sin), lambda g, ans, x: (g * G.cos(x),), c=_library("sin"), taylor=series.SIN)
 function("cos", elementwise(np.cos), lambda g, ans, x: (-(g * G.sin(x)),), c=_library("cos"), taylor=series.COS)
 function("tan", elementwise(np.tan), lambda g, ans, x: (g * (1.0 + ans * ans),), c=_library("tan"), taylor=series.TAN)
-function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"), taylor=series.ASIN)
-function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"), taylor=series.ACOS)
-function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"), taylor=series.ATAN)
+function("asin", elementwise(np.arcsin), lambda g, ans, x: (g / G.sqrt(1.0 - x * x),), c=_library("asin"),
+         aliases=("arcsin",), taylor=series.ASIN)
+function("acos", elementwise(np.arccos), lambda g, ans, x: (-(g / G.sqrt(1.0 - x * x)),), c=_library("acos"),
+         aliases=("arccos",), taylor=series.ACOS)
+function("atan", elementwise(np.arctan), lambda g, ans, x: (g / (1.0 + x * x),), c=_library("atan"),
+         aliases=("arctan",), taylor=series.ATAN)
 function("sinh", elementwise(np.sinh), lambda g, ans, x: (g * G.cosh(x),), c=_library("sinh"), taylor=series.SINH)
 function("cosh", elementwise(np.cosh), lambda g, ans, x: (g * G.sinh(x),), c=_library("cosh"), taylor=series.COSH)
 function("tanh", elementwise(np.tanh), lambda g, ans, x: (g * (1.0 - ans * ans),), c=_library("tanh"), taylor=series.TANH)
-function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"), taylor=series.ASINH)
+function("asinh", elementwise(np.arcsinh), lambda g, ans, x: (g / G.sqrt(x * x + 1.0),), c=_library("asinh"),
+         aliases=("arcsinh",), taylor=series.ASINH)
 function("acosh", elementwise(np.arccosh),
-         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"), taylor=series.ACOSH)
-function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"), taylor=series.ATANH)
+         lambda g, ans, x: (g / (G.sqrt(x - 1.0) * G.sqrt(x + 1.0)),), c=_library("acosh"),
+         aliases=("arccosh",), taylor=series.ACOSH)
+function("atanh", elementwise(np.arctanh), lambda g, ans, x: (g / (1.0 - x * x),), c=_library("atanh"),
+         aliases=("arctanh",), taylor=series.ATANH)
 function("exp", elementwise(np.exp), lambda g, ans, x: (g * ans,), c=_library("exp"), taylor=series.EXP)
 function("exp2", elementwise(np.exp2), lambda g, ans, x: (g * (ans * LN2),), c=_library("exp2"), taylor=series.EXP2)
 function("expm1", elementwise(np.expm1), lambda g, ans, x: (g * (ans + 1.0),), c=_library("expm1"), taylor=series.EXPM1)
-function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), taylor=series.LOG)
+function("log", elementwise(np.log), lambda g, ans, x: (g / x,), c=_library("log"), aliases=("ln",), taylor=series.LOG)
 function("log1p", elementwise(np.log1p), lambda g, ans, x: (g / (1.0 + x),), c=_library("log1p"), taylor=series.LOG1P)
 function("log2", elementwise(np.log2), lambda g, ans, x: (g / (x * LN2),), c=_library("log2"), taylor=series.LOG2)
 function("log10", elementwise(np.log10), lambda g, ans, x: (g / (x * LN10),), c=_library("log10"), taylor=series.LOG10)
@@ -1218,14 +1300,14 @@ function("sqrt", elementwise(np.sqrt), lambda g, ans, x: (g / (2.0 * ans),), c=C
                    infinite=True), taylor=series.SQRT)
 function("cbrt", elementwise(np.cbrt), lambda g, ans, x: (g / (3.0 * (ans * ans)),), c=_library("cbrt"), taylor=series.CBRT)
 function("abs", elementwise(np.abs), lambda g, ans, x: (G.where(G.eq(x, 0.0), 0.0, g * G.sign(x)),),
-         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, taylor=series.ABS)
+         c=C("fabs({a})", True), kink=_one_sided("abs", "-1 and 1"), selects=True, aliases=("absolute", "fabs"), taylor=series.ABS)
 function("sign", elementwise(np.sign), _no_derivative, no_c=_NOT_WRITTEN, kink=_jump(_at_zero, "sign jumps at 0"), taylor=series.constant_rule)
 function("floor", elementwise(np.floor), _no_derivative, c=C("floor({a})", True),
          kink=_jump(_at_integers, "floor jumps at integers"), taylor=series.constant_rule)
 function("ceil", elementwise(np.ceil), _no_derivative, c=C("ceil({a})", True),
          kink=_jump(_at_integers, "ceil jumps at integers"), taylor=series.constant_rule)
 function("sigmoid", elementwise(_sigmoid), lambda g, ans, x: (g * (ans * (1.0 - ans)),),
-         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", taylor=series.SIGMOID)
+         no_c="NumPy's two-branch kernel (_sigmoid) has no C form written", aliases=("logistic",), taylor=series.SIGMOID)
 function("relu", elementwise(lambda a: np.maximum(a, 0.0)), lambda g, ans, x: (G.where(G.gt(x, 0.0), g, 0.0),),
          no_c="np.maximum's nan and signed-zero rules have no C form written",
          kink=_one_sided("relu", "0 and 1"), selects=True, taylor=series.RELU)
@@ -1237,7 +1319,7 @@ function("softplus", elementwise(lambda a: np.logaddexp(0.0, a)), lambda g, ans,
 _BINARY_LIBRARY = "the probe checks one-argument C library functions only"
 function("atan2", elementwise(np.arctan2),
          lambda g, ans, y, x: (g * x / (x * x + y * y), -(g * y) / (x * x + y * y)), arity=2,
-         broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.atan2_rule)
+         broadcasting=True, no_c=_BINARY_LIBRARY, aliases=("arctan2",), taylor=series.atan2_rule)
 function("hypot", elementwise(np.hypot), lambda g, ans, a, b: (g * a / ans, g * b / ans), arity=2,
          broadcasting=True, no_c=_BINARY_LIBRARY, taylor=series.hypot_rule)
 function("maximum", elementwise(np.maximum), _pairwise_extreme_vjp(G.gt, G.lt), arity=2, broadcasting=True,
@@ -1249,6 +1331,46 @@ function("where", elementwise(lambda c, a, b: np.where(c != 0, a, b)),
          broadcasting=True, c=C("{a} != 0.0 ? {b} : {c}", True), selects=True,
          kink=Kink(_where_on_boundary, "the condition of where is exactly on its boundary (both sides "
                                        "of the comparison equal)", "differentiating the branch it chose"), taylor=series.where_rule)
+
+# ---------------------------------------------------------------- NumPy's other functions (issue 19)
+
+defop("mod", elementwise(np.mod), lambda g, ans, a, b: (g, -(g * G.floor(a / b))), broadcasting=True,
+      kink=Kink(lambda node: G.eq(node, 0.0), "mod jumps where a is a multiple of b (its value falls back to 0)",
+                "using the derivatives 1 and -floor(a/b) of the side it is on, as PyTorch does"),
+      no_c="np.mod's sign fix-ups have no C form written", notation=Infix("%", MUL, ("%",)),
+      names=("mod", "remainder"), arity=2, taylor=series.mod_rule)
+function("logaddexp", elementwise(np.logaddexp),
+         lambda g, ans, a, b: (g * G.exp(a - ans), g * G.exp(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY, taylor=series.logaddexp_rule("e"))
+function("logaddexp2", elementwise(np.logaddexp2),
+         lambda g, ans, a, b: (g * G.exp2(a - ans), g * G.exp2(b - ans)), arity=2, broadcasting=True,
+         no_c=_BINARY_LIBRARY, taylor=series.logaddexp_rule(2))
+function("fmax", elementwise(np.fmax), _nan_ignoring_extreme_vjp(G.gt), arity=2, broadcasting=True,
+         no_c="C's fmax returns either zero of two signed zeros, np.fmax the first",
+         kink=_pairwise_kink("fmax"), selects=True, taylor=series.pairwise_extreme(series.nan_losing(np.greater)))
+function("fmin", elementwise(np.fmin), _nan_ignoring_extreme_vjp(G.lt), arity=2, broadcasting=True,
+         no_c="C's fmin returns either zero of two signed zeros, np.fmin the first",
+         kink=_pairwise_kink("fmin"), selects=True, taylor=series.pairwise_extreme(series.nan_losing(np.less)))
+function("round", elementwise(np.rint), _no_derivative, no_c=_NOT_WRITTEN,
+         kink=_jump(lambda node: G.eq(G.abs(node.args[0] - node), 0.5), "round jumps half-way between integers"),
+         taylor=series.constant_rule)
+function("sinc", elementwise(np.sinc), lambda g, ans, x: (g * _sinc_slope(x),), no_c=_NOT_WRITTEN,
+         taylor=series.SINC)
+
+# scipy.special's, imported when a plan first runs one (never when diffcli starts).
+function("erf", _special("erf"), lambda g, ans, x: (g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x))),),
+         no_c=_SPECIAL, taylor=series.ERF)
+function("erfc", _special("erfc"), lambda g, ans, x: (-(g * (_TWO_OVER_SQRT_PI * G.exp(-(x * x)))),),
+         no_c=_SPECIAL, taylor=series.ERFC)
+function("erfinv", _special("erfinv"), lambda g, ans, x: (g * (_SQRT_PI_OVER_TWO * G.exp(ans * ans)),),
+         no_c=_SPECIAL, taylor=series.ERFINV)
+function("lgamma", _special("gammaln"), lambda g, ans, x: (g * G.digamma(x),), no_c=_SPECIAL,
+         aliases=("gammaln",), taylor=series.polygamma_family(-1))
+function("digamma", _special("psi"), lambda g, ans, x: (g * G.polygamma(x, attr=1),), no_c=_SPECIAL,
+         aliases=("psi",), taylor=series.polygamma_family(0))
+function("polygamma", _polygamma_kernel, lambda g, ans, x: (g * G.polygamma(x, attr=ans.attr + 1),),
+         no_c=_SPECIAL, arity=2, build=_user_polygamma,
+         notation=Call(lambda node, texts: [str(node.attr)] + texts), taylor=series.polygamma_family(None))
 
 # ---------------------------------------------------------------- comparisons (0.0 / 1.0)
 
@@ -1282,21 +1404,18 @@ function("softmax", _softmax_kernel, _softmax_vjp, pattern="probe",
 
 defop("cumsum", _cumulative(np.cumsum), lambda g, ans, x: (_cumsum(g, not ans.attr),), pattern="probe",
       rewrite=rewrites.identity_on_scalars, diagonal="cumulative_sum", notation=OWN,
-      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),),
-      taylor=series.linear)
+      names=("cumsum",), arity=1, build=_user_cumulative("cumsum"), keywords=(Param("axis", "int", True),), taylor=series.linear)
 defop("cumprod", _cumulative(np.cumprod), _cumprod_vjp, pattern="probe", rewrite=rewrites.identity_on_scalars,
       notation=CALL, names=("cumprod",), arity=1, build=_user_cumulative("cumprod"),
       keywords=(Param("axis", "int", True),), taylor=series.cumprod_rule)
-defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN,
-      taylor=series.linscan_rule)
+defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="probe", permutes=True, notation=OWN, taylor=series.linscan_rule)
 
 # ---------------------------------------------------------------- linear algebra
 
 defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
       notation=Infix("@", MUL, ("@",)), taylor=_value_as_evaluated(series.bilinear))
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
-         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True,
-         taylor=series.linear)
+         shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True, taylor=series.linear)
 function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape, pattern="probe", build=_user_trace,
          notation=Call(lambda node, texts: texts + ([f"offset={node.attr}"] if node.attr else [])),
          keywords=(Param("offset", "int", True),), taylor=_value_as_evaluated(series.linear))

@@ -23,6 +23,8 @@ use (abs'(0) = 0, a tie of maximum gives half to each, ...).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -497,15 +499,30 @@ def where_rule(node, kernel):
     return rule
 
 
+def _reduction_axes(node):
+    """(the value axes a reduction runs over, counted from the end; keepdims), from
+    its attr: None over the whole value, or (axes, keepdims) (ops.py)."""
+    rank = len(node.args[0].shape)
+    if node.attr is None:
+        return _value_axes(node.args[0].shape), False
+    axes, keepdims = node.attr
+    return tuple(a - rank for a in axes), keepdims
+
+
+def _kept(y0, axes, keepdims):
+    """A reduction's value with its reduced axes as 1s, to broadcast against its operand."""
+    return y0 if keepdims else np.expand_dims(y0, axes)
+
+
 def extreme_reduction(node, kernel):
-    """max/min of a whole value: the entries tied with the extreme share evenly."""
-    axes = _value_axes(node.args[0].shape)
+    """max/min: the entries tied with the extreme share evenly."""
+    axes, keepdims = _reduction_axes(node)
 
     def rule(x):
         y0 = kernel(x[0])
-        expanded = np.reshape(y0, np.shape(y0) + (1,) * len(axes))
-        tied = x[0] == expanded
-        out = np.sum(np.where(tied, x, 0.0), axis=axes) / np.sum(tied, axis=axes)
+        tied = x[0] == _kept(y0, axes, keepdims)
+        out = np.sum(np.where(tied, x, 0.0), axis=axes, keepdims=keepdims) / \
+            np.sum(tied, axis=axes, keepdims=keepdims)
         out[0] = y0
         return out
     return rule
@@ -513,29 +530,31 @@ def extreme_reduction(node, kernel):
 
 def norm_rule(node, kernel):
     """sqrt(sum(x^2)); at 0 the subgradient 0 at every order."""
-    axes = _value_axes(node.args[0].shape)
+    axes, keepdims = _reduction_axes(node)
 
     def rule(x):
         y0 = kernel(x[0])
         with np.errstate(all="ignore"):
-            out = sqrt(np.sum(mul(x, x), axis=axes), y0)
+            out = sqrt(np.sum(mul(x, x), axis=axes, keepdims=keepdims), y0)
         return np.where(y0 == 0.0, flat(x.shape[0], y0), out)
     return rule
 
 
 def logsumexp_rule(node, kernel):
-    axes = _value_axes(node.args[0].shape)
+    axes, keepdims = _reduction_axes(node)
 
     def rule(x):
         y0 = kernel(x[0])
-        shift = np.reshape(y0, np.shape(y0) + (1,) * len(axes))
-        total = np.sum(exp(x, np.exp(x[0] - shift)), axis=axes)  # sum exp(x - y0): its value is 1
+        shift = _kept(y0, axes, keepdims)
+        # sum exp(x - y0): its value is 1
+        total = np.sum(exp(x, np.exp(x[0] - shift)), axis=axes, keepdims=keepdims)
         return log(total, y0)
     return rule
 
 
 def softmax_rule(node, kernel):
-    axes = _value_axes(node.shape)
+    rank = len(node.shape)
+    axes = _value_axes(node.shape) if node.attr is None else tuple(a - rank for a in node.attr)
 
     def rule(x):
         y0 = kernel(x[0])
@@ -587,3 +606,120 @@ def linscan_rule(node, kernel):
             previous = i
         return np.moveaxis(out, 1, axis)
     return rule
+
+
+# ---------------------------------------------------------------- NumPy's other functions (issue 19)
+
+def mod_rule(node, kernel):
+    """a % b = a - floor(a/b) b, floor constant between its jumps (the vjp's rule)."""
+    def rule(a, b):
+        n = _length(a, b)
+        quotient = np.floor(a[0] / b[0])
+        out = full(a, n) - quotient * full(b, n)
+        out[0] = kernel(a[0], b[0])
+        return out
+    return rule
+
+
+def logaddexp_rule(base):
+    """log(e^a + e^b) (base e) or log2(2^a + 2^b) (base 2): as logsumexp's rule,
+    on a and b scaled by log(base)."""
+    scale = 1.0 if base == "e" else LN2
+
+    def factory(node, kernel):
+        def rule(a, b):
+            n = _length(a, b)
+            a, b = full(a, n) * scale, full(b, n) * scale
+            y0 = kernel(a[0] / scale, b[0] / scale)
+            shift = y0 * scale
+            total = plus(exp(a, np.exp(a[0] - shift)), exp(b, np.exp(b[0] - shift)))  # its value is 1
+            out = log(total, shift) / scale
+            out[0] = y0
+            return out
+        return rule
+    return factory
+
+
+def nan_losing(first):
+    """fmax/fmin's choice of operand: first(a, b), or a where b is nan."""
+    return lambda a, b: first(a, b) | np.isnan(b)
+
+
+def compose(x, derivatives):
+    """f(x) from f's derivatives at x_0 (derivatives[j] = f^(j)(x_0), j = 0..K): the
+    truncated Taylor polynomial of f in h = x - x_0, by Horner's rule in series."""
+    n = x.shape[0]
+    h = x.copy()
+    h[0] = 0.0
+    out = flat(n, derivatives[n - 1] / math.factorial(n - 1))
+    for j in range(n - 2, -1, -1):
+        out = mul(out, h)
+        out[0] = out[0] + derivatives[j] / math.factorial(j)
+    return out
+
+
+def _ode(x, y0, slope_of):
+    """y with y_0 = y0 and y' = slope_of(y) x', solved order by order (erfinv)."""
+    n = x.shape[0]
+    dx = derivative(x)
+    y = _new(n, x)
+    y[0] = y0
+    for k in range(1, n):
+        y[k] = mul(dx[:k], slope_of(y[:k]))[k - 1] / k
+    return y
+
+
+def _gaussian(h):
+    """The series of exp(-h^2)."""
+    return exp(-mul(h, h), np.exp(-h[0] * h[0]))
+
+
+TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+ERF = unary(lambda x, y0, x0: chain(x, y0, lambda h: TWO_OVER_SQRT_PI * _gaussian(h)))
+ERFC = unary(lambda x, y0, x0: chain(x, y0, lambda h: -TWO_OVER_SQRT_PI * _gaussian(h)))
+ERFINV = unary(lambda x, y0, x0: _ode(x, y0, lambda y: (0.5 * math.sqrt(math.pi)) * exp(mul(y, y), np.exp(y[0] * y[0]))))
+
+
+def _polygammas(first, count):
+    """polygamma(first), ..., polygamma(first + count - 1) as functions of x_0."""
+    def derivatives(x0, y0):
+        import scipy.special
+
+        return [y0] + [scipy.special.polygamma(first + j, x0) for j in range(count - 1)]
+    return derivatives
+
+
+def polygamma_family(order):
+    """lgamma (order -1), digamma (0), polygamma(n) (n): each derivative the next
+    polygamma, composed with the operand's series."""
+    def factory(node, kernel):
+        n = order if order is not None else node.attr
+
+        def rule(x):
+            y0 = kernel(x[0])
+            return compose(x, _polygammas(n + 1, x.shape[0])(x[0], y0))
+        return rule
+    return factory
+
+
+def _sinc_series(x):
+    """sinc as its power series sum (-1)^m (pi x)^2m / (2m+1)! (11 terms: the 12th is
+    below 1e-22 for |x| < 1/4), composed with the operand's series."""
+    x2 = mul(x, x)
+    out = constant_like(x, (-1) ** 10 * math.pi ** 20 / math.factorial(21))
+    for m in range(9, -1, -1):
+        out = plus(mul(out, x2), constant_like(x, (-1) ** m * math.pi ** (2 * m) / math.factorial(2 * m + 1)))
+    return out
+
+
+def _sinc(x, y0, x0):
+    """sin(pi x) / (pi x), and its power series where |x_0| < 1/4 (the vjp's branch)."""
+    with np.errstate(all="ignore"):
+        px = math.pi * x
+        quotient = div(sincos(px, np.sin(px[0]), np.cos(px[0]))[0], px)
+    out = np.where(np.abs(x0) < 0.25, full(_sinc_series(x), x.shape[0]), quotient)
+    out[0] = y0
+    return out
+
+
+SINC = unary(_sinc)

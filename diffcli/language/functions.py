@@ -132,9 +132,10 @@ def _prod(graph, args, span, options=None):
     if not x.shape:
         return x
     attr = _sum(graph, args, span, options).attr
-    if attr is None:
+    if attr is None or len(attr[0]) == len(x.shape):
         flat = graph.reshape(x, (x.size,))
-        return graph.apply("index", (graph.apply("cumprod", (flat,), span=span),), (x.size - 1,), span=span)
+        whole = graph.apply("index", (graph.apply("cumprod", (flat,), span=span),), (x.size - 1,), span=span)
+        return whole if attr is None else graph.reshape(whole, (1,) * len(x.shape))  # keepdims
     axes, keepdims = attr
     if len(axes) > 1:
         raise ShapeError("prod runs along one axis at a time (or the whole value)", options["axis"].span)
@@ -217,6 +218,26 @@ def _clip(graph, args, span):
     return graph.apply("minimum", (graph.apply("maximum", (x, low), span=span), high), span=span)
 
 
+def _scaled(factor):
+    """x * factor: NumPy's deg2rad and rad2deg are exactly this product (npy_deg2rad)."""
+    def scaled(graph, args, span):
+        return graph.apply("mul", (args[0], factor), span=span)
+    return scaled
+
+
+def _power(exponent):
+    """square and reciprocal: pow's kernel runs np.square and np.reciprocal for these
+    constant exponents, and formulas write x ^ 2 and x ^ -1."""
+    def power(graph, args, span):
+        return graph.apply("pow", (args[0], exponent), span=span)
+    return power
+
+
+def _rsqrt(graph, args, span):
+    """1 / sqrt(x), as JAX's lax.rsqrt means (its value rounded twice, not once)."""
+    return graph.apply("div", (1.0, graph.apply("sqrt", args, span=span)), span=span)
+
+
 def _from_record(op):
     build = op.build if op.keywords else (_plain(op.build) if op.build else _primitive(op.name))
     return FunctionSpec(op.arity, op.arity, build, op.keywords)
@@ -234,6 +255,13 @@ FUNCTIONS.update(
     var=FunctionSpec(1, 1, _var, _STATISTICS_KEYWORDS),
     std=FunctionSpec(1, 1, _std, _STATISTICS_KEYWORDS),
     clip=FunctionSpec(3, 3, _plain(_clip)),
+    square=FunctionSpec(1, 1, _plain(_power(2.0))),
+    reciprocal=FunctionSpec(1, 1, _plain(_power(-1.0))),
+    rsqrt=FunctionSpec(1, 1, _plain(_rsqrt)),
+    deg2rad=FunctionSpec(1, 1, _plain(_scaled(math.pi / 180.0))),
+    radians=FunctionSpec(1, 1, _plain(_scaled(math.pi / 180.0))),
+    rad2deg=FunctionSpec(1, 1, _plain(_scaled(180.0 / math.pi))),
+    degrees=FunctionSpec(1, 1, _plain(_scaled(180.0 / math.pi))),
 )
 FUNCTIONS["norm"] = FunctionSpec(1, 1, _norm, (Param("ord", "number", True),) + REDUCTION_KEYWORDS)
 # NumPy's array functions (arrays.py); transpose and trace with NumPy's optional arguments.

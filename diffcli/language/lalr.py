@@ -128,7 +128,11 @@ def _reduction(include, append_none, expand1, callback, callbacks):
         for i, inline, nones in include:
             if nones:
                 kept += [None] * nones
-            if inline:
+            if inline and not kept:
+                # An inlined rule's list is read once, here: extended in place, so that a
+                # long `(COMMA expr)*` grows in linear time, not by copying at each item.
+                kept = children[i].children
+            elif inline:
                 kept += children[i].children
             else:
                 kept.append(children[i])

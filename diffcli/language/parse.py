@@ -408,7 +408,8 @@ def _check_call(call: Syntax) -> list[int]:
     if spec is None:
         raise _unknown_function(call)
     positional = [c for c in call.children if c.kind != "keyword"]
-    after_keyword = next((c for c in positional if call.children.index(c) > _first_keyword(call)), None)
+    first_keyword = _first_keyword(call)
+    after_keyword = next((c for c in call.children[first_keyword:] if c.kind != "keyword"), None)
     if after_keyword is not None:
         raise ExpressionError(f"{name}: a positional argument follows a keyword argument", after_keyword.span)
     slots = positional_slots(spec)
