@@ -61,6 +61,7 @@ from .io.render import (
     has_nonfinite,
     json_document_pieces,
     new_console,
+    polynomial_text,
     print_tables,
     quiet_pieces,
     to_json_value,
@@ -316,6 +317,7 @@ class Options:
     tol: float = 1e-6
     seed: str | None = None
     tangent: tuple[str, ...] = ()
+    polynomial: bool = False
 
     @property
     def formats(self) -> list[str]:
@@ -463,6 +465,32 @@ def hvp_command(**given):
     diffcli hvp 'x^2 * y' --at x=1,y=2 --tangent x=1
     """
     _run("hvp", Options(**given))
+
+
+@cli.command("series", epilog=EPILOG)
+@output_options
+@click.option("--order", type=click.IntRange(0, None), required=True,
+              help="The highest power of the series (orders up to 1,000 are answered).")
+@click.option("--wrt", "wrt", multiple=True, metavar="NAME",
+              help="The scalar variable of the series, the others fixed (needed when there are several).")
+@click.option("--tangent", "tangent", multiple=True, metavar="NAME=VALUE",
+              help="Instead of --wrt: the series of f(x + t v) in t, v given per variable (repeatable, "
+                   "of the variable's shape; the others fixed).")
+@click.option("--polynomial", is_flag=True,
+              help="Print the Taylor polynomial (in the variable, or in t along --tangent) as an expression "
+                   "diffcli reads back.")
+@_handle_errors
+def series_command(**given):
+    """The Taylor coefficients c_k = f^(k)/k! of EXPRESSION about the point, k = 0..N,
+    by Taylor propagation (any order up to 1,000 in milliseconds), along a scalar
+    variable or along --tangent.
+
+    \b
+    diffcli series 'tan(x)' --at x=0.7 --order 10
+    diffcli series 'exp(x)' --at x=0 --order 4 --polynomial
+    diffcli series 'sin(x[0]) * x[1]' --at 'x=[1, 2]' --tangent 'x=[1, 0]' --order 3
+    """
+    _run("series", Options(**given))
 
 
 @cli.command("graph", epilog=EPILOG)
@@ -635,8 +663,10 @@ def _request(kind: str, options: Options) -> dict:
     request = {"wrt": list(options.wrt) or None, "order": options.order}
     if kind == "vjp":
         request["seed"] = _value("--seed", options.seed)
-    if kind in ("jvp", "hvp"):
+    if kind in ("jvp", "hvp") or kind == "series" and options.tangent:
         request["tangents"] = parse_at(options.tangent, "--tangent")
+    if kind == "series" and options.tangent and options.wrt:
+        raise UsageError("a series is along --wrt NAME or along --tangent, not both")
     return request
 
 
@@ -675,6 +705,9 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
         report = check(function, result, at, seed=request.get("seed"), tolerance=options.tol) \
             if options.check else None
         _report_problems(result, source, options.kink, options.strict)
+        if options.polynomial:
+            _write_polynomial(function, result, at, request, fmt)
+            return
     except DiffcliError as e:
         raise e.with_source(source)
     _write_single(source, at, result, fmt, options, _request_echo(kind, request), report)
@@ -685,11 +718,34 @@ def _compute_and_write(kind, source, at, request, fmt, options: Options) -> None
             sys.exit(EXIT_CHECK_FAILED)
 
 
+def _write_polynomial(function, result, at, request, fmt) -> None:
+    """series --polynomial: the Taylor polynomial as an expression (in JSON beside the coefficients)."""
+    if fmt not in ("table", "json", "quiet"):
+        raise UsageError(f"--polynomial writes text or JSON, not {fmt}")
+    coefficients = result["coefficients"]
+    if coefficients.ndim != 1:
+        raise UsageError("--polynomial needs a scalar expression; the coefficients of each component are "
+                         "printed without it")
+    tangents = request.get("tangents")
+    if tangents:
+        variable, about = "t", 0.0
+    else:
+        variable = (request["wrt"] or function.variables)[0]
+        about = float(np.asarray(at[variable]))
+    text = polynomial_text(coefficients, variable, about)
+    if fmt == "json":
+        click.echo(json.dumps({"expression": function.source, "at": {k: to_json_value(v) for k, v in at.items()},
+                               "series": {"order": result.order, "coefficients": to_json_value(coefficients),
+                                          "polynomial": text}}))
+    else:
+        click.echo(text)
+
+
 def _request_echo(kind: str, request: dict) -> dict:
     """What a one-point JSON document repeats of the request beside the point: the seed, the tangents."""
     if kind == "vjp":
         return {"seed": to_json_value(request["seed"])}
-    if kind in ("jvp", "hvp"):
+    if kind in ("jvp", "hvp") or kind == "series" and "tangents" in request:
         return {"tangent": {k: to_json_value(v) for k, v in request["tangents"].items()}}
     return {}
 

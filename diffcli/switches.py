@@ -9,6 +9,8 @@ for a bug:
     DIFFCLI_DIAGONAL=0   identity seeds of big Jacobians and Hessians kept diagonal (diagonal.py)
     DIFFCLI_WINDOWS=0    steps on column windows run over their spans (windows.py)
     DIFFCLI_SPARSITY=0   derivative rows that cannot overlap share seeds (sparsity.py)
+    DIFFCLI_TAYLOR=0     higher orders by Taylor propagation (engine/taylor.py), not by
+                         differentiating the derivative graph again per order
 
 0, off, false and no switch a layer off; anything else (or nothing) leaves it on.
 Set a switch before computing: whether an expression's plan uses compiled loops,
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-LAYERS = ("native", "diagonal", "windows", "sparsity")
+LAYERS = ("native", "diagonal", "windows", "sparsity", "taylor")
 OFF = ("0", "off", "false", "no")
 
 

@@ -373,3 +373,21 @@ def test_taylor_coefficients_are_the_directional_derivatives(expression, at, num
     for k in (2, 3):
         np.testing.assert_allclose(k * c[k], (plus[k - 1] - minus[k - 1]) / (2 * h), rtol=1e-5, atol=1e-5,
                                    err_msg=f"order {k}")
+
+
+@pytest.mark.parametrize("expression,at", [
+    ("sum(sin(einsum('ij,jk,k->i', A, B, v)))", {"A": A23, "B": B34[:, :2], "v": r(2)}),
+    ("sum(sin(einsum('i,i,i->i', v, v, v)))", {"v": r(2)}),
+    ("sum(cos(sort(A @ x)) * [1, 2])", {"A": A23, "x": v3}),
+    ("sum(tanh(kron(x, x) + tile(x, 3)))", {"x": v3}),
+    ("sum(sin(concatenate([x, x[[2, 0]] * x[0]])) * trace(outer(x, x)))", {"x": v3}),
+    ("sum(sin(tensordot(T, U, 2)) @ [1, -1])", {"T": T234, "U": r(3, 4, 2)}),
+])
+def test_taylor_mode_gives_the_graph_methods_higher_derivatives(expression, at, monkeypatch):
+    """derivative(3) by Taylor propagation through these rules (as diffcli grad --order 3)
+    against the derivative graph differentiated three times."""
+    name = list(at)[-1]
+    by_taylor = diffcli.compile(expression).derivative(3, at, wrt=name)[name]
+    monkeypatch.setenv("DIFFCLI_TAYLOR", "0")
+    by_graph = diffcli.compile(expression).derivative(3, at, wrt=name)[name]
+    np.testing.assert_allclose(by_taylor, by_graph, rtol=1e-10, atol=1e-10)

@@ -17,7 +17,7 @@ from ..engine.evaluate import Plan
 from ..language.functions import CONSTANTS
 from ..graph.nodes import Graph, Node
 from ..language.parse import Program, parse
-from .requests import (Along, Derivative, Gradient, Hessian, Hvp, Jacobian, Jvp, Request, Value, Vjp,
+from .requests import (Along, Derivative, Gradient, Hessian, Hvp, Jacobian, Jvp, Request, Series, Value, Vjp,
                        require_scalar, size)
 from .result import Result, materialise
 
@@ -131,12 +131,37 @@ class Function:
             raise UsageError(f"the order must be at least 1, not {order}")
         return self._run(Along(self._tangents(tangents), order), _merge(at, values), batch_ndim)
 
+    def series(self, order: int, tangents: Mapping | None = None, at: Mapping | None = None, /, *,
+               batch_ndim: int = 0, **values) -> Result:
+        """The Taylor coefficients c_k = f^(k)/k! of f(x + t v) at t = 0, k = 0..order:
+        result['coefficients'], of shape batch + (order+1,) + output shape. tangents
+        None: the one scalar variable, tangent 1. Answered by Taylor propagation
+        (engine/taylor.py), up to order 1,000."""
+        if order < 0:
+            raise UsageError(f"the order must be at least 0, not {order}")
+        return self._run(Series(self._series_tangents(tangents), order), _merge(at, values), batch_ndim)
+
+    def _series_tangents(self, tangents: Mapping | None) -> dict[str, np.ndarray]:
+        if tangents:
+            return self._tangents(tangents)
+        if len(self.variables) != 1:
+            raise UsageError(f"a series needs a direction: give --wrt NAME for a scalar variable or --tangent "
+                             f"NAME=VALUE (this expression has {len(self.variables)} variables: "
+                             f"{', '.join(self.variables) or 'none'})")
+        return {self.variables[0]: np.float64(1.0)}
+
     def compute(self, kind: str, at: Mapping, *, wrt=None, seed=None, tangents=None, order: int = 1,
                 batch_ndim: int = 0) -> Result:
         """Any of the derivatives by name: 'value', 'gradient', 'jacobian', 'vjp'
         (seed), 'hessian', 'derivative' (order, one wrt), 'jvp' or 'hvp' (tangents)."""
         if kind == "value":
             return self.eval(at, batch_ndim=batch_ndim)
+        if kind == "series":
+            if not tangents and wrt:
+                if len(wrt) != 1:
+                    raise UsageError(f"a series is along one direction: give one --wrt variable, not {len(wrt)}")
+                tangents = {wrt[0]: 1.0}
+            return self.series(order, tangents, at, batch_ndim=batch_ndim)
         if kind in ("gradient", "jacobian", "hessian"):
             method = {"gradient": self.grad, "jacobian": self.jacobian, "hessian": self.hessian}[kind]
             return method(at, wrt=wrt, batch_ndim=batch_ndim)
@@ -205,6 +230,8 @@ class Function:
         batch = _batch_shape(arrays, batch_ndim)
         binding = self._binding(shapes)
         request.check(binding, shapes, batch)
+        if getattr(request, "by_taylor", False):
+            return self._run_taylor(request, binding, arrays, shapes, batch)
         compiled = binding.built_plan(request, self.kink == "nan")
         # One point's result, the same every time at the binding's shapes, is checked once.
         result_bytes = None if batch or compiled is None else compiled.later.get("point result bytes")
@@ -241,6 +268,52 @@ class Function:
             if found is not None:
                 result.diagnostics.append(found)
         result.diagnostics += [Diagnostic(f"'{n}' is given but not used by the expression") for n in unused]
+        return result
+
+    def _run_taylor(self, request, binding, arrays, shapes, batch) -> Result:
+        """A request answered by Taylor propagation (engine/taylor.py): the plan
+        gives the value and the kink indicators, one propagation the derivatives."""
+        kink_nan = self.kink == "nan"
+        compiled = binding.plan(request, kink_nan)
+        inputs = [arrays[name] for name in self.variables]
+        peak = compiled.plan.peak_bytes(inputs, batch)
+        self._within_budget(peak * request.taylor_factor(shapes), request, batch)
+        outputs, finite = compiled.plan.run_checked(inputs, batch)
+        value = materialise(outputs[0], batch + binding.output.shape)
+        result = Result(value, request.kind, shapes=shapes)
+        plan = compiled.later.get("taylor")
+        if plan is None:
+            from ..engine.taylor import TaylorPlan
+
+            with binding.lock, collector_paused():
+                plan = compiled.later.setdefault("taylor", TaylorPlan([binding.output], binding.inputs))
+        from ..engine.taylor import NotTaylor
+
+        try:
+            precision = request.collect_taylor(result, plan, arrays, shapes, batch)
+        except NotTaylor:  # a rule that cannot answer at these values: the derivative graph can
+            if request.kind == "series":
+                raise UsageError("a power with a variable exponent has no Taylor series at a base that is "
+                                 "not positive") from None
+            request.taylor_refused = True
+            return self._run(request, arrays, len(batch))
+        indicators = outputs[1:]
+        result.kinks = kink_reports(compiled.watched, indicators, batch, kink_nan)
+        derivatives_finite = all(np.isfinite(d).all() for d in result.derivatives.values())
+        if compiled.watched_if_infinite and not derivatives_finite:
+            more = binding.indicator_plan(compiled).run_batched(inputs, batch)
+            result.kinks += kink_reports(compiled.watched_if_infinite, more, batch, kink_nan)
+            indicators = list(indicators) + list(more)
+        if kink_nan and indicators:
+            _poison(result.derivatives, indicators, batch)
+        result.diagnostics = list(compiled.diagnostics)
+        if not result.diagnostics and not finite[0]:
+            found = compiled.plan.first_nonfinite(inputs, batch, outputs[:1])
+            if found is not None:
+                result.diagnostics.append(found)
+        if not result.diagnostics and not derivatives_finite:
+            result.diagnostics.append(_nonfinite_order(result.derivatives, batch, result.order))
+        result.diagnostics += precision
         return result
 
     def _evaluate(self, request, binding, compiled, arrays, shapes, batch, derivatives: slice, copies: int):
@@ -325,6 +398,28 @@ class Function:
             advice = f"evaluate at most {fits:,} points at a time (--chunk {fits})" if fits else advice
         raise BudgetError(f"{request.what} would need about {format_size(estimate)} of memory, over the "
                           f"budget of {format_size(self.max_memory)} (--max-memory): {advice}")
+
+
+def _poison(derivatives: dict, indicators, batch: tuple) -> None:
+    """kink='nan': every derivative is nan at the points where a kink was met."""
+    at_kink = np.zeros(batch, dtype=bool)
+    for flags in indicators:
+        at_kink |= np.broadcast_to(np.asarray(flags) != 0, batch)
+    if at_kink.any():
+        for key, array in derivatives.items():
+            derivatives[key] = np.where(at_kink.reshape(batch + (1,) * (array.ndim - len(batch))), np.nan, array)
+
+
+def _nonfinite_order(derivatives: dict, batch: tuple, order: int) -> Diagnostic:
+    """Which derivative of a Taylor request first is not finite, and where."""
+    for k, array in derivatives.items():
+        bad = ~np.isfinite(array)
+        if bad.any():
+            point = int(np.flatnonzero(bad.reshape(size(batch), -1).any(axis=1))[0]) if batch else None
+            what = f"the order-{k if isinstance(k, int) else order} derivative"
+            overflow = "overflows float64 (beyond 1.8e308)" if np.isinf(array[bad]).all() else "is not finite"
+            return Diagnostic(f"{what} {overflow}", None, point)
+    return Diagnostic("a derivative is not finite", None, None)
 
 
 def _merge(at: Mapping | None, values: dict) -> dict:

@@ -36,6 +36,7 @@ class Request:
     what = "the value"  # for messages
     advice = "give a larger --max-memory, or smaller arrays"  # what to do when over the memory budget
     copies_result = False  # collect() lays the derivatives out anew (a copy the size of the result)
+    taylor_refused = False  # a Taylor rule could not answer at these values: the derivative graph does
 
     def key(self) -> tuple:
         return (self.kind,)
@@ -204,15 +205,22 @@ class Derivative(Request):
         self.name = name
         self.order = order
         self.what = f"the order-{order} derivative"
+        self.by_taylor = False
 
     def key(self):
-        return (self.kind, self.name, self.order)
+        return (self.kind, self.name, self.order, self.by_taylor)
 
     def check(self, binding, shapes, batch):
-        """The tensor's axes and the plan's (a seed axis per order where the
-        seed has more than one row, then the batch's, then a node's own) must
-        fit in a NumPy array."""
+        """Taylor propagation where it is cheaper (taylor_cheaper); else the
+        tensor's axes and the plan's (a seed axis per order where the seed has
+        more than one row, then the batch's, then a node's own) must fit in a
+        NumPy array."""
         out_shape, x_shape = binding.output.shape, shapes[self.name]
+        self.by_taylor = not self.taylor_refused and switches.enabled("taylor") and \
+            taylor_cheaper(size(x_shape), self.order)
+        if self.by_taylor:
+            check_taylor_order(self.order)
+            return
         tensor_axes = len(batch) + len(out_shape) + self.order * len(x_shape)
         seed_axes = (size(out_shape) > 1) + (self.order - 1) * (size(x_shape) > 1)
         plan_axes = seed_axes + len(batch) + max(len(n.shape) for n in binding.forward_order())
@@ -229,6 +237,8 @@ class Derivative(Request):
         return size(out_shape) * m ** self.order * size(batch)
 
     def build(self, binding):
+        if self.by_taylor:
+            return [], []
         x = binding.by_name[self.name]
         node, seeds = binding.output, []
         growth = OrderGrowth(binding.graph, self.order, self.what)
@@ -256,6 +266,30 @@ class Derivative(Request):
             arrays.append(np.eye(m).reshape(lead + (1,) * len(batch) + shape))
         return arrays
 
+    def taylor_factor(self, shapes) -> int:
+        """How many evaluations' worth of memory Taylor propagation holds at once."""
+        return (self.order + 1) * len(tensor_directions(size(shapes[self.name]), self.order))
+
+    def collect_taylor(self, result, plan, arrays, shapes, batch):
+        """The tensor from directional derivatives of order N: along x itself for
+        a scalar, else along every direction j (|j| = N) at once, combined by
+        exact interpolation (tensors.py)."""
+        from ..engine.tensors import tensor_from_directions
+
+        x_shape, out_shape = shapes[self.name], plan.outputs[0].shape
+        n = size(x_shape)
+        directions = tensor_directions(n, self.order)
+        tangents = np.asarray(directions, dtype=np.float64).reshape((len(directions),) + (1,) * len(batch) + x_shape)
+        along, notes = directional(plan, arrays, {self.name: tangents}, self.order, len(batch) + 1,
+                                   [self.order], lead=1)
+        along = along[self.order]
+        along = np.broadcast_to(along, (len(directions),) + batch + out_shape)
+        tensor = tensor_from_directions(along, n, self.order)  # batch + out + (n,) * N
+        result.order = self.order
+        result.derivatives = {self.name: np.ascontiguousarray(tensor).reshape(
+            batch + out_shape + x_shape * self.order)}
+        return notes
+
     def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         x_shape = shapes[self.name]
         levels = self._levels(out_shape, x_shape)
@@ -278,17 +312,35 @@ class Along(Request):
         self.tangents = tangents
         self.order = order
         self.what = f"the derivatives up to order {order}"
+        self.by_taylor = False
 
     def key(self):
-        return (self.kind, tuple(self.tangents), self.order)
+        return (self.kind, tuple(self.tangents), self.order, self.by_taylor)
 
     def check(self, binding, shapes, batch):
         _check_tangents(self.tangents, shapes, batch)
+        # Order 1 (a JVP) by the double-VJP plan, which the plan back-ends serve;
+        # higher orders by one Taylor propagation instead of a graph per order.
+        self.by_taylor = self.order > 1 and not self.taylor_refused and switches.enabled("taylor")
+        if self.by_taylor:
+            check_taylor_order(self.order)
+
+    def taylor_factor(self, shapes) -> int:
+        return self.order + 1
+
+    def collect_taylor(self, result, plan, arrays, shapes, batch):
+        out_shape = plan.outputs[0].shape
+        along, notes = directional(plan, arrays, self.tangents, self.order, len(batch), range(1, self.order + 1))
+        result.order = self.order
+        result.derivatives = {k: materialise(along[k], batch + out_shape) for k in range(1, self.order + 1)}
+        return notes
 
     def result_entries(self, out_shape, shapes, batch):
         return self.order * size(out_shape) * size(batch)
 
     def build(self, binding):
+        if self.by_taylor:
+            return [], []
         graph = binding.graph
         names = list(self.tangents)
         variables = [binding.by_name[n] for n in names]
@@ -311,6 +363,39 @@ class Along(Request):
     def collect(self, result, outputs, out_shape, shapes, batch, shared=None):
         result.order = self.order
         result.derivatives = {k + 1: materialise(d, batch + out_shape) for k, d in enumerate(outputs)}
+
+
+class Series(Along):
+    """The Taylor coefficients f^(k)/k! of f(x + t v) at t = 0, k = 0..N: one
+    Taylor propagation (any order up to MAX_TAYLOR_ORDER, also with
+    DIFFCLI_TAYLOR=0, for there is no other method)."""
+
+    kind = "series"
+
+    def __init__(self, tangents, order: int):
+        super().__init__(tangents, order)
+        self.what = f"the Taylor series to order {order}"
+
+    def check(self, binding, shapes, batch):
+        _check_tangents(self.tangents, shapes, batch)
+        check_taylor_order(self.order)
+        self.by_taylor = True
+
+    def collect_taylor(self, result, plan, arrays, shapes, batch):
+        from ..engine import taylor
+
+        out_shape = plan.outputs[0].shape
+        def propagate(factor):
+            tangents = {k: v * factor for k, v in self.tangents.items()}
+            inputs = [taylor.seeded(arrays[node.attr], tangents.get(node.attr), self.order) for node in plan.inputs]
+            return plan.run(inputs, len(batch))[0]
+        series = propagate(1.0)
+        coefficients = np.broadcast_to(taylor.coefficients(series, self.order), (self.order + 1,) + batch + out_shape)
+        coefficients = np.array(np.moveaxis(coefficients, 0, len(batch)))  # batch + (N+1,) + out_shape
+        coefficients[(slice(None),) * len(batch) + (0,)] = result.value  # coefficient 0 is the value, bit for bit
+        result.order = self.order
+        result.derivatives = {"coefficients": coefficients}
+        return cancellation_report(series, propagate(taylor.CHECK_FACTOR), self.order, "coefficient")
 
 
 class Jvp(Along):
@@ -449,3 +534,81 @@ def _unstack_rows(d, levels: list[tuple], batch: tuple, var_shape: tuple) -> np.
         list(range(k + len(batch), full.ndim))
     moved = np.transpose(full, order)
     return np.array(moved.reshape(batch + sum((tuple(s) for s in levels), ()) + var_shape))
+
+
+# ---------------------------------------------------------------- Taylor propagation
+
+# Orders above this are refused: order K holds K+1 coefficients of every node and
+# costs O(K^2) operations on them (order 1,000 of tan(x): milliseconds).
+MAX_TAYLOR_ORDER = 1000
+
+
+def check_taylor_order(order: int) -> None:
+    if order > MAX_TAYLOR_ORDER:
+        raise UsageError(f"orders up to {MAX_TAYLOR_ORDER:,} are answered, not {order:,}")
+
+
+def taylor_cheaper(n: int, order: int) -> bool:
+    """Whether the order-N tensor of a variable of n entries costs less by Taylor
+    propagation along binom(n+N-1, N) directions (each about (N+1)(N+2)/2 times
+    an evaluation) than by N nested reverse passes (n^(N-1) seeds through a
+    derivative graph that grows about threefold an order). A scalar: always."""
+    if n == 1:
+        return True
+    if order < 3:
+        return False
+    directions = math.comb(n + order - 1, order)
+    return directions * (order + 1) * (order + 2) / 2 < n ** (order - 1) * 3.0 ** order
+
+
+@lru_cache(maxsize=16)
+def tensor_directions(n: int, order: int) -> tuple:
+    """The directions j (|j| = order, entries >= 0) whose order-N derivatives
+    give the whole symmetric tensor; just (1,) for a scalar."""
+    if n == 1:
+        return ((1,),)
+    from ..engine.tensors import multi_indices
+
+    return tuple(multi_indices(n, order))
+
+
+def directional(plan, arrays, tangents: dict, order: int, batch_ndim: int, orders, lead: int = 0
+                ) -> tuple[dict, list]:
+    """({k: d^k/dt^k f(x + t v) at t = 0} for k in orders, diagnostics), by one Taylor
+    propagation; coefficients are scaled back by k! exactly (engine/taylor.py),
+    and where f's coefficients decay so fast that they underflow, propagated
+    again along a longer tangent (a power of 2, so the scaling is exact). A
+    second propagation along 1.1 v estimates the digits lost to cancellation."""
+    from ..engine import taylor
+
+    inputs = []
+    for node in plan.inputs:
+        value = np.asarray(arrays[node.attr], dtype=np.float64)
+        value = value.reshape((1,) * lead + value.shape) if lead else value
+        inputs.append((value, tangents.get(node.attr)))
+
+    def propagate(factor):
+        return plan.run([taylor.seeded(v, None if t is None else t * factor, order) for v, t in inputs],
+                        batch_ndim)[0]
+    series = propagate(1.0)
+    found = taylor.derivatives(series, order, orders)
+    scale = taylor.rescaling(series, order)
+    if scale is not None:
+        longer = propagate(2.0 ** scale)
+        found = taylor.prefer_representable(series, order, found, taylor.derivatives(longer, order, orders, scale))
+    return found, cancellation_report(series, propagate(taylor.CHECK_FACTOR), order, "derivative")
+
+
+def cancellation_report(series, check, order: int, what: str) -> list:
+    """A diagnostic where the two propagations disagree (engine/taylor.lost_digits)."""
+    from ..engine import taylor
+    from ..errors import Diagnostic
+
+    found = taylor.lost_digits(series, check, order)
+    if found is None:
+        return []
+    k, worst = found
+    how_good = "have no correct digits" if worst >= 0.5 else \
+        f"are good to about {max(1, int(-math.log10(worst)))} significant digits, not 16"
+    return [Diagnostic(f"from order {k} on, the {what}s {how_good}: the Taylor recurrences subtract nearly "
+                       f"equal terms here (two propagations differ by {worst:.1e} relative)")]

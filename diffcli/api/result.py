@@ -10,8 +10,9 @@ class Result:
 
     kind is 'value', 'gradient', 'jacobian', 'vjp', 'hessian' (derivatives[a][b]),
     'derivative' (derivatives[x] is the order-N tensor), 'jvp' (derivatives is
-    empty; see `jvp`), 'hvp' or 'along' (derivatives[k] is the order-k
-    directional derivative). Index a Result by variable name (by order for 'along').
+    empty; see `jvp`), 'hvp', 'along' (derivatives[k] is the order-k
+    directional derivative) or 'series' (derivatives['coefficients']: the Taylor
+    coefficients f^(k)/k!, k = 0..order, on the axis after the batch's). Index a Result by variable name (by order for 'along').
     shapes: each variable's value shape; diagnostics: non-finite values met;
     kinks: points where an operation is not differentiable."""
 

@@ -12,6 +12,9 @@ leading axis of length 1), so x * 2 or x ** 3 costs what a scaling costs.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 from ..graph import autodiff
@@ -91,3 +94,81 @@ def seeded(value: np.ndarray, tangent: np.ndarray | None, order: int) -> np.ndar
 def coefficients(series: np.ndarray, order: int) -> np.ndarray:
     """A series with all order+1 coefficients (a constant's padded with zeros)."""
     return full(series, order + 1)
+
+
+# Below this, a coefficient has lost digits to underflow (or is on its way there).
+TINY = 1e-290
+
+
+def derivatives(series: np.ndarray, order: int, orders, scale: int = 0) -> dict:
+    """{k: f^(k)} for k in orders from the series of f(x + t 2^scale v): the
+    coefficient k times k! / 2^(scale k), exactly rounded where the factor
+    is not a float (k > 170)."""
+    c = coefficients(series, order)
+    found = {}
+    for k in orders:
+        factor = _factor(k, scale)
+        if factor is not None:
+            found[k] = c[k] * factor
+        else:
+            found[k] = np.vectorize(lambda v: _exact(v, k, scale), otypes=[np.float64])(c[k])
+    return found
+
+
+def _factor(k: int, scale: int) -> float | None:
+    try:
+        factor = float(Fraction(math.factorial(k), 1 << (scale * k)))
+    except OverflowError:
+        return None
+    return factor if factor != 0.0 else None
+
+
+def _exact(value: float, k: int, scale: int) -> float:
+    if not math.isfinite(value) or value == 0.0:
+        return value * (1.0 if k == 0 else math.inf) if value != 0.0 else value
+    try:
+        return float(Fraction(value) * math.factorial(k) / (1 << (scale * k)))
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def rescaling(series: np.ndarray, order: int) -> int | None:
+    """None when every coefficient is representable; else the scale m (the
+    tangent times 2^m) that makes coefficient N of a function whose derivatives
+    stay moderate about its derivative: 2^m close to (N!)^(1/N)."""
+    magnitude = np.abs(series)
+    if not np.any((magnitude > 0.0) & (magnitude < TINY)):
+        return None
+    return max(1, round(math.lgamma(order + 1) / (order * math.log(2.0))))
+
+
+def prefer_representable(series: np.ndarray, order: int, first: dict, second: dict) -> dict:
+    """first's derivatives, but second's where first's coefficient was tiny."""
+    c = coefficients(series, order)
+    return {k: np.where(np.abs(c[k]) < TINY, second[k], v) for k, v in first.items()}
+
+
+# The check propagation runs along the tangent times this (not a power of 2, so
+# that every rounding differs) and scales back: where the two disagree by more
+# than CANCELLATION relative, the recurrences lost digits to cancellation.
+CHECK_FACTOR = 1.1
+CANCELLATION = 1e-11
+
+
+def lost_digits(first: np.ndarray, check: np.ndarray, order: int) -> tuple[int, float] | None:
+    """(the lowest order k whose coefficients the two propagations give differently
+    by more than CANCELLATION relative, the largest such disagreement from k on),
+    or None: an estimate of the rounding error the recurrences made (quotients
+    and inverse functions subtract nearly equal terms when the result's
+    coefficients decay faster than the operands', as sin(x)/x's do)."""
+    a, b = coefficients(first, order), coefficients(check, order)
+    powers = CHECK_FACTOR ** np.arange(order + 1, dtype=np.float64).reshape((-1,) + (1,) * (a.ndim - 1))
+    scaled = b / powers
+    with np.errstate(all="ignore"):
+        relative = np.abs(a - scaled) / np.abs(a)
+    usable = np.isfinite(relative) & (np.abs(a) > TINY) & np.isfinite(scaled)
+    worst = np.where(usable, relative, 0.0).reshape(order + 1, -1).max(axis=1)
+    bad = np.flatnonzero(worst > CANCELLATION)
+    if bad.size == 0:
+        return None
+    return int(bad[0]), float(worst[bad[0]:].max())

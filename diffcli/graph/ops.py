@@ -953,7 +953,10 @@ def _pow_base_vjp(g, a, b):
         return g * b * a ** (b - 1.0)
     if b.op == "const" and not b.value.any():
         return None
-    return G.where(G.eq(b, 0.0), 0.0, g * b * a ** (b - 1.0))
+    # Only where a is 0 too: elsewhere the formula is finite, and a where on b alone
+    # would cut the derivative b' a^(b-1) of the next order wherever b passes 0
+    # (x^y at y = 2: the fourth derivative's a^(b-2) term).
+    return G.where(G.mul(G.eq(b, 0.0), G.eq(a, 0.0)), 0.0, g * b * a ** (b - 1.0))
 
 
 def _pow_exponent_vjp(g, ans, a, b):

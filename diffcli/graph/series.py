@@ -407,9 +407,9 @@ def zero_dominant_quotient(node, kernel):
 
 
 def power_rule(node, kernel):
-    """a ** b. A constant exponent: by squaring for whole exponents (exact at a
-    base of 0), else the recurrence of x y' = r y x' (where x_0 = 0, the
-    derivatives the vjp rule gives along the first-order term: r(r-1)...0^(r-k));
+    """a ** b. A constant exponent: by squaring for natural exponents (exact at a
+    base of 0), else the recurrence of x y' = r y x' (where x_0 = 0, the closed
+    form along the first-order term, binom(r, k) x_0^(r-k) x_1^k, as the vjp rule gives);
     a variable exponent: exp(b log a), for a positive base."""
     def rule(a, b):
         y0 = kernel(a[0], b[0])
@@ -420,11 +420,6 @@ def power_rule(node, kernel):
                 if r == int(r) and 0 <= r <= 1024:
                     out = integer_power(a, int(r))
                     out = out * np.ones_like(full(a, a.shape[0]))
-                    out[0] = y0
-                    return out
-                if r == int(r) and -1024 <= r < 0:
-                    positive = integer_power(a, -int(r))
-                    out = div(constant_like(positive, 1.0), positive)
                     out[0] = y0
                     return out
             return _fractional_power(a, r, y0)
@@ -448,7 +443,9 @@ def _fractional_power(a, r, y0):
             falling = np.ones_like(out)
             for i in range(1, n):
                 falling[i] = falling[i - 1] * (r - (i - 1)) / i
-            at_zero = falling * np.power(0.0, r - k) * a[1] ** k
+            # the closed form as IEEE evaluates it (a signed zero base gives a signed
+            # infinity), and exactly 0 where the coefficient is (the powers ran out)
+            at_zero = np.where(falling == 0.0, 0.0, falling * np.power(a[0], r - k) * a[1] ** k)
             at_zero[0] = y0
             out = np.where(zero, at_zero, out)
     return out

@@ -126,6 +126,12 @@ def leaves(result, batch_ndim: int = 0) -> list[Leaf]:
     elif kind == "jvp":
         found.append(Leaf(("jvp",), np.asarray(result.jvp), "jvp (J·v)", "jvp", vshape,
                           labels=lambda: iter_component_labels("jvp", vshape)))
+    elif kind == "series":
+        terms = (result.order + 1,)
+        found.append(Leaf(("series", "coefficients"), result.derivatives["coefficients"],
+                          "Taylor coefficients f⁽ᵏ⁾/k!", "c", terms, "value" if vshape else None, vshape,
+                          lambda: _product_labels("{}{}", ("c", terms), ("", vshape)) if vshape else
+                          iter_component_labels("c", terms)))
     return found
 
 
@@ -172,6 +178,8 @@ def _nest(pairs, result) -> dict:
     if result.kind == "derivative":
         (name,) = result.derivatives
         doc["derivative"] = {"order": result.order, "wrt": name, "value": doc["derivative"]["value"]}
+    if result.kind == "series":
+        doc["series"] = {"order": result.order, **doc["series"]}
     return doc
 
 
@@ -933,3 +941,20 @@ def print_check(console, result, check, digits: int) -> None:
     console.print()
     console.print(table)
     console.print(check_summary(check), highlight=False)
+
+
+def polynomial_text(coefficients, variable: str, about: float) -> str:
+    """sum c_k (variable - about)^k as an expression diffcli reads back (each
+    number as its shortest round-trip text, zero terms left out)."""
+    base = variable if about == 0.0 else f"({variable} {'-' if about > 0 else '+'} {abs(about)!r})"
+    terms = []
+    for k, c in enumerate(np.asarray(coefficients, dtype=np.float64).tolist()):
+        if c == 0.0 and k > 0:
+            continue
+        number = repr(abs(c)) if math.isfinite(c) else ("nan" if c != c else "inf")
+        power = "" if k == 0 else f" * {base}" + (f"^{k}" if k > 1 else "")
+        sign = "-" if c < 0 else "+"
+        terms.append((sign, number + power))
+    first_sign, first = terms[0]
+    text = ("-" if first_sign == "-" else "") + first
+    return text + "".join(f" {sign} {term}" for sign, term in terms[1:])
