@@ -124,6 +124,8 @@ CASES = [
     ("moveaxis(T, source=0, destination=-1)", {"T": T234}, lambda T: np.moveaxis(T, 0, -1)),
     ("tensordot(T, U, axes=2)", {"T": T234, "U": r(3, 4, 2)}, lambda T, U: np.tensordot(T, U, axes=2)),
     ("tensordot(A, B, axes=[[1], [0]])", {"A": A23, "B": B34}, lambda A, B: np.tensordot(A, B, ([1], [0]))),
+    ("tensordot(T, U, axes=((0, 2), (1, 0)))", {"T": T234, "U": r(4, 2, 5)},
+     lambda T, U: np.tensordot(T, U, ((0, 2), (1, 0)))),
     ("roll(T, shift=(1, -2), axis=(0, 2))", {"T": T234}, lambda T: np.roll(T, (1, -2), (0, 2))),
     ("transpose(T, axes=(1, 2, 0))", {"T": T234}, lambda T: np.transpose(T, (1, 2, 0))),
     ("concatenate([A, B2], axis=1)", {"A": A23, "B2": r(2, 2)}, lambda A, B2: np.concatenate([A, B2], 1)),

@@ -145,11 +145,14 @@ BUILD_ERRORS = [
     ("sum(A, axis=(0, -2))", ShapeError, "names an axis twice", 7),
     ("sum(A, axis=0.5)", ExpressionError, "axis takes a constant integer or a tuple of them", 7),
     ("sum(A, keepdims=2)", ExpressionError, "keepdims takes True or False", 7),
+    ("sum(A, axis=[[0]])", ExpressionError, "axis takes a constant integer or a tuple of them", 7),
+    ("trace(S, offset=1e30)", ExpressionError, "offset takes a constant integer", 9),
     ("trace(S, offset=[1, 2])", ExpressionError, "offset takes a constant integer", 9),
     ("norm(S, ord=2)", ShapeError, "its largest singular value, which diffcli does not compute", 8),
     ("norm(T, ord=1)", ShapeError, "norm with ord= needs a vector or a matrix", 8),
     ("cumsum(T, axis=3)", ShapeError, "cumsum: axis 3 is out of range for an array of shape (2, 3, 4)", 10),
     ("prod(T, axis=(0, 1))", ShapeError, "prod runs along one axis at a time", 8),
+    ("sum(A, axis=((0, 1), 1))", ExpressionError, "axis takes a constant integer or a tuple of them", 7),
 ]
 
 
@@ -169,3 +172,21 @@ def test_the_cli_points_a_caret_at_a_bad_keyword():
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == ["error: sum has no keyword argument 'axes' (it takes axis, keepdims)",
                                         "  sum(x, axes=0)", "         ^^^^"]
+
+
+def test_nested_tuples_of_integers_are_read_for_the_ints_kind():
+    """The kind "ints" (for tensordot's axes=((1, 2), (0, 1)) and the like) reads integers in
+    tuples and literals nested to any depth; other kinds refuse a nested tuple."""
+    from diffcli.graph.nodes import Graph
+    from diffcli.graph.ops import Param
+    from diffcli.language.functions import read_option
+    from diffcli.language.parse import Tuple
+
+    graph = Graph()
+    axes = Param("axes", "ints")
+    value = Tuple([Tuple([graph.const(1.0), graph.const(2.0)]), graph.const(np.array([0.0, -1.0]))])
+    assert read_option(axes, value, (0, 1), "f").value == ((1, 2), (0, -1))
+    assert read_option(axes, graph.const(3.0), (0, 1), "f").value == 3
+    with pytest.raises(ExpressionError, match="f: axes takes constant integers, alone or in tuples"):
+        read_option(axes, Tuple([graph.const(0.5)]), (0, 1), "f")
+    parse("sum(A, axis=((0, 1), 1))")  # nested tuples are keyword values as well

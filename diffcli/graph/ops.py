@@ -144,7 +144,8 @@ OWN = "own"  # written by a rule of formula.py's own (pow, neg, indexing, struct
 Call = _record("Call", "arguments")
 
 # A keyword argument: its name; the kind of constant it takes ("axes": an integer or
-# a tuple of them, "int", "flag": True/False or 1/0, "number"); and whether it may
+# a tuple of them, "int", "flag": True/False or 1/0, "number", "ints": integers in
+# tuples nested to any depth, as nested Python tuples); and whether it may
 # also be given by position after the operands, in the order of the record (NumPy's
 # sum(x, 0) is sum(x, axis=0)).
 Param = _record("Param", "name kind positional", defaults=(False,))
@@ -182,10 +183,6 @@ def value_axes(shape) -> tuple[int, ...]:
 
 def _same_shape(shapes, attr):
     return shapes[0]
-
-
-def _scalar_shape(shapes, attr):
-    return ()
 
 
 def _attr_shape(shapes, attr):
@@ -1046,7 +1043,7 @@ def _user_polygamma(graph, args, span):
     """polygamma(n, x) as scipy.special writes it: n a constant integer >= 0 (the
     order of the derivative of digamma), which is the operation's attr."""
     n, x = args
-    if n.op != "const" or n.shape or not (float(n.value) >= 0 and float(n.value) == int(n.value)):
+    if n.op != "const" or n.shape or not (0 <= float(n.value) < 2 ** 31 and float(n.value) == int(n.value)):
         raise ExpressionError("polygamma(n, x) needs n a constant integer >= 0", span)
     order = int(n.value)
     return graph.apply("digamma", (x,), span=span) if order == 0 else graph.apply("polygamma", (x,), order, span=span)

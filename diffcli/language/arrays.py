@@ -337,10 +337,10 @@ def _outer(graph, args, span, options=None):
     return graph.apply("mul", (graph.reshape(a, (a.size, 1)), graph.reshape(b, (1, b.size))), span=span)
 
 
-@_function("tensordot", 2, 2, (_p("axes", "axes"),))
+@_function("tensordot", 2, 2, (_p("axes", "ints"),))
 def _tensordot(graph, args, span, options=None):
-    """np.tensordot: axes=N sums a's last N axes with b's first N; axes=[[axes of a],
-    [axes of b]] (or [i, j]) pairs them."""
+    """np.tensordot: axes=N sums a's last N axes with b's first N; axes=((axes of a),
+    (axes of b)) (or [[...], [...]], or a pair of integers) pairs them."""
     a, b = (_array(x, span, "tensordot") for x in args[:2])
     axes = _values(options, {"axes": 2})["axes"]
     ra, rb = len(a.shape), len(b.shape)
@@ -349,10 +349,12 @@ def _tensordot(graph, args, span, options=None):
             raise ShapeError(f"tensordot: {axes} axes to sum over, but the arrays have {ra} and {rb}", span)
         pairs = list(zip(range(ra - axes, ra), range(axes)))
     else:
-        if len(axes) % 2:
-            raise ShapeError("tensordot's axes are a number or two lists, [[axes of a], [axes of b]]", span)
-        half = len(axes) // 2
-        pairs = list(zip(axes[:half], axes[half:]))
+        if len(axes) != 2:
+            raise ShapeError("tensordot's axes are a number or two lists, ((axes of a), (axes of b))", span)
+        first, second = (side if isinstance(side, tuple) else (side,) for side in axes)
+        if len(first) != len(second) or any(isinstance(i, tuple) for i in first + second):
+            raise ShapeError("tensordot: the two lists of axes must pair integers one to one", span)
+        pairs = list(zip(first, second))
     sa, sb = list(_letters(ra)), list(_letters(rb, ra))
     for i, j in pairs:
         if not (-ra <= i < ra and -rb <= j < rb):

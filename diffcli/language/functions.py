@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
+import numpy as np
+
 from ..errors import ExpressionError, ShapeError
 from ..graph.ops import OPS, REDUCTION_KEYWORDS, Param, axes_option, describe
 from .arrays import ARRAY_FUNCTIONS
@@ -49,17 +51,20 @@ def positional_slots(spec: FunctionSpec) -> tuple[Param, ...]:
 def read_option(param: Param, value, span, function: str) -> Option:
     """A keyword argument's built value (a constant node, or a tuple of them) as the
     Python value its kind asks for."""
+    if param.kind == "ints":
+        return Option(_nested_ints(value, param, span, function), span)
     numbers = value if isinstance(value, tuple) else (value,)
     found = []
     for node in numbers:
-        if node.op != "const" or (node.shape and param.kind != "axes"):
+        if isinstance(node, tuple) or node.op != "const" or (node.shape and param.kind != "axes") \
+                or len(node.shape) > 1:
             raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT[param.kind]}", span)
         found += [float(v) for v in node.value.ravel()] if node.shape else [float(node.value)]
     if param.kind == "number":
         if len(found) != 1:
             raise ExpressionError(f"{function}: {param.name} takes one number", span)
         return Option(found[0], span)
-    if not all(math.isfinite(v) and v == int(v) for v in found) or \
+    if not all(math.isfinite(v) and v == int(v) and abs(v) < _LARGEST for v in found) or \
             (param.kind != "axes" and len(found) != 1):
         raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT[param.kind]}", span)
     ints = tuple(int(v) for v in found)
@@ -72,8 +77,30 @@ def read_option(param: Param, value, span, function: str) -> Option:
     return Option(ints[0], span)
 
 
+def _nested_ints(value, param, span, function):
+    """kind "ints": an integer, or tuples and literals of them nested to any depth,
+    as nested Python tuples (tensordot's axes=((1, 2), (0, 1)) or axes=[[1], [0]])."""
+    if isinstance(value, tuple):
+        return tuple(_nested_ints(v, param, span, function) for v in value)
+    array = value.value if value.op == "const" else None
+    if array is None or not np.all(np.isfinite(array)) or not np.all(array == np.round(array)) \
+            or not np.all(np.abs(array) < _LARGEST):
+        raise ExpressionError(f"{function}: {param.name} takes {_KIND_TEXT['ints']}", span)
+    listed = array.astype(np.int64).tolist()
+    return _as_tuples(listed)
+
+
+def _as_tuples(listed):
+    if not isinstance(listed, list):
+        return listed
+    return tuple(_as_tuples(v) for v in listed)
+
+
+_LARGEST = 2 ** 31  # integers beyond it are no axis, offset or count of anything diffcli can hold
+
 _KIND_TEXT = {"axes": "a constant integer or a tuple of them, as (0, 1)", "int": "a constant integer",
-              "flag": "True or False", "number": "a constant number"}
+              "flag": "True or False", "number": "a constant number",
+              "ints": "constant integers, alone or in tuples, as ((1, 2), (0, 1))"}
 
 
 def _primitive(name):

@@ -395,6 +395,9 @@ def _check_calls(root: Syntax) -> None:
                 allowed.update(_check_call(node))
             elif node.kind == "tuple":
                 tuples.append(node)
+    for node in reversed(tuples):  # (post-order: an outer tuple after its inner ones)
+        if id(node) in allowed:
+            allowed.update(id(c) for c in node.children if c.kind == "tuple")  # ((1, 2), (0, 1))
     for node in tuples:
         if id(node) not in allowed:
             raise ExpressionError("a tuple (a, b) is only a keyword argument's value, as in sum(A, axis=(0, 1))",
