@@ -999,10 +999,132 @@ def _partition_overhead(client, request, tmp, workers):
     return per_file, files_n, per_frame, frames_n
 
 
+# ---------------------------------------------------------------- orders: Taylor propagation (issue 18)
+
+def _in_subprocess(code: str, timeout: float = 60.0):
+    """(seconds per call as the script prints it, its printed value) or a reason it has none."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    except subprocess.TimeoutExpired:
+        return None, f"over {timeout:.0f} s"
+    if proc.returncode != 0:
+        return None, f"failed: {proc.stderr.strip().splitlines()[-1][:60] if proc.stderr.strip() else proc.returncode}"
+    seconds, value = proc.stdout.split()
+    return float(seconds), float(value)
+
+
+SYMPY_ORDER = """
+import time, sympy as s
+x = s.Symbol('x')
+f = s.sin(x) * s.exp(-x**2 / 2) + s.log(1 + x**2) + s.tanh(x)**2
+start = time.perf_counter()
+value = s.diff(f, x, {n}).subs(x, 0.7).evalf(17)
+print(time.perf_counter() - start, float(value))
+"""
+TORCH_ORDER = """
+import time, torch
+def f(x):
+    return torch.sin(x) * torch.exp(-x**2 / 2) + torch.log(1 + x**2) + torch.tanh(x)**2
+start = time.perf_counter()
+x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+y = f(x)
+for _ in range({n}):
+    (y,) = torch.autograd.grad(y, x, create_graph=True)
+print(time.perf_counter() - start, y.item())
+"""
+
+
+def task_orders():
+    """d^N/dx^N of T1 at one point: Taylor propagation, the graph method
+    (DIFFCLI_TAYLOR=0), SymPy and nested torch.autograd.grad (each where it
+    finishes within 60 s; the peers once, in a subprocess)."""
+    for n in (10, 20, 40):
+        table = Table(f"ORDERS  d^{n}/dx^{n} of T1 at x = 0.7 (ratio to diffcli's Taylor propagation)")
+        table.floor_row("diffcli (Taylor propagation)",
+                        lambda: float(diffcli.compile(T1).derivative(n, x=0.7)["x"]))
+        os.environ["DIFFCLI_TAYLOR"] = "0"
+        try:
+            start = time.perf_counter()
+            got = float(diffcli.compile(T1, max_memory="4G").derivative(n, x=0.7)["x"])
+            table.rows.append(("diffcli graph method (DIFFCLI_TAYLOR=0), once", time.perf_counter() - start,
+                               max_rel_err(got, table.reference), ""))
+        except diffcli.DiffcliError as e:
+            table.missing("diffcli graph method (DIFFCLI_TAYLOR=0)", f"refused: {str(e)[:70]}")
+        finally:
+            del os.environ["DIFFCLI_TAYLOR"]
+        for name, module, code in (("SymPy diff, subs, evalf (once)", "sympy", SYMPY_ORDER),
+                                   ("torch nested autograd.grad (once)", "torch", TORCH_ORDER)):
+            if peers.load(module) is None:
+                table.missing(name, "not installed")
+                continue
+            seconds, value = _in_subprocess(code.format(n=n))
+            if seconds is None:
+                table.missing(name, value)
+            else:
+                table.rows.append((name, seconds, max_rel_err(value, table.reference), ""))
+        table.print()
+
+
+def task_tensor():
+    """The full 3rd-order tensor of a 10-variable function: 220 Taylor directions
+    combined by interpolation, against 10^3 nested reverse passes (the graph
+    method, DIFFCLI_TAYLOR=0)."""
+    expression = "sum(sin(x) * x[::-1]) + prod(x[:4]) * exp(sum(x) / 10) + norm(x)^3"
+    x = np.linspace(0.2, 1.1, 10)
+    table = Table("TENSOR  d^3/dx^3 of a function of 10 variables, one point (ratio to Taylor + interpolation)")
+    from diffcli.api import requests
+
+    chooses = requests.taylor_cheaper
+    requests.taylor_cheaper = lambda n, order: True  # Taylor whatever the rule would choose
+    try:
+        f = diffcli.compile(expression)
+        table.floor_row("diffcli Taylor, 220 directions + interpolation", lambda: f.derivative(3, x=x)["x"])
+    finally:
+        requests.taylor_cheaper = chooses
+    os.environ["DIFFCLI_TAYLOR"] = "0"
+    try:
+        g = diffcli.compile(expression)
+        table.row("diffcli nested reverse passes (DIFFCLI_TAYLOR=0)", lambda: g.derivative(3, x=x)["x"],
+                  check=lambda r: r)
+    finally:
+        del os.environ["DIFFCLI_TAYLOR"]
+    table.print()
+
+
+def task_high_order():
+    """Whole processes: grad tan(x) --order 100 and --order 1000 against T6's
+    one-point start-up, interleaved, with each process's peak RSS."""
+    import resource  # noqa: F401 - wait4's rusage
+
+    _compile_bytecode()
+    base = [sys.executable, "-m", "diffcli", "grad"]
+    runs = {"T6 start-up: grad 'cos(x) + sin(x)' --at x=2": base + ["cos(x) + sin(x)", "--at", "x=2", "--json"],
+            "grad 'tan(x)' --at x=0.7 --order 100": base + ["tan(x)", "--at", "x=0.7", "--order", "100", "--json"],
+            "grad 'tan(x)' --at x=0.7 --order 1000": base + ["tan(x)", "--at", "x=0.7", "--order", "1000", "--json"]}
+    times = {label: [] for label in runs}
+    peaks = {label: 0 for label in runs}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(11):
+        for label, argv in runs.items():
+            start = time.perf_counter()
+            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            _, _, usage = os.wait4(child.pid, 0)
+            times[label].append(time.perf_counter() - start)
+            peaks[label] = max(peaks[label], usage.ru_maxrss // 1024)
+    table = Table("HIGH ORDER  whole processes (median of 11, interleaved; ratio to T6's start-up)")
+    first = next(iter(runs))
+    table.floor = statistics.median(times[first])
+    for label in runs:
+        table.rows.append((f"{label}  [peak RSS {peaks[label]} MB]", statistics.median(times[label]), None, ""))
+    table.print()
+
+
 TASKS = {"t1": task_t1, "t2": task_t2, "t3a": task_t3a, "t3b": task_t3b, "t4": task_t4, "t5": task_t5,
          "t6": task_t6, "t7": task_t7, "t8": task_t8, "scaling": task_scaling, "cheap": task_cheap,
          "pipeline": task_pipeline, "pipeline-ndjson": task_pipeline_ndjson, "phases": task_phases,
-         "compile": task_compile, "dask": task_dask}
+         "compile": task_compile, "dask": task_dask, "orders": task_orders, "tensor": task_tensor,
+         "high-order": task_high_order}
 
 
 def main():

@@ -28,7 +28,7 @@ STEPS = [
     ("graph", {"graph.nodes"}),
     ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "engine.sparsity"}),
     ("plan back-ends", {"engine.diagonal", "engine.windows", "engine.native"}),
-    ("engine", {"engine.evaluate", "engine.taylor"}),
+    ("engine", {"engine.evaluate", "engine.taylor", "engine.tensors"}),
     ("library", {"api", "api.function", "api.binding", "api.requests", "api.growth", "api.result",
                  "api.check"}),
     ("input and output", {"io.points", "io.columnar", "io.render", "io.plot", "io.pipeline", "io.cluster"}),

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import diffcli
+from diffcli.api import requests
 from diffcli.cli import cli
 from diffcli.engine.tensors import interpolation, multi_indices
 
@@ -187,10 +188,18 @@ def test_the_interpolation_coefficients_invert_the_directional_expansion():
 def test_the_third_order_tensor_of_ten_variables_equals_nested_passes(monkeypatch):
     expression = "sum(sin(x) * x[::-1]) + prod(x[:4]) * exp(sum(x) / 10) + norm(x)^3"
     x = np.linspace(0.2, 1.1, 10)
+    monkeypatch.setattr(requests, "taylor_cheaper", lambda n, order: True)  # the rule picks the passes here
     taylor = diffcli.compile(expression).derivative(3, x=x)["x"]
+    monkeypatch.undo()
     nested = _graph_method(monkeypatch, lambda: diffcli.compile(expression).derivative(3, x=x))["x"]
     assert taylor.shape == nested.shape == (10, 10, 10)
     np.testing.assert_allclose(taylor, nested, rtol=1e-11, atol=1e-11 * np.abs(nested).max())
+
+
+def test_the_rule_takes_taylor_for_scalars_and_high_orders_and_passes_for_hessians():
+    assert requests.taylor_cheaper(1, 2) and requests.taylor_cheaper(1, 1000)
+    assert not requests.taylor_cheaper(10, 2) and not requests.taylor_cheaper(10, 3)
+    assert requests.taylor_cheaper(5, 3) and requests.taylor_cheaper(10, 4)
 
 
 def test_a_tensor_of_a_vector_valued_expression_in_a_batch(monkeypatch):

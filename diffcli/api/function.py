@@ -274,6 +274,9 @@ class Function:
         """A request answered by Taylor propagation (engine/taylor.py): the plan
         gives the value and the kink indicators, one propagation the derivatives."""
         kink_nan = self.kink == "nan"
+        result_bytes = 8 * (request.result_entries(binding.output.shape, shapes, batch)
+                            + size(binding.output.shape) * size(batch))
+        self._within_budget(result_bytes, request, batch)
         compiled = binding.plan(request, kink_nan)
         inputs = [arrays[name] for name in self.variables]
         peak = compiled.plan.peak_bytes(inputs, batch)

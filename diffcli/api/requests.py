@@ -220,10 +220,9 @@ class Derivative(Request):
             taylor_cheaper(size(x_shape), self.order)
         if self.by_taylor:
             check_taylor_order(self.order)
-            return
         tensor_axes = len(batch) + len(out_shape) + self.order * len(x_shape)
         seed_axes = (size(out_shape) > 1) + (self.order - 1) * (size(x_shape) > 1)
-        plan_axes = seed_axes + len(batch) + max(len(n.shape) for n in binding.forward_order())
+        plan_axes = 0 if self.by_taylor else seed_axes + len(batch) + max(len(n.shape) for n in binding.forward_order())
         if max(tensor_axes, plan_axes) > NUMPY_MAX_AXES:
             which = f"its tensor has {tensor_axes:,} axes" if tensor_axes > NUMPY_MAX_AXES else \
                 f"computing it needs arrays of {plan_axes:,} axes"
@@ -549,16 +548,18 @@ def check_taylor_order(order: int) -> None:
 
 
 def taylor_cheaper(n: int, order: int) -> bool:
-    """Whether the order-N tensor of a variable of n entries costs less by Taylor
-    propagation along binom(n+N-1, N) directions (each about (N+1)(N+2)/2 times
-    an evaluation) than by N nested reverse passes (n^(N-1) seeds through a
-    derivative graph that grows about threefold an order). A scalar: always."""
+    """Whether the order-N tensor of a variable of n entries is better had by Taylor
+    propagation along binom(n+N-1, N) directions than by N nested reverse passes
+    (n^(N-1) seed rows through a derivative graph that grows about threefold an
+    order). A scalar: always. Otherwise measured (bench/run.py tensor, orders):
+    below order 3 the batched passes win (a Hessian is n rows); at order 3 they
+    are even at about n = 6 (Taylor 0.5x their time at n = 5, 1.4x at n = 10);
+    from order 4 the graph's growth decides (n = 10: minutes against 0.1 s)."""
     if n == 1:
         return True
     if order < 3:
         return False
-    directions = math.comb(n + order - 1, order)
-    return directions * (order + 1) * (order + 2) / 2 < n ** (order - 1) * 3.0 ** order
+    return math.comb(n + order - 1, order) <= n ** (order - 1) * (order - 1)
 
 
 @lru_cache(maxsize=16)
