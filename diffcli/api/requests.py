@@ -608,8 +608,8 @@ def cancellation_report(series, check, order: int, what: str) -> list:
     found = taylor.lost_digits(series, check, order)
     if found is None:
         return []
-    k, worst = found
-    how_good = "have no correct digits" if worst >= 0.5 else \
-        f"are good to about {max(1, int(-math.log10(worst)))} significant digits, not 16"
-    return [Diagnostic(f"from order {k} on, the {what}s {how_good}: the Taylor recurrences subtract nearly "
-                       f"equal terms here (two propagations differ by {worst:.1e} relative)")]
+    first, k, worst = found
+    how_good = "no correct digits" if worst >= 0.5 else \
+        f"about {max(1, int(-math.log10(worst)))} correct digits, not 16"
+    return [Diagnostic(f"from order {first} on, the {what}s lose digits to cancellation in the Taylor "
+                       f"recurrences (order {k}: {how_good}; two propagations differ by {worst:.1e} relative)")]

@@ -155,12 +155,12 @@ CHECK_FACTOR = 1.1
 CANCELLATION = 1e-11
 
 
-def lost_digits(first: np.ndarray, check: np.ndarray, order: int) -> tuple[int, float] | None:
-    """(the lowest order k whose coefficients the two propagations give differently
-    by more than CANCELLATION relative, the largest such disagreement from k on),
-    or None: an estimate of the rounding error the recurrences made (quotients
-    and inverse functions subtract nearly equal terms when the result's
-    coefficients decay faster than the operands', as sin(x)/x's do)."""
+def lost_digits(first: np.ndarray, check: np.ndarray, order: int) -> tuple[int, int, float] | None:
+    """(the lowest order whose coefficients the two propagations give differently by
+    more than CANCELLATION relative, the order where they differ most, by how much),
+    or None: an estimate of the rounding error the recurrences made (quotients and
+    inverse functions subtract nearly equal terms when the result's coefficients
+    decay faster than the operands', as sin(x)/x's do)."""
     a, b = coefficients(first, order), coefficients(check, order)
     powers = CHECK_FACTOR ** np.arange(order + 1, dtype=np.float64).reshape((-1,) + (1,) * (a.ndim - 1))
     scaled = b / powers
@@ -171,4 +171,5 @@ def lost_digits(first: np.ndarray, check: np.ndarray, order: int) -> tuple[int, 
     bad = np.flatnonzero(worst > CANCELLATION)
     if bad.size == 0:
         return None
-    return int(bad[0]), float(worst[bad[0]:].max())
+    k_worst = int(np.argmax(worst))
+    return int(bad[0]), k_worst, float(worst[k_worst])
