@@ -24,7 +24,7 @@ STEPS = [
                     "language", "graph", "engine", "io"}),
     ("language tables", {"language._tables", "language.lalr"}),
     ("operations", {"graph.ops"}),
-    ("names", {"language.functions", "language.synonyms"}),
+    ("names", {"language.arrays", "language.functions", "language.synonyms"}),
     ("graph", {"graph.nodes"}),
     ("on graphs", {"language.parse", "graph.autodiff", "graph.formula", "graph.simplify", "engine.sparsity"}),
     ("printers", {"graph.latex", "graph.numpy_code", "graph.steps"}),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .nodes import Node, topological_order
-from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Call, Infix
+from .ops import ADD, ATOM, CALL, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Call, Infix, einsum_text
 
 # How each operation is written is its record's notation (ops.py): an infix
 # operator, a call by its name, or one of the rules of _render's own below.
@@ -166,6 +166,14 @@ def _render(node: Node, args: list[tuple[str, int]], drop_lift: bool = False) ->
         return " + ".join(parts), ADD
     if op == "linscan":
         return _linscan(node, args)
+    if op == "einsum":
+        return f"einsum('{einsum_text(node.attr)}', {', '.join(text for text, _ in args)})", ATOM
+    if op in ("argsort", "take_along_axis"):  # the axis counted from the front, as users write it
+        return f"{op}({', '.join(text for text, _ in args)}, {node.attr + len(node.shape)})", ATOM
+    if op == "gather":
+        return _gather(node, args)
+    if op == "gather_t":
+        return _gather_t(node, args[0])
     raise UsageError(f"no notation for the internal operation '{op}' in a formula")
 
 
@@ -263,6 +271,48 @@ def _scatter_part(items, shape, g_shape, arg: tuple[str, int]) -> tuple[str, int
             return arg[0]
         return f"{base}[{', '.join(map(str, np.unravel_index(k, g_shape)))}]"
     return _literal_of(shape, entry), ATOM
+
+
+def _entry(source: tuple[str, int], shape: tuple, k: int) -> str:
+    if not shape:
+        return source[0]
+    return f"{_wrap(source, POSTFIX)}[{', '.join(map(str, np.unravel_index(k, shape)))}]"
+
+
+def _gather(node: Node, args) -> tuple[str, int]:
+    """Each entry from where the map reads it (0 for none)."""
+    attr = node.attr
+    starts = attr.offsets()
+    sources = [(start, shape, arg) for start, shape, arg in zip(starts, attr.sources, args)]
+
+    def entry(idx):
+        p = int(attr.positions[idx])
+        if p < 0:
+            return "0"
+        start, shape, arg = next(s for s in reversed(sources) if s[0] <= p and math.prod(s[1]) > p - s[0])
+        return _entry(arg, shape, p - start)
+    return _literal_of(node.shape, entry), ATOM
+
+
+def _gather_t(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
+    """Each entry the sum of the entries of g read from it, added in g's order (as
+    the kernel adds them), 0 for none."""
+    (target,) = node.attr.sources
+    _check_literal_size(target)
+    flat = node.attr.positions.ravel()
+    g_shape = node.args[0].shape
+    readers: dict[int, list[int]] = {}
+    for k in np.flatnonzero(flat >= 0):
+        readers.setdefault(int(flat[k]), []).append(int(k))
+
+    def entry(idx):
+        found = readers.get(int(np.ravel_multi_index(idx, target)) if target else 0)
+        if not found:
+            return "0"
+        return " + ".join(_entry(arg, g_shape, k) for k in found)
+    if not target:
+        return entry(()), ADD
+    return _literal_of(target, entry), ATOM
 
 
 def _linscan(node: Node, args) -> tuple[str, int]:

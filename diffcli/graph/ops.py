@@ -361,29 +361,68 @@ def _matmul_kernel(node):
         return lambda x, y: np.matmul(x, y[..., None])[..., 0]
     if a == 1 and b == 2:
         return lambda x, y: np.matmul(x[..., None, :], y)[..., 0, :]
-    return lambda x, y: np.einsum("...i,...i->...", x, y)
+    if a == 1 and b == 1:
+        return lambda x, y: np.einsum("...i,...i->...", x, y)
+    return _batched_matmul(a, b)
+
+
+def _batched_matmul(ra, rb):
+    """NumPy's matmul on the value axes: vectors promoted to one-row or one-column
+    matrices, and the value batch axes padded to one rank after the points' batch
+    axes, so that broadcasting lines up batch with batch and value with value."""
+    r1, r2 = max(ra, 2), max(rb, 2)
+    rank = max(r1, r2)
+
+    def pad(v, r):
+        start = v.ndim - r
+        return np.expand_dims(v, tuple(range(start, start + rank - r))) if r < rank else v
+
+    def matmul(x, y):
+        x = x[..., None, :] if ra == 1 else x
+        y = y[..., :, None] if rb == 1 else y
+        out = np.matmul(pad(x, r1), pad(y, r2))
+        if rb == 1:
+            out = out[..., 0]
+        return out[..., 0, :] if ra == 1 else out
+    return matmul
 
 
 def _matmul_shape(shapes, attr):
     a, b = shapes
     if not a or not b:
-        raise ShapeMismatch("'@' needs vectors or matrices (use '*' for scalars)")
-    if len(a) > 2 or len(b) > 2:
-        raise ShapeMismatch("'@' works on vectors and matrices only")
-    if a[-1] != b[0]:
+        raise ShapeMismatch("'@' needs vectors or arrays (use '*' for scalars)")
+    inner = b[0] if len(b) == 1 else b[-2]
+    if a[-1] != inner:
         raise ShapeMismatch(f"'@' needs the inner sizes to match: {describe(a)} @ {describe(b)}")
-    return a[:-1] + b[1:]
+    try:
+        batch = tuple(np.broadcast_shapes(a[:-2], b[:-2]))
+    except ValueError:
+        raise ShapeMismatch(f"'@' needs the batch axes to broadcast: {describe(a)} @ {describe(b)}") from None
+    rows = a[-2:-1]  # none for a vector
+    columns = b[-1:] if len(b) > 1 else ()
+    return batch + rows + columns
+
+
+def matmul_subscripts(ra: int, rb: int) -> tuple:
+    """matmul of value ranks ra and rb as einsum subscripts (batch axes lettered from
+    the end, as they broadcast)."""
+    batch = "ABCDEFGHLMNOPQRSTUVWXYZ"[:max(ra, rb, 2) - 2]
+    a = "j" if ra == 1 else batch[len(batch) - (ra - 2):] + "ij"
+    b = "j" if rb == 1 else batch[len(batch) - (rb - 2):] + "jk"
+    return (a, b), batch + ("i" if ra > 1 else "") + ("k" if rb > 1 else "")
 
 
 def _matmul_vjp(g, ans, a, b):
     ra, rb = len(a.shape), len(b.shape)
-    if ra == 1 and rb == 1:
-        return g * b, g * a
-    if ra == 2 and rb == 1:
-        return _reshape(g, (-1, 1)) * _reshape(b, (1, -1)), G.matmul(G.transpose(a), g)
-    if ra == 1 and rb == 2:
-        return G.matmul(b, g), _reshape(a, (-1, 1)) * _reshape(g, (1, -1))
-    return G.matmul(g, G.transpose(b)), G.matmul(G.transpose(a), g)
+    if ra <= 2 and rb <= 2:
+        if ra == 1 and rb == 1:
+            return g * b, g * a
+        if ra == 2 and rb == 1:
+            return _reshape(g, (-1, 1)) * _reshape(b, (1, -1)), G.matmul(G.transpose(a), g)
+        if ra == 1 and rb == 2:
+            return G.matmul(b, g), _reshape(a, (-1, 1)) * _reshape(g, (1, -1))
+        return G.matmul(g, G.transpose(b)), G.matmul(G.transpose(a), g)
+    return _einsum_cotangents(g, matmul_subscripts(ra, rb), (a, b))
 
 
 def _transpose_kernel(node):
@@ -392,25 +431,122 @@ def _transpose_kernel(node):
 
 
 def _trace_shape(shapes, attr):
-    if len(shapes[0]) != 2:
-        raise ShapeMismatch(f"trace needs a matrix, got {describe(shapes[0])}")
-    return ()
+    if len(shapes[0]) < 2:
+        raise ShapeMismatch(f"trace needs a matrix or an array, got {describe(shapes[0])}")
+    return shapes[0][2:]
 
 
-def _trace_vjp(g, ans, a):
-    return (_reshape(g, (1, 1)) * a.graph.const(np.eye(*a.shape, k=ans.attr or 0)),)
-
-
-# trace's attr: None, or the offset of the diagonal it sums (NumPy's offset=).
+# trace's attr: None, or the offset of the diagonal it sums (NumPy's offset=); over
+# the first two value axes, as NumPy's default axis1=0, axis2=1.
 def _trace_kernel(node):
-    offset = node.attr or 0
-    return lambda a: np.trace(a, offset=offset, axis1=-2, axis2=-1)
+    rank, offset = len(node.args[0].shape), node.attr or 0
+    return lambda a: np.trace(a, offset=offset, axis1=-rank, axis2=1 - rank)
 
 
 def _user_trace(graph, args, span, options=None):
     options = options or {}
     offset = options["offset"].value if "offset" in options else 0
     return graph.apply("trace", args, offset or None, span=span)
+
+
+def _trace_vjp(g, ans, a):
+    n, m = a.shape[:2]
+    rest = (1,) * (len(a.shape) - 2)
+    eye = a.graph.const(np.eye(n, m, k=ans.attr or 0).reshape((n, m) + rest))
+    return (_reshape(g, (1, 1) + ans.shape) * eye,)
+
+
+# ---------------------------------------------------------------- einsum
+
+# attr: (subscripts of each operand, subscripts of the result), letters only; the
+# points' batch axes are an ellipsis in front of every operand (language/arrays.py
+# writes users' subscripts so, '...' included).
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _einsum_sizes(shapes, attr) -> dict:
+    ins, out = attr
+    sizes: dict[str, int] = {}
+    for k, (letters, shape) in enumerate(zip(ins, shapes), start=1):
+        if len(letters) != len(shape):
+            raise ShapeMismatch(f"einsum: operand {k} is {describe(shape)} but its subscripts '{letters}' "
+                                f"name {len(letters)} axes")
+        own: dict[str, int] = {}
+        for letter, n in zip(letters, shape):
+            if own.setdefault(letter, n) != n:
+                raise ShapeMismatch(f"einsum: operand {k} repeats '{letter}' on axes of sizes {own[letter]} "
+                                    f"and {n}")
+            known = sizes.get(letter)
+            if known is None or known == 1:
+                sizes[letter] = n
+            elif n not in (1, known):
+                raise ShapeMismatch(f"einsum: '{letter}' is {known} in one operand and {n} in operand {k}")
+    for letter in out:
+        if letter not in sizes:
+            raise ShapeMismatch(f"einsum: the result's '{letter}' is in no operand")
+    return sizes
+
+
+def _einsum_shape(shapes, attr):
+    if len(shapes) != len(attr[0]):
+        raise ShapeMismatch(f"einsum: the subscripts name {len(attr[0])} operands, given {len(shapes)}")
+    sizes = _einsum_sizes(shapes, attr)
+    return tuple(sizes[letter] for letter in attr[1])
+
+
+def einsum_text(attr) -> str:
+    return ",".join(attr[0]) + "->" + attr[1]
+
+
+def _einsum_kernel(node):
+    ins, out = node.attr
+    spec = ",".join("..." + s for s in ins) + "->..." + out
+    # A contraction order (and BLAS) pays for its planning only on larger operands.
+    optimize = len(ins) > 2 or sum(a.size for a in node.args) > 4096
+    if len(ins) == 1:  # one operand: np.einsum may answer a view of it
+        return lambda a: np.array(np.einsum(spec, a))
+    return lambda *arrays: np.einsum(spec, *arrays, optimize=optimize)
+
+
+def _einsum_vjp(g, ans, *operands):
+    return _einsum_cotangents(g, ans.attr, operands)
+
+
+def _einsum_cotangents(g, attr, operands):
+    """The cotangent of each operand is itself an einsum: of g and the other operands,
+    onto that operand's subscripts. A letter an operand repeats (a diagonal) is
+    spread back by an identity; a letter only it has (summed away) by ones; an
+    axis it broadcast from size 1 is summed back (sum_to)."""
+    ins, out = attr
+    sizes = _einsum_sizes([x.shape for x in operands], attr)
+    unused = iter(c for c in LETTERS if c not in sizes)
+    graph = g.graph
+    cotangents = []
+    for k, x in enumerate(operands):
+        if x.op == "const":
+            cotangents.append(None)
+            continue
+        terms = [(g, out)] + [(y, s) for j, (y, s) in enumerate(zip(operands, ins)) if j != k]
+        target, seen = [], set()
+        for letter in ins[k]:
+            if letter in seen:
+                fresh = next(unused)
+                terms.append((graph.const(np.eye(sizes[letter])), letter + fresh))
+                target.append(fresh)
+            else:
+                seen.add(letter)
+                target.append(letter)
+        present = set("".join(s for _, s in terms))
+        terms += [(graph.const(np.ones(sizes[c])), c) for c in sorted(seen - present)]
+        cotangent = G.einsum(*(t for t, _ in terms), attr=(tuple(s for _, s in terms), "".join(target)))
+        if cotangent.shape != x.shape:  # x broadcast from 1 (summed back), or the others did (spread)
+            smaller = tuple(min(n, m) for n, m in zip(cotangent.shape, x.shape))
+            if smaller != cotangent.shape:
+                cotangent = G.sum_to(cotangent, attr=smaller)
+            if smaller != x.shape:
+                cotangent = G.broadcast_to(cotangent, attr=x.shape)
+        cotangents.append(cotangent)
+    return tuple(cotangents)
 
 
 def _stack_shape(shapes, attr):
@@ -538,6 +674,204 @@ def _sum_to_kernel(node):
     source, target = node.args[0].shape, node.shape
     axes = tuple(i - len(source) for i, (s, t) in enumerate(zip(source, target)) if t == 1 and s != 1)
     return lambda a: np.sum(a, axis=axes, keepdims=True)
+
+
+# ---------------------------------------------------------------- moving entries by constant positions
+
+
+class Positions:
+    """A gather's constant map, as a hashable attribute: for each result entry, its
+    entry in the sources flattened one after another, or -1 for a zero. sources: the
+    value shapes of the operands (of a gather), or the one shape a gather_t fills."""
+
+    __slots__ = ("_key", "positions", "sources")
+
+    def __init__(self, positions, sources):
+        positions = np.array(positions, dtype=np.int64)
+        positions.flags.writeable = False
+        self.positions = positions
+        self.sources = tuple(tuple(int(n) for n in shape) for shape in sources)
+        self._key = (self.sources, positions.shape, positions.tobytes())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return type(other) is Positions and self._key == other._key
+
+    def __repr__(self):
+        return f"Positions({self.positions.shape} from {self.sources})"
+
+    def offsets(self) -> list[int]:
+        sizes = [math.prod(shape) for shape in self.sources]
+        return [sum(sizes[:i]) for i in range(len(sizes))]
+
+    def part(self, i: int) -> Positions:
+        """The positions that read source i, numbered within it (-1 elsewhere)."""
+        start = self.offsets()[i]
+        inside = (self.positions >= start) & (self.positions < start + math.prod(self.sources[i]))
+        return Positions(np.where(inside, self.positions - start, -1), (self.sources[i],))
+
+
+def _gather_shape(shapes, attr):
+    if tuple(shapes) != attr.sources:  # built by the functions that made the map, for these shapes
+        raise ShapeMismatch(f"entries moved from {attr.sources}, given {tuple(shapes)}")
+    return attr.positions.shape
+
+
+def _gather_kernel(node):
+    ranks = [len(shape) for shape in node.attr.sources]
+    flat = node.attr.positions.ravel()
+    shape = node.attr.positions.shape
+    zeros = bool((flat < 0).any())  # -1 reads a zero put after the last entry
+
+    def gather(*arrays):
+        leads = [a.shape[:a.ndim - r] for a, r in zip(arrays, ranks)]
+        lead = leads[0] if leads.count(leads[0]) == len(leads) else np.broadcast_shapes(*leads)
+        if len(arrays) == 1 and not zeros:
+            source = arrays[0].reshape(lead + (-1,))
+        else:
+            parts = [np.broadcast_to(a, lead + a.shape[a.ndim - r:]).reshape(lead + (-1,))
+                     for a, r in zip(arrays, ranks)]
+            if zeros:
+                parts.append(np.zeros(lead + (1,)))
+            source = np.concatenate(parts, axis=-1)
+        # C order whatever the leading axes (NumPy may lay out a[..., idx] otherwise), so
+        # that a sum over it adds in the same order at one point and in a batch
+        return np.ascontiguousarray(source[..., flat]).reshape(lead + shape)
+    return gather
+
+
+def _gather_vjp(g, ans, *sources):
+    cotangents = []
+    for i, x in enumerate(sources):
+        part = ans.attr.part(i)
+        useless = x.op == "const" or not (part.positions >= 0).any()
+        cotangents.append(None if useless else G.gather_t(g, attr=part))
+    return tuple(cotangents)
+
+
+def _gather_t_kernel(node):
+    """The transpose of a gather from one source: each entry of g added into the
+    entry it was read from (np.add.at where an entry was read more than once)."""
+    (target,) = node.attr.sources
+    size = math.prod(target)
+    flat = node.attr.positions.ravel()
+    read = np.flatnonzero(flat >= 0)
+    into = flat[read]
+    once = len(np.unique(into)) == len(into)
+    rank = len(node.args[0].shape)
+
+    def gather_t(g):
+        lead = g.shape[:g.ndim - rank]
+        rows = math.prod(lead)
+        values = g.reshape((rows, -1))[:, read]
+        out = np.zeros((rows, size))
+        if once:
+            out[:, into] = values
+        else:
+            np.add.at(out, (slice(None), into), values)
+        return out.reshape(lead + target)
+    return gather_t
+
+
+def _take_along_axis_kernel(node):
+    axis = node.attr
+
+    def take_along_axis(v, order):
+        v, order = np.broadcast_arrays(v, order)
+        return np.take_along_axis(v, order.astype(np.intp), axis)
+    return take_along_axis
+
+
+def _take_along_axis_shape(shapes, attr):
+    if shapes[0] != shapes[1]:
+        raise ShapeMismatch(f"take_along_axis needs indices of the array's shape: {describe(shapes[0])} "
+                            f"and {describe(shapes[1])}")
+    return shapes[0]
+
+
+def _ties_along_axis(node):
+    """1.0 where two entries of argsort's argument are equal (neighbours once sorted)."""
+    x, axis = node.args[0], node.attr
+    if x.shape[axis] < 2:
+        return node.graph.const(0.0)
+    ordered = G.take_along_axis(x, node, attr=axis)
+    before = ((None, None, None),) * (len(x.shape) + axis)
+    return G.eq(G.index(ordered, attr=before + ((1, None, None),)), G.index(ordered, attr=before + ((0, -1, None),)))
+
+
+# ---------------------------------------------------------------- Taylor rules of the operations above
+# (series: (K+1,) + batch + value shape; a constant's leading axis has length 1;
+# every kernel here broadcasts the leading axes, so the coefficient axis rides along.)
+
+
+def _multilinear_taylor(node, kernel):
+    """einsum: linear in each operand, so c_k is the sum over j_1 + ... + j_m = k of the
+    kernel on the varying operands' coefficients j_1 ... j_m (the constants' own
+    coefficient 0 throughout): the truncated convolution of m series."""
+    def rule(*args):
+        varying = [i for i, a in enumerate(args) if not series.is_constant(a)]
+        if len(varying) <= 1:  # linear: the kernel on the stacked coefficients
+            return kernel(*args)
+        n = max(args[i].shape[0] for i in varying)
+        full = [series.full(a, n) if i in varying else a for i, a in enumerate(args)]
+        first = kernel(*(a[:1] for a in full))
+        out = np.zeros((n,) + first.shape[1:])
+        for k in range(n):
+            for split in _compositions(k, len(varying)):
+                operands = list(full)
+                for i, j in zip(varying, split):
+                    operands[i] = full[i][j:j + 1]
+                out[k] += kernel(*operands)[0]
+        return out
+    return rule
+
+
+def _compositions(k: int, parts: int):
+    """Every way to write k as an ordered sum of parts non-negative integers."""
+    if parts == 1:
+        yield (k,)
+        return
+    for first in range(k + 1):
+        for rest in _compositions(k - first, parts - 1):
+            yield (first,) + rest
+
+
+def _value_as_evaluated(factory):
+    """A rule whose coefficient 0 is the kernel on the values alone: a sum over axes
+    (einsum, trace, BLAS) may round differently with the coefficient axis in front,
+    and coefficient 0 must be the value evaluation gives, bit for bit."""
+    def taylor(node, kernel):
+        rule = factory(node, kernel)
+
+        def exact(*args):
+            out = rule(*args)
+            out[0] = kernel(*(np.ascontiguousarray(a[0]) for a in args))
+            return out
+        return exact
+    return taylor
+
+
+def _take_along_axis_taylor(node, kernel):
+    """Linear in v with the permutation fixed (argsort's series is its value, then zeros)."""
+    def rule(v, order):
+        return kernel(v, order[:1])
+    return rule
+
+
+def _nan_to_num_taylor(node, kernel):
+    """x's own series where x is finite (derivative 1), the constant elsewhere."""
+    def rule(x):
+        out = np.where(np.isfinite(x[0]), x, 0.0)
+        out[0] = kernel(x[0])
+        return out
+    return rule
+
+
+def _nan_to_num_vjp(g, ans, x):
+    # 1 where x is finite; nan and +-inf become constants
+    return (G.where(G.lt(G.abs(x), math.inf), g, 0.0),)
 
 
 def _cumprod_vjp(g, ans, x):
@@ -1100,12 +1434,13 @@ defop("linscan", _linscan_kernel, _linscan_vjp, broadcasting=True, pattern="prob
 # ---------------------------------------------------------------- linear algebra
 
 defop("matmul", _matmul_kernel, _matmul_vjp, shape=_matmul_shape, pattern="probe",
-      notation=Infix("@", MUL, ("@",)), rule="product rule: (A B)' = A' B + A B'", taylor=series.bilinear)
+      notation=Infix("@", MUL, ("@",)), rule="product rule: (A B)' = A' B + A B'",
+      taylor=_value_as_evaluated(series.bilinear))
 function("transpose", _transpose_kernel, lambda g, ans, a: (G.transpose(g),),
          shape=lambda shapes, attr: shapes[0][::-1], pattern="moves", rewrite=rewrites.transpose, permutes=True, taylor=series.linear, rule=_LINEAR)
 function("trace", _trace_kernel, _trace_vjp, shape=_trace_shape, pattern="probe", build=_user_trace,
          notation=Call(lambda node, texts: texts + ([f"offset={node.attr}"] if node.attr else [])),
-         keywords=(Param("offset", "int", True),), taylor=series.linear, rule=_LINEAR)
+         keywords=(Param("offset", "int", True),), taylor=_value_as_evaluated(series.linear), rule=_LINEAR)
 
 # ---------------------------------------------------------------- structure
 
@@ -1128,6 +1463,34 @@ defop("broadcast_to", _broadcast_to_kernel,
 defop("sum_to", _sum_to_kernel,
       lambda g, ans, x: (G.broadcast_to(g, attr=x.shape),), shape=_attr_shape,
       pattern="probe", rewrite=rewrites.same_shape, notation=OWN, rule=_LINEAR, taylor=series.linear)
+
+
+# ---------------------------------------------------------------- n-dimensional products and moves (issue 19)
+
+defop("einsum", _einsum_kernel, _einsum_vjp, shape=_einsum_shape, pattern="probe", notation=OWN,
+      taylor=_value_as_evaluated(_multilinear_taylor),
+      rule="product rule, operand by operand: each operand's derivative contracted with the others")
+# A linear map that moves entries by constant positions (flip, roll, tile, diag, tril,
+# fancy indexing, concatenate, ...: language/arrays.py makes the map with NumPy's own
+# function on numbered entries); gather_t is its transpose (adds back).
+defop("gather", _gather_kernel, _gather_vjp, shape=_gather_shape, pattern="moves", notation=OWN,
+      taylor=series.linear, rule=_LINEAR)
+defop("gather_t", _gather_t_kernel, lambda g, ans, x: (G.gather(g, attr=ans.attr),),
+      shape=lambda shapes, attr: attr.sources[0], pattern="probe", notation=OWN, taylor=series.linear, rule=_LINEAR)
+# sort(x) = take_along_axis(x, argsort(x)): the derivative is the permutation (the
+# transpose of a permutation is its inverse, argsort of it); ties as a stable sort
+# orders them, each tied entry getting the derivative of the place it is sorted to.
+defop("argsort", lambda node: lambda a: np.argsort(a, axis=node.attr, kind="stable").astype(np.float64),
+      _no_derivative, pattern="dense", notation=OWN, taylor=series.constant_rule,
+      rule="piecewise constant: argsort(u)' = 0 (the order jumps where entries tie)",
+      kink=Kink(_ties_along_axis, "sort of tied elements (the order among them jumps)",
+                "using the order a stable sort gives them, as PyTorch does"))
+defop("take_along_axis", _take_along_axis_kernel,
+      lambda g, ans, v, order: (G.take_along_axis(g, G.argsort(order, attr=ans.attr), attr=ans.attr), None),
+      shape=_take_along_axis_shape, pattern="dense", notation=OWN, taylor=_take_along_axis_taylor,
+      rule="linearity: the same rearrangement of u' (the order held fixed)")
+function("nan_to_num", elementwise(np.nan_to_num), _nan_to_num_vjp, selects=True, taylor=_nan_to_num_taylor,
+         no_c="np.nan_to_num's largest finite numbers have no C form written")
 
 
 def operator(token: str) -> str:

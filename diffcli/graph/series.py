@@ -627,6 +627,9 @@ def logaddexp_rule(base):
         def rule(a, b):
             n = _length(a, b)
             a, b = full(a, n) * scale, full(b, n) * scale
+            if a.shape != b.shape:  # (one operand batched or directed, the other not)
+                shape = np.broadcast_shapes(a.shape, b.shape)
+                a, b = np.broadcast_to(a, shape), np.broadcast_to(b, shape)
             y0 = kernel(a[0] / scale, b[0] / scale)
             shift = y0 * scale
             total = plus(exp(a, np.exp(a[0] - shift)), exp(b, np.exp(b[0] - shift)))  # its value is 1

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ExpressionError, ShapeError
 from ..graph.ops import OPS, REDUCTION_KEYWORDS, Param, axes_option, describe
+from .arrays import ARRAY_FUNCTIONS
 
 # deg: one degree in radians, so that sin(30deg) is the sine of 30 degrees.
 CONSTANTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "True": 1.0, "False": 0.0,
@@ -266,18 +267,6 @@ def _rsqrt(graph, args, span):
     return graph.apply("div", (1.0, graph.apply("sqrt", args, span=span)), span=span)
 
 
-def _dot(graph, args, span):
-    a, b = args
-    if not a.shape or not b.shape:
-        return graph.apply("mul", (a, b), span=span)
-    return graph.apply("matmul", (a, b), span=span)
-
-
-def _outer(graph, args, span):
-    a, b = (graph.reshape(x, (x.size,)) for x in args)
-    return graph.apply("mul", (graph.reshape(a, (a.size, 1)), graph.reshape(b, (1, b.size))), span=span)
-
-
 def _from_record(op):
     build = op.build if op.keywords else (_plain(op.build) if op.build else _primitive(op.name))
     return FunctionSpec(op.arity, op.arity, build, op.keywords)
@@ -302,8 +291,8 @@ FUNCTIONS.update(
     radians=FunctionSpec(1, 1, _plain(_scaled(math.pi / 180.0))),
     rad2deg=FunctionSpec(1, 1, _plain(_scaled(180.0 / math.pi))),
     degrees=FunctionSpec(1, 1, _plain(_scaled(180.0 / math.pi))),
-    dot=FunctionSpec(2, 2, _plain(_dot)),
-    outer=FunctionSpec(2, 2, _plain(_outer)),
 )
 FUNCTIONS["norm"] = FunctionSpec(1, 1, _norm, (Param("ord", "number", True),) + REDUCTION_KEYWORDS)
+# NumPy's array functions (arrays.py); transpose and trace with NumPy's optional arguments.
+FUNCTIONS.update((name, FunctionSpec(*spec)) for name, spec in ARRAY_FUNCTIONS.items())
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ExpressionError, ShapeError
 from . import synonyms
+from .arrays import fancy_index
 from .functions import CONSTANTS, FUNCTIONS, arity_text, positional_slots, read_option
 from ..graph.nodes import Graph, Node
 from .lalr import JUXTAPOSED, NotParsed, Parser
@@ -74,6 +75,10 @@ class _Callbacks:
         name = children[0]
         args = children[2] if len(children) == 4 else []
         return Syntax("call", tuple(args), str(name), _span(name))
+
+    def string(self, children):
+        (tok,) = children
+        return Syntax("string", (), str(tok)[1:-1], _span(tok))
 
     def group(self, children):
         return children[1]
@@ -277,7 +282,7 @@ def _at(pos):
     return (pos, pos + 1)
 
 
-_BRACKETS_AND_COMMENTS = re.compile(r"[()\[\]]|#[^\n]*")
+_BRACKETS_AND_COMMENTS = re.compile(r"[()\[\]]|#[^\n]*|'[^'\n]*'|\"[^\"\n]*\"")
 
 
 def _check_brackets(text: str) -> None:
@@ -286,7 +291,7 @@ def _check_brackets(text: str) -> None:
     stack: list[int] = []
     for match in _BRACKETS_AND_COMMENTS.finditer(text):
         ch, pos = match.group()[0], match.start()
-        if ch == "#":
+        if ch in "#'\"":  # brackets in a comment or a string are not brackets
             continue
         if ch in OPENERS:
             stack.append(pos)
@@ -520,16 +525,48 @@ def _check_bindable(let: Syntax) -> None:
 
 def _build(graph: Graph, root: Syntax, env: dict[str, Node], shapes: dict[str, tuple]) -> Node:
     built: dict[int, Node | None] = {}
-    for syn in _walk(root):
+    sequences: set[int] = set()  # array literals that are a list of arrays (concatenate([a, b]))
+    stack = [(root, False)]
+    while stack:  # post-order, as _walk, marking such lists on the way down
+        syn, expanded = stack.pop()
+        if not expanded:
+            stack.append((syn, True))
+            if syn.kind == "call" and syn.children and syn.children[0].kind == "array" \
+                    and _takes_sequence(syn.data):
+                sequences.add(id(syn.children[0]))
+            stack.extend((c, False) for c in reversed(syn.children) if c is not None)
+            continue
         args = [None if c is None else built.pop(id(c)) for c in syn.children]
+        if id(syn) in sequences:
+            built[id(syn)] = tuple(args)
+            continue
+        if syn.kind not in ("call", "slice"):
+            _check_values(syn, args)
         built[id(syn)] = _build_one(graph, syn, args, env, shapes)
-    return built.pop(id(root))
+    node = built.pop(id(root))
+    _check_values(root, [node])
+    return node
+
+
+def _takes_sequence(name: str) -> bool:
+    spec = FUNCTIONS.get(name)
+    return spec is not None and getattr(spec.build, "takes_sequence", False)
+
+
+def _check_values(syn: Syntax, args) -> None:
+    """Quoted text and lists of arrays are arguments of particular functions only."""
+    for arg in args:
+        if isinstance(arg, str):
+            raise ExpressionError("quoted text is only einsum's subscripts, as in einsum('ij,jk->ik', A, B)",
+                                  syn.span)
 
 
 def _build_one(graph, syn, args, env, shapes):
     kind = syn.kind
     if kind == "number":
         return graph.const(syn.data)
+    if kind == "string":
+        return syn.data
     if kind == "name":
         return _resolve_name(graph, syn, env, shapes)
     if kind == "apply":
@@ -610,6 +647,8 @@ def _index(graph, syn, target: Node, subscripts) -> Node:
     shape = target.shape
     if len(subscripts) > len(shape):
         raise ShapeError(f"too many indices: {len(subscripts)} for {describe(shape)}", syn.span)
+    if any(type(sub) is Node and sub.op == "const" and sub.shape for sub in subscripts):
+        return _fancy_index(graph, syn, target, subscripts)
     items = []
     for axis, sub in enumerate(subscripts):
         n = shape[axis]
@@ -624,6 +663,22 @@ def _index(graph, syn, target: Node, subscripts) -> Node:
                 raise ShapeError(f"index {i} is out of range for axis {axis} of size {n}", syn.span)
             items.append(i % n)
     return graph.apply("index", (target,), tuple(items), span=syn.span)
+
+
+def _fancy_index(graph, syn, target: Node, subscripts) -> Node:
+    """Indexing with arrays of integers (constants): NumPy's rules, by arrays.py."""
+    key = []
+    for sub in subscripts:
+        if isinstance(sub, tuple):
+            key.append(slice(*(None if part is None else _constant_int(part, syn) for part in sub)))
+        elif sub.op == "const" and sub.shape:
+            value = np.asarray(sub.value)
+            if not np.all(np.isfinite(value)) or np.any(value != np.round(value)):
+                raise ExpressionError("index arrays must hold integers", syn.span)
+            key.append(value.astype(np.int64))
+        else:
+            key.append(_constant_int(sub, syn))
+    return fancy_index(graph, target, tuple(key), syn.span)
 
 
 def _constant_int(node: Node, syn: Syntax) -> int:
