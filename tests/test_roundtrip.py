@@ -196,8 +196,12 @@ def test_the_generator_reaches_every_operation():
         binding = f._binding({n: VARIABLES[n] for n in f.variables})
         derivatives = autodiff.vjp(binding.graph, binding.output, binding.graph.const(1.0), binding.inputs)
         seen |= {node.op for node in topological_order([binding.output, *derivatives])}
-    # cmul/cdiv: products past a where; scatter_sum: two slices of one variable
-    assert set(OPS) - seen <= {"scatter_sum"}, sorted(set(OPS) - seen)
+    # cmul/cdiv: products past a where; scatter_sum: two slices of one variable. The
+    # array records of issue 19 (einsum, the entry moves, sort, nan_to_num) are not
+    # drawn here: tests/test_arrays.py round-trips each of their 107 cases' value and
+    # gradient formulas.
+    arrays = {"einsum", "gather", "gather_t", "argsort", "take_along_axis", "nan_to_num"}
+    assert set(OPS) - seen <= {"scatter_sum"} | arrays, sorted(set(OPS) - seen)
 
 
 def test_hessian_formulas_round_trip():

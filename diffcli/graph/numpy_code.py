@@ -38,6 +38,13 @@ HELPERS = {
     m = np.max(x, axis=axis, keepdims=True)
     e = np.exp(x - np.where(np.isfinite(m), m, 0.0))
     return e / np.sum(e, axis=axis, keepdims=True)''',
+    "_gather": '''def _gather(positions, *arrays):
+    flat = np.concatenate([np.ravel(a) for a in arrays] + [np.zeros(1)])  # -1 reads the 0 after the last
+    return flat[positions]''',
+    "_gather_t": '''def _gather_t(g, positions, shape):
+    out = np.zeros(int(np.prod(shape)) + 1)
+    np.add.at(out, np.ravel(positions), np.ravel(g))
+    return out[:-1].reshape(shape)''',
     "_scatter": '''def _scatter(values, where, shape):
     out = np.zeros(shape)
     out[where] = values
@@ -168,6 +175,19 @@ def _special(name):
     return lambda node, args: _call("scipy.special." + name, args)
 
 
+def _positions(node) -> str:
+    return _int_array(node.attr.positions)
+
+
+def _int_array(array) -> str:
+    return f"np.array({np.asarray(array).tolist()!r})"
+
+
+def _einsum(node, args):
+    ins, out = node.attr
+    return _call("np.einsum", [(repr(",".join(ins) + "->" + out), ATOM)] + list(args))
+
+
 def _scatter_sum(node, args):
     shape = _shape(node.attr[1])
     parts = [f"_scatter({arg[0]}, {_key(items)}, {shape})" for items, arg in zip(node.attr[0], args)]
@@ -189,6 +209,14 @@ _OWN = {
     "logsumexp": lambda node, args: _call("_logsumexp", args, *_axes(node)),
     "softmax": lambda node, args: _call("_softmax", args, *([] if node.attr is None else [f"axis={node.attr}"])),
     "sinc": lambda node, args: _call("np.sinc", args),
+    "nan_to_num": lambda node, args: _call("np.nan_to_num", args),
+    "einsum": _einsum,
+    "gather": lambda node, args: _call("_gather", [(_positions(node), ATOM)] + list(args)),
+    "gather_t": lambda node, args: _call("_gather_t", args, _positions(node), _shape(node.attr.sources[0])),
+    "argsort": lambda node, args: (f"np.argsort({args[0][0]}, axis={node.attr}, kind='stable').astype(float)",
+                                   ATOM),
+    "take_along_axis": lambda node, args: (f"np.take_along_axis({args[0][0]}, ({args[1][0]}).astype(int), "
+                                           f"axis={node.attr})", ATOM),
     "erf": _special("erf"),
     "erfc": _special("erfc"),
     "erfinv": _special("erfinv"),

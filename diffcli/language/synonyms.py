@@ -46,8 +46,7 @@ MEANINGS: dict[str, tuple[str, ...]] = {
     "amax": ("max",), "amin": ("min",), "reduce_max": ("max",), "reduce_min": ("min",),
     "average": ("mean",), "avg": ("mean",), "reduce_mean": ("mean",), "total": ("sum",),
     "reduce_sum": ("sum",), "reduce_prod": ("prod",), "product": ("prod",), "cumulative_sum": ("cumsum",),
-    "cumulative_prod": ("cumprod",), "inner": ("dot",), "vdot": ("dot",), "matmul": ("A @ B",),
-    "mm": ("A @ B",), "mv": ("A @ B",), "einsum": ("dot", "A @ B"), "tr": ("trace",),
+    "cumulative_prod": ("cumprod",), "vdot": ("dot",),     "mm": ("A @ B",), "mv": ("A @ B",), "tr": ("trace",),
     "magnitude": ("norm",), "length": ("norm",), "l2norm": ("norm",), "softargmax": ("softmax",),
 }
 
