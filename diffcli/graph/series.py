@@ -50,11 +50,12 @@ def _new(n: int, *like):
 
 
 def _dot(a, b):
-    """sum_j a[j] * b[j] over the leading axis."""
-    if a.ndim == 1:
+    """sum_j a[j] * b[j] over the leading axis (the other axes broadcast)."""
+    if a.ndim == 1 and b.ndim == 1:
         return np.dot(a, b)
-    return np.einsum("i...,i...->...", *np.broadcast_arrays(a, b)) if a.shape != b.shape else \
-        np.einsum("i...,i...->...", a, b)
+    if a.shape != b.shape:
+        a, b = np.broadcast_arrays(a, b)
+    return np.einsum("i...,i...->...", a, b)
 
 
 def _weighted(x):
