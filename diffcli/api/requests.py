@@ -16,7 +16,7 @@ import numpy as np
 
 from ..graph import autodiff
 from .. import switches
-from ..errors import UsageError
+from ..errors import Diagnostic, UsageError
 from ..graph.nodes import Node
 from .growth import OrderGrowth
 from ..graph.ops import describe
@@ -603,7 +603,6 @@ def directional(plan, arrays, tangents: dict, order: int, batch_ndim: int, order
 def cancellation_report(series, check, order: int, what: str) -> list:
     """A diagnostic where the two propagations disagree (engine/taylor.lost_digits)."""
     from ..engine import taylor
-    from ..errors import Diagnostic
 
     found = taylor.lost_digits(series, check, order)
     if found is None:
