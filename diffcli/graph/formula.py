@@ -93,6 +93,27 @@ def _worth_naming(text: str, uses: int) -> bool:
     return uses > 1 and uses * len(text) > len(text) + 7 + 2 * uses
 
 
+def renderer(name, constant, own: dict, infix, call):
+    """A printer's render(node, args) for walk(): a variable by name(its name), a
+    constant by constant(value), an operation with a rule of the printer's own
+    by own[op](node, args), an infix operator by infix(node, notation, args),
+    any other by call(node, args) (latex.py and numpy_code.py differ only there)."""
+    def render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
+        op = node.op
+        if op == "var":
+            return name(node.attr), ATOM
+        if op == "const":
+            return constant(node.value)
+        rule = own.get(op)
+        if rule is not None:
+            return rule(node, args)
+        notation = OPS[op].notation
+        if type(notation) is Infix:
+            return infix(node, notation, args)
+        return call(node, args)
+    return render
+
+
 def _fresh_names(reserved):
     taken = set(reserved)
     i = 0
@@ -148,7 +169,7 @@ def _render(node: Node, args: list[tuple[str, int]], drop_lift: bool = False) ->
             return f"cumsum({_wrap(args[0], POSTFIX)}[::-1])[::-1]", POSTFIX
         return f"cumsum({args[0][0]})", ATOM
     if op == "index":
-        return f"{_wrap(args[0], POSTFIX)}[{', '.join(_subscript(i) for i in node.attr)}]", POSTFIX
+        return f"{_wrap(args[0], POSTFIX)}[{', '.join(subscript_text(i) for i in node.attr)}]", POSTFIX
     if op == "stack":
         return f"[{', '.join(text for text, _ in args)}]", ATOM
     if op == "reshape":
@@ -187,10 +208,10 @@ def _scalar_if_uniform(node: Node, arg: Node, part: tuple[str, int]) -> tuple[st
     if tuple(np.broadcast_shapes(*others)) != node.shape or np.isnan(first) \
             or not np.all(arg.value == first):
         return part
-    return _number(first)
+    return number_text(first)
 
 
-def _number(v: float) -> tuple[str, int]:
+def number_text(v: float) -> tuple[str, int]:
     if math.isnan(v):
         return "nan", ATOM
     if math.isinf(v):
@@ -207,11 +228,11 @@ def _number(v: float) -> tuple[str, int]:
 
 def _constant(value: np.ndarray) -> tuple[str, int]:
     if value.ndim == 0:
-        return _number(float(value))
-    return _literal_of(value.shape, lambda idx: _number(float(value[idx]))[0]), ATOM
+        return number_text(float(value))
+    return _literal_of(value.shape, lambda idx: number_text(float(value[idx]))[0]), ATOM
 
 
-def _subscript(item) -> str:
+def subscript_text(item) -> str:
     if isinstance(item, int):
         return str(item)
     start, stop, step = item
@@ -257,7 +278,7 @@ def _scatter(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
 
 
 def _scatter_part(items, shape, g_shape, arg: tuple[str, int]) -> tuple[str, int]:
-    _check_literal_size(shape)
+    check_literal_size(shape)
     where = np.full(shape, -1, dtype=np.int64)
     key = tuple(i if isinstance(i, int) else slice(*i) for i in items)
     where[key] = np.arange(int(np.prod(g_shape, dtype=np.int64))).reshape(g_shape)
@@ -298,7 +319,7 @@ def _gather_t(node: Node, arg: tuple[str, int]) -> tuple[str, int]:
     """Each entry the sum of the entries of g read from it, added in g's order (as
     the kernel adds them), 0 for none."""
     (target,) = node.attr.sources
-    _check_literal_size(target)
+    check_literal_size(target)
     flat = node.attr.positions.ravel()
     g_shape = node.args[0].shape
     readers: dict[int, list[int]] = {}
@@ -320,7 +341,7 @@ def _linscan(node: Node, args) -> tuple[str, int]:
     as the kernel: h[i] + a[i] * (h[i+1] + a[i+1] * (...)) from the end, or the
     mirror image from the start."""
     n = node.shape[0]
-    _check_literal_size((n * n,))
+    check_literal_size((n * n,))
     h, a = (_scan_operand(operand, part) for operand, part in zip(node.args, args))
     step = 1 if node.attr else -1
     entries = []
@@ -341,7 +362,7 @@ def _scan_operand(operand: Node, part: tuple[str, int]):
     operands, so one of size 1 there gives its only entry to every k, and a
     constant of one number is that number."""
     if operand.op == "const" and operand.uniform is not None:
-        number = _wrap(_number(operand.uniform), POSTFIX)
+        number = _wrap(number_text(operand.uniform), POSTFIX)
         return lambda k: number
     base = _wrap(part, POSTFIX)
     if operand.shape[0] == 1:
@@ -359,14 +380,14 @@ def _literal_of(shape: tuple, entry) -> str:
     """A nested literal built level by level (no recursion on the rank)."""
     if not shape:
         return entry(())
-    _check_literal_size(shape)
+    check_literal_size(shape)
     flat = [entry(idx) for idx in np.ndindex(*shape)]
     for n in reversed(shape):
         flat = ["[" + ", ".join(flat[i:i + n]) + "]" for i in range(0, len(flat), n)]
     return flat[0]
 
 
-def _check_literal_size(shape):
+def check_literal_size(shape):
     size = int(np.prod(shape, dtype=np.int64))
     if size > MAX_LITERAL:
         raise UsageError(f"the formula would spell out {size:,} entries; --symbolic writes at most "

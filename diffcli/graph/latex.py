@@ -15,9 +15,9 @@ import re
 
 import numpy as np
 
-from .formula import _check_literal_size, _number, _subscript, walk
+from .formula import check_literal_size, number_text, renderer, subscript_text, walk
 from .nodes import Node
-from .ops import ADD, ATOM, COMPARE, MUL, OPS, POSTFIX, POWER, UNARY, Infix
+from .ops import ADD, ATOM, COMPARE, MUL, POSTFIX, POWER, UNARY
 
 GREEK = frozenset("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau "
                   "upsilon phi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi "
@@ -70,21 +70,6 @@ def _call(head: str, args) -> tuple[str, int]:
     return rf"{head}\left({', '.join(text for text, _ in args)}\right)", POSTFIX
 
 
-def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
-    op = node.op
-    if op == "var":
-        return spell_name(node.attr), ATOM
-    if op == "const":
-        return _constant(node.value)
-    own = _OWN.get(op)
-    if own is not None:
-        return own(node, args)
-    notation = OPS[op].notation
-    if type(notation) is Infix:
-        return _infix(node, notation, args)
-    return _call(NAMED.get(op, rf"\operatorname{{{op}}}"), args)
-
-
 def _infix(node: Node, notation, args) -> tuple[str, int]:
     a, b = args
     if notation.precedence == COMPARE:  # 1 or 0: Iverson's bracket
@@ -111,7 +96,7 @@ def _power(node, args):
 
 
 def _index(node, args):
-    items = ", ".join(_subscript(i) for i in node.attr)
+    items = ", ".join(subscript_text(i) for i in node.attr)
     return f"{_subscriptable(args[0])}_{{{items}}}", POSTFIX
 
 
@@ -138,7 +123,7 @@ def _shape(shape: tuple) -> str:
 
 
 def _scatter_text(items, shape, arg) -> str:
-    where = ", ".join(_subscript(i) for i in items)
+    where = ", ".join(subscript_text(i) for i in items)
     return rf"\operatorname{{scatter}}_{{[{where}] \to {_shape(shape)}}}\left({arg[0]}\right)"
 
 
@@ -190,7 +175,7 @@ def _number_latex(v: float) -> tuple[str, int]:
         return r"\mathrm{NaN}", ATOM
     if math.isinf(v):
         return (r"\infty", ATOM) if v > 0 else (r"-\infty", UNARY)
-    text, level = _number(v)
+    text, level = number_text(v)
     if text == "pi":
         return r"\pi", ATOM
     mantissa, _, exponent = text.partition("e")
@@ -205,8 +190,12 @@ def _number_latex(v: float) -> tuple[str, int]:
 def _constant(value: np.ndarray) -> tuple[str, int]:
     if value.ndim == 0:
         return _number_latex(float(value))
-    _check_literal_size(value.shape)
+    check_literal_size(value.shape)
     flat = [_number_latex(float(v))[0] for v in value.ravel()]
     for n in reversed(value.shape):
         flat = [r"\left[" + ", ".join(flat[i:i + n]) + r"\right]" for i in range(0, len(flat), n)]
     return flat[0], ATOM
+
+
+_render = renderer(spell_name, _constant, _OWN, _infix,
+                   lambda node, args: _call(NAMED.get(node.op, rf"\operatorname{{{node.op}}}"), args))

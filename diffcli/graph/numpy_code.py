@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from .formula import _check_literal_size, _number, _subscript, walk
+from .formula import check_literal_size, number_text, renderer, subscript_text, walk
 from .nodes import Node
-from .ops import ADD, ATOM, COMPARE, OPS, POSTFIX, POWER, UNARY, Infix
+from .ops import ADD, ATOM, COMPARE, OPS, POSTFIX, POWER, UNARY
 
 HELPERS = {
     "_sigmoid": '''def _sigmoid(x):
@@ -102,21 +102,6 @@ def _call(head: str, args, *extra: str) -> tuple[str, int]:
     return f"{head}({', '.join([text for text, _ in args] + list(extra))})", ATOM
 
 
-def _render(node: Node, args: list[tuple[str, int]]) -> tuple[str, int]:
-    op = node.op
-    if op == "var":
-        return spell_name(node.attr), ATOM
-    if op == "const":
-        return _constant(node.value)
-    own = _OWN.get(op)
-    if own is not None:
-        return own(node, args)
-    notation = OPS[op].notation
-    if type(notation) is Infix:
-        return _infix(node, notation, args)
-    return _call("np." + _ufunc_name(op), args)
-
-
 def _ufunc_name(op: str) -> str:
     """The NumPy function an elementwise operation's kernel is (np.arcsin for asin)."""
     kernel = OPS[op].kernel(None) if OPS[op].elementwise else None
@@ -142,7 +127,7 @@ def _shape(shape: tuple) -> str:
 
 
 def _key(items) -> str:
-    return f"np.s_[{', '.join(_subscript(i) for i in items)}]"
+    return f"np.s_[{', '.join(subscript_text(i) for i in items)}]"
 
 
 def _cumulative(node, args):
@@ -229,7 +214,7 @@ _OWN = {
     "transpose": lambda node, args: _call("np.transpose", args),
     "trace": lambda node, args: _call("np.trace", args, *([f"offset={node.attr}"] if node.attr else [])),
     "stack": lambda node, args: (f"np.array([{', '.join(t for t, _ in args)}])", ATOM),
-    "index": lambda node, args: (f"{_wrap(args[0], POSTFIX)}[{', '.join(_subscript(i) for i in node.attr)}]",
+    "index": lambda node, args: (f"{_wrap(args[0], POSTFIX)}[{', '.join(subscript_text(i) for i in node.attr)}]",
                                  POSTFIX),
     "reshape": lambda node, args: _call("np.reshape", args, _shape(node.shape)),
     "broadcast_to": lambda node, args: _call("np.broadcast_to", args, _shape(node.shape)),
@@ -244,7 +229,7 @@ def _number_text(v: float, in_array: bool = False) -> tuple[str, int]:
         return "np.nan", ATOM
     if math.isinf(v):
         return ("np.inf", ATOM) if v > 0 else ("-np.inf", UNARY)
-    text, level = _number(v)
+    text, level = number_text(v)
     if text in ("pi", "e"):
         return "np." + text, ATOM
     if in_array and "." not in text and "e" not in text:
@@ -255,8 +240,11 @@ def _number_text(v: float, in_array: bool = False) -> tuple[str, int]:
 def _constant(value: np.ndarray) -> tuple[str, int]:
     if value.ndim == 0:
         return _number_text(float(value))
-    _check_literal_size(value.shape)
+    check_literal_size(value.shape)
     flat = [_number_text(float(v), True)[0] for v in value.ravel()]
     for n in reversed(value.shape):
         flat = ["[" + ", ".join(flat[i:i + n]) + "]" for i in range(0, len(flat), n)]
     return f"np.array({flat[0]})", ATOM
+
+
+_render = renderer(spell_name, _constant, _OWN, _infix, lambda node, args: _call("np." + _ufunc_name(node.op), args))
