@@ -50,7 +50,7 @@ class TaylorPlan:
             releases = tuple(s for s, last in last_use.items() if last == i and s not in keep)
             args = tuple(slot[a.id] for a in node.args)
             if node.op == "const":
-                self._steps.append((i, "const", node, args, releases))
+                self._steps.append((i, "const", np.asarray(node.value, dtype=np.float64), args, releases))
                 continue
             op = OPS[node.op]
             kernel = op.kernel(node)
@@ -67,12 +67,12 @@ class TaylorPlan:
             if s is not None:
                 slots[s] = value
         with np.errstate(all="ignore"):
-            for i, how, kernel, args, releases in self._steps:
-                if how == "const":
-                    value = np.asarray(kernel.value, dtype=np.float64)
+            for i, how, kernel_or_value, args, releases in self._steps:
+                if how == "const":  # a constant series: its value, with the coefficient and batch axes
+                    value = kernel_or_value
                     slots[i] = value.reshape((1,) * (1 + batch_ndim) + value.shape)
                 elif how is None:  # every operand constant: the kernel on coefficient 0
-                    slots[i] = kernel(*(slots[a] for a in args))
+                    slots[i] = kernel_or_value(*(slots[a] for a in args))
                 else:
                     slots[i] = how(*(slots[a] for a in args))
                 for r in releases:
